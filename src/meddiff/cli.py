@@ -1,0 +1,57 @@
+"""Command line: `meddiff <verb> ...`. Parse arguments, build objects, call the library.
+
+Each verb lives in `meddiff.commands.<verb>` with `add_parser(subparsers)` and `run(args)`;
+this module only wires them together and turns MeddiffError into a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import MeddiffError
+
+# verb -> module in meddiff.commands (imported lazily so `meddiff --help` stays fast)
+VERBS = {
+    "prepare": "prepare",
+    "train": "train",
+    "sample": "sample",
+    "evaluate": "evaluate",
+    "demo": "demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meddiff", description="Diffusion models for medical imaging.")
+    parser.add_argument("--version", action="version", version=f"meddiff {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb, module in VERBS.items():
+        mod = importlib.import_module(f"meddiff.commands.{module}")
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        result = args.func(args)
+    except MeddiffError as e:
+        if args.verbose:
+            raise
+        print(f"meddiff {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"meddiff {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

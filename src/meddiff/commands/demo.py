@@ -1,0 +1,16 @@
+"""`meddiff demo`: (not yet implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import MeddiffError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="(not yet implemented)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise MeddiffError("'demo' is not implemented yet")

@@ -1,0 +1,276 @@
+"""Configuration: frozen dataclasses, parsed once at the edge (YAML file + command-line overrides).
+
+A config file has the sections ``data``, ``task``, ``model``, ``diffusion``, ``sampler`` and
+``train``. Unknown keys and values of the wrong type are errors that name the key. Modules
+never see a dict: they take the dataclass (or explicit arguments) they need. The resolved
+config is saved beside every checkpoint (`to_dict` / `from_dict` round-trip exactly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the prepared slices are (output of `meddiff prepare`) and how to read them."""
+
+    prepared: str = "runs/prepared"  # folder written by `meddiff prepare`
+    train_split: str = "train"
+    val_split: str = "val"
+    size: int = 128  # model input size (slices are prepared at this size)
+    crop: int = 0  # random square training crops of this size (0 = whole slice)
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The degradation that makes the condition: tasks are data, not code."""
+
+    kind: Literal["sr", "denoise", "inpaint"] = "sr"
+    sr_factor: float = 4.0  # one of 2*sqrt(2), 4, 4*sqrt(2), 8, 8*sqrt(2), 16
+    sr_upsample: Literal["bicubic", "bilinear"] = "bicubic"
+    noise_std: tuple[float, float] = (0.05, 0.2)  # Gaussian sigma range in [-1,1] units
+    salt_pepper: tuple[float, float] = (0.0, 0.05)  # fraction of pixels hit
+    mask_kinds: tuple[str, ...] = ("box", "stroke")
+    mask_coverage: tuple[float, float] = (0.1, 0.4)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """U-Net for eps/x0/v prediction (see `meddiff.nn.unet`)."""
+
+    spatial_dims: int = 2
+    channels: tuple[int, ...] = (64, 128, 256)
+    num_res_blocks: int = 2
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    norm_groups: int = 32
+    num_heads: int = 4
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Discrete DDPM as Med-cDiff (Ho et al. 2020), with the options meddiff adds.
+
+    The paper's setting is the default: T=2000, linear betas 1e-4..0.02, sigma_t^2 = beta_t,
+    eps-prediction, diffusing the target image itself.
+    """
+
+    timesteps: int = 2000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    schedule: Literal["linear", "cosine"] = "linear"
+    variance: Literal["beta", "beta_tilde"] = "beta"
+    prediction: Literal["eps", "x0", "v"] = "eps"
+    residual: bool = False  # diffuse x0 - cond (the detail the condition lacks) instead of x0
+    loss_weight: Literal["simple", "min_snr"] = "simple"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "ancestral"
+    steps: int = 50  # respaced chain length; timesteps (2000) = the paper's full chain
+    eta: float = 1.0
+    samples: int = 1  # samples per input (mean and per-pixel std written when > 1)
+    seed: int = 0
+    batch_size: int = 8
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: str = "runs/train"
+    steps: int = 200_000
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 1000
+    keep_last: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads (0 = torch default)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp` and convert lists to tuples; raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for a in args:
+            if a is type(None) and value is None:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} matches none of {tp}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {names}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def from_dict(values: Mapping[str, Any] | None) -> Config:
+    """Build a Config from nested dicts; unknown keys or wrong types raise ConfigError."""
+    cfg = _build(Config, values or {}, "")
+    _validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples as lists) suitable for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.steps=100' -> (['train', 'steps'], 100); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if len(path) != 2:
+        raise ConfigError(f"override {text!r}: expected SECTION.KEY=VALUE, e.g. train.steps=100")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+    return path, value
+
+
+def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (or start from defaults) and apply SECTION.KEY=VALUE overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: expected a mapping of sections at the top level")
+        values = loaded or {}
+    values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in values.items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        sec = values.setdefault(section, {})
+        if not isinstance(sec, dict):
+            raise ConfigError(f"override {text!r}: section {section!r} is not a mapping in the config")
+        sec[key] = value
+    try:
+        return from_dict(values)
+    except ConfigError as e:
+        src = f" in {path}" if path is not None else ""
+        raise ConfigError(f"{e}{src}") from None
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from .io.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _validate(cfg: Config) -> None:
+    m = cfg.model
+    if m.spatial_dims not in (2, 3):
+        raise ConfigError(f"model.spatial_dims: expected 2 or 3, got {m.spatial_dims}")
+    if len(m.attention_levels) != len(m.channels):
+        raise ConfigError(
+            f"model.attention_levels has {len(m.attention_levels)} entries but model.channels has {len(m.channels)}"
+        )
+    for c in m.channels:
+        if c % m.norm_groups:
+            raise ConfigError(f"model.channels: {c} is not divisible by model.norm_groups={m.norm_groups}")
+    d = cfg.diffusion
+    if not (0 < d.beta_start < d.beta_end < 1):
+        raise ConfigError(f"diffusion: expected 0 < beta_start < beta_end < 1, got {d.beta_start}, {d.beta_end}")
+    if d.timesteps < 1:
+        raise ConfigError(f"diffusion.timesteps: expected >= 1, got {d.timesteps}")
+    if not (1 <= cfg.sampler.steps <= d.timesteps):
+        raise ConfigError(f"sampler.steps: expected 1..{d.timesteps}, got {cfg.sampler.steps}")
+    if cfg.train.batch_size < 1 or cfg.train.steps < 0:
+        raise ConfigError("train.batch_size must be >= 1 and train.steps >= 0")
