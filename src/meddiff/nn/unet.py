@@ -1,0 +1,212 @@
+"""U-Net for diffusion (Ho et al. 2020 / Med-cDiff): GroupNorm, sinusoidal time embedding,
+residual blocks, self-attention at chosen (low) resolutions; 2D or 3D from one definition.
+
+The condition (and for inpainting the mask) enters by channel concatenation with x_t, so the
+network only sees ``in_channels`` input planes; it knows nothing about tasks or schedules.
+
+Shapes: input ``[B, C_in, *spatial]`` with each spatial size divisible by
+``2 ** (len(channels) - 1)``; output ``[B, C_out, *spatial]``; ``t`` is ``[B]`` (float or int
+diffusion time in the units the schedule uses).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+
+
+def conv_nd(spatial_dims: int, *args, **kwargs) -> nn.Module:
+    return (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(*args, **kwargs)
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal embedding (Vaswani et al. 2017, as in Ho et al. 2020): [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-Conv, + time embedding, GroupNorm-SiLU-Dropout-Conv (zero-initialised), + skip."""
+
+    def __init__(self, spatial_dims: int, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.conv1 = conv_nd(spatial_dims, c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(conv_nd(spatial_dims, c_out, c_out, 3, padding=1))
+        self.skip = conv_nd(spatial_dims, c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(emb).view(*emb.shape[:1], -1, *([1] * (x.ndim - 2)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all spatial positions (PyTorch SDPA), residual."""
+
+    def __init__(self, spatial_dims: int, channels: int, groups: int, num_heads: int):
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"attention channels {channels} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = conv_nd(spatial_dims, channels, 3 * channels, 1)
+        self.proj = zero_init(conv_nd(spatial_dims, channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, *spatial = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, -1)
+        q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # [B, heads, N, c/heads]
+        h = F.scaled_dot_product_attention(q, k, v)
+        h = h.transpose(-1, -2).reshape(b, c, *spatial)
+        return x + self.proj(h)
+
+
+class Level(nn.Module):
+    """Residual blocks (each optionally followed by attention) at one resolution."""
+
+    def __init__(self, blocks: Sequence[ResBlock], attns: Sequence[nn.Module]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.attns = nn.ModuleList(attns)
+
+
+class UNet(nn.Module):
+    """eps/x0/v-prediction U-Net.
+
+    channels[i] is the width at resolution level i (level 0 = full size); each level has
+    ``num_res_blocks`` residual blocks in the encoder and ``num_res_blocks + 1`` in the decoder
+    (as Ho et al. / diffusers), attention after each block where ``attention_levels[i]``, and a
+    middle Res-Attn-Res block at the lowest resolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = (64, 128, 256),
+        num_res_blocks: int = 2,
+        attention_levels: Sequence[bool] = (False, False, True),
+        norm_groups: int = 32,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        spatial_dims: int = 2,
+    ):
+        super().__init__()
+        if len(attention_levels) != len(channels):
+            raise ValueError(f"attention_levels {attention_levels} must have one entry per level in {channels}")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.levels = len(channels)
+        c0 = channels[0]
+        emb_dim = 4 * c0
+        self.time_dim = c0
+        self.time_mlp = nn.Sequential(nn.Linear(c0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.conv_in = conv_nd(spatial_dims, in_channels, c0, 3, padding=1)
+
+        def res(ci: int, co: int) -> ResBlock:
+            return ResBlock(spatial_dims, ci, co, emb_dim, norm_groups, dropout)
+
+        def attn(c: int, on: bool) -> nn.Module:
+            return Attention(spatial_dims, c, norm_groups, num_heads) if on else nn.Identity()
+
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        skips = [c0]
+        c = c0
+        for i, co in enumerate(channels):
+            blocks, attns = [], []
+            for _ in range(num_res_blocks):
+                blocks.append(res(c, co))
+                attns.append(attn(co, attention_levels[i]))
+                c = co
+                skips.append(c)
+            self.down.append(Level(blocks, attns))
+            if i < self.levels - 1:
+                self.downsample.append(conv_nd(spatial_dims, c, c, 3, stride=2, padding=1))
+                skips.append(c)
+        self.mid1 = res(c, c)
+        self.mid_attn = Attention(spatial_dims, c, norm_groups, num_heads)
+        self.mid2 = res(c, c)
+
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i, co in reversed(list(enumerate(channels))):
+            blocks, attns = [], []
+            for _ in range(num_res_blocks + 1):
+                blocks.append(res(c + skips.pop(), co))
+                attns.append(attn(co, attention_levels[i]))
+                c = co
+            self.up.append(Level(blocks, attns))
+            if i > 0:
+                self.upsample.append(conv_nd(spatial_dims, c, c, 3, padding=1))
+        self.norm_out = nn.GroupNorm(norm_groups, c)
+        self.conv_out = zero_init(conv_nd(spatial_dims, c, out_channels, 3, padding=1))
+
+    @property
+    def size_multiple(self) -> int:
+        """Every spatial size of the input must be a multiple of this."""
+        return 2 ** (self.levels - 1)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """x: [B, in_channels, *spatial]; t: [B] -> [B, out_channels, *spatial]."""
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"UNet expects {self.in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        m = self.size_multiple
+        if any(s % m for s in x.shape[2:]):
+            raise ValueError(f"UNet input spatial size {tuple(x.shape[2:])} must be a multiple of {m}")
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim).to(x.dtype))
+        h = self.conv_in(x)
+        hs = [h]
+        for i, level in enumerate(self.down):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(h, emb))
+                hs.append(h)
+            if i < self.levels - 1:
+                h = self.downsample[i](h)
+                hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for j, level in enumerate(self.up):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+            if j < self.levels - 1:
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+                h = self.upsample[j](h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def build_unet(cfg: ModelConfig, in_channels: int, out_channels: int = 1) -> UNet:
+    """The U-Net described by a ModelConfig."""
+    return UNet(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=cfg.channels,
+        num_res_blocks=cfg.num_res_blocks,
+        attention_levels=cfg.attention_levels,
+        norm_groups=cfg.norm_groups,
+        num_heads=cfg.num_heads,
+        dropout=cfg.dropout,
+        spatial_dims=cfg.spatial_dims,
+    )

@@ -1,0 +1,67 @@
+"""Ancestral sampling of the conditional DDPM (Ho et al. 2020, Algorithm 2; Med-cDiff):
+
+    x_T ~ N(0, I);  x_{t-1} = mu_theta(x_t, y, t) + sigma_t z,  z ~ N(0, I) (z = 0 at the last step)
+
+on the full chain (T steps) or a respaced one (any number of steps, Nichol & Dhariwal 2021).
+mu_theta is computed as the posterior mean q(x_{t-1} | x_t, x0_hat), which for the full chain
+equals the paper's 1/sqrt(alpha_t)(x_t - beta_t/sqrt(1-ab_t) eps_theta) exactly.
+sigma_t^2 = beta_t (the paper) or the posterior variance beta~_t.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..diffusion.ddpm import posterior_variance, q_posterior_mean
+from ..diffusion.denoiser import DDPMDenoiser
+
+
+def randn_per_image(shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device) -> Tensor:
+    """Standard normal noise [B, *shape[1:]], image i drawn from generators[i] (CPU), so a result
+    depends only on its own seed, not on the batch it was sampled in."""
+    if len(generators) != shape[0]:
+        raise ValueError(f"need one generator per image: {len(generators)} generators for batch {shape[0]}")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in generators]).to(device)
+
+
+def generators_for(seeds: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+@torch.no_grad()
+def sample_ancestral(
+    denoiser: DDPMDenoiser,
+    cond: Tensor,
+    *,
+    steps: int | None = None,
+    variance: str = "beta",
+    generators: Sequence[torch.Generator],
+    clip: bool = True,
+    callback: Callable[[int, Tensor, Tensor], None] | None = None,
+) -> Tensor:
+    """Sample x0 [B, 1, *spatial] (image space, [-1, 1]) given condition planes cond [B, C_cond, *spatial].
+
+    steps: length of the respaced chain (None = the full T). generators: one per image.
+    clip: clamp each x0 estimate to [-1, 1] in image space (Ho et al. do this when sampling).
+    callback(i, x_t, x0_hat) is called after each step (x0_hat in image space).
+    """
+    kept, sched = denoiser.sched.respaced(steps or denoiser.sched.timesteps)
+    var = sched.betas if variance == "beta" else posterior_variance(sched)
+    shape = (cond.shape[0], 1, *cond.shape[2:])
+    base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
+    x = randn_per_image(shape, generators, cond.device)
+    n = len(kept)
+    for i in reversed(range(n)):
+        # the network sees the original timestep kept[i]; alpha_bar there equals the respaced
+        # chain's alpha_bar[i], so x0_hat is the same whichever schedule converts it.
+        _, z0 = denoiser(x, torch.full((shape[0],), int(kept[i]), dtype=torch.long, device=cond.device), cond)
+        if clip:
+            z0 = (z0 + base).clamp(-1, 1) - base
+        mean = q_posterior_mean(sched, z0, x, torch.full((shape[0],), i, dtype=torch.long, device=cond.device))
+        x = mean + var[i].sqrt().to(x.dtype) * randn_per_image(shape, generators, cond.device) if i > 0 else mean
+        if callback is not None:
+            callback(n - 1 - i, x, z0 + base)
+    return x + base
