@@ -1,0 +1,46 @@
+"""What every format reader hands back to :func:`meddiff.io.readers.read_volume`, plus
+helpers shared by the format readers (colour handling)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meddiff.errors import InputError
+
+# ITU-R BT.601 luma weights, used only when the caller allows colour -> gray.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+@dataclass
+class RawImage:
+    """array: ``[..., Z, Y, X]`` or ``[Y, X]`` (leading non-spatial axes allowed, e.g. NIfTI time),
+    float; spacing/affine refer to the last ``min(ndim, 3)`` axes; file_patient_id is the id
+    stored in the file (DICOM PatientID) or None."""
+
+    array: np.ndarray
+    spacing: tuple[float, ...]
+    affine: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    file_patient_id: str | None = None
+
+
+def colour_to_gray(arr: np.ndarray, source: Path, allow_rgb_to_gray: bool, what: str) -> tuple[np.ndarray, dict]:
+    """Turn a colour array ``[..., C]`` (C = 3 or 4, RGB(A)) into gray ``[...]``.
+
+    Gray images stored as RGB (all channels equal) are accepted as they are. True colour is
+    an InputError unless ``allow_rgb_to_gray`` (then BT.601 luma of the RGB channels).
+    """
+    rgb = arr[..., :3]
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0], {"stored_as_rgb": True}
+    if not allow_rgb_to_gray:
+        raise InputError(
+            f"{source}: {what} is a colour (RGB) image of shape {arr.shape}; expected a grayscale "
+            "image (pass allow_rgb_to_gray=True to convert it with BT.601 luma weights)"
+        )
+    gray = rgb.astype(np.float64) @ _LUMA
+    return gray, {"converted_from_rgb": True}

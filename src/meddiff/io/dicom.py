@@ -1,0 +1,306 @@
+"""DICOM reading: single images (2D), multi-frame files (3D) and series folders (3D).
+
+Intensities: the modality LUT (RescaleSlope/RescaleIntercept, or a Modality LUT Sequence)
+is applied, so CT comes back in Hounsfield units. MONOCHROME1 images (higher stored value =
+darker) are inverted after rescaling so that higher = brighter for every image:
+``value = meta["inversion_sum"] - rescaled``, with ``inversion_sum`` = the sum of the
+rescaled ends of the stored-value range; ``meta["monochrome1_inverted"] = True``.
+Geometry: see :mod:`meddiff.io.geometry` (RAS+ affine, array order ``[Z, Y, X]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut
+
+from meddiff.errors import InputError
+from meddiff.io._raw import RawImage, colour_to_gray
+from meddiff.io.geometry import affine_2d, affine_3d, default_affine
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dc3"}
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+PATIENT_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+# Projection / photo modalities: images of one series are separate 2D images, not slices.
+PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "PX", "RG", "XA", "RF", "US", "ES", "XC", "OP", "SM", "OT", "SC"}
+
+
+def has_dicom_preamble(path: Path) -> bool:
+    """True if bytes 128..131 of the file are b'DICM' (Part 10 file)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_candidate(path: Path) -> bool:
+    """A DICOM suffix, or any file with the Part 10 preamble (e.g. no extension, UID names)."""
+    return path.suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path)
+
+
+def read_dataset(path: Path, *, pixels: bool = True) -> Dataset:
+    """dcmread with errors turned into InputError naming the file."""
+    try:
+        try:
+            return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        except InvalidDicomError:
+            ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
+            if "Rows" not in ds and not any(t in ds for t in PIXEL_TAGS):
+                raise InvalidDicomError("no DICOM preamble and no image attributes")
+            return ds
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; expected a DICOM file") from None
+    except Exception as e:  # pydicom raises many types on corrupt input
+        raise InputError(f"{path}: cannot read as DICOM ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
+
+
+def _fg_item(ds: Dataset, frame: int | None, seq: str) -> Dataset | None:
+    """Item of functional-group sequence `seq` for `frame` (per-frame first, then shared)."""
+    if frame is not None and "PerFrameFunctionalGroupsSequence" in ds:
+        groups = ds.PerFrameFunctionalGroupsSequence
+        if frame < len(groups) and seq in groups[frame] and len(groups[frame][seq].value):
+            return groups[frame][seq].value[0]
+    if "SharedFunctionalGroupsSequence" in ds and len(ds.SharedFunctionalGroupsSequence):
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        if seq in shared and len(shared[seq].value):
+            return shared[seq].value[0]
+    return None
+
+
+def _attr(ds: Dataset, frame: int | None, seq: str, name: str):
+    """Attribute `name` from the top level, else from functional group `seq`."""
+    if name in ds and ds[name].value not in (None, ""):
+        return ds[name].value
+    item = _fg_item(ds, frame, seq)
+    if item is not None and name in item and item[name].value not in (None, ""):
+        return item[name].value
+    return None
+
+
+def _rescale(ds: Dataset, frame: int | None) -> tuple[float, float]:
+    slope = _attr(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
+    icpt = _attr(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
+    return (float(slope) if slope is not None else 1.0), (float(icpt) if icpt is not None else 0.0)
+
+
+def _stored_range(ds: Dataset) -> tuple[int, int]:
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def _frame_values(ds: Dataset, raw: np.ndarray, frame: int | None, meta: dict) -> np.ndarray:
+    """Modality LUT then MONOCHROME1 inversion for one frame (or a single-frame image)."""
+    if ds.get("ModalityLUTSequence"):
+        out = apply_modality_lut(raw, ds).astype(np.float64)
+        lo, hi = float(out.min()), float(out.max())
+        meta["modality_lut"] = True
+    else:
+        slope, icpt = _rescale(ds, frame)
+        out = raw.astype(np.float64) * slope + icpt
+        smin, smax = _stored_range(ds)
+        lo, hi = smin * slope + icpt, smax * slope + icpt
+        meta.setdefault("rescale_slope", slope)
+        meta.setdefault("rescale_intercept", icpt)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        meta["monochrome1_inverted"] = True
+        meta["inversion_sum"] = lo + hi
+        out = (lo + hi) - out
+    return out
+
+
+def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.ndarray:
+    """Decoded, rescaled pixels: ``[F, Y, X]`` for multi-frame, ``[Y, X]`` otherwise (float64)."""
+    if not any(t in ds for t in PIXEL_TAGS):
+        kind = ds.get("SOPClassUID", "unknown SOP class")
+        kind = getattr(kind, "name", kind)
+        raise InputError(f"{path}: DICOM file has no pixel data ({kind}); expected an image")
+    try:
+        raw = ds.pixel_array
+    except Exception as e:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise InputError(
+            f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e}); the file may be "
+            f"truncated/corrupt or its compression ({getattr(ts, 'name', ts)}) unsupported"
+        ) from e
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    if int(ds.get("SamplesPerPixel", 1)) > 1:
+        gray, note = colour_to_gray(raw, path, allow_rgb_to_gray, f"DICOM ({ds.get('PhotometricInterpretation')})")
+        meta.update(note)
+        return gray.astype(np.float64)
+    if nframes > 1:
+        return np.stack([_frame_values(ds, raw[i], i, meta) for i in range(nframes)])
+    return _frame_values(ds, raw, None, meta)
+
+
+def _spacing_2d(ds: Dataset, frame: int | None, meta: dict) -> tuple[float, float]:
+    for name in ("PixelSpacing", "ImagerPixelSpacing"):
+        v = _attr(ds, frame, "PixelMeasuresSequence", name)
+        if v is not None and len(v) == 2 and all(float(s) > 0 for s in v):
+            meta["spacing_source"] = name
+            return float(v[0]), float(v[1])
+    meta["spacing_source"] = "none (1 mm assumed)"
+    return 1.0, 1.0
+
+
+def _orientation(ds: Dataset, frame: int | None) -> np.ndarray | None:
+    v = _attr(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient")
+    return np.asarray([float(x) for x in v]) if v is not None and len(v) == 6 else None
+
+
+def _position(ds: Dataset, frame: int | None) -> np.ndarray | None:
+    v = _attr(ds, frame, "PlanePositionSequence", "ImagePositionPatient")
+    return np.asarray([float(x) for x in v]) if v is not None and len(v) == 3 else None
+
+
+def _base_meta(ds: Dataset, source: Path) -> dict[str, Any]:
+    modality = str(ds.get("Modality", "") or "")
+    rtype = str(ds.get("RescaleType", "") or "")
+    units = rtype if rtype and rtype != "US" else ("HU" if modality == "CT" else "arbitrary")
+    meta: dict[str, Any] = {
+        "format": "dicom", "modality": modality, "units": units,
+        "photometric": str(ds.get("PhotometricInterpretation", "")),
+        "bits": int(ds.get("BitsStored", 0) or 0),
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "study_uid": str(ds.get("StudyInstanceUID", "")),
+        "dicom_patient": {t: str(ds.get(t, "") or "") for t in PATIENT_TAGS},
+    }
+    wc, ww = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if wc is not None and ww is not None:
+        first = lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v)  # noqa: E731
+        meta["window"] = (first(wc), first(ww))
+    return meta
+
+
+def _patient_id(ds: Dataset) -> str | None:
+    pid = str(ds.get("PatientID", "") or "").strip()
+    return pid or None
+
+
+@dataclass
+class _Slice:
+    """One 2D plane of a stack: values [Y, X], its position (LPS) and a fallback order key."""
+
+    values: np.ndarray
+    position: np.ndarray | None
+    order: float
+    name: str
+
+
+def _stack(slices: list[_Slice], orient: np.ndarray | None, dy: float, dx: float,
+           fallback_dz: float, source: Path, meta: dict) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """Sort planes along the slice normal (fallback: order key) and build array/spacing/affine."""
+    shapes = {s.values.shape for s in slices}
+    if len(shapes) > 1:
+        examples = {}
+        for s in slices:
+            examples.setdefault(s.values.shape, s.name)
+        detail = ", ".join(f"{shp[0]}x{shp[1]} (e.g. {n})" for shp, n in examples.items())
+        raise InputError(f"{source}: DICOM series mixes image sizes {detail}; expected all slices the same size")
+    geometric = orient is not None and all(s.position is not None for s in slices)
+    if geometric:
+        x_dir, y_dir = orient[:3], orient[3:]
+        normal = np.cross(x_dir, y_dir)
+        keys = np.array([float(s.position @ normal) for s in slices])
+    else:
+        keys = np.array([s.order for s in slices])
+    idx = np.argsort(keys, kind="stable")
+    slices, keys = [slices[i] for i in idx], keys[idx]
+    array = np.stack([s.values for s in slices])
+    n = len(slices)
+    if not geometric:
+        meta["slice_order"] = "InstanceNumber"
+        spacing = (fallback_dz, dy, dx)
+        return array, spacing, default_affine(spacing)
+    meta["slice_order"] = "ImagePositionPatient"
+    if n == 1:
+        dz = fallback_dz
+        step = normal * dz
+    else:
+        diffs = np.diff(keys)
+        if np.any(np.abs(diffs) < 1e-4):
+            k = int(np.argmin(np.abs(diffs)))
+            raise InputError(
+                f"{source}: {slices[k].name} and {slices[k + 1].name} lie at the same slice position "
+                f"{keys[k]:.3f} mm; expected one image per position (multi-echo or time series?)"
+            )
+        dz = float(np.median(diffs))
+        if np.max(np.abs(diffs - dz)) > 0.01 * dz + 1e-3:
+            meta["irregular_slice_spacing"] = True
+            meta["slice_gaps_mm"] = [float(d) for d in diffs]
+        step = (slices[-1].position - slices[0].position) / (n - 1)
+    affine = affine_3d(x_dir, y_dir, slices[0].position, dy, dx, step)
+    return array, (dz, dy, dx), affine
+
+
+def _fallback_dz(ds: Dataset, frame: int | None) -> float:
+    for name in ("SpacingBetweenSlices", "SliceThickness"):
+        v = _attr(ds, frame, "PixelMeasuresSequence", name)
+        if v is not None and float(v) > 0:
+            return float(v)
+    return 1.0
+
+
+def read_dicom_file(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
+    """One DICOM file: a single-frame image -> 2D ``[Y, X]``; multi-frame -> 3D ``[Z, Y, X]``
+    (frames sorted by their per-frame ImagePositionPatient when present)."""
+    ds = read_dataset(path)
+    meta = _base_meta(ds, path)
+    values = _pixels(ds, path, allow_rgb_to_gray, meta)
+    dy, dx = _spacing_2d(ds, 0, meta)
+    if values.ndim == 2:
+        orient, pos = _orientation(ds, None), _position(ds, None)
+        meta["geometry"] = "dicom" if orient is not None and pos is not None else "none"
+        thick = float(ds.get("SliceThickness", 0) or 0) or 1.0
+        affine = (affine_2d(orient[:3], orient[3:], pos, dy, dx, thick) if meta["geometry"] == "dicom"
+                  else default_affine((dy, dx)))
+        return RawImage(values, (dy, dx), affine, meta, _patient_id(ds))
+    slices = [_Slice(values[i], _position(ds, i), float(i), f"frame {i}") for i in range(values.shape[0])]
+    orient = _orientation(ds, 0)
+    array, spacing, affine = _stack(slices, orient, dy, dx, _fallback_dz(ds, 0), path, meta)
+    meta["geometry"] = "dicom" if meta["slice_order"] == "ImagePositionPatient" else "none"
+    meta["n_frames"] = values.shape[0]
+    return RawImage(array, spacing, affine, meta, _patient_id(ds))
+
+
+def read_dicom_series(files: Sequence[Path], source: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
+    """A series of single-frame DICOM files -> ``[Z, Y, X]`` sorted by ImagePositionPatient
+    projected on the slice normal (fallback InstanceNumber, then file name)."""
+    if not files:
+        raise InputError(f"{source}: no DICOM files; expected a folder of one DICOM series")
+    datasets = [(Path(f), read_dataset(Path(f))) for f in sorted(files)]
+    uids = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
+    if len(uids) > 1:
+        raise InputError(
+            f"{source}: folder holds {len(uids)} DICOM series ({', '.join(sorted(uids))[:300]}); expected one "
+            "series (use meddiff.io.find_images to list them separately)"
+        )
+    multi = [f.name for f, ds in datasets if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    if multi and len(datasets) > 1:
+        raise InputError(f"{source}: series mixes multi-frame files ({', '.join(multi[:3])}) with others; expected single-frame slices")
+    first = datasets[0][1]
+    meta = _base_meta(first, source)
+    dy, dx = _spacing_2d(first, 0, meta)
+    orient = _orientation(first, None)
+    slices = []
+    for i, (f, ds) in enumerate(datasets):
+        values = _pixels(ds, f, allow_rgb_to_gray, meta)
+        o = _orientation(ds, None)
+        if orient is not None and (o is None or np.max(np.abs(o - orient)) > 1e-3):
+            raise InputError(f"{source}: {f.name} has orientation {o} but {datasets[0][0].name} has {orient}; expected one orientation per series")
+        inst = ds.get("InstanceNumber")
+        order = float(inst) if inst not in (None, "") else float(i)
+        slices.append(_Slice(values, _position(ds, None), order, f.name))
+    array, spacing, affine = _stack(slices, orient, dy, dx, _fallback_dz(first, None), source, meta)
+    meta["geometry"] = "dicom" if meta["slice_order"] == "ImagePositionPatient" else "none"
+    meta["n_files"] = len(datasets)
+    return RawImage(array, spacing, affine, meta, _patient_id(first))

@@ -1,0 +1,74 @@
+"""NIfTI (.nii, .nii.gz) via nibabel.
+
+Axis convention: nibabel's data are indexed ``[i, j, k]`` (x fastest on disk); meddiff
+returns them transposed, ``[Z, Y, X] = data.T`` (``[k, j, i]``), and permutes the affine's
+columns to match, so ``affine @ (z, y, x, 1)`` gives the same RAS+ mm point as nibabel's
+``img.affine @ (i, j, k, 1)`` with ``(i, j, k) = (x, y, z)``. Extra axes (time) come first:
+``[T, Z, Y, X]``. Writing does the exact inverse, so geometry round-trips.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from meddiff.errors import InputError
+from meddiff.io._raw import RawImage
+
+
+def is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def nifti_stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def read_nifti(path: Path) -> RawImage:
+    """NIfTI-1/2 file -> RawImage with array ``[.., Z, Y, X]`` (scl_slope/inter applied)."""
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; expected a NIfTI file") from None
+    except Exception as e:
+        raise InputError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
+    if data.ndim < 2:
+        raise InputError(f"{path}: NIfTI data have shape {data.shape}; expected a 2D image or 3D volume")
+    zooms = [float(z) for z in img.header.get_zooms()]
+    if data.ndim == 2:
+        data = data[:, :, None]
+        zooms = zooms[:2] + [1.0]
+    array = data.T  # [.., Z, Y, X]
+    affine = np.asarray(img.affine, float)[:, [2, 1, 0, 3]]
+    spacing = tuple(zooms[2::-1])  # (dz, dy, dx)
+    code = int(img.header["sform_code"]) or int(img.header["qform_code"])
+    meta = {"format": "nifti", "units": "arbitrary", "modality": "", "nifti_dtype": str(img.get_data_dtype()),
+            "geometry": "nifti" if code else "none (nibabel default)"}
+    return RawImage(np.ascontiguousarray(array), spacing, affine, meta, None)
+
+
+def write_nifti(array_zyx: np.ndarray, affine: np.ndarray, path: Path, description: str) -> None:
+    """Write ``[Z, Y, X]`` (or 2D ``[Y, X]``, stored as X x Y x 1) float32 with the RAS+ affine
+    in meddiff order; sform and qform both set (code 2, aligned), units mm."""
+    arr = np.asarray(array_zyx, np.float32)
+    affine = np.asarray(affine, float)
+    if arr.ndim == 2:
+        data = arr.T[:, :, None]
+        nib_affine = affine[:, [1, 0, 2, 3]]
+    else:
+        data = arr.T
+        nib_affine = affine[:, [2, 1, 0, 3]]
+    img = nib.Nifti1Image(np.ascontiguousarray(data), nib_affine)
+    img.set_sform(nib_affine, code=2)
+    img.set_qform(nib_affine, code=2)
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = description.encode("ascii", "replace")[:79]
+    nib.save(img, str(path))

@@ -1,0 +1,143 @@
+"""PNG/JPEG/BMP (Pillow), TIFF (tifffile) and NumPy (.npy/.npz) images.
+
+These formats carry no patient geometry: spacing is 1 mm (``meta["spacing_source"]`` says so,
+unless an .npz stores ``spacing``) and the affine is :func:`meddiff.io.geometry.default_affine`.
+16-bit PNG/TIFF keep their full 0..65535 range. A PNG written by meddiff stores its intensity
+window in a text chunk ``meddiff_window`` = "lo hi"; reading maps 0..max back to lo..hi.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from meddiff.errors import InputError
+from meddiff.io._raw import RawImage, colour_to_gray
+from meddiff.io.geometry import default_affine
+
+PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+TIFF_SUFFIXES = {".tif", ".tiff"}
+NUMPY_SUFFIXES = {".npy", ".npz"}
+
+
+def _no_geometry(array: np.ndarray, meta: dict, spacing=None) -> RawImage:
+    nd = min(array.ndim, 3)
+    if spacing is None:
+        spacing = (1.0,) * nd
+        meta["spacing_source"] = "none (1 mm assumed)"
+    else:
+        meta["spacing_source"] = "file"
+    return RawImage(array, tuple(float(s) for s in spacing), default_affine(tuple(spacing)[-nd:]), meta, None)
+
+
+def read_pil(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
+    """PNG (8/16-bit gray, RGB, palette), JPEG, BMP -> 2D ``[Y, X]`` in stored counts."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode, info = im.mode, dict(im.info)
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif mode in ("LA", "PA"):
+                im = im.getchannel(0)
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; expected an image file") from None
+    except Exception as e:
+        raise InputError(f"{path}: cannot read image ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
+    meta = {"format": path.suffix.lower().lstrip(".").replace("jpeg", "jpg"), "units": "counts", "modality": "",
+            "pil_mode": mode, "bits": 16 if arr.dtype == np.uint16 or mode.startswith("I;16") else 8 * arr.dtype.itemsize}
+    if arr.ndim == 3:
+        arr, note = colour_to_gray(arr, path, allow_rgb_to_gray, f"{meta['format'].upper()} (mode {mode})")
+        meta.update(note)
+    values = arr.astype(np.float64)
+    window = info.get("meddiff_window")
+    if window:
+        lo, hi = (float(v) for v in str(window).split())
+        top = 2 ** meta["bits"] - 1
+        values = lo + values * ((hi - lo) / top)
+        meta.update(units="window", window_mapped=(lo, hi))
+    return _no_geometry(values, meta)
+
+
+def read_tiff(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
+    """TIFF (8/16/32-bit, float, multi-page) -> ``[Y, X]`` or ``[Z, Y, X]`` (pages = Z)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            arr = series.asarray()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; expected a TIFF file") from None
+    except Exception as e:
+        raise InputError(f"{path}: cannot read as TIFF ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
+    meta = {"format": "tiff", "units": "counts", "modality": "", "bits": 8 * arr.dtype.itemsize, "tiff_axes": axes}
+    if "S" in axes and arr.shape[axes.index("S")] > 1:
+        arr = np.moveaxis(arr, axes.index("S"), -1)
+        arr, note = colour_to_gray(arr, path, allow_rgb_to_gray, "TIFF")
+        meta.update(note)
+    return _no_geometry(arr.astype(np.float64), meta)
+
+
+def read_numpy(path: Path) -> RawImage:
+    """.npy: the array. .npz: key 'image' or 'array', else the only array; optional 'spacing'."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; expected a .npy/.npz file") from None
+    except Exception as e:
+        raise InputError(f"{path}: cannot read as NumPy file ({type(e).__name__}: {e}); expected a .npy/.npz without pickled objects") from e
+    spacing = None
+    if isinstance(loaded, np.ndarray):
+        arr = loaded
+    else:
+        with loaded:
+            keys = list(loaded.files)
+            image_keys = [k for k in ("image", "array") if k in keys]
+            others = [k for k in keys if k not in ("spacing", "affine")]
+            if image_keys:
+                key = image_keys[0]
+            elif len(others) == 1:
+                key = others[0]
+            else:
+                raise InputError(f"{path}: .npz holds arrays {keys}; expected a key 'image' or 'array', or a single array")
+            arr = loaded[key]
+            if "spacing" in keys:
+                spacing = tuple(float(s) for s in np.ravel(loaded["spacing"]))
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{path}: array dtype {arr.dtype}; expected a numeric (bool/int/float) array")
+    if spacing is not None and len(spacing) != min(arr.ndim, 3):
+        raise InputError(f"{path}: spacing {spacing} has {len(spacing)} values; expected {min(arr.ndim, 3)} for array shape {arr.shape}")
+    meta = {"format": "npy" if path.suffix.lower() == ".npy" else "npz", "units": "arbitrary", "modality": ""}
+    return _no_geometry(arr.astype(np.float64), meta, spacing)
+
+
+def write_png(array_yx: np.ndarray, path: Path, *, bits: int, window: tuple[float, float] | None, description: str) -> tuple[float, float] | None:
+    """Write a 2D array as 8/16-bit gray PNG. Returns the window used (None = stored as is).
+
+    With ``window=None`` and integer values already inside 0..2**bits-1 the values are stored
+    unchanged (exact round trip); otherwise ``window`` (default: the array's min..max) is mapped
+    linearly to 0..2**bits-1 (clipped) and recorded in the ``meddiff_window`` text chunk.
+    """
+    arr = np.asarray(array_yx, np.float64)
+    top = 2**bits - 1
+    dtype = np.uint16 if bits == 16 else np.uint8
+    exact = window is None and np.all(arr == np.round(arr)) and arr.min() >= 0 and arr.max() <= top
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "meddiff")
+    info.add_text("Description", description)
+    if exact:
+        counts = arr.astype(dtype)
+        window = None
+    else:
+        lo, hi = window if window is not None else (float(arr.min()), float(arr.max()))
+        scale = top / (hi - lo) if hi > lo else 0.0
+        counts = np.clip(np.round((arr - lo) * scale), 0, top).astype(dtype)
+        info.add_text("meddiff_window", f"{lo!r} {hi!r}")
+        window = (lo, hi)
+    Image.fromarray(counts).save(path, format="PNG", pnginfo=info)
+    return window
