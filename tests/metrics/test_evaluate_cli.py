@@ -40,7 +40,7 @@ def test_evaluate_writes_tables_with_expected_psnr(folders, capsys):
     with open(out / "per_image.csv") as f:
         recs = list(csv.DictReader(f))
     model = {r["image"]: float(r["psnr"]) for r in recs if r["method"] == "model"}
-    assert model == pytest.approx({k: 10 * np.log10(4 / v**2) for k, v in offsets.items()}, abs=1e-9)
+    assert model == pytest.approx({k: 10 * np.log10(4 / v**2) for k, v in offsets.items()}, abs=1e-4)  # float32 files
     assert sorted({r["method"] for r in recs}) == ["bicubic", "bilinear", "model"]
     with open(out / "results.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
@@ -68,7 +68,7 @@ def test_missing_pairs_are_named(folders, capsys):
     rc = main(["evaluate", "--pred", str(root / "pred"), "--truth", str(root / "truth")])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "no ground truth in" in err and "extra.npy" in err and "no prediction in" in err and "sub/b" in err
+    assert "no ground truth in" in err and "extra.npy" in err and "no prediction in" in err and "sub/b.npy" in err
 
 
 def test_shape_mismatch_and_nan_are_errors(folders, capsys):
@@ -81,10 +81,26 @@ def test_shape_mismatch_and_nan_are_errors(folders, capsys):
     np.save(root / "pred" / "a.npy", p)
     assert main(["evaluate", "--pred", str(root / "pred"), "--truth", str(root / "truth")]) == 2
     err = capsys.readouterr().err
-    assert "a.npy" in err and "1 NaN or infinite pixel" in err
+    assert "a.npy" in err and "1 NaN" in err
 
 
 def test_bad_data_range_is_an_error(folders, capsys):
     root, _ = folders
     assert main(["evaluate", "--pred", str(root / "pred"), "--truth", str(root / "truth"), "--data-range", "wide"]) == 2
     assert "--data-range must be 'auto' or a number, got 'wide'" in capsys.readouterr().err
+
+
+def test_png_truth_pairs_with_npy_prediction_and_auto_range(tmp_path, capsys):
+    from PIL import Image
+
+    for d in ("p", "t"):
+        (tmp_path / d).mkdir()
+    t = np.tile(np.linspace(0, 200, 24).round().astype(np.uint8), (20, 1))  # 8-bit counts 0..200
+    Image.fromarray(t).save(tmp_path / "t" / "x1.png")
+    np.save(tmp_path / "p" / "x1.npy", t.astype(np.float32) + 5)
+    assert main(["evaluate", "--pred", str(tmp_path / "p"), "--truth", str(tmp_path / "t"), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "R = 200 (auto: max - min of all ground truth, [0, 200])" in out
+    with open(tmp_path / "o" / "per_image.csv") as f:
+        (rec,) = list(csv.DictReader(f))
+    assert rec["image"] == "x1" and float(rec["psnr"]) == pytest.approx(10 * np.log10(200**2 / 25), abs=1e-6)

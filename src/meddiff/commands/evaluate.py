@@ -20,12 +20,16 @@ import numpy as np
 
 from ..baselines.interpolation import interpolate_baseline
 from ..errors import InputError
+from ..io import ImageItem, read_volume
+from ..io import find_images as io_find_images
 from ..metrics.compare import check_prediction, evaluate_arrays, per_image_metrics, rows_from_records  # noqa: F401
 from ..metrics.table import write_per_image_csv, write_table
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".tif", ".tiff", ".dcm")
+# format suffixes stripped to pair files across formats (other names are kept whole, so a
+# DICOM file called "1.2.840.5" keeps its dots)
+SUFFIXES = (".nii.gz", ".nii", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,26 +48,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def find_images(folder: Path) -> dict[str, Path]:
-    """Key (relative path without format suffix, '/'-separated) -> file, for every supported file under ``folder``."""
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder")
-    found: dict[str, Path] = {}
-    for f in sorted(folder.rglob("*")):
-        rel = f.relative_to(folder).as_posix()
-        suffix = next((s for s in SUFFIXES if rel.lower().endswith(s)), None)
-        if not f.is_file() or suffix is None or f.name.startswith("."):
-            continue
-        key = rel[: -len(suffix)]
+def image_key(path: Path, folder: Path) -> str:
+    """Pairing key: the path relative to ``folder`` ('/'-separated) without its format suffix."""
+    rel = path.relative_to(folder).as_posix()
+    suffix = next((x for x in SUFFIXES if rel.lower().endswith(x)), "")
+    return rel[: len(rel) - len(suffix)] if path.is_file() else rel
+
+
+def find_images(folder: Path) -> dict[str, ImageItem]:
+    """Key (see :func:`image_key`) -> readable image under ``folder``; a DICOM series folder is one image."""
+    found: dict[str, ImageItem] = {}
+    for item in io_find_images(folder):
+        key = image_key(item.path, folder)
         if key in found:
-            raise InputError(f"{folder}: two files for the same image {key!r}: {found[key].name} and {f.name}")
-        found[key] = f
-    if not found:
-        raise InputError(f"{folder}: no image files found (expected {', '.join(SUFFIXES)})")
+            raise InputError(f"{folder}: two images for the same name {key!r}: {found[key].path} and {item.path}")
+        found[key] = item
     return found
 
 
-def pair_files(pred: dict[str, Path], truth: dict[str, Path], pred_dir: Path, truth_dir: Path) -> list[str]:
+def pair_files(pred: dict[str, ImageItem], truth: dict[str, ImageItem], pred_dir: Path, truth_dir: Path) -> list[str]:
     """Keys present in both; InputError naming the unpaired files otherwise."""
     only_pred = sorted(set(pred) - set(truth))
     only_truth = sorted(set(truth) - set(pred))
@@ -77,25 +80,15 @@ def pair_files(pred: dict[str, Path], truth: dict[str, Path], pred_dir: Path, tr
     return sorted(pred)
 
 
-def _names(files: dict[str, Path], keys: list[str], limit: int = 10) -> str:
-    shown = ", ".join(str(files[k].name if "/" not in k else k) for k in keys[:limit])
+def _names(files: dict[str, ImageItem], keys: list[str], limit: int = 10) -> str:
+    # relative path with its own suffix, e.g. "sub/case1.nii.gz"
+    shown = ", ".join(k + files[k].path.name[len(k.rsplit("/", 1)[-1]):] for k in keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def load_array(path: Path) -> np.ndarray:
-    """Pixels of one file as float64 ``[Y, X]`` or ``[Z, Y, X]`` (through meddiff.io.read_volume when available)."""
-    try:
-        from ..io import read_volume  # type: ignore[attr-defined]
-    except ImportError:
-        read_volume = None
-    if read_volume is not None:
-        return np.asarray(read_volume(path).array, dtype=np.float64)
-    if path.suffix.lower() == ".npy":
-        a = np.load(path, allow_pickle=False)
-        if a.ndim not in (2, 3):
-            raise InputError(f"{path}: expected a 2D [Y, X] or 3D [Z, Y, X] array, got shape {a.shape}")
-        return a.astype(np.float64)
-    raise InputError(f"{path}: this build can only read .npy files (meddiff.io.read_volume is not available)")
+def load_array(item: ImageItem) -> np.ndarray:
+    """Pixels of one image as float64 ``[Y, X]`` or ``[Z, Y, X]`` (original units, via meddiff.io)."""
+    return np.asarray(read_volume(item).array, dtype=np.float64)
 
 
 def resolve_data_range(spec: str, truths: list[np.ndarray]) -> tuple[float, tuple[float, float] | None, str]:
@@ -135,10 +128,10 @@ def collect(args: argparse.Namespace) -> tuple[dict[str, list[np.ndarray]], list
     pairs = []
     for k in keys:
         p, t = load_array(pred_files[k]), load_array(truth_files[k])
-        check_prediction(p, t, f"{pred_files[k]} vs {truth_files[k]}")
+        check_prediction(p, t, f"{pred_files[k].path} vs {truth_files[k].path}")
         x = load_array(input_files[k]) if k in input_files else None
         if x is not None and (x.ndim != t.ndim or (x.ndim == 3 and x.shape[0] != t.shape[0])):
-            raise InputError(f"{input_files[k]}: input shape {x.shape} cannot be upsampled to ground-truth shape {t.shape}")
+            raise InputError(f"{input_files[k].path}: input shape {x.shape} cannot be upsampled to ground-truth shape {t.shape}")
         pairs.append((k, p, t, x))
     r, clamp, range_note = resolve_data_range(args.data_range, [t for _, _, t, _ in pairs])
     preds: dict[str, list[np.ndarray]] = {method: []}
