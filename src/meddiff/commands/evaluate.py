@@ -1,12 +1,13 @@
 """`meddiff evaluate`: PSNR, SSIM and accutance of predictions against ground truth.
 
     meddiff evaluate --pred DIR --truth DIR [--input DIR] [--method-name NAME]
-                     [--data-range auto|FLOAT] [--out DIR]
+                     [--data-range auto|FLOAT] [--out DIR] [--keep-empty]
 
 Files are paired by relative path without the format suffix (``a/case1.npy`` pairs with
-``a/case1.nii.gz``). Volumes ``[Z, Y, X]`` are scored slice by slice. With ``--input`` (the
-low-resolution images, or the already upsampled condition), bicubic and bilinear upsampling
-of the input are scored as baselines on the same slices. Writes results.md, results.csv and
+``a/case1.nii.gz``; a DICOM series folder is one image). Volumes ``[Z, Y, X]`` are scored
+slice by slice; slices whose ground truth is constant are skipped unless --keep-empty. With
+``--input`` (the low-resolution images, or the already upsampled condition), bicubic and
+bilinear upsampling of the input are scored as baselines on the same slices. Writes results.md, results.csv and
 per_image.csv to --out and prints the Markdown table.
 """
 
