@@ -1,16 +1,65 @@
-"""`meddiff prepare`: (not yet implemented)."""
+"""`meddiff prepare INPUT_DIR OUTPUT_DIR`: images -> normalised 2D slices split by patient."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..errors import MeddiffError
+from ..data.prepare import PrepareOptions, prepare
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="(not yet implemented)")
+    p = sub.add_parser(
+        "prepare",
+        help="slice, normalise (per patient), resize and split (by patient) a folder of images",
+        description=(
+            "Find every image under INPUT_DIR (DICOM, NIfTI, PNG, TIFF, NPY), normalise each patient's "
+            "intensities to [-1, 1], cut 3D volumes into 2D slices, drop empty slices, pad to square, "
+            "resize, split train/val/test by patient and write OUTPUT_DIR (train/val/test.npy, "
+            "manifest.csv, normalisation.json, prepare.json, skipped.csv)."
+        ),
+    )
+    p.add_argument("input_dir", metavar="INPUT_DIR")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR")
+    p.add_argument("--patient-from", choices=("subfolder", "file"), default="subfolder",
+                   help="patient id = first-level subfolder name (default) or each file is its own patient")
+    p.add_argument("--axis", choices=("0", "1", "2", "all"), default="0",
+                   help="array axis of [Z, Y, X] volumes to slice along, or all three (default 0)")
+    p.add_argument("--size", type=int, default=128, help="side of the square output slices (default 128)")
+    p.add_argument("--clip-percentiles", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="robust window, e.g. 0.5 99.5 (default: plain min/max per patient)")
+    p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1),
+                   help="fractions of PATIENTS per split (default 0.8 0.1 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+    p.add_argument("--min-foreground", type=float, default=0.05,
+                   help="drop slices whose fraction of non-background pixels is below this (default 0.05)")
+    p.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                   help="on an unreadable file: stop with an error (default) or skip it and list it in skipped.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
+def options_from_args(args: argparse.Namespace) -> PrepareOptions:
+    from ..errors import InputError
+
+    if args.size < 8:
+        raise InputError(f"--size: expected at least 8 pixels, got {args.size}")
+    if not 0.0 <= args.min_foreground <= 1.0:
+        raise InputError(f"--min-foreground: expected a fraction in [0, 1], got {args.min_foreground}")
+    return PrepareOptions(
+        patient_from=args.patient_from,
+        axes=(0, 1, 2) if args.axis == "all" else (int(args.axis),),
+        size=args.size,
+        percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
+        split=tuple(args.split),
+        seed=args.seed,
+        min_foreground=args.min_foreground,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    raise MeddiffError("'prepare' is not implemented yet")
+    summary = prepare(args.input_dir, args.output_dir, options_from_args(args), progress=not args.no_progress)
+    print("\n".join(summary.lines()))
+    return 0
