@@ -50,3 +50,41 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp_path)` and move the result onto `path` atomically."""
     with atomic_path(path) as tmp:
         write(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success rename it onto `path`, else delete it.
+
+    Used for multi-file outputs (a DICOM series, PNG slices): readers see either no folder or
+    the complete one. If `path` exists: with ``replace=False`` FileExistsError is raised before
+    anything is written; with ``replace=True`` the old folder is moved aside, the new one renamed
+    into place, then the old one deleted.
+    """
+    import shutil
+    import uuid
+
+    path = Path(path)
+    if path.exists() and not replace:
+        raise FileExistsError(f"{path} already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual folder permissions
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            if f.is_file():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
