@@ -7,8 +7,8 @@ Files are paired by relative path without the format suffix (``a/case1.npy`` pai
 ``a/case1.nii.gz``; a DICOM series folder is one image). Volumes ``[Z, Y, X]`` are scored
 slice by slice; slices whose ground truth is constant are skipped unless --keep-empty. With
 ``--input`` (the low-resolution images, or the already upsampled condition), bicubic and
-bilinear upsampling of the input are scored as baselines on the same slices. Writes results.md, results.csv and
-per_image.csv to --out and prints the Markdown table.
+bilinear upsampling of the input are scored as baselines on the same slices. Writes
+results.md, results.csv and per_image.csv to --out and prints the Markdown table.
 """
 
 from __future__ import annotations
