@@ -38,16 +38,23 @@ def diffusion_loss(
     *,
     weighting: str = "simple",
     generator: torch.Generator | None = None,
+    k: Tensor | None = None,
+    eps: Tensor | None = None,
 ) -> Tensor:
     """Monte-Carlo estimate of the (weighted) simple loss for one batch; scalar tensor.
 
     x0: [B, C, *spatial] target image in [-1, 1]; cond: [B, C_cond, *spatial] condition planes.
-    Noise and timesteps are drawn on the CPU from `generator` (reproducible on any device).
+    Noise and timesteps are drawn on the CPU from `generator` (reproducible on any device),
+    unless given: k int64 [B] and eps [B, C, *spatial] (the trainer draws them per example so a
+    sample's noise does not depend on the batch or rank it lands in).
     """
     sched = denoiser.sched
     z0 = denoiser.to_diffused(x0, cond)
-    k = sample_timesteps(z0.shape[0], sched.timesteps, generator, z0.device)
-    eps = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+    if k is None:
+        k = sample_timesteps(z0.shape[0], sched.timesteps, generator, z0.device)
+    if eps is None:
+        eps = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+    k, eps = k.to(z0.device), eps.to(z0.device, z0.dtype)
     x_t = q_sample(sched, z0, k, eps)
     out = denoiser.net_output(x_t, k, cond)
     target = {"eps": eps, "x0": z0, "v": v_target(sched, z0, k, eps)}[denoiser.prediction]

@@ -1,0 +1,354 @@
+"""Checkpoints: safetensors + JSON + YAML only (loading never unpickles anything).
+
+Layout (OUT_DIR = train.out_dir)::
+
+    OUT_DIR/checkpoints/
+      step_0000100/
+        model.safetensors        EMA weights (what sampling uses); metadata: format
+                                 "meddiff-ddpm-v1", config (resolved, YAML), in_channels,
+                                 out_channels, task, step
+        train_state.safetensors  raw weights "model.<name>", optimiser state "optim.<i>.<key>",
+                                 torch CPU RNG "rng.torch_cpu" (uint8)
+        train_state.json         step, elapsed_s, optimiser param_groups, scalar optimiser state,
+                                 grad-scaler state
+        config.yaml              the resolved config
+      latest                     text file naming the newest complete folder ("step_0000100")
+
+A checkpoint folder is written under a temporary name and renamed into place, then `latest`
+is replaced atomically, then folders beyond train.keep_last are pruned: an interruption or a
+full disk at any moment leaves the previous checkpoint complete and `latest` pointing at it.
+A standalone model file (`export_model`) is a copy of model.safetensors: it alone is enough
+to sample (`load_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .. import config as config_mod
+from ..config import Config
+from ..diffusion.denoiser import DDPMDenoiser
+from ..diffusion.schedule import build_schedule
+from ..errors import CheckpointError, ConfigError
+from ..io.atomic import atomic_path, atomic_write_text
+from ..nn.unet import UNet, build_unet
+
+FORMAT = "meddiff-ddpm-v1"
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+CONFIG_FILE = "config.yaml"
+LATEST = "latest"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def _tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    return {prefix + k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def model_metadata(cfg: Config, in_channels: int, out_channels: int, step: int) -> dict[str, str]:
+    """The string metadata stored in model.safetensors (safetensors metadata is str -> str)."""
+    return {
+        "format": FORMAT,
+        "config": yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False),
+        "in_channels": str(in_channels),
+        "out_channels": str(out_channels),
+        "task": cfg.task.kind,
+        "step": str(step),
+    }
+
+
+def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Flatten optimizer.state_dict() into named tensors + a JSON-able remainder."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for key, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{idx}.{key}"] = v.detach().to("cpu").contiguous().clone()
+            else:
+                scalars.setdefault(str(idx), {})[key] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalar_state": scalars}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, t in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = t
+    for idx, st in info.get("scalar_state", {}).items():
+        state.setdefault(int(idx), {}).update(st)
+    groups = []
+    for g in info["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_folder(tmp: Path, cfg: Config, step: int, elapsed_s: float, model: nn.Module, ema: nn.Module,
+                  optimizer: torch.optim.Optimizer, scaler: Any, in_channels: int, out_channels: int) -> None:
+    tmp.mkdir(parents=True)
+    save_file(_tensors(ema), str(tmp / MODEL_FILE), metadata=model_metadata(cfg, in_channels, out_channels, step))
+    opt_tensors, opt_info = _optimizer_state(optimizer)
+    state = {**_tensors(model, "model."), **opt_tensors, "rng.torch_cpu": torch.get_rng_state()}
+    save_file(state, str(tmp / STATE_FILE), metadata={"format": FORMAT + "-train-state"})
+    info = {
+        "format": FORMAT + "-train-state",
+        "step": step,
+        "elapsed_s": elapsed_s,
+        "optimizer": opt_info,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+    }
+    (tmp / STATE_JSON).write_text(json.dumps(info, indent=1))
+    (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+
+
+def save_checkpoint(root: str | Path, step: int, cfg: Config, model: nn.Module, ema: nn.Module,
+                    optimizer: torch.optim.Optimizer, scaler: Any = None, *, elapsed_s: float = 0.0,
+                    in_channels: int, out_channels: int = 1, keep_last: int = 0) -> Path:
+    """Write root/step_XXXXXXX atomically, point root/latest at it, prune beyond keep_last (0 = keep all).
+
+    Raises CheckpointError naming the folder if anything cannot be written (the previous
+    checkpoint and `latest` are then untouched).
+    """
+    root = Path(root)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        _write_folder(tmp, cfg, step, elapsed_s, model, ema, optimizer, scaler, in_channels, out_channels)
+        if final.exists():  # re-saving a step (after resuming from an earlier one): swap it out
+            old = root / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+        atomic_write_text(root / LATEST, final.name + "\n")
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {final}: {e.strerror or e}") from e
+    prune(root, keep_last)
+    return final
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoint folders under root, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / MODEL_FILE).is_file())
+
+
+def prune(root: str | Path, keep_last: int) -> None:
+    """Delete all but the newest keep_last checkpoints (never the one `latest` names)."""
+    if keep_last <= 0:
+        return
+    current = latest_checkpoint(root)
+    for p in list_checkpoints(root)[:-keep_last]:
+        if current is None or p.resolve() != current.resolve():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The folder root/latest names, or None if there is no `latest` file."""
+    marker = Path(root) / LATEST
+    if not marker.is_file():
+        return None
+    name = marker.read_text().strip()
+    path = Path(root) / name
+    if not name or not (path / MODEL_FILE).is_file():
+        raise CheckpointError(f"{marker} names {name!r}, which is not a complete checkpoint folder in {root}")
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for bad headers / truncation
+        raise CheckpointError(f"{path} is corrupt or not a safetensors file ({e})") from None
+    return tensors, meta
+
+
+def _config_from_yaml(text: str, where: Path) -> Config:
+    try:
+        return config_mod.from_dict(yaml.safe_load(text))
+    except (yaml.YAMLError, ConfigError, AttributeError, TypeError) as e:
+        raise CheckpointError(f"{where}: the stored config is invalid ({e})") from None
+
+
+def read_config(ckpt_dir: str | Path) -> Config:
+    """The resolved config saved in a checkpoint folder (config.yaml)."""
+    p = Path(ckpt_dir) / CONFIG_FILE
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint config {p} does not exist")
+    return _config_from_yaml(p.read_text(), p)
+
+
+def _load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], where: Path, prefix: str = "") -> None:
+    """Copy tensors into module, checking names and shapes (errors name the tensor and both shapes)."""
+    own = module.state_dict()
+    got = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing = sorted(set(own) - set(got))
+    unexpected = sorted(set(got) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: weights do not match the configured model (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    for k, v in own.items():
+        if tuple(got[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"{where}: tensor {prefix}{k} has shape {tuple(got[k].shape)} in the checkpoint "
+                f"but the configured model expects {tuple(v.shape)}"
+            )
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(got[k])
+
+
+def resolve_model_file(path: str | Path) -> Path:
+    """A model file from: a model.safetensors file, a checkpoint folder, or a run folder / its
+    checkpoints folder (then the checkpoint `latest` names)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / MODEL_FILE).is_file():
+            return p / MODEL_FILE
+        for root in (p, p / "checkpoints"):
+            latest = latest_checkpoint(root)
+            if latest is not None:
+                return latest / MODEL_FILE
+        raise CheckpointError(f"{p} is a folder without {MODEL_FILE} or a checkpoints/latest file")
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    return p
+
+
+def load_model(path: str | Path, *, expect_task: str | None = None,
+               device: str | torch.device = "cpu") -> tuple[Config, UNet, DDPMDenoiser]:
+    """(config, U-Net with the EMA weights in eval mode, denoiser) from a checkpoint.
+
+    path: a checkpoint folder, its model.safetensors, a standalone exported model file, or a
+    run folder (uses checkpoints/latest). expect_task: "sr" | "denoise" | "inpaint" to refuse a
+    model trained for another task. The denoiser's precision is config.sampler.precision.
+    """
+    from ..data.degrade import build_degradation  # the task decides the condition channels
+
+    file = resolve_model_file(path)
+    tensors, meta = _read_safetensors(file)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not a meddiff checkpoint (metadata format {meta.get('format')!r}, expected {FORMAT!r})")
+    cfg = _config_from_yaml(meta.get("config", ""), file)
+    task = meta.get("task", cfg.task.kind)
+    if expect_task is not None and task != expect_task:
+        raise CheckpointError(f"{file} was trained for task {task!r}, but task {expect_task!r} was requested")
+    try:
+        in_ch, out_ch = int(meta["in_channels"]), int(meta["out_channels"])
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{file}: metadata lacks integer in_channels/out_channels") from None
+    expected_in = 1 + build_degradation(cfg.task).cond_channels
+    if in_ch != expected_in:
+        raise CheckpointError(f"{file}: in_channels {in_ch} but task {task!r} needs {expected_in}")
+    net = build_unet(cfg.model, in_ch, out_ch)
+    _load_weights(net, tensors, file)
+    net = net.to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    d = cfg.diffusion
+    denoiser = DDPMDenoiser(net, build_schedule(d), d.prediction, d.residual, cfg.sampler.precision)
+    return cfg, net, denoiser
+
+
+def export_model(ckpt: str | Path, dest_file: str | Path) -> Path:
+    """Copy a checkpoint's model.safetensors (EMA weights + config) to dest_file atomically."""
+    src = resolve_model_file(ckpt)
+    _, meta = _read_safetensors(src)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{src} is not a meddiff checkpoint (metadata format {meta.get('format')!r})")
+    dest = Path(dest_file)
+    try:
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+    except OSError as e:
+        raise CheckpointError(f"could not write {dest}: {e.strerror or e}") from e
+    return dest
+
+
+@dataclass(frozen=True)
+class TrainState:
+    step: int
+    elapsed_s: float
+
+
+def load_train_state(ckpt_dir: str | Path, model: nn.Module, ema: nn.Module,
+                     optimizer: torch.optim.Optimizer, scaler: Any = None) -> TrainState:
+    """Restore raw weights, EMA weights, optimiser, grad scaler and torch CPU RNG from a folder."""
+    d = Path(ckpt_dir)
+    ema_t, meta = _read_safetensors(d / MODEL_FILE)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{d / MODEL_FILE} is not a meddiff checkpoint")
+    state_t, _ = _read_safetensors(d / STATE_FILE)
+    js = d / STATE_JSON
+    try:
+        info = json.loads(js.read_text())
+        step = int(info["step"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{js} does not exist") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{js} is corrupt ({e})") from None
+    _load_weights(ema, ema_t, d / MODEL_FILE)
+    _load_weights(model, {k: v for k, v in state_t.items() if k.startswith("model.")}, d / STATE_FILE, "model.")
+    device = next(model.parameters()).device
+    opt_t = {k: v.to(device) if not k.endswith(".step") else v for k, v in state_t.items() if k.startswith("optim.")}
+    try:
+        _restore_optimizer(optimizer, opt_t, info["optimizer"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{d}: optimiser state does not match the model ({e})") from None
+    if scaler is not None and scaler.is_enabled() and info.get("scaler"):
+        scaler.load_state_dict(info["scaler"])
+    if "rng.torch_cpu" in state_t:
+        torch.set_rng_state(state_t["rng.torch_cpu"])
+    return TrainState(step=step, elapsed_s=float(info.get("elapsed_s", 0.0)))

@@ -1,0 +1,263 @@
+"""The training loop of the conditional DDPM (Med-cDiff; Ho et al. 2020, Algorithm 1):
+
+    repeat: (x0, y) ~ data; t ~ U{1..T}; eps ~ N(0, I);
+            gradient step on || eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, y, t) ||^2
+
+with AdamW, optional linear warm-up, gradient clipping, an EMA of the weights (used for
+sampling), mixed precision, data-parallel ranks (torchrun), exact resume, CSV logs, a loss
+plot and atomic checkpoints. Everything random in a step is a function of
+(train.seed, step, rank / position) (see `meddiff.train.order`), so an interrupted run
+resumed from a checkpoint ends at bitwise the same weights as an uninterrupted one (CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .. import config as config_mod
+from ..config import Config
+from ..data.degrade import build_degradation
+from ..diffusion.denoiser import DDPMDenoiser
+from ..diffusion.loss import diffusion_loss
+from ..diffusion.schedule import build_schedule
+from ..errors import CheckpointError, TrainingError
+from ..nn.unet import build_unet
+from . import distributed as D
+from .checkpoint import latest_checkpoint, load_train_state, read_config, save_checkpoint
+from .ema import ema_copy, ema_update
+from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log
+from .order import STEP, VAL, SeededItems, StepBatches, collate, loss_noise, mix_seed, seed_global_rngs
+
+# keys that may change when resuming (they do not change what the steps compute)
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_last", "train.out_dir",
+                  "train.device", "train.threads", "data.num_workers", "sampler.*")
+VAL_ITEMS = 32  # validation loss: up to this many evenly spaced items of the val split
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    checkpoint: Path | None  # the last checkpoint written (or resumed from)
+    step: int  # optimiser steps done
+    loss: float | None  # mean training loss of the last log window
+    log: Path  # OUT_DIR/train_log.csv
+    val_log: Path  # OUT_DIR/val_log.csv (only if a validation set was given)
+    plot: Path  # OUT_DIR/loss.png
+
+
+def lr_at(step: int, lr: float, warmup_steps: int) -> float:
+    """Learning rate of (0-based) step: linear warm-up from lr/warmup to lr, then constant."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    return lr
+
+
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA, fp32 elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def config_differences(old: Config, new: Config) -> list[str]:
+    """'section.key (old -> new)' for keys that differ, except RESUMABLE_KEYS."""
+    a, b = config_mod.to_dict(old), config_mod.to_dict(new)
+    out = []
+    for sec in a:
+        for key in a[sec]:
+            name = f"{sec}.{key}"
+            if name in RESUMABLE_KEYS or f"{sec}.*" in RESUMABLE_KEYS:
+                continue
+            if a[sec][key] != b[sec][key]:
+                out.append(f"{name} ({a[sec][key]!r} in the checkpoint, {b[sec][key]!r} now)")
+    return out
+
+
+class _Run:
+    """State of one training run (built by `train`); each method is one stage of a step."""
+
+    def __init__(self, cfg: Config, env: D.DistEnv):
+        self.cfg, self.env = cfg, env
+        t = cfg.train
+        self.out = Path(t.out_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.deg = build_degradation(cfg.task)
+        self.in_channels = 1 + self.deg.cond_channels
+        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        self.net = build_unet(cfg.model, self.in_channels, 1).to(env.device)
+        self.ema = ema_copy(self.net)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.precision = resolved_precision(t.precision, env.device)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.precision == "fp16")
+        self.sched = build_schedule(cfg.diffusion)
+        d = cfg.diffusion
+        self.ddp = D.wrap(self.net, env)
+        self.denoiser = DDPMDenoiser(self.ddp, self.sched, d.prediction, d.residual, self.precision)
+        self.ema_denoiser = DDPMDenoiser(self.ema, self.sched, d.prediction, d.residual, self.precision)
+        self.start, self.elapsed0 = 0, 0.0
+        self.last_ckpt: Path | None = None
+
+    # ---------------------------------------------------------------- resume
+    def resume(self) -> None:
+        ck = latest_checkpoint(self.ckpt_root)
+        if ck is None:
+            raise CheckpointError(f"cannot resume: no checkpoint in {self.ckpt_root} (no 'latest' file)")
+        diffs = config_differences(read_config(ck), self.cfg)
+        if diffs:
+            raise CheckpointError(
+                f"cannot resume from {ck} with a different config: {'; '.join(diffs)} "
+                f"(only {', '.join(RESUMABLE_KEYS)} may change)"
+            )
+        st = load_train_state(ck, self.net, self.ema, self.opt, self.scaler)
+        self.start, self.elapsed0, self.last_ckpt = st.step, st.elapsed_s, ck
+
+    # ---------------------------------------------------------------- one step
+    def step(self, step: int, batch) -> float:
+        """One optimiser step (0-based `step`); returns the loss averaged over ranks."""
+        t, env = self.cfg.train, self.env
+        x0 = batch.x0.to(env.device)
+        cond = self.deg.model_condition(batch.cond, batch.mask).to(env.device)
+        k, eps = loss_noise(t.seed, batch.position, self.sched.timesteps, x0.shape[1:])
+        seed_global_rngs(mix_seed(t.seed, STEP, step, env.rank))  # dropout etc.
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(step, t.lr, t.warmup_steps)
+        self.net.train()
+        loss = diffusion_loss(self.denoiser, x0, cond, weighting=self.cfg.diffusion.loss_weight, k=k, eps=eps)
+        value = float(D.mean_over_ranks(loss.detach(), env))
+        if not math.isfinite(value):
+            raise TrainingError(f"loss is {value} at step {step + 1}; training stopped{self._last_good()}")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        clip = t.grad_clip if t.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
+        if not self.scaler.is_enabled() and not torch.isfinite(norm):
+            raise TrainingError(f"gradient norm is {float(norm)} at step {step + 1}; training stopped{self._last_good()}")
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        ema_update(self.ema, self.net, t.ema_decay)
+        return value
+
+    def _last_good(self) -> str:
+        return f" (last good checkpoint: {self.last_ckpt})" if self.last_ckpt else " (no checkpoint was written yet)"
+
+    # ---------------------------------------------------------------- validation / checkpoint
+    @torch.no_grad()
+    def val_loss(self, val_set: Dataset) -> float:
+        """Loss of the EMA weights on up to VAL_ITEMS evenly spaced val items, fixed noise."""
+        n = len(val_set)  # type: ignore[arg-type]
+        idx = sorted({round(i * (n - 1) / max(1, VAL_ITEMS - 1)) for i in range(min(n, VAL_ITEMS))})
+        items = SeededItems(val_set, mix_seed(self.cfg.train.seed, VAL))
+        total, count = 0.0, 0
+        for s in range(0, len(idx), self.cfg.train.batch_size):
+            b = collate([items[(i, i)] for i in idx[s: s + self.cfg.train.batch_size]])
+            x0 = b.x0.to(self.env.device)
+            cond = self.deg.model_condition(b.cond, b.mask).to(self.env.device)
+            k, eps = loss_noise(self.cfg.train.seed, b.position, self.sched.timesteps, x0.shape[1:], stream=VAL)
+            loss = diffusion_loss(self.ema_denoiser, x0, cond, weighting=self.cfg.diffusion.loss_weight, k=k, eps=eps)
+            total, count = total + float(loss) * len(b.case_id), count + len(b.case_id)
+        return total / max(count, 1)
+
+    def save(self, done: int, elapsed: float) -> Path:
+        for p in self.ema.parameters():
+            if not torch.isfinite(p).all():
+                raise TrainingError(f"EMA weights are not finite at step {done}; not saving{self._last_good()}")
+        self.last_ckpt = save_checkpoint(
+            self.ckpt_root, done, self.cfg, self.net, self.ema, self.opt, self.scaler, elapsed_s=elapsed,
+            in_channels=self.in_channels, out_channels=1, keep_last=self.cfg.train.keep_last,
+        )
+        return self.last_ckpt
+
+
+def _loader(cfg: Config, env: D.DistEnv, dataset: Dataset, start: int) -> DataLoader:
+    t = cfg.train
+    sampler = StepBatches(len(dataset), t.seed, t.batch_size, env.rank, env.world_size, start, t.steps)  # type: ignore[arg-type]
+    return DataLoader(SeededItems(dataset, t.seed), batch_sampler=sampler, collate_fn=collate,
+                      num_workers=cfg.data.num_workers, persistent_workers=False)
+
+
+def train(cfg: Config, train_set: Dataset, *, val_set: Dataset | None = None, resume: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train the model `cfg` describes on `train_set` (a Dataset of Pair(x0, cond, mask, case_id),
+    [1, H, W] tensors in [-1, 1]) for cfg.train.steps optimiser steps in total.
+
+    Writes to cfg.train.out_dir (rank 0 only): checkpoints/, train_log.csv, val_log.csv, loss.png.
+    resume: continue from checkpoints/latest (same config except RESUMABLE_KEYS). Under torchrun
+    each rank must be given the same dataset; cfg.train.batch_size is per rank.
+    Raises TrainingError if the loss becomes NaN/inf (the last checkpoint is kept).
+    """
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    env = D.setup(cfg.train.device)
+    try:
+        return _train(cfg, env, train_set, val_set, resume, progress)
+    finally:
+        D.cleanup(env)
+
+
+def _prepare_out(run: _Run, resume: bool) -> tuple[Path, Path]:
+    log_path, val_path = run.out / "train_log.csv", run.out / "val_log.csv"
+    if resume:
+        run.resume()
+        if run.env.is_main:
+            truncate_log(log_path, run.start)
+            truncate_log(val_path, run.start)
+    elif latest_checkpoint(run.ckpt_root) is not None:
+        raise CheckpointError(f"{run.ckpt_root} already holds checkpoints: pass --resume to continue, or choose another --out")
+    elif run.env.is_main:
+        for p in (log_path, val_path):
+            p.unlink(missing_ok=True)
+    return log_path, val_path
+
+
+def _train(cfg: Config, env: D.DistEnv, train_set: Dataset, val_set: Dataset | None, resume: bool, progress: bool) -> TrainResult:
+    t = cfg.train
+    run = _Run(cfg, env)
+    log_path, val_path = _prepare_out(run, resume)
+    plot_path = run.out / "loss.png"
+    log = CsvLog(log_path, TRAIN_FIELDS) if env.is_main else None
+    vlog = CsvLog(val_path, VAL_FIELDS) if env.is_main and val_set is not None else None
+    bar = tqdm(total=t.steps, initial=run.start, disable=not (progress and env.is_main), unit="step", dynamic_ncols=True)
+    t0 = tick = time.perf_counter()
+    win_loss, win_n, win_t = 0.0, 0, 0.0  # log window: loss sum, steps, seconds in steps (not saving)
+    last_loss = None
+    try:
+        for step, batch in zip(range(run.start, t.steps), _loader(cfg, env, train_set, run.start)):
+            value = run.step(step, batch)
+            done = step + 1
+            now = time.perf_counter()
+            win_loss, win_n, win_t = win_loss + value, win_n + 1, win_t + now - tick
+            tick = now
+            elapsed = run.elapsed0 + now - t0
+            ips = win_n * t.batch_size * env.world_size / max(win_t, 1e-9)  # images per second, all ranks
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}", img_s=f"{ips:.1f}", refresh=False)
+            if done % t.log_every == 0 or done == t.steps:
+                last_loss = win_loss / win_n
+                if log is not None:
+                    log.write(step=done, loss=last_loss, lr=lr_at(step, t.lr, t.warmup_steps), images_per_s=ips, elapsed_s=elapsed)
+                win_loss, win_n, win_t = 0.0, 0, 0.0
+            if done % t.ckpt_every == 0 or done == t.steps:
+                D.barrier(env)
+                if env.is_main:
+                    if vlog is not None:
+                        vlog.write(step=done, val_loss=run.val_loss(val_set))
+                    run.save(done, elapsed)
+                    plot_loss(log_path, plot_path, val_path if val_set is not None else None)
+                D.barrier(env)
+            tick = time.perf_counter()  # the next step's time includes loading its batch
+    finally:
+        bar.close()
+        for lg in (log, vlog):
+            if lg is not None:
+                lg.close()
+    if env.is_main and not plot_path.exists():
+        plot_loss(log_path, plot_path, val_path if val_set is not None else None)
+    return TrainResult(run.out, run.last_ckpt, max(run.start, t.steps), last_loss, log_path, val_path, plot_path)
