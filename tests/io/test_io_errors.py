@@ -80,6 +80,10 @@ def test_4d_rejected_singleton_squeezed(tmp_path, colin_nifti):
 
 
 def test_rgb_dicom_and_png(tmp_path, sc_rgb):
+    palette = sc_rgb.parent / "OT-PAL-8-face.dcm"  # PALETTE COLOR is colour too
+    if palette.exists():
+        with pytest.raises(InputError, match=_named(palette) + ".*PALETTE COLOR.*colour"):
+            read_volume(palette)
     with pytest.raises(InputError, match=_named(sc_rgb) + ".*colour.*expected a grayscale"):
         read_volume(sc_rgb)
     rgb = pydicom.dcmread(sc_rgb).pixel_array

@@ -87,3 +87,22 @@ def test_find_images_groups_series_and_names_patients(tmp_path, emri_small, mr_s
     vol = read_volume(items[1])
     assert vol.shape == (4, 64, 64) and vol.patient_id == "pat7"
     assert read_volume(items[2], patient_id="override").patient_id == "override"
+
+
+def test_enhanced_multiframe_uses_functional_groups(emri_small):
+    path = emri_small.parent / "eCT_Supplemental.dcm"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    ds = pydicom.dcmread(path)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    pvt = shared.PixelValueTransformationSequence[0]
+    vol = read_volume(path)
+    expected = ds.pixel_array * float(pvt.RescaleSlope) + float(pvt.RescaleIntercept)
+    pos = [np.array(g.PlanePositionSequence[0].ImagePositionPatient, float) for g in ds.PerFrameFunctionalGroupsSequence]
+    iop = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    order = np.argsort([p @ np.cross(iop[:3], iop[3:]) for p in pos])  # sorted along the slice normal
+    np.testing.assert_array_equal(vol.array, expected[order].astype(np.float32))
+    assert list(order) == [1, 0]  # normal is -z here, so the file's frames come back reversed
+    assert vol.spacing[0] == pytest.approx(float(np.linalg.norm(pos[1] - pos[0])))
+    np.testing.assert_allclose((vol.affine @ [1, 0, 0, 1])[:3], _ras(pos[order[1]]), atol=1e-4)
+    assert vol.meta["units"] == "HU"

@@ -18,7 +18,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from meddiff.errors import InputError
 from meddiff.io._raw import RawImage, colour_to_gray
@@ -118,22 +119,39 @@ def _frame_values(ds: Dataset, raw: np.ndarray, frame: int | None, meta: dict) -
     return out
 
 
+def _ensure_transfer_syntax(ds: Dataset) -> None:
+    """Files without file meta (no preamble) lack TransferSyntaxUID; infer it from how they were read."""
+    meta = ds.file_meta if hasattr(ds, "file_meta") else None
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = ds.original_encoding
+    uid = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    if meta is None:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid
+
+
 def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.ndarray:
     """Decoded, rescaled pixels: ``[F, Y, X]`` for multi-frame, ``[Y, X]`` otherwise (float64)."""
     if not any(t in ds for t in PIXEL_TAGS):
         kind = ds.get("SOPClassUID", "unknown SOP class")
         kind = getattr(kind, "name", kind)
         raise InputError(f"{path}: DICOM file has no pixel data ({kind}); expected an image")
+    _ensure_transfer_syntax(ds)
     try:
         raw = ds.pixel_array
     except Exception as e:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise InputError(
-            f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e}); the file may be "
-            f"truncated/corrupt or its compression ({getattr(ts, 'name', ts)}) unsupported"
-        ) from e
+        ts = ds.file_meta.get("TransferSyntaxUID")
+        hint = (f"no decoder for its compression ({ts.name}) is installed, or the file is corrupt"
+                if ts is not None and ts.is_compressed else "the file may be truncated or corrupt")
+        raise InputError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e}); {hint}") from e
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    if int(ds.get("SamplesPerPixel", 1)) > 1:
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        try:
+            raw = apply_color_lut(raw, ds)
+        except Exception as e:
+            raise InputError(f"{path}: cannot apply the DICOM palette ({type(e).__name__}: {e}); expected a valid PALETTE COLOR image") from e
+    if raw.ndim == (3 if nframes > 1 else 2) + 1 and raw.shape[-1] in (3, 4):
         gray, note = colour_to_gray(raw, path, allow_rgb_to_gray, f"DICOM ({ds.get('PhotometricInterpretation')})")
         meta.update(note)
         return gray.astype(np.float64)
