@@ -62,9 +62,14 @@ def _kind_of(path: Path) -> str | None:
     return None
 
 
+_KNOWN_SUFFIXES = {*dicom.DICOM_SUFFIXES, *raster.PIL_SUFFIXES, *raster.TIFF_SUFFIXES, *raster.NUMPY_SUFFIXES}
+
+
 def _file_stem(path: Path) -> str:
-    return nifti.nifti_stem(path) if nifti.is_nifti(path) else (path.stem if path.suffix.lower() in
-                                                                  {*dicom.DICOM_SUFFIXES, *raster.PIL_SUFFIXES, *raster.TIFF_SUFFIXES, *raster.NUMPY_SUFFIXES} else path.name)
+    """Default patient id of a file: name without a known image suffix (``a.nii.gz`` -> "a")."""
+    if nifti.is_nifti(path):
+        return nifti.nifti_stem(path)
+    return path.stem if path.suffix.lower() in _KNOWN_SUFFIXES else path.name
 
 
 def _read_raw(path: Path, kind: str, files: tuple[Path, ...], allow_rgb_to_gray: bool) -> RawImage:
