@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def brain_slice():
     """A real 128x128 axial T1 slice (Colin27 sample) in [-1, 1], [1, 1, 128, 128]."""
-    data = np.asarray(nib.load(samples_dir("colin27") / "axial.nii.gz").dataobj, dtype=np.float32)
+    data = np.asarray(nib.load(samples_dir("colin27") / "colin27" / "axial.nii.gz").dataobj, dtype=np.float32)
     img = data[:, :, data.shape[2] // 2].T  # [Y, X] as meddiff.io reads it
     y0, x0 = (img.shape[0] - 128) // 2, (img.shape[1] - 128) // 2
     img = img[y0 : y0 + 128, x0 : x0 + 128]
