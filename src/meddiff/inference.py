@@ -1,0 +1,80 @@
+"""Apply a trained restoration model to slices: padding, batching, per-image seeds, repeated samples.
+
+Shapes: condition planes ``[N, C_cond, H, W]`` in [-1, 1] (any H, W: they are padded to the
+network's size multiple and cropped back); results ``[S, N, 1, H, W]`` for S samples per slice.
+
+Seeds: sample s of slice n uses seed ``seed + n + 1_000_003 * s``, so a slice's result depends
+only on (seed, its index, s), never on the batch size or the device batch it ran in.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .diffusion.denoiser import DDPMDenoiser
+from .samplers.ancestral import generators_for, sample_ancestral
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {"ancestral": sample_ancestral}
+
+
+def image_seed(seed: int, index: int, sample: int) -> int:
+    return int(seed) + int(index) + 1_000_003 * int(sample)
+
+
+def pad_to_multiple(x: Tensor, multiple: int, value: float = -1.0) -> tuple[Tensor, tuple[int, int]]:
+    """Pad [..., H, W] at the bottom/right with `value` (background) to multiples of `multiple`."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), value=value)
+    return x, (h, w)
+
+
+@torch.no_grad()
+def restore(
+    denoiser: DDPMDenoiser,
+    cond: Tensor,
+    *,
+    sampler: str = "ancestral",
+    steps: int = 50,
+    samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    **sampler_kwargs,
+) -> Tensor:
+    """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; available: {sorted(SAMPLERS)}")
+    if not torch.isfinite(cond).all():
+        raise ValueError("condition contains NaN or infinite values")
+    device = torch.device(device)
+    multiple = getattr(denoiser.net, "size_multiple", 1)
+    padded, (h, w) = pad_to_multiple(cond, multiple)
+    n = cond.shape[0]
+    out = torch.empty(samples, n, 1, h, w)
+    jobs = [(s, i) for s in range(samples) for i in range(0, n, batch_size)]
+    bar = tqdm(jobs, desc=f"{sampler} {steps} steps", disable=not progress, unit="batch")
+    for s, i in bar:
+        c = padded[i : i + batch_size].to(device)
+        gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
+        x = SAMPLERS[sampler](denoiser, c, steps=steps, generators=gens, **sampler_kwargs)
+        out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
+    return out
+
+
+def summarise(samples: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-pixel mean and standard deviation over the sample axis: [S, ...] -> ([...], [...]).
+
+    The std uses the unbiased estimator (S - 1) and is zero for a single sample.
+    """
+    mean = samples.mean(0)
+    std = samples.std(0, unbiased=True) if samples.shape[0] > 1 else torch.zeros_like(mean)
+    return mean, std
+
