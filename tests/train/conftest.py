@@ -41,7 +41,7 @@ class TinyPairs(Dataset):
 def tiny_config(out_dir, **train):
     values = {
         "task": {"kind": "denoise"},
-        "model": {"channels": [8, 16], "attention_levels": [False, True], "norm_groups": 4, "num_res_blocks": 1, "num_heads": 2},
+        "model": {"channels": [8, 16], "attention_levels": [False, True], "norm_groups": 4, "num_res_blocks": 1, "num_heads": 2, "dropout": 0.1},
         "diffusion": {"timesteps": 50},
         "sampler": {"steps": 10},
         "train": {"out_dir": str(out_dir), "steps": 6, "batch_size": 3, "lr": 1e-3, "ema_decay": 0.9,

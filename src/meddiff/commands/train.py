@@ -1,16 +1,94 @@
-"""`meddiff train`: (not yet implemented)."""
+"""`meddiff train --config configs/sr_x4.yaml [SECTION.KEY=VALUE ...] [--resume] [--out DIR]`.
+
+Trains the conditional DDPM of the config on the slices `meddiff prepare` wrote to
+data.prepared. Under `torchrun --nproc_per_node N -m meddiff.cli train ...` it runs
+data-parallel; train.batch_size is then per process (the global batch is N times larger).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import os
+from pathlib import Path
 
-from ..errors import MeddiffError
+from .. import config as config_mod
+from ..config import Config
+from ..errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="(not yet implemented)")
+    p = sub.add_parser(
+        "train",
+        help="train a conditional diffusion model (super-resolution, denoising or inpainting)",
+        description=(
+            "Train on data.prepared (written by `meddiff prepare`). Any config key can be overridden "
+            "as SECTION.KEY=VALUE, e.g. train.steps=2000 train.batch_size=8 model.channels=[32,64,128]. "
+            "Writes OUT/checkpoints/step_NNNNNNN/ (model.safetensors = EMA weights for sampling), "
+            "OUT/checkpoints/latest, OUT/train_log.csv, OUT/val_log.csv and OUT/loss.png. "
+            "Under torchrun, train.batch_size is per process."
+        ),
+    )
+    p.add_argument("--config", metavar="YAML", default=None, help="config file (default: built-in defaults)")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="config overrides")
+    p.add_argument("--out", metavar="DIR", default=None, help="output folder (overrides train.out_dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoints/latest (the config may differ only in train.steps, "
+                        "logging/checkpoint/device settings and the sampler section)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
+def resolve_config(args: argparse.Namespace) -> Config:
+    cfg = config_mod.load(args.config, args.overrides)
+    if args.out is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(args.out)))
+    return cfg
+
+
+def check_sizes(cfg: Config, slice_size: int) -> None:
+    """The prepared slices must have data.size, and the trained size must suit the U-Net."""
+    if slice_size != cfg.data.size:
+        raise ConfigError(f"data.size is {cfg.data.size} but the slices in {cfg.data.prepared} are {slice_size}x{slice_size} "
+                          f"(set data.size={slice_size} or re-run `meddiff prepare --size {cfg.data.size}`)")
+    multiple = 2 ** (len(cfg.model.channels) - 1)
+    size = cfg.data.crop or cfg.data.size
+    if size % multiple:
+        raise ConfigError(f"data.crop/data.size: training size {size} must be a multiple of {multiple} "
+                          f"for a U-Net with {len(cfg.model.channels)} levels")
+
+
+def build_datasets(cfg: Config):
+    """(train set, val set or None) from data.prepared."""
+    from ..data.dataset import PairDataset, load_prepared
+    from ..data.degrade import build_degradation
+
+    prep = load_prepared(cfg.data.prepared)
+    deg = build_degradation(cfg.task)
+    train_set = PairDataset(prep, cfg.data.train_split, deg, crop=cfg.data.crop, train=True, seed=cfg.train.seed)
+    check_sizes(cfg, int(train_set.array.shape[-1]))
+    try:
+        val_set = PairDataset(prep, cfg.data.val_split, deg, crop=0, train=False, seed=cfg.train.seed)
+    except InputError as e:
+        log.info("no validation loss: %s", e)
+        val_set = None
+    return train_set, val_set
+
+
 def run(args: argparse.Namespace) -> int:
-    raise MeddiffError("'train' is not implemented yet")
+    from ..train.loop import train
+
+    cfg = resolve_config(args)
+    train_set, val_set = build_datasets(cfg)
+    result = train(cfg, train_set, val_set=val_set, resume=args.resume, progress=not args.no_progress)
+    out = Path(cfg.train.out_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {result.step} steps; last loss {result.loss if result.loss is None else f'{result.loss:.5f}'}")
+        print(f"checkpoint: {result.checkpoint}  (model for sampling: {result.checkpoint}/model.safetensors)"
+              if result.checkpoint else f"checkpoints: {out / 'checkpoints'} (none written)")
+        print(f"log:        {result.log}" + (f"\nval log:    {result.val_log}" if val_set is not None else ""))
+        print(f"loss plot:  {result.plot}")
+    return 0

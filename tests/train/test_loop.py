@@ -1,0 +1,97 @@
+"""The training loop: exact resume, NaN handling, data order, resume refusals, logs."""
+
+import csv
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from meddiff.errors import CheckpointError, TrainingError
+from meddiff.train import loop
+from meddiff.train.checkpoint import latest_checkpoint, load_model
+from meddiff.train.order import StepBatches, index_at, loss_noise, rank_positions
+
+from .conftest import TinyPairs, tiny_config
+
+
+def _tensors(ckpt_dir):
+    return load_file(str(ckpt_dir / "model.safetensors")), load_file(str(ckpt_dir / "train_state.safetensors"))
+
+
+def test_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_path):
+    straight = loop.train(tiny_config(tmp_path / "a"), TinyPairs(), progress=False)
+    loop.train(tiny_config(tmp_path / "b", steps=3), TinyPairs(), progress=False)
+    resumed = loop.train(tiny_config(tmp_path / "b"), TinyPairs(), resume=True, progress=False)
+    assert straight.checkpoint.name == resumed.checkpoint.name == "step_0000006"
+    (ema_a, state_a), (ema_b, state_b) = _tensors(straight.checkpoint), _tensors(resumed.checkpoint)
+    assert ema_a.keys() == ema_b.keys() and state_a.keys() == state_b.keys()
+    for k in ema_a:
+        assert torch.equal(ema_a[k], ema_b[k]), k
+    for k in state_a:  # raw weights and AdamW moments
+        if k != "rng.torch_cpu":
+            assert torch.equal(state_a[k], state_b[k]), k
+    assert not torch.equal(ema_a["conv_in.weight"], state_a["model.conv_in.weight"])  # EMA != raw weights
+    # the resumed run's log has each step once
+    steps = [int(r["step"]) for r in csv.DictReader(open(resumed.log))]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = loop.diffusion_loss
+    calls = {"n": 0}
+
+    def nan_at_step_5(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] == 5 else out
+
+    monkeypatch.setattr(loop, "diffusion_loss", nan_at_step_5)
+    with pytest.raises(TrainingError, match=r"loss is nan at step 5; training stopped \(last good checkpoint: .*step_0000003\)"):
+        loop.train(tiny_config(tmp_path), TinyPairs(), progress=False)
+    root = tmp_path / "checkpoints"
+    assert latest_checkpoint(root).name == "step_0000003"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000003"]
+    _, net, _ = load_model(root)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_resume_refuses_without_checkpoint_and_with_changed_config(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot resume: no checkpoint in .*checkpoints"):
+        loop.train(tiny_config(tmp_path), TinyPairs(), resume=True, progress=False)
+    loop.train(tiny_config(tmp_path, steps=3), TinyPairs(), progress=False)
+    with pytest.raises(CheckpointError, match=r"different config: train.lr \(0.001 in the checkpoint, 0.002 now\)"):
+        loop.train(tiny_config(tmp_path, lr=2e-3), TinyPairs(), resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="already holds checkpoints: pass --resume"):
+        loop.train(tiny_config(tmp_path), TinyPairs(), progress=False)
+    # steps / logging / checkpoint settings may change
+    out = loop.train(tiny_config(tmp_path, steps=4, log_every=2, ckpt_every=2), TinyPairs(), resume=True, progress=False)
+    assert out.step == 4 and out.checkpoint.name == "step_0000004"
+
+
+def test_logs_plot_and_validation(tmp_path):
+    out = loop.train(tiny_config(tmp_path, steps=4, log_every=2), TinyPairs(), val_set=TinyPairs(5, seed=9), progress=False)
+    rows = list(csv.DictReader(open(out.log)))
+    assert [r["step"] for r in rows] == ["2", "4"]
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3) and float(rows[0]["images_per_s"]) > 0
+    val = list(csv.DictReader(open(out.val_log)))
+    assert [r["step"] for r in val] == ["3", "4"] and all(0 < float(r["val_loss"]) < 10 for r in val)
+    assert out.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_warmup_is_linear_then_constant():
+    assert [loop.lr_at(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert loop.lr_at(0, 1e-4, 0) == 1e-4
+
+
+def test_ranks_split_each_global_batch_and_epochs_visit_every_example_once():
+    assert list(rank_positions(2, 3, 1, 2)) == [15, 16, 17]
+    one = list(StepBatches(10, 0, 4, 0, 1, 0, 5))
+    two = [list(StepBatches(10, 0, 2, r, 2, 0, 5)) for r in (0, 1)]
+    for s in range(5):
+        assert one[s] == two[0][s] + two[1][s]
+    assert sorted(index_at(p, 10, 0) for p in range(10)) == list(range(10))
+    assert sorted(index_at(p, 10, 0) for p in range(10, 20)) == list(range(10))
+    assert [index_at(p, 10, 0) for p in range(10)] != [index_at(p, 10, 0) for p in range(10, 20)]
+    k1, e1 = loss_noise(0, torch.tensor([5, 6]), 50, (1, 4, 4))
+    k2, e2 = loss_noise(0, torch.tensor([6]), 50, (1, 4, 4))  # per example, not per batch
+    assert torch.equal(k1[1:], k2) and torch.equal(e1[1:], e2)
