@@ -86,6 +86,17 @@ def test_denoise_salt_pepper_fraction_and_per_sample_levels():
     assert 0.05 <= sig.min() and sig.max() <= 0.2 and sig.std() > 0.03 and pp.max() <= 0.05
 
 
+def test_denoise_call_uses_the_levels_it_draws():
+    x0 = torch.zeros(3, 1, 64, 64)
+    deg = Denoise(noise_std=(0.05, 0.3), salt_pepper=(0.0, 0.1))
+    y, _ = deg(x0, torch.Generator().manual_seed(11))
+    sigma, p = deg.draw_levels(3, torch.Generator().manual_seed(11), x0)  # the same first draws
+    clean = y.abs() < 1  # neither salt/pepper nor clipped (|noise| < 1 here is > 3 sigma)
+    for b in range(3):
+        assert (y - x0)[b][clean[b]].std().item() == pytest.approx(sigma[b].item(), rel=0.05)
+        assert (y[b].abs() == 1).float().mean().item() == pytest.approx(p[b].item(), abs=0.012)
+
+
 def test_denoise_clean_pixels_noise_matches_sigma_on_real_slice(brain_slice):
     deg = Denoise(noise_std=(0.1, 0.1), salt_pepper=(0.03, 0.03))
     y, mask = deg(brain_slice, torch.Generator().manual_seed(2))
