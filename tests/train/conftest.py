@@ -38,10 +38,10 @@ class TinyPairs(Dataset):
         return Pair(x0, cond, torch.ones_like(x0), f"case{i % 3}")
 
 
-def tiny_config(out_dir, **train):
+def tiny_config(out_dir, dropout=0.1, **train):
     values = {
         "task": {"kind": "denoise"},
-        "model": {"channels": [8, 16], "attention_levels": [False, True], "norm_groups": 4, "num_res_blocks": 1, "num_heads": 2, "dropout": 0.1},
+        "model": {"channels": [8, 16], "attention_levels": [False, True], "norm_groups": 4, "num_res_blocks": 1, "num_heads": 2, "dropout": dropout},
         "diffusion": {"timesteps": 50},
         "sampler": {"steps": 10},
         "train": {"out_dir": str(out_dir), "steps": 6, "batch_size": 3, "lr": 1e-3, "ema_decay": 0.9,

@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train a conditional diffusion model (super-resolution, denoising or inpainting)",
         description=(
             "Train on data.prepared (written by `meddiff prepare`). Any config key can be overridden "
-            "as SECTION.KEY=VALUE, e.g. train.steps=2000 train.batch_size=8 model.channels=[32,64,128]. "
+            "as SECTION.KEY=VALUE (give them together, after --config), e.g. train.steps=2000 train.batch_size=8 "
+            "model.channels=[32,64,128]. "
             "Writes OUT/checkpoints/step_NNNNNNN/ (model.safetensors = EMA weights for sampling), "
             "OUT/checkpoints/latest, OUT/train_log.csv, OUT/val_log.csv and OUT/loss.png. "
             "Under torchrun, train.batch_size is per process."
