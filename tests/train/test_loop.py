@@ -1,12 +1,13 @@
 """The training loop: exact resume, NaN handling, data order, resume refusals, logs."""
 
 import csv
+import re
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from meddiff.errors import CheckpointError, TrainingError
+from meddiff.errors import CheckpointError, ConfigError, InputError, TrainingError
 from meddiff.train import loop
 from meddiff.train.checkpoint import latest_checkpoint, load_model
 from meddiff.train.order import StepBatches, index_at, loss_noise, rank_positions
@@ -95,3 +96,18 @@ def test_ranks_split_each_global_batch_and_epochs_visit_every_example_once():
     k1, e1 = loss_noise(0, torch.tensor([5, 6]), 50, (1, 4, 4))
     k2, e2 = loss_noise(0, torch.tensor([6]), 50, (1, 4, 4))  # per example, not per batch
     assert torch.equal(k1[1:], k2) and torch.equal(e1[1:], e2)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("log_every", 0, ">= 1"), ("ckpt_every", -1, ">= 1"), ("ema_decay", 1.5, "in [0, 1]"), ("lr", 0.0, "> 0"),
+    ("betas", (0.9, 1.0), "two values in [0, 1)"),
+])
+def test_unusable_train_values_are_config_errors_naming_the_key(tmp_path, key, value, expected):
+    with pytest.raises(ConfigError, match=re.escape(f"train.{key}: expected {expected}")):
+        loop.train(tiny_config(tmp_path, **{key: value}), TinyPairs(), progress=False)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_empty_training_set_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="training set is empty"):
+        loop.train(tiny_config(tmp_path), TinyPairs(0), progress=False)

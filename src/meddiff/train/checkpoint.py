@@ -150,8 +150,8 @@ def save_checkpoint(root: str | Path, step: int, cfg: Config, model: nn.Module, 
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        for stale in list(root.glob(".tmp-step_*")) + list(root.glob(".old-step_*")):  # left by a crash
+            shutil.rmtree(stale, ignore_errors=True)
         _write_folder(tmp, cfg, step, elapsed_s, model, ema, optimizer, scaler, in_channels, out_channels)
         if final.exists():  # re-saving a step (after resuming from an earlier one): swap it out
             old = root / f".old-{final.name}-{os.getpid()}"

@@ -27,7 +27,7 @@ from ..data.degrade import build_degradation
 from ..diffusion.denoiser import DDPMDenoiser
 from ..diffusion.loss import diffusion_loss
 from ..diffusion.schedule import build_schedule
-from ..errors import CheckpointError, TrainingError
+from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..nn.unet import build_unet
 from . import distributed as D
 from .checkpoint import latest_checkpoint, load_train_state, read_config, save_checkpoint
@@ -64,6 +64,21 @@ def resolved_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
+
+
+def check_train_config(cfg: Config) -> None:
+    """Values of the train section the loop cannot use raise ConfigError naming the key."""
+    t = cfg.train
+    rules = [
+        ("lr", t.lr > 0, "> 0"), ("log_every", t.log_every >= 1, ">= 1"), ("ckpt_every", t.ckpt_every >= 1, ">= 1"),
+        ("keep_last", t.keep_last >= 0, ">= 0 (0 keeps all)"), ("warmup_steps", t.warmup_steps >= 0, ">= 0"),
+        ("ema_decay", 0.0 <= t.ema_decay <= 1.0, "in [0, 1]"), ("grad_clip", t.grad_clip >= 0, ">= 0 (0 = no clipping)"),
+        ("weight_decay", t.weight_decay >= 0, ">= 0"), ("threads", t.threads >= 0, ">= 0 (0 = torch default)"),
+        ("betas", all(0.0 <= b < 1.0 for b in t.betas), "two values in [0, 1)"),
+    ]
+    for key, ok, expected in rules:
+        if not ok:
+            raise ConfigError(f"train.{key}: expected {expected}, got {getattr(t, key)!r}")
 
 
 def config_differences(old: Config, new: Config) -> list[str]:
@@ -193,6 +208,9 @@ def train(cfg: Config, train_set: Dataset, *, val_set: Dataset | None = None, re
     each rank must be given the same dataset; cfg.train.batch_size is per rank.
     Raises TrainingError if the loss becomes NaN/inf (the last checkpoint is kept).
     """
+    check_train_config(cfg)
+    if len(train_set) == 0:  # type: ignore[arg-type]
+        raise InputError("the training set is empty")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     env = D.setup(cfg.train.device)
