@@ -111,3 +111,11 @@ def test_unusable_train_values_are_config_errors_naming_the_key(tmp_path, key, v
 def test_empty_training_set_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="training set is empty"):
         loop.train(tiny_config(tmp_path), TinyPairs(0), progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+@pytest.mark.parametrize("device, message", [("cuda", "'cuda' requested but CUDA is not available"),
+                                             ("gpu0", "'gpu0' is not a device")])
+def test_unavailable_or_unknown_device_is_a_config_error(tmp_path, device, message):
+    with pytest.raises(ConfigError, match=f"train.device: {message}"):
+        loop.train(tiny_config(tmp_path, device=device), TinyPairs(), progress=False)
