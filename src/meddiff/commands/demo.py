@@ -1,16 +1,136 @@
-"""`meddiff demo`: (not yet implemented)."""
+"""`meddiff demo`: super-resolution x4 of a brain MRI the shipped model never saw, with a report.
+
+Offline and CPU-friendly: the shipped model (trained on slices of the MNI152 template, see
+src/meddiff/checkpoints/README.md) super-resolves slices of Colin27 (another person, shipped in
+src/meddiff/data/samples/colin27). The low-resolution inputs are made by the Med-cDiff
+degradation (anti-aliased x4 downsampling); the report compares bilinear, bicubic, one
+meddiff sample and the mean of several samples against the ground truth, with error maps,
+the per-pixel standard deviation over the samples, and the metrics table.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
-from ..errors import MeddiffError
+import numpy as np
+import torch
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "demo_sr_x4.safetensors"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="(not yet implemented)")
+    p = sub.add_parser("demo", help="super-resolve held-out real MRI slices with the shipped model and write an HTML report",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--slices", type=int, default=8, help="number of held-out slices (evenly spaced)")
+    p.add_argument("--samples", type=int, default=4, help="samples per slice (mean and std maps)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
+def std_figure(stds: list[np.ndarray], path: Path) -> Path:
+    """A row of per-pixel std maps (in [-1,1] units) with one shared colour bar, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io.atomic import atomic_path
+
+    vmax = float(np.percentile(np.stack(stds), 99.5)) or 1e-6
+    fig, axes = plt.subplots(1, len(stds), figsize=(1.6 * len(stds) + 0.8, 1.9), squeeze=False)
+    for ax, s in zip(axes[0], stds):
+        im = ax.imshow(s, cmap="magma", vmin=0, vmax=vmax)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="std ([-1,1] units)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
-    raise MeddiffError("'demo' is not implemented yet")
+    from ..baselines.interpolation import interpolate_baseline
+    from ..data.dataset import load_prepared
+    from ..data.degrade import SuperResolution
+    from ..data.prepare import PrepareOptions, prepare
+    from ..data.samples import samples_dir
+    from ..errors import InputError
+    from ..inference import restore, summarise
+    from ..metrics.compare import evaluate_arrays
+    from ..metrics.report import write_html_report
+    from ..metrics.table import write_table
+    from ..train.checkpoint import load_model
+    from ..train.distributed import pick_device
+
+    t0 = time.perf_counter()
+    out: Path = args.out
+    device = pick_device(args.device)
+    cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device)
+    steps = args.steps or cfg.sampler.steps
+    if args.slices < 1 or args.samples < 1:
+        raise InputError("--slices and --samples must be >= 1")
+
+    prepared_dir = out / "prepared_colin27"
+    if not (prepared_dir / "manifest.csv").is_file():
+        prepare(samples_dir("colin27"), prepared_dir, PrepareOptions(split=(0.0, 0.0, 1.0), size=cfg.data.size, overwrite=True),
+                progress=not args.no_progress)
+    prep = load_prepared(prepared_dir)
+    test = prep.arrays["test"]
+    idx = np.linspace(0, len(test) - 1, min(args.slices, len(test))).round().astype(int)
+    rows = [prep.rows["test"][i] for i in idx]
+    x0 = torch.from_numpy(np.asarray(test[idx], dtype=np.float32))[:, None]
+
+    deg = SuperResolution(cfg.task.sr_factor, cfg.task.sr_upsample)
+    lr = deg.downsample(x0)
+    bicubic = interpolate_baseline(lr, x0.shape[-2:], "bicubic")
+    bilinear = interpolate_baseline(lr, x0.shape[-2:], "bilinear")
+    cond = deg.upsample(lr, tuple(x0.shape[-2:]))
+    t_sample = time.perf_counter()
+    samples = restore(denoiser, deg.model_condition(cond, torch.ones_like(cond)), sampler=cfg.sampler.name, steps=steps,
+                      samples=args.samples, seed=args.seed, batch_size=cfg.sampler.batch_size, device=device,
+                      progress=not args.no_progress)
+    t_sample = time.perf_counter() - t_sample
+    mean, std = summarise(samples)
+
+    def arrays(t: torch.Tensor) -> list[np.ndarray]:
+        return [a[0] for a in t.numpy()]
+
+    methods = {"bilinear": arrays(bilinear), "bicubic": arrays(bicubic), "meddiff (1 sample)": arrays(samples[0])}
+    if args.samples > 1:
+        methods[f"meddiff (mean of {args.samples})"] = arrays(mean)
+    table = evaluate_arrays(methods, arrays(x0), data_range=2.0)
+    n_calls = args.samples * len(idx) * steps
+    notes = [
+        f"Held-out data: {len(idx)} slices of Colin27 (one person; the model was trained on the MNI152 template only), "
+        f"x{cfg.task.sr_factor:g} anti-aliased downsampling to {tuple(lr.shape[-2:])}, metrics on the [-1,1] scale (data range 2).",
+        f"meddiff: {cfg.sampler.name} sampler, {steps} steps, {args.samples} sample(s) per slice, seed {args.seed}; "
+        f"{t_sample:.0f} s for {n_calls} slice-steps on {device}.",
+        "accutance = 1000 * mean squared Sobel gradient / range^2 (meddiff.metrics.image.accutance); "
+        "gradient_ratio = accutance / accutance of the ground truth (1 = as sharp as the truth).",
+    ]
+    md = write_table(table, out / "results.md", out / "results.csv", notes=notes)
+    images = [
+        {"low-res (x4)": interpolate_baseline(lr[i : i + 1], x0.shape[-2:], "nearest")[0, 0].numpy(),
+         "bicubic": bicubic[i, 0].numpy(), "meddiff sample": samples[0, i, 0].numpy(),
+         **({f"meddiff mean of {args.samples}": mean[i, 0].numpy()} if args.samples > 1 else {}),
+         "truth": x0[i, 0].numpy()}
+        for i in range(len(idx))
+    ]
+    extra = {}
+    if args.samples > 1:
+        extra["Per-pixel standard deviation over the samples (uncertainty)"] = std_figure([s[0].numpy() for s in std], out / "std_maps.png")
+    report = write_html_report(
+        out / "report.html", title="meddiff demo: MRI super-resolution x4 on a held-out brain", rows_of_images=images,
+        row_labels=[f"{r['source'].split('/')[-1]} slice {r['slice_index']}" for r in rows],
+        table_rows=table, notes=notes, extra_images=extra,
+    )
+    print(md)
+    print(f"report: {report}  ({time.perf_counter() - t0:.0f} s in all)")
+    return 0
