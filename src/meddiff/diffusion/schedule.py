@@ -62,14 +62,20 @@ class DiscreteSchedule:
     def respaced(self, steps: int) -> tuple[Tensor, "DiscreteSchedule"]:
         """Evenly spaced subset of `steps` timesteps and the schedule of the shortened chain.
 
+        The subset always holds the last step T-1 (the sampler starts there from N(0, I)) and,
+        for steps >= 2, the first step 0.
+
         The new betas are 1 - alpha_bar_{k_i} / alpha_bar_{k_{i-1}} so that the marginals
         q(x_k | x_0) of the kept steps are unchanged (Nichol & Dhariwal 2021, Sec. 4).
         Returns (kept indices k as int64 [steps], new schedule with `steps` entries).
         """
         if not 1 <= steps <= self.timesteps:
             raise ValueError(f"steps must be in 1..{self.timesteps}, got {steps}")
-        kept = torch.linspace(0, self.timesteps - 1, steps, dtype=torch.float64).round().long()
-        kept = torch.unique(kept)
+        if steps == 1:  # the chain must start at the last step, where x_T ~ N(0, I) is the marginal
+            kept = torch.tensor([self.timesteps - 1])
+        else:
+            kept = torch.linspace(0, self.timesteps - 1, steps, dtype=torch.float64).round().long()
+            kept = torch.unique(kept)
         ab = self.alpha_bar[kept]
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
         return kept, DiscreteSchedule(1.0 - ab / prev)
