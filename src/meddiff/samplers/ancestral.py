@@ -45,9 +45,12 @@ def sample_ancestral(
     """Sample x0 [B, 1, *spatial] (image space, [-1, 1]) given condition planes cond [B, C_cond, *spatial].
 
     steps: length of the respaced chain (None = the full T). generators: one per image.
+    variance: "beta" (sigma_t^2 = beta_t, the paper) or "beta_tilde" (posterior variance).
     clip: clamp each x0 estimate to [-1, 1] in image space (Ho et al. do this when sampling).
     callback(i, x_t, x0_hat) is called after each step (x0_hat in image space).
     """
+    if variance not in ("beta", "beta_tilde"):
+        raise ValueError(f"variance {variance!r}: expected 'beta' or 'beta_tilde'")
     kept, sched = denoiser.sched.respaced(steps or denoiser.sched.timesteps)
     var = sched.betas if variance == "beta" else posterior_variance(sched)
     shape = (cond.shape[0], 1, *cond.shape[2:])
