@@ -20,10 +20,8 @@ import contextlib
 import csv
 import io as _io
 import json
-import os
 import re
 import shutil
-import tempfile
 import time
 import zlib
 from collections import defaultdict
@@ -36,7 +34,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import InputError
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_dir, atomic_write_text
 from .normalise import Normalisation
 from .slices import SliceGeometry, foreground_fraction, in_plane_spacing, iter_slices, to_model_slice
 from .split import SPLITS, describe_small_cohort, split_counts, split_patients
@@ -222,17 +220,6 @@ def _safe(pid: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", pid)[:60] + f"-{zlib.crc32(pid.encode()):08x}"
 
 
-def _install(tmp: Path, output: Path, overwrite: bool) -> None:
-    """Rename the finished temporary folder onto `output` (replacing it if overwrite)."""
-    if output.exists():
-        trash = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, trash)
-        os.replace(tmp, output)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, output)
-
-
 def _check_output(output: Path, overwrite: bool) -> None:
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         raise InputError(f"output folder {output} already exists and is not empty; choose another or pass --overwrite")
@@ -261,9 +248,8 @@ def prepare(input_dir: str | Path, output_dir: str | Path, opts: PrepareOptions 
         by_patient[str(it.patient_id)].append(it)
 
     summary = PrepareSummary(output=output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
+    # _check_output has refused a non-empty OUTPUT_DIR unless overwrite: replace what is left
+    with atomic_dir(output, replace=True) as tmp:
         (tmp / "raw").mkdir()
         per_patient, norms, seen = {}, {}, set()
         with tqdm(total=len(items), desc="prepare", unit="file", disable=not progress) as bar:
@@ -285,10 +271,6 @@ def prepare(input_dir: str | Path, output_dir: str | Path, opts: PrepareOptions 
             summary.notes.append(note)
         _write_metadata(tmp, input_dir, opts, manifest, norms, assignment, summary)
         summary.bytes = sum(p.stat().st_size for p in tmp.iterdir())
-        _install(tmp, output, opts.overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     summary.seconds = time.perf_counter() - t0
     return summary
 
