@@ -56,7 +56,9 @@ def restore(
         raise ValueError("condition contains NaN or infinite values")
     device = torch.device(device)
     multiple = getattr(denoiser.net, "size_multiple", 1)
-    padded, (h, w) = pad_to_multiple(cond, multiple)
+    # padding is background: -1 in the image plane, 0 ("known") in a mask plane (inpainting)
+    image, (h, w) = pad_to_multiple(cond[:, :1], multiple, -1.0)
+    padded = torch.cat([image, pad_to_multiple(cond[:, 1:], multiple, 0.0)[0]], dim=1)
     n = cond.shape[0]
     out = torch.empty(samples, n, 1, h, w)
     jobs = [(s, i) for s in range(samples) for i in range(0, n, batch_size)]
