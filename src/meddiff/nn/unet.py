@@ -7,6 +7,13 @@ network only sees ``in_channels`` input planes; it knows nothing about tasks or 
 Shapes: input ``[B, C_in, *spatial]`` with each spatial size divisible by
 ``2 ** (len(channels) - 1)``; output ``[B, C_out, *spatial]``; ``t`` is ``[B]`` (float or int
 diffusion time in the units the schedule uses).
+
+Fast path (``UNet.fast_path``, on by default; CPU tensors only, parameters untouched): 2D
+activations in channels-last memory (oneDNN convolutions skip their NCHW reorders), the 2x
+nearest upsample + 3x3 convolution computed as one 2x2 convolution on the low-resolution input
+with four phase kernels (2.25x fewer multiply-adds, exact up to float rounding), residual and
+time-embedding additions in place on fresh convolution outputs, SiLU in place without autograd.
+Measured in benchmarks/unet_speed.py; ``fast_path=False`` is the plain reference path.
 """
 
 from __future__ import annotations
@@ -36,6 +43,42 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Ten
     return emb
 
 
+def phase_kernels(weight: Tensor) -> Tensor:
+    """3x3 kernels [O, I, 3, 3] -> 2x2 phase kernels [4*O, I, 2, 2] (phase order (a, b) = 00, 01, 10, 11).
+
+    conv3x3(upsample_nearest_2x(x))[2i+a, 2j+b] = conv2x2(pad(x, 1), phase (a, b))[i+a, j+b]:
+    along each axis, output phase 0 sees input rows (i-1, i) with taps (w0, w1+w2) and phase 1
+    sees (i, i+1) with taps (w0+w1, w2).
+    """
+    def fold(w: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+        w0, w1, w2 = w.unbind(dim)
+        return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
+
+    rows = fold(weight, 2)
+    phases = [k for r in rows for k in fold(r, 3)]
+    return torch.cat(phases, 0)
+
+
+def upsample2x_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """conv(F.interpolate(x, scale_factor=2, mode="nearest")) for a 3x3, padding-1 Conv2d.
+
+    x: [B, C, H, W] -> [B, O, 2H, 2W], channels-last memory (the layout the fast path uses).
+    """
+    b, _, hgt, wid = x.shape
+    o = conv.out_channels
+    bias = conv.bias.repeat(4) if conv.bias is not None else None
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_kernels(conv.weight), bias)  # [B, 4O, H+1, W+1]
+    y = y.permute(0, 2, 3, 1).reshape(b, hgt + 1, wid + 1, 2, 2, o)  # a view when y is channels-last
+    rows = [torch.stack([y[:, a:a + hgt, c:c + wid, a, c] for c in (0, 1)], 3) for a in (0, 1)]  # [B, H, W, 2, O]
+    out = torch.stack(rows, 2)  # [B, H, 2, W, 2, O]
+    return out.reshape(b, 2 * hgt, 2 * wid, o).permute(0, 3, 1, 2)
+
+
+def silu(x: Tensor, fast: bool) -> Tensor:
+    """SiLU, in place on the fast path when no graph is recorded (x is a fresh GroupNorm output)."""
+    return F.silu(x, inplace=fast and not torch.is_grad_enabled())
+
+
 def zero_init(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -55,11 +98,12 @@ class ResBlock(nn.Module):
         self.conv2 = zero_init(conv_nd(spatial_dims, c_out, c_out, 3, padding=1))
         self.skip = conv_nd(spatial_dims, c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(emb).view(*emb.shape[:1], -1, *([1] * (x.ndim - 2)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.skip(x) + h
+    def forward(self, x: Tensor, emb: Tensor, fast: bool = False) -> Tensor:
+        h = self.conv1(silu(self.norm1(x), fast))
+        e = self.emb(emb).view(*emb.shape[:1], -1, *([1] * (x.ndim - 2)))
+        h = h.add_(e) if fast else h + e  # conv outputs are not saved for backward: in place is safe
+        h = self.conv2(self.dropout(silu(self.norm2(h), fast)))
+        return h.add_(self.skip(x)) if fast else self.skip(x) + h
 
 
 class Attention(nn.Module):
@@ -74,13 +118,13 @@ class Attention(nn.Module):
         self.qkv = conv_nd(spatial_dims, channels, 3 * channels, 1)
         self.proj = zero_init(conv_nd(spatial_dims, channels, channels, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, fast: bool = False) -> Tensor:
         b, c, *spatial = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, -1)
         q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # [B, heads, N, c/heads]
         h = F.scaled_dot_product_attention(q, k, v)
         h = h.transpose(-1, -2).reshape(b, c, *spatial)
-        return x + self.proj(h)
+        return self.proj(h).add_(x) if fast else x + self.proj(h)
 
 
 class Level(nn.Module):
@@ -112,8 +156,10 @@ class UNet(nn.Module):
         num_heads: int = 4,
         dropout: float = 0.0,
         spatial_dims: int = 2,
+        fast_path: bool = True,
     ):
         super().__init__()
+        self.fast_path = fast_path
         if len(attention_levels) != len(channels):
             raise ValueError(f"attention_levels {attention_levels} must have one entry per level in {channels}")
         self.spatial_dims = spatial_dims
@@ -177,24 +223,34 @@ class UNet(nn.Module):
         m = self.size_multiple
         if any(s % m for s in x.shape[2:]):
             raise ValueError(f"UNet input spatial size {tuple(x.shape[2:])} must be a multiple of {m}")
+        fast = self.fast_path and x.device.type == "cpu"
+        if fast and x.ndim == 4:  # channels-last 3D measured no faster, so 3D keeps its layout
+            x = x.contiguous(memory_format=torch.channels_last)
         emb = self.time_mlp(timestep_embedding(t, self.time_dim).to(x.dtype))
         h = self.conv_in(x)
         hs = [h]
         for i, level in enumerate(self.down):
             for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(h, emb))
+                h = self._attn(attn, block(h, emb, fast), fast)
                 hs.append(h)
             if i < self.levels - 1:
                 h = self.downsample[i](h)
                 hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb, fast), fast), emb, fast)
         for j, level in enumerate(self.up):
             for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+                h = self._attn(attn, block(torch.cat([h, hs.pop()], dim=1), emb, fast), fast)
             if j < self.levels - 1:
-                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-                h = self.upsample[j](h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+                if fast and self.spatial_dims == 2 and self.upsample[j].padding_mode == "zeros":
+                    h = upsample2x_conv(h, self.upsample[j])
+                else:
+                    h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        out = self.conv_out(silu(self.norm_out(h), fast))
+        return out.contiguous()
+
+    @staticmethod
+    def _attn(attn: nn.Module, h: Tensor, fast: bool) -> Tensor:
+        return attn(h, fast) if isinstance(attn, Attention) else h
 
 
 def build_unet(cfg: ModelConfig, in_channels: int, out_channels: int = 1) -> UNet:
