@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".png", "raster": ".png", "numpy": ".nii.gz"}
 
 
+def safe_folder_name(name: str) -> str:
+    """A patient id as one folder name: characters other than letters, digits, '.', '_', '-'
+    become '_' (a DICOM PatientID like '../x' or 'a/b' must not leave the output folder)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name.strip())
+    return "unknown" if safe.strip(".") == "" else safe
+
+
 def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str) -> Path:
-    """Output file for one input and one product (restored / mean / std / sample_k)."""
+    """Output file for one input and one product (restored / mean / std / sample_k):
+    ``out_dir/<patient id, made safe>/<input stem>_<tag><ext>``."""
     kind = item.kind if fmt == "same" else fmt
     stem = item.path.name
     for suf in (".nii.gz", ".nii", ".dcm", ".png", ".tif", ".tiff", ".npy", ".npz"):
@@ -67,7 +76,7 @@ def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str) -> Path:
             stem = stem[: -len(suf)]
             break
     ext = _EXT.get(kind, ".nii.gz")
-    return out_dir / item.patient_id / f"{stem}_{tag}{ext}"
+    return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
 
 
 def to_slices(array: np.ndarray, axis: int) -> np.ndarray:
@@ -104,7 +113,7 @@ def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...
 def run(args: argparse.Namespace) -> int:
     from ..data.degrade import SuperResolution, build_degradation
     from ..data.normalise import Normalisation
-    from ..inference import restore, summarise
+    from ..inference import SAMPLERS, restore, summarise
     from ..train.checkpoint import load_model
     from ..train.distributed import pick_device
 
@@ -114,9 +123,13 @@ def run(args: argparse.Namespace) -> int:
         denoiser.precision = args.precision
     task = cfg.task
     sampler = args.sampler or cfg.sampler.name
-    steps = args.steps or cfg.sampler.steps
+    steps = args.steps if args.steps is not None else cfg.sampler.steps
+    if sampler not in SAMPLERS:
+        raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
     if args.samples < 1:
         raise InputError(f"--samples {args.samples}: expected >= 1")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
     if not 1 <= steps <= cfg.diffusion.timesteps:
         raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
     if task.kind == "inpaint" and args.mask is None:
@@ -149,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
             cond, mask = x, torch.ones_like(x)
         planes = deg.model_condition(cond, mask)
         out = restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                      batch_size=args.batch_size, device=device, progress=not args.no_progress)
+                      batch_size=args.batch_size, device=device, progress=not args.no_progress,
+                      variance=cfg.diffusion.variance)
         if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
             out = out * mask + cond * (1 - mask)
         mean, std = summarise(out)
@@ -170,6 +184,6 @@ def run(args: argparse.Namespace) -> int:
             ref = vol if v.shape == vol.shape else None
             written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
                                     description=f"meddiff {task.kind} ({tag})", overwrite=True)
-        log.info("%s -> %s", item.path, args.output / item.patient_id)
+        log.info("%s -> %s", item.path, args.output / safe_folder_name(item.patient_id))
     print(f"wrote {len(written)} file(s) under {args.output}")
     return 0
