@@ -313,3 +313,36 @@ def test_inpaint_keeps_known_pixels_and_checks_the_mask_shape(tmp_path, capsys):
     write_volume(Volume(mask[:2], vol.spacing, vol.affine, "m", Path("m")), mask_path)
     assert run("--checkpoint", ck, "--input", inp_path, "--output", tmp_path / "out", "--mask", mask_path) == 2
     assert "has shape (2, 16, 16), expected (3, 16, 16)" in capsys.readouterr().err
+
+
+def test_slices_along_another_axis_scale_only_that_plane(tmp_path, id_ckpt):
+    inp_path = tmp_path / "ax.nii.gz"
+    write_volume(real_lowres(), inp_path)
+    inp = read_volume(inp_path)
+    assert run("--checkpoint", id_ckpt, "--input", inp_path, "--output", tmp_path / "out", "--axis", "1") == 0
+    out = read_volume(tmp_path / "out" / "ax" / "ax_restored.nii.gz")
+    assert out.shape == (12, 16, 64)
+    np.testing.assert_allclose(out.spacing, (inp.spacing[0] / 4, inp.spacing[1], inp.spacing[2] / 4), rtol=1e-5)
+    new = np.array([[0, 0, 0], [11, 7, 63]], float)
+    old = np.c_[(new[:, 0] + 0.5) / 4 - 0.5, new[:, 1], (new[:, 2] + 0.5) / 4 - 0.5]
+    np.testing.assert_allclose(centres(out.affine, new), centres(inp.affine, old), atol=2e-3)
+
+
+def test_single_2d_dicom_radiograph(tmp_path, id_ckpt):
+    cxr = read_volume(samples_dir("cxr") / "rg1" / "rg1_downsampled_x4.dcm")
+    crop = Volume(cxr.array[200:224, 180:212].copy(), cxr.spacing, cxr.affine, cxr.patient_id, cxr.source, cxr.meta)
+    inp_path = tmp_path / "cxr.dcm"
+    write_volume(crop, inp_path, synthetic=False)
+    inp = read_volume(inp_path)
+    assert run("--checkpoint", id_ckpt, "--input", inp_path, "--output", tmp_path / "out") == 0
+    (pid_dir,) = (tmp_path / "out").iterdir()
+    out_file = pid_dir / "cxr_restored.dcm"
+    out = read_volume(out_file)
+    assert out.shape == (96, 128)
+    np.testing.assert_allclose(out.spacing, (0.25, 0.25), rtol=1e-5)
+    ds = pydicom.dcmread(out_file)
+    assert ds.Modality == "CR" and ds.DerivationDescription == MARKER_SYNTHETIC
+    lo, hi = float(inp.array.min()), float(inp.array.max())
+    y = torch.from_numpy((inp.array - lo) / (hi - lo) * 2 - 1).float()[None, None]
+    up = torch.nn.functional.interpolate(y, size=(96, 128), mode="bicubic").clamp(-1, 1)[0, 0].numpy()
+    np.testing.assert_allclose(out.array, (up + 1) / 2 * (hi - lo) + lo, rtol=0, atol=2e-3 * (hi - lo))
