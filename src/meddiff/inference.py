@@ -3,14 +3,17 @@
 Shapes: condition planes ``[N, C_cond, H, W]`` in [-1, 1] (any H, W: they are padded to the
 network's size multiple and cropped back); results ``[S, N, 1, H, W]`` for S samples per slice.
 
-Seeds: sample s of slice n uses seed ``seed + n + 1_000_003 * s``, so a slice's result depends
-only on (seed, its index, s), never on the batch size or the device batch it ran in.
+Seeds: sample s of slice n draws from a generator seeded by numpy's SeedSequence of
+(seed, n, s), so a slice's result depends only on (seed, its index, s), never on the batch
+size or the device batch it ran in, and different (seed, n, s) give unrelated noise (a plain
+``seed + n`` would make seed 1 reuse seed 0's noise one slice later).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,7 +26,8 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {"ancestral": sample_ancestral}
 
 
 def image_seed(seed: int, index: int, sample: int) -> int:
-    return int(seed) + int(index) + 1_000_003 * int(sample)
+    """The 63-bit seed of sample `sample` of slice `index` under the user's `seed`."""
+    return int(np.random.SeedSequence([int(seed), int(index), int(sample)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def pad_to_multiple(x: Tensor, multiple: int, value: float = -1.0) -> tuple[Tensor, tuple[int, int]]:

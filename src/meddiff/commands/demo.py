@@ -73,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     device = pick_device(args.device)
     cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device)
-    steps = args.steps or cfg.sampler.steps
+    steps = cfg.sampler.steps if args.steps is None else args.steps
     if args.slices < 1 or args.samples < 1:
         raise InputError("--slices and --samples must be >= 1")
+    if not 1 <= steps <= cfg.diffusion.timesteps:
+        raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
 
     prepared_dir = out / "prepared_colin27"
     if not (prepared_dir / "manifest.csv").is_file():
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     t_sample = time.perf_counter()
     samples = restore(denoiser, deg.model_condition(cond, torch.ones_like(cond)), sampler=cfg.sampler.name, steps=steps,
                       samples=args.samples, seed=args.seed, batch_size=cfg.sampler.batch_size, device=device,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, variance=cfg.diffusion.variance)
     t_sample = time.perf_counter() - t_sample
     mean, std = summarise(samples)
 
