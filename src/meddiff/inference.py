@@ -21,8 +21,14 @@ from tqdm.auto import tqdm
 
 from .diffusion.denoiser import DDPMDenoiser
 from .samplers.ancestral import generators_for, sample_ancestral
+from .samplers.ddim import sample_ddim
+from .samplers.dpm_solver import sample_dpm_solver_pp
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {"ancestral": sample_ancestral}
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ancestral": sample_ancestral,
+    "ddim": sample_ddim,
+    "dpm_solver_pp": sample_dpm_solver_pp,
+}
 
 
 def image_seed(seed: int, index: int, sample: int) -> int:

@@ -1,0 +1,80 @@
+"""DDIM sampling (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models").
+
+On a grid of timesteps k_{n-1} > ... > k_0 > clean end (samplers.grid), with alpha = sqrt(alpha_bar),
+sigma = sqrt(1 - alpha_bar):
+
+    x0_hat = f_theta(x_t);  eps_hat = (x_t - alpha_t x0_hat) / sigma_t
+    x_s = alpha_s x0_hat + sqrt(sigma_s^2 - s_eta^2) eps_hat + s_eta z,  z ~ N(0, I)       (eq. 12)
+    s_eta = eta sqrt((1 - ab_s) / (1 - ab_t)) sqrt(1 - ab_t / ab_s)                          (eq. 16)
+
+eta = 0 is the deterministic DDIM (a first-order solver of the probability-flow ODE, equal to
+DPM-Solver++ of order 1); eta = 1 has s_eta^2 = the posterior variance beta~ of the (respaced)
+chain and its mean equals the posterior mean q(x_s | x_t, x0_hat), so it IS the ancestral
+sampler with variance="beta_tilde" (same noise draws in the same order -> same samples).
+The last step goes to the clean end (ab_s = 1): the result is the x0 estimate at k_0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..diffusion.denoiser import DDPMDenoiser
+from .ancestral import randn_per_image
+from .grid import time_grid
+
+
+def predict_x0(denoiser: DDPMDenoiser, x: Tensor, k: int, cond: Tensor, base: Tensor, clip: bool) -> Tensor:
+    """x0_hat (diffused space) at timestep k for every image; clip: clamp base + x0_hat to [-1, 1]."""
+    _, z0 = denoiser(x, torch.full((x.shape[0],), int(k), dtype=torch.long, device=x.device), cond)
+    return (z0 + base).clamp(-1, 1) - base if clip else z0
+
+
+def ddim_sigma(eta: float, alpha_t: float, sigma_t: float, alpha_s: float, sigma_s: float) -> float:
+    """s_eta of eq. 16 for a step t -> s (s less noisy): eta sqrt((1-ab_s)/(1-ab_t)) sqrt(1 - ab_t/ab_s)."""
+    return eta * (sigma_s / sigma_t) * math.sqrt(max(0.0, 1.0 - (alpha_t / alpha_s) ** 2))
+
+
+@torch.no_grad()
+def sample_ddim(
+    denoiser: DDPMDenoiser,
+    cond: Tensor,
+    *,
+    steps: int | None = None,
+    eta: float = 0.0,
+    grid: str = "uniform",
+    generators: Sequence[torch.Generator],
+    clip: bool = True,
+    callback: Callable[[int, Tensor, Tensor], None] | None = None,
+) -> Tensor:
+    """Sample x0 [B, 1, *spatial] (image space, [-1, 1]) given condition planes cond [B, C_cond, *spatial].
+
+    steps: network evaluations (None = every timestep T); grid: "uniform" (the respaced chain of
+    the ancestral sampler) or "logsnr" (see samplers.grid). eta in [0, 1]: 0 deterministic given
+    x_T, 1 = ancestral with the posterior variance. generators: one per image (x_T and the
+    per-step noise come from them). clip: clamp each x0 estimate to [-1, 1] in image space.
+    callback(i, x, x0_hat) after each step i = 0..steps-1 (x0_hat in image space).
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta {eta!r}: expected a number in [0, 1]")
+    g = time_grid(denoiser.sched, steps, grid)
+    shape = (cond.shape[0], 1, *cond.shape[2:])
+    base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
+    x = randn_per_image(shape, generators, cond.device)
+    a, s = g.alpha.tolist(), g.sigma.tolist()
+    for i in range(len(g)):
+        z0 = predict_x0(denoiser, x, int(g.k[i]), cond, base, clip)
+        if s[i + 1] == 0.0:  # clean end
+            x = z0
+        else:
+            eps = (x - a[i] * z0) / s[i]
+            s_eta = ddim_sigma(eta, a[i], s[i], a[i + 1], s[i + 1])
+            x = a[i + 1] * z0 + math.sqrt(max(0.0, s[i + 1] ** 2 - s_eta**2)) * eps
+            if eta > 0:
+                x = x + s_eta * randn_per_image(shape, generators, cond.device)
+        if callback is not None:
+            callback(i, x, z0 + base)
+    return x + base
