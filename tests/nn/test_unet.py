@@ -103,9 +103,11 @@ def test_phase_kernel_upsample_equals_interpolate_then_conv():
     conv = torch.nn.Conv2d(5, 3, 3, padding=1).double()
     x = torch.randn(2, 5, 3, 4, dtype=torch.float64)
     ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-    out = upsample2x_conv(x.contiguous(memory_format=torch.channels_last), conv)
-    assert out.shape == ref.shape == (2, 3, 6, 8)
-    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        out = upsample2x_conv(x.contiguous(memory_format=fmt), conv)
+        assert out.shape == ref.shape == (2, 3, 6, 8)
+        assert out.is_contiguous(memory_format=fmt)  # the layout is kept
+        torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
     assert phase_kernels(conv.weight).shape == (12, 5, 2, 2)
     # each phase kernel's taps sum to the full kernel's sum (a constant image upsamples to itself)
     sums = phase_kernels(conv.weight).sum((2, 3)).view(4, 3, 5)

@@ -9,7 +9,8 @@ Shapes: input ``[B, C_in, *spatial]`` with each spatial size divisible by
 diffusion time in the units the schedule uses).
 
 Fast path (``UNet.fast_path``, on by default; CPU tensors only, parameters untouched): 2D
-activations in channels-last memory (oneDNN convolutions skip their NCHW reorders), the 2x
+activations in channels-last memory under no_grad (oneDNN convolutions skip their NCHW
+reorders; for training channels-last measured slower, so it is not used there), the 2x
 nearest upsample + 3x3 convolution computed as one 2x2 convolution on the low-resolution input
 with four phase kernels (2.25x fewer multiply-adds, exact up to float rounding), residual and
 time-embedding additions in place on fresh convolution outputs, SiLU in place without autograd.
@@ -62,16 +63,19 @@ def phase_kernels(weight: Tensor) -> Tensor:
 def upsample2x_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """conv(F.interpolate(x, scale_factor=2, mode="nearest")) for a 3x3, padding-1 Conv2d.
 
-    x: [B, C, H, W] -> [B, O, 2H, 2W], channels-last memory (the layout the fast path uses).
+    x: [B, C, H, W] -> [B, O, 2H, 2W], in x's memory layout (channels-last or contiguous).
     """
     b, _, hgt, wid = x.shape
     o = conv.out_channels
     bias = conv.bias.repeat(4) if conv.bias is not None else None
     y = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_kernels(conv.weight), bias)  # [B, 4O, H+1, W+1]
-    y = y.permute(0, 2, 3, 1).reshape(b, hgt + 1, wid + 1, 2, 2, o)  # a view when y is channels-last
-    rows = [torch.stack([y[:, a:a + hgt, c:c + wid, a, c] for c in (0, 1)], 3) for a in (0, 1)]  # [B, H, W, 2, O]
-    out = torch.stack(rows, 2)  # [B, H, 2, W, 2, O]
-    return out.reshape(b, 2 * hgt, 2 * wid, o).permute(0, 3, 1, 2)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        y = y.permute(0, 2, 3, 1).reshape(b, hgt + 1, wid + 1, 2, 2, o)  # a view: y is channels-last
+        rows = [torch.stack([y[:, a:a + hgt, c:c + wid, a, c] for c in (0, 1)], 3) for a in (0, 1)]  # [B, H, W, 2, O]
+        return torch.stack(rows, 2).reshape(b, 2 * hgt, 2 * wid, o).permute(0, 3, 1, 2)
+    y = y.reshape(b, 2, 2, o, hgt + 1, wid + 1)
+    rows = [torch.stack([y[:, a, c, :, a:a + hgt, c:c + wid] for c in (0, 1)], -1) for a in (0, 1)]  # [B, O, H, W, 2]
+    return torch.stack(rows, 3).reshape(b, o, 2 * hgt, 2 * wid)
 
 
 def silu(x: Tensor, fast: bool) -> Tensor:
@@ -224,7 +228,9 @@ class UNet(nn.Module):
         if any(s % m for s in x.shape[2:]):
             raise ValueError(f"UNet input spatial size {tuple(x.shape[2:])} must be a multiple of {m}")
         fast = self.fast_path and x.device.type == "cpu"
-        if fast and x.ndim == 4:  # channels-last 3D measured no faster, so 3D keeps its layout
+        if fast and x.ndim == 4 and not torch.is_grad_enabled():
+            # channels-last: measured faster for 2D calls without autograd, slower for training
+            # (oneDNN backward), no faster in 3D; elsewhere the input's layout is kept
             x = x.contiguous(memory_format=torch.channels_last)
         emb = self.time_mlp(timestep_embedding(t, self.time_dim).to(x.dtype))
         h = self.conv_in(x)
