@@ -63,7 +63,7 @@ def sample_ddim(
     g = time_grid(denoiser.sched, steps, grid)
     shape = (cond.shape[0], 1, *cond.shape[2:])
     base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
-    x = randn_per_image(shape, generators, cond.device)
+    x = randn_per_image(shape, generators, cond.device).to(cond.dtype)  # float64 cond -> float64 sampling
     a, s = g.alpha.tolist(), g.sigma.tolist()
     for i in range(len(g)):
         z0 = predict_x0(denoiser, x, int(g.k[i]), cond, base, clip)
@@ -74,7 +74,7 @@ def sample_ddim(
             s_eta = ddim_sigma(eta, a[i], s[i], a[i + 1], s[i + 1])
             x = a[i + 1] * z0 + math.sqrt(max(0.0, s[i + 1] ** 2 - s_eta**2)) * eps
             if eta > 0:
-                x = x + s_eta * randn_per_image(shape, generators, cond.device)
+                x = x + s_eta * randn_per_image(shape, generators, cond.device).to(x.dtype)
         if callback is not None:
             callback(i, x, z0 + base)
     return x + base

@@ -88,7 +88,7 @@ def sample_dpm_solver_pp(
     g = time_grid(denoiser.sched, steps, grid)
     shape = (cond.shape[0], 1, *cond.shape[2:])
     base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
-    x = randn_per_image(shape, generators, cond.device)
+    x = randn_per_image(shape, generators, cond.device).to(cond.dtype)  # float64 cond -> float64 sampling
     a, s, lam = g.alpha.tolist(), g.sigma.tolist(), g.lam.tolist()
     history: list[Tensor] = []  # x0 estimates, newest first
     for i in range(len(g)):

@@ -57,7 +57,7 @@ def kept_timesteps(sched: DiscreteSchedule, steps: int, grid: str = "uniform") -
 
 def time_grid(sched: DiscreteSchedule, steps: int | None, grid: str = "uniform") -> TimeGrid:
     """The TimeGrid of `steps` network evaluations (None = every timestep) on `sched`."""
-    kept = kept_timesteps(sched, steps or sched.timesteps, grid).flip(0)
+    kept = kept_timesteps(sched, sched.timesteps if steps is None else steps, grid).flip(0)
     ab = sched.alpha_bar[kept]
     alpha = torch.cat([ab.sqrt(), torch.ones(1, dtype=torch.float64)])
     sigma = torch.cat([(1 - ab).sqrt(), torch.zeros(1, dtype=torch.float64)])
