@@ -287,7 +287,7 @@ def test_scaled_geometry_2d_image():
     np.testing.assert_allclose(centres(affine, np.array([[0, 0, 0]], float)), centres(vol.affine, np.array([[-0.375, -0.375, 0]])))
 
 
-@pytest.mark.parametrize("extra,message", [(["--sampler", "ddim"], "--sampler ddim: expected one of ['ancestral']"),
+@pytest.mark.parametrize("extra,message", [(["--sampler", "euler"], "--sampler euler: expected one of ['ancestral', 'ddim', 'dpm_solver_pp']"),
                                            (["--batch-size", "0"], "--batch-size 0: expected >= 1"),
                                            (["--samples", "0"], "--samples 0: expected >= 1")])
 def test_bad_options_are_refused(tmp_path, sr_ckpt, capsys, extra, message):

@@ -100,7 +100,7 @@ def test_eta1_equals_ancestral_beta_tilde_sample_for_sample(steps):
     _, den, cond = gaussian_setup("v", residual=False)
     a = sample_ddim(den, cond, steps=steps, eta=1.0, clip=False, generators=generators_for([1, 2, 3]))
     b = sample_ancestral(den, cond, steps=steps, variance="beta_tilde", clip=False, generators=generators_for([1, 2, 3]))
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # measured: max 1.1e-6 (full chain)
     assert a.std().item() > 0.3  # not a degenerate (noise-free) comparison
 
 

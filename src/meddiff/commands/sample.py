@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, type=Path, help="output folder")
     p.add_argument("--sampler", default=None, help="sampler (default: the checkpoint's sampler.name)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's sampler.steps)")
+    p.add_argument("--eta", type=float, default=None, help="ddim only: noise scale in [0, 1], 0 = deterministic (default: the checkpoint's sampler.eta)")
     p.add_argument("--samples", type=int, default=1, help="samples per slice; >1 also writes the mean and per-pixel std")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
@@ -126,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else cfg.sampler.steps
     if sampler not in SAMPLERS:
         raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
+    if args.eta is not None and sampler != "ddim":
+        raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
+    eta = cfg.sampler.eta if args.eta is None else args.eta
+    if sampler == "ddim" and not 0 <= eta <= 1:
+        raise InputError(f"--eta {eta}: expected a number in [0, 1]")
+    options = {"ancestral": {"variance": cfg.diffusion.variance}, "ddim": {"eta": eta}}.get(sampler, {})
     if args.samples < 1:
         raise InputError(f"--samples {args.samples}: expected >= 1")
     if args.batch_size < 1:
@@ -162,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
             cond, mask = x, torch.ones_like(x)
         planes = deg.model_condition(cond, mask)
         out = restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                      batch_size=args.batch_size, device=device, progress=not args.no_progress,
-                      variance=cfg.diffusion.variance)
+                      batch_size=args.batch_size, device=device, progress=not args.no_progress, **options)
         if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
             out = out * mask + cond * (1 - mask)
         mean, std = summarise(out)
