@@ -67,10 +67,6 @@ def test_first_2m_steps_match_algorithm_2_by_hand():
     np.testing.assert_allclose(xs[-1], FixedX0Net.output(0, shape), rtol=0, atol=1e-6)  # clean end = x0_hat(k=0)
 
 
-def _affine(g, c):
-    return np.array([g, c])
-
-
 def reference_map(ks: np.ndarray, order: int, m=M, s=S) -> tuple[float, float]:
     """(A, b) with output = A x_T + b for the exact Gaussian denoiser; ks decreasing timesteps."""
     ab = NP_AB[ks]
