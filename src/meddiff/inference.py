@@ -31,6 +31,12 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 
 
+def sampler_options(sampler: str, variance: str, eta: float) -> dict[str, object]:
+    """The sampler-specific keyword arguments from the config: ancestral takes the reverse
+    variance (beta | beta_tilde), DDIM its eta; DPM-Solver++ needs none."""
+    return {"ancestral": {"variance": variance}, "ddim": {"eta": eta}}.get(sampler, {})
+
+
 def image_seed(seed: int, index: int, sample: int) -> int:
     """The 63-bit seed of sample `sample` of slice `index` under the user's `seed`."""
     return int(np.random.SeedSequence([int(seed), int(index), int(sample)]).generate_state(1, np.uint64)[0] >> np.uint64(1))

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.prepare import PrepareOptions, prepare
     from ..data.samples import samples_dir
     from ..errors import InputError
-    from ..inference import restore, summarise
+    from ..inference import restore, sampler_options, summarise
     from ..metrics.compare import evaluate_arrays
     from ..metrics.report import write_html_report
     from ..metrics.table import write_table
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     t_sample = time.perf_counter()
     samples = restore(denoiser, deg.model_condition(cond, torch.ones_like(cond)), sampler=cfg.sampler.name, steps=steps,
                       samples=args.samples, seed=args.seed, batch_size=cfg.sampler.batch_size, device=device,
-                      progress=not args.no_progress, variance=cfg.diffusion.variance)
+                      progress=not args.no_progress,
+                      **sampler_options(cfg.sampler.name, cfg.diffusion.variance, cfg.sampler.eta))
     t_sample = time.perf_counter() - t_sample
     mean, std = summarise(samples)
 

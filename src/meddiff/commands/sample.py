@@ -114,7 +114,7 @@ def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...
 def run(args: argparse.Namespace) -> int:
     from ..data.degrade import SuperResolution, build_degradation
     from ..data.normalise import Normalisation
-    from ..inference import SAMPLERS, restore, summarise
+    from ..inference import SAMPLERS, restore, sampler_options, summarise
     from ..train.checkpoint import load_model
     from ..train.distributed import pick_device
 
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     eta = cfg.sampler.eta if args.eta is None else args.eta
     if sampler == "ddim" and not 0 <= eta <= 1:
         raise InputError(f"--eta {eta}: expected a number in [0, 1]")
-    options = {"ancestral": {"variance": cfg.diffusion.variance}, "ddim": {"eta": eta}}.get(sampler, {})
+    options = sampler_options(sampler, cfg.diffusion.variance, eta)
     if args.samples < 1:
         raise InputError(f"--samples {args.samples}: expected >= 1")
     if args.batch_size < 1:
