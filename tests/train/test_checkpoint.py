@@ -160,3 +160,19 @@ def test_train_state_json_is_plain_json(tmp_path):
     d = _save(cfg, tmp_path / "c", 3, _trained_parts(cfg, 1))
     info = json.loads((d / "train_state.json").read_text())
     assert info["step"] == 3 and info["optimizer"]["param_groups"][0]["lr"] == 1e-3
+
+
+def test_half_export_is_half_the_size_and_loads_within_fp16_rounding(tmp_path):
+    cfg = tiny_config(tmp_path)
+    parts = _trained_parts(cfg)
+    d = _save(cfg, tmp_path / "checkpoints", 3, parts)
+    full = ck.export_model(d, tmp_path / "full.safetensors")
+    half = ck.export_model(d, tmp_path / "half.safetensors", half=True)
+    with safe_open(str(half), "pt") as f:
+        assert f.metadata()["stored_dtype"] == "float16"
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    _, net, _ = ck.load_model(half, expect_task="denoise")
+    for a, b in zip(parts[1].state_dict().values(), net.state_dict().values()):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0)  # exactly the fp16 rounding

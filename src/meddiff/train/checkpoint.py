@@ -302,16 +302,25 @@ def load_model(path: str | Path, *, expect_task: str | None = None,
     return cfg, net, denoiser
 
 
-def export_model(ckpt: str | Path, dest_file: str | Path) -> Path:
-    """Copy a checkpoint's model.safetensors (EMA weights + config) to dest_file atomically."""
+def export_model(ckpt: str | Path, dest_file: str | Path, *, half: bool = False) -> Path:
+    """Copy a checkpoint's model.safetensors (EMA weights + config) to dest_file atomically.
+
+    half=True stores floating-point weights as float16 (half the size, for shipping a model
+    in a repository); `load_model` casts them back to float32. Metadata gains
+    "stored_dtype": "float16".
+    """
     src = resolve_model_file(ckpt)
-    _, meta = _read_safetensors(src)
+    tensors, meta = _read_safetensors(src)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{src} is not a meddiff checkpoint (metadata format {meta.get('format')!r})")
     dest = Path(dest_file)
     try:
         with atomic_path(dest) as tmp:
-            shutil.copyfile(src, tmp)
+            if half:
+                small = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+                save_file(small, str(tmp), metadata={**meta, "stored_dtype": "float16"})
+            else:
+                shutil.copyfile(src, tmp)
     except OSError as e:
         raise CheckpointError(f"could not write {dest}: {e.strerror or e}") from e
     return dest
