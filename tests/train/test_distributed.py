@@ -3,12 +3,10 @@ result equals one process with the doubled batch (DDP averages gradients over th
 
 import csv
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -19,10 +17,11 @@ from .conftest import TinyPairs, tiny_config
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_two_rank_gloo_run_matches_single_process_with_double_batch(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path / "out"), str(tmp_path / "dump"), "2"]
+    # torchrun as `python -m torch.distributed.run`: the same launcher, found even when the
+    # venv's bin/ is not on PATH (make test calls .venv/bin/python directly)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path / "out"), str(tmp_path / "dump"), "2"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "out"
