@@ -1,0 +1,76 @@
+"""`meddiff demo` end to end on the shipped Colin27 slices, with a checkpoint whose answer is known.
+
+The identity checkpoint (residual x0-prediction, zero output conv) returns the bicubic
+condition exactly, so the demo's meddiff rows must equal its bicubic row, every per-pixel
+std is zero, and the report must hold what the table says.
+"""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from meddiff.cli import main
+from meddiff.data.dataset import load_prepared
+from meddiff.data.degrade import SuperResolution
+from meddiff.metrics.image import psnr
+
+from .test_sample import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def identity_ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ck_id"), identity=True)
+
+
+def read_rows(path):
+    return {r["method"]: r for r in csv.DictReader(open(path))}
+
+
+def test_demo_with_identity_model_reports_bicubic_for_meddiff_and_zero_std(tmp_path, identity_ckpt):
+    out = tmp_path / "demo"
+    args = ["demo", "--checkpoint", str(identity_ckpt), "--out", str(out), "--slices", "2", "--samples", "2",
+            "--steps", "3", "--no-progress"]
+    assert main(args) == 0
+    rows = read_rows(out / "results.csv")
+    assert set(rows) == {"bilinear", "bicubic", "meddiff (1 sample)", "meddiff (mean of 2)"}
+    psnr_cols = [k for k in rows["bicubic"] if k.startswith("psnr") and "mean" in k]
+    assert psnr_cols, rows["bicubic"].keys()
+    for col in rows["bicubic"]:
+        if col.endswith("_mean"):
+            assert float(rows["meddiff (1 sample)"][col]) == pytest.approx(float(rows["bicubic"][col]), abs=1e-5), col
+            assert float(rows["meddiff (mean of 2)"][col]) == pytest.approx(float(rows["bicubic"][col]), abs=1e-5), col
+    # bicubic PSNR recomputed independently from the prepared slices the demo used
+    prep = load_prepared(out / "prepared_colin27")
+    test = prep.arrays["test"]
+    idx = np.linspace(0, len(test) - 1, 2).round().astype(int)
+    import torch
+
+    x0 = torch.from_numpy(np.asarray(test[idx], dtype=np.float32))[:, None]
+    deg = SuperResolution(4.0, "bicubic")
+    bic = torch.nn.functional.interpolate(deg.downsample(x0), size=x0.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+    expected = np.mean([psnr(bic[i, 0].numpy(), x0[i, 0].numpy(), data_range=2.0) for i in range(2)])
+    assert float(rows["bicubic"][psnr_cols[0]]) == pytest.approx(expected, abs=1e-4)
+    html = (out / "report.html").read_text()
+    assert "meddiff mean of 2" in html and "Per-pixel standard deviation" in html
+    assert (out / "std_maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "results.md").read_text().count("\n| ") >= 4
+
+    # a second run reuses the prepared slices instead of preparing again
+    stamp = os.stat(out / "prepared_colin27" / "manifest.csv").st_mtime_ns
+    assert main(args[:-1] + ["--samples", "1", "--no-progress"]) == 0
+    assert os.stat(out / "prepared_colin27" / "manifest.csv").st_mtime_ns == stamp
+    assert set(read_rows(out / "results.csv")) == {"bilinear", "bicubic", "meddiff (1 sample)"}
+
+
+@pytest.mark.parametrize("bad", [["--slices", "0"], ["--samples", "0"], ["--steps", "0"], ["--steps", "21"]])
+def test_demo_refuses_bad_counts(tmp_path, identity_ckpt, bad, capsys):
+    assert main(["demo", "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "d"), "--no-progress", *bad]) != 0
+    assert bad[0] in capsys.readouterr().err
+
+
+def test_demo_refuses_a_checkpoint_of_another_task(tmp_path, capsys):
+    ck = make_checkpoint(tmp_path / "ck", task="denoise")
+    assert main(["demo", "--checkpoint", str(ck), "--out", str(tmp_path / "d"), "--no-progress"]) != 0
+    assert "trained for task 'denoise'" in capsys.readouterr().err
