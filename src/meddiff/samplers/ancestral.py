@@ -6,6 +6,12 @@ on the full chain (T steps) or a respaced one (any number of steps, Nichol & Dha
 mu_theta is computed as the posterior mean q(x_{t-1} | x_t, x0_hat), which for the full chain
 equals the paper's 1/sqrt(alpha_t)(x_t - beta_t/sqrt(1-ab_t) eps_theta) exactly.
 sigma_t^2 = beta_t (the paper) or the posterior variance beta~_t.
+
+Data consistency (samplers.consistency): a callable applied to every clipped x0 estimate in image
+space, or RePaint (Lugmayr et al. 2022, Algorithm 1): the known region of each x_{t-1} is replaced by
+sqrt(ab_{t-1}) x0_known + sqrt(1 - ab_{t-1}) eps (in the diffused space, i.e. x0_known - y in
+residual mode), and with resample U > 1 each step is repeated U times, jumping back
+x_t ~ q(x_t | x_{t-1}) in between (not at the last step, whose result no longer depends on noise).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from torch import Tensor
 
 from ..diffusion.ddpm import posterior_variance, q_posterior_mean
 from ..diffusion.denoiser import DDPMDenoiser
+from .consistency import Consistency, RePaint, constrain_x0, finalize, jump_back, noised_known
 
 
 def randn_per_image(shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device) -> Tensor:
@@ -41,6 +48,7 @@ def sample_ancestral(
     generators: Sequence[torch.Generator],
     clip: bool = True,
     callback: Callable[[int, Tensor, Tensor], None] | None = None,
+    consistency: Consistency | RePaint | None = None,
 ) -> Tensor:
     """Sample x0 [B, 1, *spatial] (image space, [-1, 1]) given condition planes cond [B, C_cond, *spatial].
 
@@ -48,6 +56,8 @@ def sample_ancestral(
     variance: "beta" (sigma_t^2 = beta_t, the paper) or "beta_tilde" (posterior variance).
     clip: clamp each x0 estimate to [-1, 1] in image space (Ho et al. do this when sampling).
     callback(i, x_t, x0_hat) is called after each step (x0_hat in image space).
+    consistency: None, a callable image -> image applied to each x0 estimate after clipping and to
+    the result (samplers.consistency), or a RePaint (inpainting; resample U network calls per step).
     """
     if variance not in ("beta", "beta_tilde"):
         raise ValueError(f"variance {variance!r}: expected 'beta' or 'beta_tilde'")
@@ -57,14 +67,30 @@ def sample_ancestral(
     base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
     x = randn_per_image(shape, generators, cond.device)
     n = len(kept)
+    repaint = consistency if isinstance(consistency, RePaint) else None
+    on_x0 = None if repaint is not None else consistency
+    if repaint is not None:
+        z_known = repaint.known.to(x.device, x.dtype) - base  # known image in the diffused space
+        hole = repaint.mask.to(x.device) > 0.5
+        ab = sched.alpha_bar.tolist()
     for i in reversed(range(n)):
-        # the network sees the original timestep kept[i]; alpha_bar there equals the respaced
-        # chain's alpha_bar[i], so x0_hat is the same whichever schedule converts it.
-        _, z0 = denoiser(x, torch.full((shape[0],), int(kept[i]), dtype=torch.long, device=cond.device), cond)
-        if clip:
-            z0 = (z0 + base).clamp(-1, 1) - base
-        mean = q_posterior_mean(sched, z0, x, torch.full((shape[0],), i, dtype=torch.long, device=cond.device))
-        x = mean + var[i].sqrt().to(x.dtype) * randn_per_image(shape, generators, cond.device) if i > 0 else mean
+        rounds = repaint.resample if repaint is not None and i > 0 else 1
+        for u in range(rounds):
+            # the network sees the original timestep kept[i]; alpha_bar there equals the respaced
+            # chain's alpha_bar[i], so x0_hat is the same whichever schedule converts it.
+            _, z0 = denoiser(x, torch.full((shape[0],), int(kept[i]), dtype=torch.long, device=cond.device), cond)
+            if clip:
+                z0 = (z0 + base).clamp(-1, 1) - base
+            z0 = constrain_x0(z0, base, on_x0)
+            mean = q_posterior_mean(sched, z0, x, torch.full((shape[0],), i, dtype=torch.long, device=cond.device))
+            x_prev = mean + var[i].sqrt().to(x.dtype) * randn_per_image(shape, generators, cond.device) if i > 0 else mean
+            if repaint is not None:
+                eps = randn_per_image(shape, generators, cond.device) if i > 0 else None
+                x_prev = torch.where(hole, x_prev, noised_known(z_known, ab[i - 1] if i > 0 else 1.0, eps))
+            if u < rounds - 1:  # RePaint: back to level i for another pass
+                x = jump_back(x_prev, float(sched.betas[i]), randn_per_image(shape, generators, cond.device))
+            else:
+                x = x_prev
         if callback is not None:
             callback(n - 1 - i, x, z0 + base)
-    return x + base
+    return finalize(x + base, consistency)

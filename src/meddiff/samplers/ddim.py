@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..diffusion.denoiser import DDPMDenoiser
 from .ancestral import randn_per_image
+from .consistency import Consistency, RePaint, constrain_x0, finalize
 from .grid import time_grid
 
 
@@ -49,6 +50,7 @@ def sample_ddim(
     generators: Sequence[torch.Generator],
     clip: bool = True,
     callback: Callable[[int, Tensor, Tensor], None] | None = None,
+    consistency: Consistency | None = None,
 ) -> Tensor:
     """Sample x0 [B, 1, *spatial] (image space, [-1, 1]) given condition planes cond [B, C_cond, *spatial].
 
@@ -57,16 +59,20 @@ def sample_ddim(
     x_T, 1 = ancestral with the posterior variance. generators: one per image (x_T and the
     per-step noise come from them). clip: clamp each x0 estimate to [-1, 1] in image space.
     callback(i, x, x0_hat) after each step i = 0..steps-1 (x0_hat in image space).
+    consistency: a callable image -> image (samplers.consistency) applied to each x0 estimate after
+    clipping, before it enters the update, and to the result (the last step returns the estimate).
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta {eta!r}: expected a number in [0, 1]")
+    if isinstance(consistency, RePaint):
+        raise ValueError("RePaint works with the ancestral sampler only, not ddim")
     g = time_grid(denoiser.sched, steps, grid)
     shape = (cond.shape[0], 1, *cond.shape[2:])
     base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
     x = randn_per_image(shape, generators, cond.device).to(cond.dtype)  # float64 cond -> float64 sampling
     a, s = g.alpha.tolist(), g.sigma.tolist()
     for i in range(len(g)):
-        z0 = predict_x0(denoiser, x, int(g.k[i]), cond, base, clip)
+        z0 = constrain_x0(predict_x0(denoiser, x, int(g.k[i]), cond, base, clip), base, consistency)
         if s[i + 1] == 0.0:  # clean end
             x = z0
         else:
@@ -77,4 +83,4 @@ def sample_ddim(
                 x = x + s_eta * randn_per_image(shape, generators, cond.device).to(x.dtype)
         if callback is not None:
             callback(i, x, z0 + base)
-    return x + base
+    return finalize(x + base, consistency)

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..diffusion.denoiser import DDPMDenoiser
 from .ancestral import randn_per_image
+from .consistency import Consistency, RePaint, constrain_x0, finalize
 from .ddim import predict_x0
 from .grid import time_grid
 
@@ -74,6 +75,7 @@ def sample_dpm_solver_pp(
     generators: Sequence[torch.Generator],
     clip: bool = True,
     callback: Callable[[int, Tensor, Tensor], None] | None = None,
+    consistency: Consistency | None = None,
 ) -> Tensor:
     """Sample x0 [B, 1, *spatial] (image space, [-1, 1]) given condition planes cond [B, C_cond, *spatial].
 
@@ -82,9 +84,13 @@ def sample_dpm_solver_pp(
     grid: "uniform" (respaced timesteps, even in t) or "logsnr" (even in lambda; samplers.grid).
     clip: clamp each x0 estimate to [-1, 1] in image space before it enters the update.
     callback(i, x, x0_hat) after each step i = 0..steps-1 (x0_hat in image space).
+    consistency: a callable image -> image (samplers.consistency) applied to each x0 estimate after
+    clipping, before it enters the update, and to the result (the last step returns the estimate).
     """
     if order not in ORDERS:
         raise ValueError(f"order {order!r}: expected one of {list(ORDERS)}")
+    if isinstance(consistency, RePaint):
+        raise ValueError("RePaint works with the ancestral sampler only, not dpm_solver_pp")
     g = time_grid(denoiser.sched, steps, grid)
     shape = (cond.shape[0], 1, *cond.shape[2:])
     base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
@@ -92,7 +98,7 @@ def sample_dpm_solver_pp(
     a, s, lam = g.alpha.tolist(), g.sigma.tolist(), g.lam.tolist()
     history: list[Tensor] = []  # x0 estimates, newest first
     for i in range(len(g)):
-        m = predict_x0(denoiser, x, int(g.k[i]), cond, base, clip)
+        m = constrain_x0(predict_x0(denoiser, x, int(g.k[i]), cond, base, clip), base, consistency)
         history = [m, *history[: order - 1]]
         if s[i + 1] == 0.0:  # clean end: e^{-h} = 0, sigma_t = 0, alpha_t = 1
             x = m
@@ -107,4 +113,4 @@ def sample_dpm_solver_pp(
                                     lam[i] - lam[i - 1], lam[i - 1] - lam[i - 2])
         if callback is not None:
             callback(i, x, m + base)
-    return x + base
+    return finalize(x + base, consistency)
