@@ -20,7 +20,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .diffusion.denoiser import DDPMDenoiser
+from .errors import InputError
 from .samplers.ancestral import generators_for, sample_ancestral
+from .samplers.consistency import Measurement
 from .samplers.ddim import sample_ddim
 from .samplers.dpm_solver import sample_dpm_solver_pp
 
@@ -63,13 +65,24 @@ def restore(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    consistency: Measurement | None = None,
     **sampler_kwargs,
 ) -> Tensor:
-    """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32)."""
+    """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32).
+
+    consistency: None, or the measurement the samples must agree with (samplers.consistency.measurement_for).
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; available: {sorted(SAMPLERS)}")
     if not torch.isfinite(cond).all():
         raise ValueError("condition contains NaN or infinite values")
+    if consistency is not None:
+        if consistency.mode == "repaint" and sampler != "ancestral":
+            raise InputError(f"consistency 'repaint' needs the ancestral sampler, not {sampler!r}")
+        if consistency.size is not None and tuple(consistency.size) != tuple(cond.shape[-2:]):
+            raise InputError(f"measurement for images of size {tuple(consistency.size)}, but the condition is {tuple(cond.shape[-2:])}")
+        if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
+            raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
     device = torch.device(device)
     multiple = getattr(denoiser.net, "size_multiple", 1)
     # padding is background: -1 in the image plane, 0 ("known") in a mask plane (inpainting)
@@ -82,7 +95,8 @@ def restore(
     for s, i in bar:
         c = padded[i : i + batch_size].to(device)
         gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
-        x = SAMPLERS[sampler](denoiser, c, steps=steps, generators=gens, **sampler_kwargs)
+        extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
+        x = SAMPLERS[sampler](denoiser, c, steps=steps, generators=gens, **extra, **sampler_kwargs)
         out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
     return out
 

@@ -12,6 +12,12 @@ restore, and change the physical pixel size the model sees less than resizing wo
 Super-resolution: with --input-kind lowres (default) the input is the low-resolution
 measurement and the output has factor x more pixels in-plane (spacing and affine scaled to
 match); with --input-kind upsampled the input is already on the target grid.
+
+Data consistency (--consistency, default none): "project" makes every x0 estimate of the sampler,
+and so the output, agree with the measurement: for super-resolution its anti-aliased bicubic
+downsampling equals the low-resolution input (with --input-kind upsampled: the downsampled input),
+for inpainting the known pixels are kept; "repaint" (inpainting, ancestral sampler) is RePaint with
+--resample U network calls per step.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--axis", type=int, default=0, help="slice axis of 3D volumes ([Z,Y,X] order)")
     p.add_argument("--input-kind", choices=["lowres", "upsampled"], default="lowres",
                    help="super-resolution: is the input the low-resolution image (default) or already upsampled?")
+    p.add_argument("--consistency", choices=["none", "project", "repaint"], default="none",
+                   help="data consistency: project = SR projection onto the measurement / inpainting known-pixel "
+                        "replacement at every step; repaint = RePaint (inpainting, ancestral sampler)")
+    p.add_argument("--resample", type=int, default=1, metavar="U",
+                   help="repaint only: network calls per step (U - 1 jumps back), 1 = plain replacement")
     p.add_argument("--mask", type=Path, default=None, help="inpainting: image of the same shape, nonzero = missing")
     p.add_argument("--clip-percentiles", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="normalise with these percentiles (use the same as `meddiff prepare`)")
@@ -115,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.degrade import SuperResolution, build_degradation
     from ..data.normalise import Normalisation
     from ..inference import SAMPLERS, restore, sampler_options, summarise
+    from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
     from ..train.checkpoint import load_model
     from ..train.distributed import pick_device
 
@@ -139,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
     if not 1 <= steps <= cfg.diffusion.timesteps:
         raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
+    check_request(task.kind, args.consistency, args.resample)
+    if args.consistency == "repaint" and sampler != "ancestral":
+        raise InputError(f"--consistency repaint needs --sampler ancestral, not {sampler}")
     if task.kind == "inpaint" and args.mask is None:
         raise InputError("this checkpoint inpaints: give --mask FILE (nonzero where pixels are missing)")
     items = [args.input] if args.input.is_file() else find_images(args.input)
@@ -168,8 +183,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             cond, mask = x, torch.ones_like(x)
         planes = deg.model_condition(cond, mask)
+        lowres = x if task.kind == "sr" and args.input_kind == "lowres" else None
+        measured = measurement_for(task.kind, args.consistency, planes, factor=task.sr_factor if task.kind == "sr" else None,
+                                   lowres=lowres, resample=args.resample)
         out = restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                      batch_size=args.batch_size, device=device, progress=not args.no_progress, **options)
+                      batch_size=args.batch_size, device=device, progress=not args.no_progress,
+                      consistency=measured, **options)
+        if measured is not None and measured.lowres is not None:
+            err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
+            log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", item.path, err)
         if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
             out = out * mask + cond * (1 - mask)
         mean, std = summarise(out)
@@ -179,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
         def volume_of(arr: torch.Tensor, what: str) -> Volume:
             a = from_slices(arr[:, 0].numpy(), vol.ndim, args.axis).astype(np.float32)
             return Volume(a, spacing, affine, vol.patient_id, vol.source,
-                          {**vol.meta, "derived": f"meddiff {task.kind} {what}, {sampler} {steps} steps, seed {args.seed}"})
+                          {**vol.meta, "derived": f"meddiff {task.kind} {what}, {sampler} {steps} steps, seed {args.seed}"
+                                              + ("" if args.consistency == "none" else f", consistency {args.consistency}")})
 
         products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
         if args.samples > 1:

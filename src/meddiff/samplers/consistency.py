@@ -202,6 +202,24 @@ class Measurement:
         return RePaint(known, mask, self.resample) if self.mode == "repaint" else KnownPixels(known, mask)
 
 
+def check_request(task: str, mode: str, resample: int = 1) -> None:
+    """InputError unless `mode` (none | project | repaint) with RePaint's `resample` makes sense for `task`."""
+    if mode not in MODES:
+        raise InputError(f"consistency {mode!r}: expected one of {list(MODES)}")
+    if not isinstance(resample, int) or resample < 1:
+        raise InputError(f"resample {resample!r}: expected an integer >= 1")
+    if resample > 1 and mode != "repaint":
+        raise InputError(f"resample {resample} applies to consistency 'repaint' only, not {mode!r}")
+    if mode == "none":
+        return
+    if task == "denoise":
+        raise InputError(f"consistency {mode!r}: denoising has no measurement operator to be consistent with; use 'none'")
+    if task not in ("sr", "inpaint"):
+        raise InputError(f"task {task!r}: expected 'sr', 'denoise' or 'inpaint'")
+    if mode == "repaint" and task != "inpaint":
+        raise InputError(f"consistency 'repaint' is for inpainting; this task is {task!r} (use 'project')")
+
+
 def measurement_for(task: str, mode: str, cond: Tensor, *, factor: float | None = None,
                     lowres: Tensor | None = None, resample: int = 1) -> Measurement | None:
     """Validate a consistency request for a task and describe its measurement (None for mode "none").
@@ -211,20 +229,9 @@ def measurement_for(task: str, mode: str, cond: Tensor, *, factor: float | None 
     task "inpaint": known pixels and mask are the condition planes [image, mask];
     task "denoise": no measurement operator -> InputError. mode "repaint": inpainting only.
     """
-    if mode not in MODES:
-        raise InputError(f"consistency {mode!r}: expected one of {list(MODES)}")
-    if not isinstance(resample, int) or resample < 1:
-        raise InputError(f"resample {resample!r}: expected an integer >= 1")
-    if resample > 1 and mode != "repaint":
-        raise InputError(f"resample {resample} applies to consistency 'repaint' only, not {mode!r}")
+    check_request(task, mode, resample)
     if mode == "none":
         return None
-    if task == "denoise":
-        raise InputError(f"consistency {mode!r}: denoising has no measurement operator to be consistent with; use 'none'")
-    if task not in ("sr", "inpaint"):
-        raise InputError(f"task {task!r}: expected 'sr', 'denoise' or 'inpaint'")
-    if mode == "repaint" and task != "inpaint":
-        raise InputError(f"consistency 'repaint' is for inpainting; this task is {task!r} (use 'project')")
     if task == "inpaint":
         if cond.ndim != 4 or cond.shape[1] != 2:
             raise InputError(f"inpainting condition of shape {tuple(cond.shape)}: expected [N, 2, H, W] (image, mask)")
