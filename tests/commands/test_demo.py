@@ -74,3 +74,26 @@ def test_demo_refuses_a_checkpoint_of_another_task(tmp_path, capsys):
     ck = make_checkpoint(tmp_path / "ck", task="denoise")
     assert main(["demo", "--checkpoint", str(ck), "--out", str(tmp_path / "d"), "--no-progress"]) != 0
     assert "trained for task 'denoise'" in capsys.readouterr().err
+
+
+def test_demo_measures_uncertainty_calibration_when_samples_differ(tmp_path):
+    ck = make_checkpoint(tmp_path / "ck")  # random output layer: samples differ
+    out = tmp_path / "demo"
+    assert main(["demo", "--checkpoint", str(ck), "--out", str(out), "--slices", "1", "--samples", "4",
+                 "--steps", "2", "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(out / "calibration.csv")))
+    assert [r["method"] for r in rows] == ["std of 4 samples", "binned by an independent half"]
+    prep = load_prepared(out / "prepared_colin27")
+    foreground = int((np.asarray(prep.arrays["test"][0]) > -0.99).sum())
+    assert all(int(r["pixels"]) == foreground for r in rows)  # background (exactly -1) left out
+    assert all(float(r["rmv"]) > 0 and -1 <= float(r["spearman"]) <= 1 for r in rows)
+    assert (out / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Uncertainty calibration" in (out / "report.html").read_text()
+
+
+def test_demo_with_identical_samples_says_there_is_no_calibration(tmp_path, identity_ckpt):
+    out = tmp_path / "demo"
+    assert main(["demo", "--checkpoint", str(identity_ckpt), "--out", str(out), "--slices", "1", "--samples", "2",
+                 "--steps", "2", "--no-progress"]) == 0
+    assert not (out / "calibration.csv").exists()
+    assert "zero std everywhere" in (out / "report.html").read_text()

@@ -55,6 +55,46 @@ def std_figure(stds: list[np.ndarray], path: Path) -> Path:
     return path
 
 
+CALIBRATION_LABELS = {
+    "pearson": "Pearson r(std, |err|)", "spearman": "Spearman", "rmse": "RMSE of the mean",
+    "rmv": "predicted std (RMV)", "ratio": "RMSE / std (1 = calibrated)", "ece": "ECE", "ause": "AUSE",
+    "ause_random": "AUSE random ranking",
+}
+
+
+def uncertainty_calibration(samples: torch.Tensor, x0: torch.Tensor, out: Path) -> str:
+    """Does the per-pixel std of the samples predict the error of their mean? (brain foreground only)
+
+    Writes calibration.md/.csv and calibration.png; returns the Markdown. With 4 or more samples
+    the binned curve also uses a std from an independent half of the samples, since binning by the
+    same noisy std that is evaluated bends the curve (meddiff.metrics.calibration).
+    """
+    from ..io.atomic import atomic_write_text
+    from ..metrics.calibration import calibration, calibration_figure
+
+    s = samples.shape[0]
+    mean = samples.mean(0)
+    fg = x0 > -0.99  # the prepared background is exactly -1: a mask that does not depend on the error
+    cal = calibration(samples.std(0), mean - x0, fg, samples=s)
+    figs = {f"std of {s} samples": cal}
+    if s >= 4:
+        h = s // 2
+        figs["binned by an independent half"] = calibration(samples[h:].std(0), mean - x0, fg, samples=s,
+                                                           bin_std=samples[:h].std(0))
+    calibration_figure(figs, out / "calibration.png")
+    rows = {name: r.to_row() for name, r in figs.items()}
+    keys = [k for k in CALIBRATION_LABELS if k in next(iter(rows.values()))]
+    lines = ["| std from | pixels | " + " | ".join(CALIBRATION_LABELS[k] for k in keys) + " |",
+             "|---|---:|" + "---:|" * len(keys)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {row['pixels']} | " + " | ".join(format(float(row[k]), ".4g") for k in keys) + " |")
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(out / "calibration.md", md)
+    atomic_write_text(out / "calibration.csv", "method,pixels," + ",".join(keys) + "\n" + "".join(
+        f"{name},{row['pixels']}," + ",".join(repr(float(row[k])) for k in keys) + "\n" for name, row in rows.items()))
+    return md
+
+
 def run(args: argparse.Namespace) -> int:
     from ..baselines.interpolation import interpolate_baseline
     from ..data.dataset import load_prepared
@@ -129,6 +169,14 @@ def run(args: argparse.Namespace) -> int:
     extra = {}
     if args.samples > 1:
         extra["Per-pixel standard deviation over the samples (uncertainty)"] = std_figure([s[0].numpy() for s in std], out / "std_maps.png")
+        if float(std.max()) == 0.0:
+            notes.append("All samples are identical (zero std everywhere): no uncertainty calibration to measure.")
+        else:
+            cal_md = uncertainty_calibration(samples, x0, out)
+            extra["Uncertainty calibration: error against predicted std, sparsification"] = out / "calibration.png"
+            print(cal_md)
+            notes.append("Uncertainty calibration (brain foreground; std of the samples scaled by sqrt(1+1/S) as the predicted "
+                         "error of the mean; RMSE/std > 1 = overconfident; AUSE lower is better): see calibration.md")
     report = write_html_report(
         out / "report.html", title="meddiff demo: MRI super-resolution x4 on a held-out brain", rows_of_images=images,
         row_labels=[f"{r['source'].split('/')[-1]} slice {r['slice_index']}" for r in rows],
