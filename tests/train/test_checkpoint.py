@@ -149,6 +149,21 @@ def test_keep_last_prunes_only_older_complete_checkpoints(tmp_path):
     assert ck.latest_checkpoint(root).name == "step_0000004"
 
 
+def test_load_model_from_the_latest_pointer_file(tmp_path):
+    cfg = tiny_config(tmp_path)
+    root = tmp_path / "checkpoints"
+    for step, seed in ((1, 0), (2, 1)):
+        parts = _trained_parts(cfg, 1, seed=seed)
+        _save(cfg, root, step, parts)
+    assert ck.resolve_model_file(root / "latest") == root / "step_0000002" / "model.safetensors"
+    _, net, _ = ck.load_model(root / "latest")
+    for a, b in zip(parts[1].state_dict().values(), net.state_dict().values()):
+        assert torch.equal(a, b)  # the EMA of step 2 (seed 1), not step 1's
+    (root / "latest").write_text("step_0000009\n")
+    with pytest.raises(CheckpointError, match="names 'step_0000009'"):
+        ck.load_model(root / "latest")
+
+
 def test_latest_pointing_at_missing_folder_is_an_error(tmp_path):
     (tmp_path / "latest").write_text("step_0000009\n")
     with pytest.raises(CheckpointError, match="names 'step_0000009', which is not a complete checkpoint"):

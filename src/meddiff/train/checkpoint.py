@@ -252,8 +252,12 @@ def _load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], where: Pa
 
 def resolve_model_file(path: str | Path) -> Path:
     """A model file from: a model.safetensors file, a checkpoint folder, or a run folder / its
-    checkpoints folder (then the checkpoint `latest` names)."""
+    checkpoints folder / its `latest` file (then the checkpoint `latest` names)."""
     p = Path(path)
+    if p.name == LATEST and p.is_file():  # the pointer file itself, e.g. runs/x/checkpoints/latest
+        latest = latest_checkpoint(p.parent)
+        assert latest is not None
+        return latest / MODEL_FILE
     if p.is_dir():
         if (p / MODEL_FILE).is_file():
             return p / MODEL_FILE
