@@ -616,7 +616,10 @@ def main(argv: list[str] | None = None) -> int:
         ref_s = scores(inp, ref_out, ref_out)
         refs[m] = ref_s
         mode_runs = [r for r in runs if not (m == "repaint" and r.sampler != "ancestral")]
-        for r in sorted(set(mode_runs), key=lambda r: (runs.index(r), r.steps)):
+        first = {}  # sampler configurations in the order given, each by steps
+        for i, r in enumerate(runs):
+            first.setdefault((r.sampler, r.options), i)
+        for r in sorted(set(mode_runs), key=lambda r: (first[(r.sampler, r.options)], r.steps)):
             o, sec, cached = runner.get(Job(r, base_mode, args.seed))
             s = scores(inp, post(o), ref_out)
             is_ref = r == ref_run
