@@ -12,7 +12,8 @@ import numpy as np
 
 from ..errors import InputError
 from .image import METRIC_NAMES, image_metrics
-from .table import TableRow, summarize
+from .stats import LEVEL, N_RESAMPLES, SEED, bootstrap_ci, paired_comparison
+from .table import MetricStats, PairedRow, TableRow, summarize
 
 
 def check_prediction(pred: np.ndarray, target: np.ndarray, where: str) -> None:
@@ -55,15 +56,80 @@ def per_image_metrics(
     return records
 
 
-def rows_from_records(records: Sequence[Mapping[str, object]]) -> list[TableRow]:
-    """Summarise per-image records into one :class:`TableRow` per method (first-seen method order)."""
+NON_METRIC_KEYS = ("method", "image", "patient")
+
+
+def _methods(records: Sequence[Mapping[str, object]]) -> list[str]:
     methods: list[str] = []
     for r in records:
         if r["method"] not in methods:
             methods.append(str(r["method"]))
+    return methods
+
+
+def metric_keys(records: Sequence[Mapping[str, object]]) -> list[str]:
+    """Metric names of the records: the known ones in METRIC_NAMES order, then others first-seen."""
     keys = [k for k in METRIC_NAMES if records and k in records[0]]
-    keys += [k for k in (records[0] if records else {}) if k not in keys and k not in ("method", "image")]
-    return [summarize(m, [r for r in records if r["method"] == m], keys) for m in methods]
+    return keys + [k for k in (records[0] if records else {}) if k not in keys and k not in NON_METRIC_KEYS]
+
+
+def rows_from_records(records: Sequence[Mapping[str, object]], *, ci: bool = False,
+                      patients: Sequence[object] | None = None, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                      level: float = LEVEL) -> list[TableRow]:
+    """Summarise per-image records into one :class:`TableRow` per method (first-seen method order).
+
+    ci:       also attach a bootstrap CI of each mean (:func:`meddiff.metrics.stats.bootstrap_ci`),
+              resampling ``patients`` (one id per image, aligned with each method's records in
+              order; None: resample images). Metrics with non-finite values (PSNR of identical
+              images) get no interval.
+    """
+    keys = metric_keys(records)
+    rows = []
+    for m in _methods(records):
+        recs = [r for r in records if r["method"] == m]
+        row = summarize(m, recs, keys)
+        if ci:
+            if patients is not None and len(patients) != len(recs):
+                raise InputError(f"method {m!r} has {len(recs)} images but {len(patients)} patient ids were given")
+            stats = dict(row.metrics)
+            for k in keys:
+                v = np.array([float(r[k]) for r in recs])
+                if np.all(np.isfinite(v)):
+                    b = bootstrap_ci(v, patients, n_resamples=n_resamples, seed=seed, level=level)
+                    stats[k] = MetricStats(stats[k].mean, stats[k].std, stats[k].n, b.lo, b.hi)
+            row = TableRow(m, stats)
+        rows.append(row)
+    return rows
+
+
+def paired_rows(records: Sequence[Mapping[str, object]], reference: str, *, patients: Sequence[object] | None = None,
+                metrics: Sequence[str] | None = None, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                level: float = LEVEL) -> list[PairedRow]:
+    """Every other method minus ``reference``, image by image, for each per-image metric
+    (:func:`meddiff.metrics.stats.paired_comparison`; same resamples for every comparison).
+
+    Records of each method must list the same images in the same order (as
+    :func:`per_image_metrics` makes them); metrics with non-finite values are skipped.
+    """
+    methods = _methods(records)
+    if reference not in methods:
+        raise InputError(f"reference method {reference!r} is not among the methods {methods}")
+    by = {m: [r for r in records if r["method"] == m] for m in methods}
+    ref = by[reference]
+    keys = list(metrics) if metrics is not None else metric_keys(records)
+    out = []
+    for m in methods:
+        if m == reference:
+            continue
+        if [r["image"] for r in by[m]] != [r["image"] for r in ref]:
+            raise InputError(f"methods {m!r} and {reference!r} were not scored on the same images; cannot pair them")
+        for k in keys:
+            a = np.array([float(r[k]) for r in by[m]])
+            b = np.array([float(r[k]) for r in ref])
+            if np.all(np.isfinite(a)) and np.all(np.isfinite(b)):
+                res = paired_comparison(a, b, patients, n_resamples=n_resamples, seed=seed, level=level)
+                out.append(PairedRow(m, reference, k, res))
+    return out
 
 
 def evaluate_arrays(
@@ -73,10 +139,17 @@ def evaluate_arrays(
     *,
     names: Sequence[str] | None = None,
     masks: Sequence[np.ndarray | None] | None = None,
+    ci: bool = False,
+    patients: Sequence[object] | None = None,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
 ) -> list[TableRow]:
     """Table rows (one per method, in ``preds`` order) of mean ± std metrics over the images.
 
-    Same arguments as :func:`per_image_metrics`. Write them with
-    :func:`meddiff.metrics.table.write_table` or render them with :func:`to_markdown`.
+    Same arguments as :func:`per_image_metrics`; with ``ci=True`` each mean also gets a
+    bootstrap 95% CI resampling ``patients`` (one id per image; None: the images), see
+    :func:`rows_from_records`. Write them with :func:`meddiff.metrics.table.write_table` or
+    render them with :func:`to_markdown`.
     """
-    return rows_from_records(per_image_metrics(preds, truth, data_range, names=names, masks=masks))
+    records = per_image_metrics(preds, truth, data_range, names=names, masks=masks)
+    return rows_from_records(records, ci=ci, patients=patients, n_resamples=n_resamples, seed=seed)

@@ -152,6 +152,7 @@ def write_html_report(
     table_rows: Sequence[TableRow] | None = None,
     notes: Sequence[str] = (),
     extra_images: Mapping[str, str | Path] | None = None,
+    extra_tables: Mapping[str, str] | None = None,
 ) -> Path:
     """Write one self-contained HTML report atomically and return its path.
 
@@ -165,6 +166,8 @@ def write_html_report(
                     :func:`meddiff.metrics.table.to_markdown`, or its rows); rows win if both.
     notes:          short paragraphs listed under the table (plain text, escaped).
     extra_images:   title -> path of a PNG (e.g. a loss curve), embedded at the end.
+    extra_tables:   title -> further pipe table (e.g. paired comparisons between methods),
+                    shown after the notes, before the images.
     """
     columns = list(columns) if columns is not None else (list(rows_of_images[0]) if rows_of_images else [])
     if row_labels is not None and len(row_labels) != len(rows_of_images):
@@ -186,6 +189,8 @@ def write_html_report(
         parts += ["<h2>Metrics</h2>", _markdown_table_html(table_markdown)]
     if notes:
         parts += ["<ul class=\"notes\">"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
+    for name, md in (extra_tables or {}).items():
+        parts += [f"<h2>{html.escape(name)}</h2>", _markdown_table_html(md)]
     if rows_of_images:
         lo, hi = window
         caption = f"Images shown with a fixed window [{lo:g}, {hi:g}]"
