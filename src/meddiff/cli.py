@@ -21,6 +21,7 @@ VERBS = {
     "sample": "sample",
     "evaluate": "evaluate",
     "demo": "demo",
+    "study": "study",
 }
 
 

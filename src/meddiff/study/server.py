@@ -1,0 +1,296 @@
+"""The reader web app (Flask) and its server.
+
+Security model:
+- A reader logs in with their secret code; the reader id then lives only in Flask's session
+  cookie, signed with the study's secret key (HMAC, itsdangerous), HttpOnly, SameSite=Strict.
+  Form fields never name a reader, so a reader cannot read or write another reader's answers;
+  a forged or altered cookie is rejected. Every form carries a per-session token (CSRF).
+- Images are served only as ``/image/<pair id>/<left|right>``: the file name comes from the
+  study's ``pairs`` table and must resolve inside ``<study>/images``; no request path is ever
+  used as a file path, and there is no static-file route.
+- Form input is validated; anything malformed is a 400, an answer to a pair that is not the
+  one being shown is a 409 (answers cannot be changed), a body over 16 kB is a 413.
+- Answers are committed one transaction each (:func:`meddiff.study.db.record_answer`) before
+  the response is sent, so a restart loses nothing, and a re-posted answer is not duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+from pathlib import Path
+
+from meddiff.errors import InputError
+from meddiff.study import db, pages
+
+log = logging.getLogger(__name__)
+
+MAX_RT_MS = 24 * 3600 * 1000
+
+
+def _flask():
+    try:
+        import flask
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise InputError("`meddiff study serve` needs Flask: pip install 'meddiff[study]' (or pip install flask)") from None
+    return flask
+
+
+def create_app(study: str | Path):
+    """The Flask app serving the study folder `study` (made by `meddiff study create`)."""
+    flask = _flask()
+    from flask import Flask, Response, g, redirect, request, send_file, session
+
+    study = Path(study).resolve()
+    images = (study / "images").resolve()
+    conn = db.open_study_db(study)
+    try:
+        conn.executescript(db.SCHEMA)  # no-op on a complete study; checks the file is a usable database
+        meta = db.get_meta(conn)
+    except sqlite3.DatabaseError as e:
+        raise InputError(f"{study / db.STUDY_DB}: not a usable study database ({e})") from None
+    finally:
+        conn.close()
+    feedback, confidence = meta.get("feedback", "end"), int(meta.get("confidence", "0"))
+
+    app = Flask("meddiff.study", static_folder=None)
+    app.config.update(SECRET_KEY=meta["secret_key"], SESSION_COOKIE_NAME="meddiff_study", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict", MAX_CONTENT_LENGTH=16 * 1024)
+
+    def conn_() -> sqlite3.Connection:
+        if "db" not in g:
+            g.db = db.connect(study / db.STUDY_DB)
+        return g.db
+
+    @app.teardown_appcontext
+    def _close(exc):  # noqa: ARG001
+        c = g.pop("db", None)
+        if c is not None:
+            c.close()
+
+    # compiled once; Flask's environment autoescapes templates made from strings
+    base = app.jinja_env.from_string(pages.BASE)
+    compiled: dict[str, object] = {}
+
+    def page(template: str, code: int = 200, **kw) -> Response:
+        if template not in compiled:
+            compiled[template] = app.jinja_env.from_string(template)
+        html = compiled[template].render(base=base, **kw)
+        return Response(html, status=code, mimetype="text/html")
+
+    def error(status: int, message: str) -> Response:
+        return page(pages.ERROR, status, status=status, message=message)
+
+    def current_reader() -> sqlite3.Row | None:
+        rid = session.get("rid")
+        if not isinstance(rid, int):
+            return None
+        return conn_().execute("SELECT reader_id, label FROM readers WHERE reader_id = ?", (rid,)).fetchone()
+
+    def check_token() -> bool:
+        token = request.form.get("token", "")
+        return bool(session.get("csrf")) and secrets.compare_digest(str(token), str(session["csrf"]))
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'"
+        if resp.mimetype == "text/html":
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.errorhandler(404)
+    def _404(e):  # noqa: ARG001
+        return error(404, "Not found.")
+
+    @app.errorhandler(405)
+    def _405(e):  # noqa: ARG001
+        return error(405, "Method not allowed.")
+
+    @app.errorhandler(413)
+    def _413(e):  # noqa: ARG001
+        return error(413, "Request too large.")
+
+    @app.errorhandler(400)
+    def _400(e):  # noqa: ARG001
+        return error(400, "Bad request.")
+
+    @app.get("/healthz")
+    def healthz():
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/app.css")
+    def css():
+        return Response(pages.CSS, mimetype="text/css")
+
+    @app.get("/app.js")
+    def js():
+        return Response(pages.JS, mimetype="text/javascript")
+
+    @app.get("/")
+    def index():
+        if current_reader() is not None:
+            return redirect("/study", 303)
+        return page(pages.LOGIN, paused=request.args.get("paused") == "1")
+
+    @app.post("/login")
+    def login():
+        code = request.form.get("code")
+        if not isinstance(code, str) or not db.CODE_RE.match(code.strip()):
+            return page(pages.LOGIN, 400, error="A reader code is 4-64 letters or digits.")
+        row = conn_().execute("SELECT reader_id FROM readers WHERE code = ?", (db.normalise_code(code),)).fetchone()
+        if row is None:
+            return page(pages.LOGIN, 403, error="Unknown reader code.")
+        session.clear()
+        session["rid"] = int(row["reader_id"])
+        session["csrf"] = secrets.token_urlsafe(24)
+        return redirect("/study", 303)
+
+    @app.post("/logout")
+    def logout():
+        if not check_token():
+            return error(400, "Missing or wrong form token; reload the page.")
+        session.clear()
+        return redirect("/?paused=1", 303)
+
+    @app.get("/study")
+    def study_page():
+        reader = current_reader()
+        if reader is None:
+            return redirect("/", 303)
+        prog = db.progress(conn_(), reader["reader_id"])
+        if prog.next_pair is None:
+            return redirect("/done", 303)
+        return page(pages.PAIR, label=reader["label"], done=prog.done, total=prog.total, pair_id=prog.next_pair,
+                    token=session["csrf"], confidence=confidence, conf_keys=pages.CONF_KEYS)
+
+    @app.post("/answer")
+    def answer():
+        reader = current_reader()
+        if reader is None:
+            return error(401, "Not logged in: enter your reader code.")
+        if not check_token():
+            return error(400, "Missing or wrong form token; reload the page.")
+        form = request.form
+        pair, choice = form.get("pair", ""), form.get("choice", "")
+        if not pair.isdigit() or len(pair) > 9:
+            return error(400, f"pair {pair[:20]!r}: expected a pair number.")
+        if choice not in db.SIDES:
+            return error(400, f"choice {choice[:20]!r}: expected left or right.")
+        conf = form.get("confidence", "")
+        if confidence:
+            if not conf.isdigit() or not 1 <= int(conf) <= confidence:
+                return error(400, f"confidence {conf[:20]!r}: expected a whole number from 1 to {confidence}.")
+            conf_v: int | None = int(conf)
+        else:
+            if conf != "":
+                return error(400, "This study does not ask for a confidence rating.")
+            conf_v = None
+        rt = form.get("rt_ms", "")
+        if rt != "" and (not rt.isdigit() or int(rt) > MAX_RT_MS):
+            return error(400, f"rt_ms {rt[:20]!r}: expected a whole number of milliseconds.")
+        rt_v = int(rt) if rt != "" else None
+        status = db.record_answer(conn_(), reader["reader_id"], int(pair), choice, conf_v, rt_v)
+        if status == "changed":
+            return error(409, "This pair was already answered; answers cannot be changed.")
+        if status == "not_current":
+            return error(409, "This is not the pair being shown; reload the page.")
+        if status == "unknown_pair":
+            return error(404, "No such pair.")
+        if feedback == "each":
+            return redirect(f"/feedback/{int(pair)}", 303)
+        return redirect("/study", 303)
+
+    @app.get("/feedback/<int:pair_id>")
+    def feedback_page(pair_id: int):
+        reader = current_reader()
+        if reader is None:
+            return redirect("/", 303)
+        if feedback != "each":
+            return error(404, "Not found.")
+        row = conn_().execute("SELECT a.choice, a.correct, p.real_side FROM answers a JOIN pairs p ON p.pair_id = a.pair_id "
+                              "WHERE a.reader_id = ? AND a.pair_id = ?", (reader["reader_id"], pair_id)).fetchone()
+        if row is None:
+            return error(404, "Not found.")
+        return page(pages.FEEDBACK, correct=bool(row["correct"]), real_side=row["real_side"], choice=row["choice"])
+
+    @app.get("/done")
+    def done():
+        reader = current_reader()
+        if reader is None:
+            return redirect("/", 303)
+        prog = db.progress(conn_(), reader["reader_id"])
+        if prog.next_pair is not None:
+            return redirect("/study", 303)
+        correct = conn_().execute("SELECT COALESCE(SUM(correct), 0) FROM answers WHERE reader_id = ?",
+                                  (reader["reader_id"],)).fetchone()[0]
+        pct = f"{100.0 * correct / prog.total:.0f}" if prog.total else "0"
+        return page(pages.DONE, total=prog.total, correct=correct, pct=pct, show_score=feedback != "none", token=session["csrf"])
+
+    @app.get("/image/<int:pair_id>/<side>")
+    def image(pair_id: int, side: str):
+        if current_reader() is None:
+            return error(401, "Not logged in.")
+        if side not in db.SIDES:
+            return error(404, "Not found.")
+        row = conn_().execute("SELECT left_png, right_png FROM pairs WHERE pair_id = ?", (pair_id,)).fetchone()
+        if row is None:
+            return error(404, "Not found.")
+        path = (images / row[f"{side}_png"]).resolve()
+        if path.parent != images or not path.is_file():  # the table itself must not point outside images/
+            return error(404, "Not found.")
+        resp = send_file(path, mimetype="image/png", conditional=True, max_age=0, etag=False, last_modified=None)
+        resp.headers["Cache-Control"] = "private, no-store"
+        return resp
+
+    del flask
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def make_server(study: str | Path, host: str = "127.0.0.1", port: int = 8000):
+    """A threaded WSGI server (werkzeug) for the study; ``.serve_forever()`` / ``.shutdown()``.
+    Port 0 picks a free port (see ``.server_port``)."""
+    from werkzeug.serving import make_server as wz_make_server
+
+    app = create_app(study)
+    return wz_make_server(host, port, app, threaded=True)
+
+
+def serve(study: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = True) -> None:
+    """Serve until interrupted. Prints the URL; warns when not bound to the loopback interface."""
+    if quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server(study, host, port)
+    if not is_loopback(host):
+        log.warning("listening on %s: readers' codes travel over plain HTTP; use this only on a trusted network "
+                    "or behind an HTTPS reverse proxy", host)
+    print(f"serving study {study} at http://{host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m meddiff.study.server STUDY [--host H] [--port P]`` (what `meddiff study serve` runs)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m meddiff.study.server")
+    p.add_argument("study", type=Path)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    serve(a.study, a.host, a.port)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
