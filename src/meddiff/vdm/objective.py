@@ -1,0 +1,52 @@
+"""The VDM objective of a `VDMModel` on one batch: noise drawn reproducibly, then `loss.vlb_terms`.
+
+This is what a training loop calls (see the package docstring):
+
+    terms = model_vlb(model, x_levels, labels=..., image_cond=..., generator=g, timesteps=0)
+    bpd = backward_vlb(terms, model.gamma)        # gradients set; returns bits/dim per term
+    optimiser.step()
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from .loss import VLBTerms, antithetic_times, vlb_terms
+from .networks import VDMModel
+
+
+@torch.no_grad()
+def draw_noise(f_shape: tuple[int, ...], generator: torch.Generator | None, antithetic: bool = True
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """(t [B] float64, eps, eps_0 [B, *latent]) on the CPU from `generator`: t antithetic (one
+    uniform offset, App. I.1) or iid uniform."""
+    b = f_shape[0]
+    u = torch.rand(1 if antithetic else b, generator=generator, dtype=torch.float64)
+    t = antithetic_times(b, u[0]) if antithetic else u
+    eps = torch.randn(f_shape, generator=generator)
+    eps_0 = torch.randn(f_shape, generator=generator)
+    return t, eps, eps_0
+
+
+def model_vlb(model: VDMModel, x: Tensor, *, labels: Tensor | None = None, image_cond: Tensor | None = None,
+              generator: torch.Generator | None = None, timesteps: int = 0, antithetic: bool = True,
+              noise: tuple[Tensor, Tensor, Tensor] | None = None) -> VLBTerms:
+    """The three VLB terms of `model` on integer data x [B, *dims] (levels 0..V-1, see networks.to_levels).
+
+    labels: class labels [B] (class-conditional model) and/or image_cond: condition planes for a
+    UNetScore (restoration under the VDM objective). noise: (t, eps, eps_0) to use instead of
+    drawing them from `generator` (e.g. per-example noise from the trainer).
+    """
+    if labels is not None and image_cond is not None:
+        raise InputError("give class labels or an image condition, not both")
+    emb = model.embed(labels)
+    score_cond = emb if emb is not None else image_cond
+    f = model.encoder(x, emb)
+    t, eps, eps_0 = noise if noise is not None else draw_noise(tuple(f.shape), generator, antithetic)
+    return vlb_terms(
+        x, f, lambda v, z0r, g0: model.decoder.log_prob(v, z0r, g0, emb), model.score, model.gamma,
+        t=t.to(f.device), eps=eps.to(f.device, f.dtype), eps_0=eps_0.to(f.device, f.dtype), cond=score_cond,
+        timesteps=timesteps,
+    )
