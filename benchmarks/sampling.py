@@ -17,7 +17,7 @@ Usage (the full runs; --cache makes reruns reuse every finished sampler run, e.g
         --runs ancestral:5,10,20,50,100,250,1000 ddim:3,5,10,20,50 dpm_solver_pp:3,5,10,20 \\
         --reference ancestral:2000 --spread --cache runs/bench_cache --out runs/bench_sampling_denoise
 
-The first command is 36 sampler runs, 11,122 network calls on batches of 4 slices (5,561 without
+The first command is 36 sampler runs, 11,122 network calls on batches of 4 slices (7,122 without
 --spread); with the SR demo model at 1 thread on this shared 2-core CPU a call took ~1.1 s, so ~3.5 h
 (the script probes and prints its own estimate first; --dry-run prints only that).
 
