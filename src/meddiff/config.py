@@ -1,7 +1,9 @@
 """Configuration: frozen dataclasses, parsed once at the edge (YAML file + command-line overrides).
 
-A config file has the sections ``data``, ``task``, ``model``, ``diffusion``, ``sampler`` and
-``train``. Unknown keys and values of the wrong type are errors that name the key. Modules
+A config file has the sections ``data``, ``task``, ``model``, ``diffusion``, ``sampler``,
+``train`` and ``vdm``, and the top-level key ``objective`` (``ddpm``: the conditional DDPM of
+Med-cDiff, the sections ``diffusion``/``sampler``; ``vdm``: the variational diffusion model of
+Kingma et al. 2021 / Medical VDM, the section ``vdm``). Unknown keys and values of the wrong type are errors that name the key. Modules
 never see a dict: they take the dataclass (or explicit arguments) they need. The resolved
 config is saved beside every checkpoint (`to_dict` / `from_dict` round-trip exactly).
 """
@@ -9,6 +11,7 @@ config is saved beside every checkpoint (`to_dict` / `from_dict` round-trip exac
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -99,12 +102,44 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after the warm-up
+    lr_min: float = 0.0  # cosine: the lr reached at the end of the decay
+    lr_decay_steps: int = 0  # cosine: step at which the decay ends (0 = train.steps, then fixed for a resume)
     seed: int = 0
     log_every: int = 50
     ckpt_every: int = 1000
     keep_last: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch default)
+
+
+@dataclass(frozen=True)
+class VDMConfig:
+    """Variational diffusion model (Kingma et al. 2021; Medical VDM, Rguibi et al. 2023): see meddiff.vdm.
+
+    Used when the top-level ``objective`` is ``vdm``. The paper's optimiser (AdamW b1 0.9,
+    b2 0.99, eps 1e-8, weight decay 1e-4, linear warm-up then cosine decay) is set in ``train``.
+    """
+
+    gamma: Literal["fixed_linear", "learned_linear", "learned_nnet"] = "learned_nnet"
+    gamma_min: float = -13.3  # gamma(0) = -log SNR(0) (VDM reference)
+    gamma_max: float = 5.0  # gamma(1)
+    gamma_features: int = 1024  # learned_nnet: width of the monotone network's hidden layer (App. H)
+    score: Literal["scorenet", "unet"] = "scorenet"  # unet: the U-Net of the `model` section
+    embedding_dim: int = 128  # scorenet: time/condition embedding and residual width (paper: 128)
+    n_layers: int = 10  # scorenet: residual blocks (paper: 10)
+    encoder: Literal["levels", "resnet"] = "levels"  # levels: VDM reference; resnet: the paper's latent ResNet
+    z_dim: int = 64  # resnet encoder: latent size (paper: 64)
+    encoder_hidden: int = 256  # resnet encoder/decoder width
+    encoder_layers: int = 6  # resnet encoder/decoder residual blocks
+    vocab_size: int = 256  # intensity levels of the discretised data (8 bit)
+    n_classes: int = 0  # 0 = unconditional; else class-conditional (labels from label_from)
+    label_from: str = "none"  # none | folder | file | column:NAME (see meddiff.vdm.build.slice_labels)
+    labels_csv: str = ""  # column:NAME: CSV with NAME and case_id or patient_id (default: manifest.csv)
+    image_condition: bool = False  # unet only: condition on the task's degraded image (restoration)
+    timesteps: int = 0  # 0 = continuous-time loss (eq. 17); T > 0 = finite-T loss (eq. 13)
+    antithetic: bool = True  # antithetic (low-discrepancy) times across the batch (App. I.1)
+    sample_steps: int = 256  # default ancestral steps of `meddiff sample` (any number at sampling time)
 
 
 @dataclass(frozen=True)
@@ -115,6 +150,8 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    vdm: VDMConfig = field(default_factory=VDMConfig)
+    objective: Literal["ddpm", "vdm"] = "ddpm"
 
 
 # --------------------------------------------------------------------------- parsing
@@ -205,11 +242,16 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.steps=100' -> (['train', 'steps'], 100); the value is parsed as YAML."""
+    """'train.steps=100' -> (['train', 'steps'], 100), 'objective=vdm' -> (['objective'], 'vdm'); values parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=100")
     key, raw = text.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
+    if path in (["objective"],):  # top-level scalar keys
+        try:
+            return path, yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
     if len(path) != 2:
         raise ConfigError(f"override {text!r}: expected SECTION.KEY=VALUE, e.g. train.steps=100")
     try:
@@ -235,7 +277,11 @@ def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Confi
         values = loaded or {}
     values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in values.items()}
     for text in overrides:
-        (section, key), value = parse_override(text)
+        path_, value = parse_override(text)
+        if len(path_) == 1:
+            values[path_[0]] = value
+            continue
+        section, key = path_
         sec = values.setdefault(section, {})
         if not isinstance(sec, dict):
             raise ConfigError(f"override {text!r}: section {section!r} is not a mapping in the config")
@@ -274,3 +320,36 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"sampler.steps: expected 1..{d.timesteps}, got {cfg.sampler.steps}")
     if cfg.train.batch_size < 1 or cfg.train.steps < 0:
         raise ConfigError("train.batch_size must be >= 1 and train.steps >= 0")
+    t = cfg.train
+    if t.lr_min < 0 or t.lr_decay_steps < 0:
+        raise ConfigError(f"train.lr_min and train.lr_decay_steps: expected >= 0, got {t.lr_min}, {t.lr_decay_steps}")
+    _validate_vdm(cfg)
+
+
+def _validate_vdm(cfg: Config) -> None:
+    """Ranges of the vdm section always; its cross-key rules only when objective is vdm."""
+    v = cfg.vdm
+    if not (math.isfinite(v.gamma_min) and math.isfinite(v.gamma_max) and v.gamma_min < v.gamma_max):
+        raise ConfigError(f"vdm.gamma_min/gamma_max: expected finite gamma_min < gamma_max, got {v.gamma_min}, {v.gamma_max}")
+    for key, low in (("gamma_features", 1), ("embedding_dim", 2), ("n_layers", 0), ("z_dim", 1), ("encoder_hidden", 1),
+                     ("encoder_layers", 0), ("vocab_size", 2), ("n_classes", 0), ("timesteps", 0), ("sample_steps", 1)):
+        if getattr(v, key) < low:
+            raise ConfigError(f"vdm.{key}: expected an integer >= {low}, got {getattr(v, key)}")
+    if not (v.label_from in ("none", "folder", "file") or (v.label_from.startswith("column:") and len(v.label_from) > 7)):
+        raise ConfigError(f"vdm.label_from: expected none, folder, file or column:NAME, got {v.label_from!r}")
+    if v.labels_csv and not v.label_from.startswith("column:"):
+        raise ConfigError(f"vdm.labels_csv is set ({v.labels_csv!r}) but vdm.label_from is {v.label_from!r}, not column:NAME")
+    if cfg.objective != "vdm":
+        return
+    if (v.n_classes > 0) != (v.label_from != "none"):
+        raise ConfigError(f"vdm.n_classes is {v.n_classes} but vdm.label_from is {v.label_from!r}: a class-conditional "
+                          "model (n_classes > 0) needs labels (folder, file or column:NAME), an unconditional one none")
+    if v.n_classes == 1:
+        raise ConfigError("vdm.n_classes: 1 class is an unconditional model; expected 0 or >= 2")
+    if v.score == "unet" and v.n_classes > 0:
+        raise ConfigError("vdm.score unet takes no class labels (the U-Net has no class embedding): use score scorenet "
+                          "for class-conditional generation, or n_classes 0")
+    if v.image_condition and v.score != "unet":
+        raise ConfigError("vdm.image_condition needs vdm.score unet (the condition image enters by channel concatenation)")
+    if cfg.train.precision not in ("auto", "fp32"):
+        raise ConfigError(f"train.precision: the VDM objective trains in fp32 (auto or fp32), got {cfg.train.precision!r}")

@@ -63,3 +63,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def tiny_vdm_config(out_dir, gamma="learned_nnet", vdm=None, **train):
+    """A tiny VDM (ScoreNet of width 16, 2 blocks) on TinyPairs' 8x8 images, paper optimiser settings."""
+    values = {
+        "objective": "vdm",
+        "vdm": {"gamma": gamma, "gamma_features": 16, "embedding_dim": 16, "n_layers": 2, **(vdm or {})},
+        "train": {"out_dir": str(out_dir), "steps": 6, "batch_size": 4, "lr": 3e-3, "betas": [0.9, 0.99],
+                  "weight_decay": 1e-4, "ema_decay": 0.9, "log_every": 1, "ckpt_every": 3, "keep_last": 2,
+                  "device": "cpu", "threads": 1, "warmup_steps": 2, "lr_schedule": "cosine", **train},
+    }
+    return config_mod.from_dict(values)

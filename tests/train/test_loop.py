@@ -12,7 +12,7 @@ from meddiff.train import loop
 from meddiff.train.checkpoint import latest_checkpoint, load_model
 from meddiff.train.order import StepBatches, index_at, loss_noise, rank_positions
 
-from .conftest import TinyPairs, tiny_config
+from .conftest import TinyPairs, tiny_config, tiny_vdm_config
 
 
 def _tensors(ckpt_dir):
@@ -35,6 +35,33 @@ def test_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_path
     # the resumed run's log has each step once
     steps = [int(r["step"]) for r in csv.DictReader(open(resumed.log))]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("gamma", ["learned_nnet", "fixed_linear"])
+def test_vdm_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_path, gamma):
+    """The same exact-resume guarantee under objective vdm (noise from (seed, step, rank), gamma's
+    parameters and the variance-trained shape parameters in the checkpoint, cosine lr)."""
+    straight = loop.train(tiny_vdm_config(tmp_path / "a", gamma, lr_decay_steps=6), TinyPairs(), progress=False)
+    loop.train(tiny_vdm_config(tmp_path / "b", gamma, steps=3, lr_decay_steps=6), TinyPairs(), progress=False)
+    resumed = loop.train(tiny_vdm_config(tmp_path / "b", gamma, lr_decay_steps=6), TinyPairs(), resume=True, progress=False)
+    (ema_a, state_a), (ema_b, state_b) = _tensors(straight.checkpoint), _tensors(resumed.checkpoint)
+    assert ema_a.keys() == ema_b.keys() and state_a.keys() == state_b.keys()
+    for k in ema_a:
+        assert torch.equal(ema_a[k], ema_b[k]), k
+    for k in state_a:
+        if k != "rng.torch_cpu":
+            assert torch.equal(state_a[k], state_b[k]), k
+    if gamma == "learned_nnet":  # the schedule's parameters are stored and were trained
+        assert {"gamma.b", "gamma.w", "gamma.l2.weight"} <= ema_a.keys()
+        assert not torch.equal(state_a["model.gamma.l2.weight"], _tensors(
+            loop.train(tiny_vdm_config(tmp_path / "c", gamma, steps=1, lr=1e-30), TinyPairs(), progress=False).checkpoint)[1]["model.gamma.l2.weight"])
+    else:
+        assert float(ema_a["gamma.gamma_min"]) == -13.3 and float(ema_a["gamma.gamma_max"]) == 5.0
+    rows = list(csv.DictReader(open(resumed.log)))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    for r in rows:  # loss = total bits/dim = the sum of the three logged terms
+        parts = float(r["reconstruction_bpd"]) + float(r["latent_bpd"]) + float(r["diffusion_bpd"])
+        assert float(r["loss"]) == pytest.approx(parts, rel=1e-4)
 
 
 def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -82,6 +109,21 @@ def test_logs_plot_and_validation(tmp_path):
 def test_warmup_is_linear_then_constant():
     assert [loop.lr_at(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert loop.lr_at(0, 1e-4, 0) == 1e-4
+
+
+def test_cosine_decay_after_warmup_hits_lr_half_way_and_lr_min_at_the_end():
+    lrs = [loop.lr_at(s, 1.0, 2, "cosine", 12, 0.1) for s in range(14)]
+    assert lrs[:3] == [0.5, 1.0, 1.0]  # warm-up, then the decay starts from lr
+    assert lrs[7] == pytest.approx(0.1 + 0.9 * 0.5)  # p = 1/2: half way between lr and lr_min
+    assert lrs[12] == lrs[13] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(lrs[2:12], lrs[3:13]))  # strictly decreasing during the decay
+
+
+def test_cosine_to_train_steps_makes_train_steps_unresumable(tmp_path):
+    loop.train(tiny_vdm_config(tmp_path, steps=3), TinyPairs(), progress=False)
+    with pytest.raises(CheckpointError, match=r"train.steps \(3 in the checkpoint, 6 now; the cosine decay ends at "
+                                              r"train.steps: set train.lr_decay_steps"):
+        loop.train(tiny_vdm_config(tmp_path, steps=6), TinyPairs(), resume=True, progress=False)
 
 
 def test_ranks_split_each_global_batch_and_epochs_visit_every_example_once():

@@ -1,7 +1,8 @@
 """`meddiff train --config configs/sr_x4.yaml [SECTION.KEY=VALUE ...] [--resume] [--out DIR]`.
 
-Trains the conditional DDPM of the config on the slices `meddiff prepare` wrote to
-data.prepared. Under `torchrun --nproc_per_node N -m meddiff.cli train ...` it runs
+Trains the conditional DDPM of the config (or, with ``objective: vdm``, the variational
+diffusion model of the ``vdm`` section, e.g. configs/vdm_cxr.yaml) on the slices
+`meddiff prepare` wrote to data.prepared. Under `torchrun --nproc_per_node N -m meddiff.cli train ...` it runs
 data-parallel; train.batch_size is then per process (the global batch is N times larger).
 """
 
@@ -57,9 +58,23 @@ def check_sizes(cfg: Config, slice_size: int) -> None:
                           f"(set data.size={slice_size} or re-run `meddiff prepare --size {cfg.data.size}`)")
     multiple = 2 ** (len(cfg.model.channels) - 1)
     size = cfg.data.crop or cfg.data.size
+    if cfg.objective == "vdm" and cfg.vdm.score != "unet":
+        return
     if size % multiple:
         raise ConfigError(f"data.crop/data.size: training size {size} must be a multiple of {multiple} "
                           f"for a U-Net with {len(cfg.model.channels)} levels")
+
+
+def class_labels(cfg: Config, prep) -> tuple[dict[str, int] | None, list[str]]:
+    """VDM class labels: (case_id -> class index over all splits, sorted class names), or (None, [])."""
+    from ..data.split import SPLITS
+    from ..vdm.build import case_labels, class_names, label_indices
+
+    if cfg.objective != "vdm" or cfg.vdm.n_classes == 0:
+        return None, []
+    by_case = case_labels(prep, SPLITS, cfg.vdm.label_from, cfg.vdm.labels_csv)
+    names = class_names(list(by_case.values()), cfg.vdm.n_classes)
+    return dict(zip(by_case, label_indices(list(by_case.values()), names))), names
 
 
 def build_datasets(cfg: Config):
@@ -68,7 +83,11 @@ def build_datasets(cfg: Config):
     from ..data.degrade import build_degradation
 
     prep = load_prepared(cfg.data.prepared)
-    deg = build_degradation(cfg.task)
+    if cfg.objective == "vdm" and not cfg.vdm.image_condition:
+        from ..vdm.build import NoCondition
+        deg = NoCondition()
+    else:
+        deg = build_degradation(cfg.task)
     train_set = PairDataset(prep, cfg.data.train_split, deg, crop=cfg.data.crop, train=True, seed=cfg.train.seed)
     check_sizes(cfg, int(train_set.array.shape[-1]))
     try:
@@ -84,10 +103,13 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     train_set, val_set = build_datasets(cfg)
-    result = train(cfg, train_set, val_set=val_set, resume=args.resume, progress=not args.no_progress)
+    labels, names = class_labels(cfg, train_set.prepared)
+    result = train(cfg, train_set, val_set=val_set, resume=args.resume, progress=not args.no_progress,
+                   labels=labels, class_names=names)
     out = Path(cfg.train.out_dir)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained {result.step} steps; last loss {result.loss if result.loss is None else f'{result.loss:.5f}'}")
+        unit = " bits/dim (negative VLB)" if cfg.objective == "vdm" else ""
+        print(f"trained {result.step} steps; last loss {result.loss if result.loss is None else f'{result.loss:.5f}'}{unit}")
         print(f"checkpoint: {result.checkpoint}  (model for sampling: {result.checkpoint}/model.safetensors)"
               if result.checkpoint else f"checkpoints: {out / 'checkpoints'} (none written)")
         print(f"log:        {result.log}" + (f"\nval log:    {result.val_log}" if val_set is not None else ""))

@@ -5,8 +5,9 @@ Layout (OUT_DIR = train.out_dir)::
     OUT_DIR/checkpoints/
       step_0000100/
         model.safetensors        EMA weights (what sampling uses); metadata: format
-                                 "meddiff-ddpm-v1", config (resolved, YAML), in_channels,
-                                 out_channels, task, step
+                                 "meddiff-ddpm-v1" (or "meddiff-vdm-v1" for a VDM, with the
+                                 keys of meddiff.vdm.checkpoint), config (resolved, YAML),
+                                 in_channels, out_channels, task, step
         train_state.safetensors  raw weights "model.<name>", optimiser state "optim.<i>.<key>",
                                  torch CPU RNG "rng.torch_cpu" (uint8)
         train_state.json         step, elapsed_s, optimiser param_groups, scalar optimiser state,
@@ -45,6 +46,8 @@ from ..io.atomic import atomic_path, atomic_write_text
 from ..nn.unet import UNet, build_unet
 
 FORMAT = "meddiff-ddpm-v1"
+VDM_FORMAT = "meddiff-vdm-v1"  # a variational diffusion model (meddiff.vdm.checkpoint loads it)
+FORMATS = (FORMAT, VDM_FORMAT)
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
 STATE_JSON = "train_state.json"
@@ -60,10 +63,13 @@ def _tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     return {prefix + k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
-def model_metadata(cfg: Config, in_channels: int, out_channels: int, step: int) -> dict[str, str]:
-    """The string metadata stored in model.safetensors (safetensors metadata is str -> str)."""
+def model_metadata(cfg: Config, in_channels: int, out_channels: int, step: int, fmt: str = FORMAT,
+                   extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The string metadata stored in model.safetensors (safetensors metadata is str -> str);
+    `extra` adds keys (the VDM's vocab_size, data_shape, class names, ...)."""
     return {
-        "format": FORMAT,
+        **(extra or {}),
+        "format": fmt,
         "config": yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False),
         "in_channels": str(in_channels),
         "out_channels": str(out_channels),
@@ -116,14 +122,15 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_folder(tmp: Path, cfg: Config, step: int, elapsed_s: float, model: nn.Module, ema: nn.Module,
-                  optimizer: torch.optim.Optimizer, scaler: Any, in_channels: int, out_channels: int) -> None:
+                  optimizer: torch.optim.Optimizer, scaler: Any, in_channels: int, out_channels: int,
+                  fmt: str = FORMAT, extra: dict[str, str] | None = None) -> None:
     tmp.mkdir(parents=True)
-    save_file(_tensors(ema), str(tmp / MODEL_FILE), metadata=model_metadata(cfg, in_channels, out_channels, step))
+    save_file(_tensors(ema), str(tmp / MODEL_FILE), metadata=model_metadata(cfg, in_channels, out_channels, step, fmt, extra))
     opt_tensors, opt_info = _optimizer_state(optimizer)
     state = {**_tensors(model, "model."), **opt_tensors, "rng.torch_cpu": torch.get_rng_state()}
-    save_file(state, str(tmp / STATE_FILE), metadata={"format": FORMAT + "-train-state"})
+    save_file(state, str(tmp / STATE_FILE), metadata={"format": fmt + "-train-state"})
     info = {
-        "format": FORMAT + "-train-state",
+        "format": fmt + "-train-state",
         "step": step,
         "elapsed_s": elapsed_s,
         "optimizer": opt_info,
@@ -139,8 +146,11 @@ def _write_folder(tmp: Path, cfg: Config, step: int, elapsed_s: float, model: nn
 
 def save_checkpoint(root: str | Path, step: int, cfg: Config, model: nn.Module, ema: nn.Module,
                     optimizer: torch.optim.Optimizer, scaler: Any = None, *, elapsed_s: float = 0.0,
-                    in_channels: int, out_channels: int = 1, keep_last: int = 0) -> Path:
+                    in_channels: int, out_channels: int = 1, keep_last: int = 0, fmt: str = FORMAT,
+                    extra_metadata: dict[str, str] | None = None) -> Path:
     """Write root/step_XXXXXXX atomically, point root/latest at it, prune beyond keep_last (0 = keep all).
+
+    fmt: FORMAT (DDPM) or VDM_FORMAT; extra_metadata: more str -> str keys for model.safetensors.
 
     Raises CheckpointError naming the folder if anything cannot be written (the previous
     checkpoint and `latest` are then untouched).
@@ -152,7 +162,7 @@ def save_checkpoint(root: str | Path, step: int, cfg: Config, model: nn.Module, 
         root.mkdir(parents=True, exist_ok=True)
         for stale in list(root.glob(".tmp-step_*")) + list(root.glob(".old-step_*")):  # left by a crash
             shutil.rmtree(stale, ignore_errors=True)
-        _write_folder(tmp, cfg, step, elapsed_s, model, ema, optimizer, scaler, in_channels, out_channels)
+        _write_folder(tmp, cfg, step, elapsed_s, model, ema, optimizer, scaler, in_channels, out_channels, fmt, extra_metadata)
         if final.exists():  # re-saving a step (after resuming from an earlier one): swap it out
             old = root / f".old-{final.name}-{os.getpid()}"
             os.replace(final, old)
@@ -221,6 +231,19 @@ def _config_from_yaml(text: str, where: Path) -> Config:
         raise CheckpointError(f"{where}: the stored config is invalid ({e})") from None
 
 
+def check_format(file: Path, meta: dict[str, str], expected: str) -> None:
+    """CheckpointError unless the model file's metadata format is `expected`; a DDPM/VDM mix-up
+    is named as such (each loader refuses the other's checkpoints)."""
+    got = meta.get("format")
+    if got == expected:
+        return
+    kinds = {FORMAT: "a DDPM (Med-cDiff) checkpoint", VDM_FORMAT: "a VDM (variational diffusion) checkpoint"}
+    if got in kinds:
+        raise CheckpointError(f"{file} is {kinds[got]} (format {got!r}) but {kinds[expected]} (format {expected!r}) "
+                              "is needed here")
+    raise CheckpointError(f"{file} is not a meddiff checkpoint (metadata format {got!r}, expected {expected!r})")
+
+
 def read_config(ckpt_dir: str | Path) -> Config:
     """The resolved config saved in a checkpoint folder (config.yaml)."""
     p = Path(ckpt_dir) / CONFIG_FILE
@@ -283,8 +306,7 @@ def load_model(path: str | Path, *, expect_task: str | None = None,
 
     file = resolve_model_file(path)
     tensors, meta = _read_safetensors(file)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{file} is not a meddiff checkpoint (metadata format {meta.get('format')!r}, expected {FORMAT!r})")
+    check_format(file, meta, FORMAT)
     cfg = _config_from_yaml(meta.get("config", ""), file)
     task = meta.get("task", cfg.task.kind)
     if expect_task is not None and task != expect_task:
@@ -315,7 +337,7 @@ def export_model(ckpt: str | Path, dest_file: str | Path, *, half: bool = False)
     """
     src = resolve_model_file(ckpt)
     tensors, meta = _read_safetensors(src)
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in FORMATS:
         raise CheckpointError(f"{src} is not a meddiff checkpoint (metadata format {meta.get('format')!r})")
     dest = Path(dest_file)
     try:
@@ -337,12 +359,12 @@ class TrainState:
 
 
 def load_train_state(ckpt_dir: str | Path, model: nn.Module, ema: nn.Module,
-                     optimizer: torch.optim.Optimizer, scaler: Any = None) -> TrainState:
-    """Restore raw weights, EMA weights, optimiser, grad scaler and torch CPU RNG from a folder."""
+                     optimizer: torch.optim.Optimizer, scaler: Any = None, fmt: str = FORMAT) -> TrainState:
+    """Restore raw weights, EMA weights, optimiser, grad scaler and torch CPU RNG from a folder
+    (whose model file must have format `fmt`)."""
     d = Path(ckpt_dir)
     ema_t, meta = _read_safetensors(d / MODEL_FILE)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{d / MODEL_FILE} is not a meddiff checkpoint")
+    check_format(d / MODEL_FILE, meta, fmt)
     state_t, _ = _read_safetensors(d / STATE_FILE)
     js = d / STATE_JSON
     try:

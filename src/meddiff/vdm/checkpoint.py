@@ -1,0 +1,75 @@
+"""VDM checkpoints: meddiff's checkpoint folders (train.checkpoint) with format "meddiff-vdm-v1".
+
+model.safetensors holds the EMA weights of the whole VDMModel (gamma's parameters or fixed
+buffers, score network, encoder/decoder, class embedding) and, besides the config, the
+metadata keys
+
+    vdm_vocab_size    levels of the discretised data ("256")
+    vdm_data_shape    data shape per example, e.g. "1x32x32" (ScoreNet and ResNet encoders are dense)
+    vdm_classes       JSON list of class names (index = label); "[]" when unconditional
+    vdm_cond_channels condition planes of an image-conditional U-Net ("0" otherwise)
+
+The DDPM loader (train.checkpoint.load_model) refuses these files and `load_vdm` refuses DDPM
+files, each naming what the file is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..config import Config
+from ..errors import CheckpointError
+from ..train.checkpoint import (VDM_FORMAT, _config_from_yaml, _load_weights, _read_safetensors, check_format,
+                                resolve_model_file)
+from .build import build_vdm
+from .networks import VDMModel
+
+
+def vdm_metadata(cfg: Config, data_shape: Sequence[int], class_names: Sequence[str], cond_channels: int) -> dict[str, str]:
+    """The VDM keys of model.safetensors' metadata (see the module docstring)."""
+    return {
+        "vdm_vocab_size": str(cfg.vdm.vocab_size),
+        "vdm_data_shape": "x".join(str(int(s)) for s in data_shape),
+        "vdm_classes": json.dumps(list(class_names)),
+        "vdm_cond_channels": str(int(cond_channels)),
+    }
+
+
+@dataclass(frozen=True)
+class LoadedVDM:
+    cfg: Config
+    model: VDMModel  # EMA weights, eval mode, no gradients
+    data_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    cond_channels: int
+    step: int
+    file: Path
+
+
+def load_vdm(path: str | Path, device: str | torch.device = "cpu") -> LoadedVDM:
+    """The EMA VDMModel of a checkpoint (model file, checkpoint folder, run folder or `latest` file)."""
+    file = resolve_model_file(path)
+    tensors, meta = _read_safetensors(file)
+    check_format(file, meta, VDM_FORMAT)
+    cfg = _config_from_yaml(meta.get("config", ""), file)
+    try:
+        shape = tuple(int(s) for s in meta["vdm_data_shape"].split("x"))
+        names = tuple(str(n) for n in json.loads(meta["vdm_classes"]))
+        cond_channels = int(meta["vdm_cond_channels"])
+        step = int(meta.get("step", "0"))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{file}: VDM metadata is missing or malformed ({e})") from None
+    if len(names) != cfg.vdm.n_classes:
+        raise CheckpointError(f"{file}: {len(names)} class names stored but vdm.n_classes is {cfg.vdm.n_classes}")
+    model = build_vdm(cfg, shape, cond_channels)
+    tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}  # half exports
+    _load_weights(model, tensors, file)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedVDM(cfg, model, shape, names, cond_channels, step, file)
