@@ -22,6 +22,12 @@ Per image: PSNR, SSIM, accutance, gradient ratio, LPIPS. Per method: FID and KID
 Inception-v3 features (set level). Means carry per-patient bootstrap 95% CIs; every method is
 compared with the reference (default: the first --pred) image by image. Writes to --out:
 results.{md,csv,tex}, paired.{md,csv,tex}, per_image.csv and report.html, and prints the tables.
+
+    meddiff evaluate --likelihood --checkpoint CKPT --prepared DIR [--split test] [--seed S] [--out DIR]
+
+gives instead the negative VLB in bits/dim of a VDM checkpoint on a held-out split of a prepared
+folder: mean and standard error over the slices, total and its three terms (see
+meddiff.commands.vdm_likelihood).
 """
 
 from __future__ import annotations
@@ -60,9 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score methods' predictions against ground truth (PSNR, SSIM, accutance, LPIPS, "
                                         "FID/KID) with per-patient bootstrap CIs and paired tests",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pred", required=True, action="append", metavar="[NAME=]DIR",
+    p.add_argument("--pred", action="append", metavar="[NAME=]DIR",
                    help="folder of one method's predicted images/volumes, optionally named (NAME=DIR); repeat per method")
-    p.add_argument("--truth", required=True, type=Path, help="folder of ground-truth images/volumes (same names)")
+    p.add_argument("--truth", type=Path, help="folder of ground-truth images/volumes (same names)")
     p.add_argument("--input", type=Path, default=None,
                    help="folder of the degraded inputs (low-resolution or upsampled condition); adds bicubic/bilinear baselines")
     p.add_argument("--method-name", default=None,
@@ -88,6 +94,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "else max - min of all ground truth) or a number (default: auto)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <pred>/../evaluation)")
     p.add_argument("--keep-empty", action="store_true", help="also score slices whose ground truth is constant (skipped by default)")
+    lk = p.add_argument_group("likelihood of a VDM checkpoint (instead of --pred/--truth)")
+    lk.add_argument("--likelihood", action="store_true", help="bits/dim of --checkpoint on --split of --prepared")
+    lk.add_argument("--checkpoint", default=None, help="VDM model.safetensors, checkpoint folder or run folder")
+    lk.add_argument("--prepared", type=Path, default=None, help="folder written by `meddiff prepare`")
+    lk.add_argument("--split", default="test", help="split of --prepared to score (default test)")
+    lk.add_argument("--batch-size", type=int, default=16, help="slices per batch (default 16)")
     p.set_defaults(func=run)
 
 
@@ -414,6 +426,12 @@ def ci_notes(patients: list[str], n_resamples: int, seed: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.likelihood:
+        from .vdm_likelihood import run as run_likelihood
+
+        return run_likelihood(args)
+    if not args.pred or args.truth is None:
+        raise InputError("--pred and --truth are required (or --likelihood --checkpoint CKPT --prepared DIR)")
     if args.bootstrap < 100:
         raise InputError(f"--bootstrap must be at least 100 resamples for a 95% interval, got {args.bootstrap}")
     if args.lpips == "alex" and args.lpips_backbone is None:

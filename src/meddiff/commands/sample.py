@@ -18,6 +18,9 @@ and so the output, agree with the measurement: for super-resolution its anti-ali
 downsampling equals the low-resolution input (with --input-kind upsampled: the downsampled input),
 for inpainting the known pixels are kept; "repaint" (inpainting, ancestral sampler) is RePaint with
 --resample U network calls per step.
+
+VDM checkpoints (objective vdm) generate instead: --num N [--label L] [--steps S] writes
+OUTPUT/grid.png and one file per sample (see meddiff.commands.vdm_sample); --input is not used.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="restore images with a trained model (super-resolution, denoising, inpainting)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="model.safetensors, a checkpoint folder or a run folder")
-    p.add_argument("--input", required=True, type=Path, help="an image file, a DICOM series folder, or a folder of them")
+    p.add_argument("--input", type=Path, default=None,
+                   help="an image file, a DICOM series folder, or a folder of them (required for DDPM checkpoints)")
     p.add_argument("--output", required=True, type=Path, help="output folder")
     p.add_argument("--sampler", default=None, help="sampler (default: the checkpoint's sampler.name)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's sampler.steps)")
@@ -64,6 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="normalise with these percentiles (use the same as `meddiff prepare`)")
     p.add_argument("--format", choices=["same", "nifti", "png", "dicom"], default="same", help="output format")
     p.add_argument("--keep-patient-tags", action="store_true", help="copy patient name/ID/birth date/sex into DICOM output")
+    p.add_argument("--num", type=int, default=16, help="VDM checkpoints: number of images to generate (default 16)")
+    p.add_argument("--label", default=None,
+                   help="VDM class-conditional checkpoints: class name or index of every sample (default: cycle the classes)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -129,7 +136,15 @@ def run(args: argparse.Namespace) -> int:
     from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
     from ..train.checkpoint import load_model
     from ..train.distributed import pick_device
+    from .vdm_sample import is_vdm_checkpoint
+    from .vdm_sample import run as run_vdm
 
+    if is_vdm_checkpoint(args.checkpoint):
+        return run_vdm(args)
+    if args.input is None:
+        raise InputError("--input is required to restore images with a DDPM checkpoint")
+    if args.label is not None:
+        raise InputError("--label applies to class-conditional VDM checkpoints only")
     device = pick_device(args.device)
     cfg, net, denoiser = load_model(args.checkpoint, device=device)
     if args.precision:

@@ -1,0 +1,118 @@
+"""`meddiff train / sample / evaluate --likelihood` for a VDM, end to end on the shipped brains:
+MNI152 slices (class = orientation, from the stack file names) for training, Colin27 held out."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+
+from meddiff.cli import main
+from meddiff.data.prepare import PrepareOptions, prepare
+from meddiff.data.samples import samples_dir
+from meddiff.io.dicom_write import MARKER_SYNTHETIC
+
+TINY = ["vdm.embedding_dim=16", "vdm.n_layers=2", "vdm.gamma_features=16", "train.batch_size=16", "train.log_every=10",
+        "train.warmup_steps=5", "train.device=cpu", "train.threads=1", "data.size=16", "train.lr=3.0e-3", "train.ema_decay=0.8"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def brains(tmp_path_factory):
+    """(MNI152 prepared at 16x16, all train; Colin27 at 16x16, all test; runs folder) with a trained
+    and an untrained (lr 1e-30) class-conditional VDM."""
+    root = tmp_path_factory.mktemp("vdm_cli")
+    prepare(samples_dir("mni152"), root / "mni", PrepareOptions(size=16), progress=False)
+    prepare(samples_dir("colin27"), root / "colin", PrepareOptions(size=16, split=(0, 0, 1)), progress=False)
+    def train(out, *overrides):
+        return main(["train", "--no-progress", "--out", str(root / out), "--config", "configs/vdm_brain.yaml",
+                     f"data.prepared={root / 'mni'}", *TINY, *overrides])
+
+    with torch.random.fork_rng():
+        assert train("trained", "train.steps=60", "train.ckpt_every=60") == 0
+        assert train("untrained", "train.steps=1", "train.lr=1.0e-30") == 0
+    return root
+
+
+def test_train_logs_the_three_terms_in_bits_per_dim(brains):
+    log = (brains / "trained" / "train_log.csv").read_text().splitlines()
+    assert log[0] == "step,loss,lr,images_per_s,elapsed_s,reconstruction_bpd,latent_bpd,diffusion_bpd"
+    first, last = (float(line.split(",")[1]) for line in (log[1], log[-1]))
+    assert len(log) == 7 and last < first
+
+
+def test_sample_writes_grid_and_files_marked_synthetic(brains, tmp_path, capsys):
+    ck = brains / "trained"
+    assert main(["sample", "--checkpoint", str(ck), "--output", str(tmp_path / "png"), "--num", "5", "--steps", "7",
+                 "--seed", "3", "--no-progress"]) == 0
+    assert "grid.png and 5 sample(s), 7 steps" in capsys.readouterr().out
+    files = sorted(p.name for p in (tmp_path / "png").iterdir())
+    # no --label: classes cycle through the sorted names
+    assert files == ["grid.png", "sample_0000_axial.png", "sample_0001_coronal.png", "sample_0002_sagittal.png",
+                     "sample_0003_axial.png", "sample_0004_coronal.png"]
+    grid = np.asarray(Image.open(tmp_path / "png" / "grid.png"))
+    assert grid.shape == (2 + 2 * 18, 2 + 3 * 18)  # 3 columns x 2 rows of 16 px tiles, 2 px gaps
+    one = np.asarray(Image.open(tmp_path / "png" / "sample_0001_coronal.png"))
+    assert one.shape == (16, 16) and np.array_equal(grid[2:18, 20:36], one)  # tile 1 = sample 1, levels unchanged
+    for name in ("grid.png", "sample_0000_axial.png"):
+        assert MARKER_SYNTHETIC in Image.open(tmp_path / "png" / name).text["Description"]
+    # a sample depends on its seed only: --label and --batch-size do not change sample 1 of the same class
+    assert main(["sample", "--checkpoint", str(ck), "--output", str(tmp_path / "dcm"), "--num", "2", "--steps", "7",
+                 "--seed", "3", "--label", "coronal", "--format", "dicom", "--batch-size", "1"]) == 0
+    ds = pydicom.dcmread(tmp_path / "dcm" / "sample_0001_coronal.dcm")
+    assert MARKER_SYNTHETIC in (ds.DerivationDescription, ds.ImageComments)
+    assert np.array_equal(ds.pixel_array.astype(np.int64) * int(ds.get("RescaleSlope", 1)) + int(ds.get("RescaleIntercept", 0)),
+                          one.astype(np.int64))
+    assert main(["sample", "--checkpoint", str(ck), "--output", str(tmp_path / "nii"), "--num", "1", "--steps", "2",
+                 "--label", "2", "--format", "nifti"]) == 0
+    assert (tmp_path / "nii" / "sample_0000_sagittal.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--label", "oblique"], "--label 'oblique': expected one of the model's classes ['axial', 'coronal', 'sagittal']"),
+    (["--steps", "0"], "--steps 0: expected an integer >= 1"),
+    (["--num", "0"], "--num 0: expected >= 1"),
+    (["--input", "x.png"], "--input: this is a VDM checkpoint"),
+])
+def test_sample_vdm_errors(brains, tmp_path, capsys, extra, message):
+    assert main(["sample", "--checkpoint", str(brains / "trained"), "--output", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_likelihood_on_heldout_brain_is_finite_and_lower_after_training(brains, tmp_path, capsys):
+    res = {}
+    for name in ("trained", "untrained"):
+        out = tmp_path / name
+        assert main(["evaluate", "--likelihood", "--checkpoint", str(brains / name), "--prepared", str(brains / "colin"),
+                     "--split", "test", "--out", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "on 140 slices of split 'test'" in text and "diffusion" in text
+        res[name] = json.loads((out / "likelihood.json").read_text())["bits_per_dim"]
+        rows = (out / "likelihood_per_slice.csv").read_text().splitlines()
+        assert rows[0] == "case_id,reconstruction,latent,diffusion,total" and len(rows) == 141
+    for r in res.values():
+        assert all(np.isfinite(r[k]["mean"]) and r[k]["stderr"] > 0 for k in r)
+        assert r["total"]["mean"] == pytest.approx(r["reconstruction"]["mean"] + r["latent"]["mean"] + r["diffusion"]["mean"])
+    t, u = res["trained"]["total"], res["untrained"]["total"]
+    assert t["mean"] + 2 * np.hypot(t["stderr"], u["stderr"]) < u["mean"]
+
+
+def test_likelihood_argument_errors_name_what_is_missing(brains, tmp_path, capsys):
+    assert main(["evaluate", "--likelihood", "--checkpoint", str(brains / "trained")]) == 2
+    assert "--likelihood needs --checkpoint CKPT and --prepared DIR" in capsys.readouterr().err
+    assert main(["evaluate", "--likelihood", "--checkpoint", str(brains / "trained"), "--prepared", str(brains / "mni"),
+                 "--split", "test"]) == 2
+    assert "split 'test'" in capsys.readouterr().err
+    assert main(["evaluate", "--truth", str(tmp_path)]) == 2
+    assert "--pred and --truth are required" in capsys.readouterr().err
