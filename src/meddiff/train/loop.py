@@ -390,7 +390,7 @@ def _prepare_out(run: _Run, resume: bool) -> tuple[Path, Path]:
 def _train(cfg: Config, env: D.DistEnv, train_set: Dataset, val_set: Dataset | None, resume: bool, progress: bool,
            vdm: VDMData | None = None) -> TrainResult:
     t = cfg.train
-    run = _Run(cfg, env, vdm)
+    run = _Run(cfg, env) if vdm is None else _Run(cfg, env, vdm)  # the DDPM call as before (tests hook _Run(cfg, env))
     log_path, val_path = _prepare_out(run, resume)
     plot_path = run.out / "loss.png"
     train_fields, val_fields = (VDM_TRAIN_FIELDS, VDM_VAL_FIELDS) if vdm is not None else (TRAIN_FIELDS, VAL_FIELDS)
