@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a conditional diffusion model (super-resolution, denoising or inpainting)",
+        help="train a conditional diffusion model (super-resolution, denoising or inpainting) or a VDM (objective: vdm)",
         description=(
             "Train on data.prepared (written by `meddiff prepare`). Any config key can be overridden "
             "as SECTION.KEY=VALUE (give them together, after --config), e.g. train.steps=2000 train.batch_size=8 "
