@@ -7,6 +7,7 @@ std is zero, and the report must hold what the table says.
 
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
@@ -97,3 +98,19 @@ def test_demo_with_identical_samples_says_there_is_no_calibration(tmp_path, iden
                  "--steps", "2", "--no-progress"]) == 0
     assert not (out / "calibration.csv").exists()
     assert "zero std everywhere" in (out / "report.html").read_text()
+
+
+def test_demo_sampler_options_and_projection_make_the_output_consistent(tmp_path):
+    ck = make_checkpoint(tmp_path / "ck")
+    out = tmp_path / "demo"
+    assert main(["demo", "--checkpoint", str(ck), "--out", str(out), "--slices", "1", "--samples", "1", "--steps", "2",
+                 "--sampler", "ddim", "--eta", "0", "--consistency", "project", "--no-progress"]) == 0
+    md = (out / "results.md").read_text()
+    assert "ddim sampler (eta 0), 2 steps" in md and "data consistency project" in md
+    bicubic_error, meddiff_error = (float(v) for v in re.search(r"bicubic ([0-9.]+e[+-]\d+), meddiff sample ([0-9.]+e[+-]\d+)", md).groups())
+    assert meddiff_error < 1e-5 < bicubic_error
+
+
+def test_demo_refuses_an_unknown_sampler(tmp_path, identity_ckpt, capsys):
+    assert main(["demo", "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "d"), "--sampler", "euler", "--no-progress"]) != 0
+    assert "--sampler 'euler'" in capsys.readouterr().err
