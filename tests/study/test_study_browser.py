@@ -20,14 +20,21 @@ import pytest
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 
+def _unavailable(reason: str) -> None:
+    """Skip, or fail where the browser test is required (.ci/run sets MEDDIFF_REQUIRE_BROWSER=1)."""
+    if os.environ.get("MEDDIFF_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"MEDDIFF_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
 def _playwright():
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed: `pip install playwright` (or the dev extra) to run the browser test; "
+        _unavailable("playwright is not installed: `pip install playwright` (or the dev extra) to run the browser test; "
                     "no `playwright install` is needed, Debian's chromium is used")
     if CHROMIUM is None:
-        pytest.skip("chromium not found: `apt-get install chromium` (Debian) to run the browser test")
+        _unavailable("chromium not found: `apt-get install chromium` (Debian) to run the browser test")
     return sync_playwright, expect
 
 
