@@ -141,3 +141,23 @@ def test_bad_inputs_raise():
         restore(den, bad, steps=2, progress=False)
     with pytest.raises(ValueError, match=r"unknown sampler 'euler'; available: \['ancestral', 'ddim', 'dpm_solver_pp'\]"):
         restore(den, c, sampler="euler", steps=2, progress=False)
+
+
+def test_sampler_options_grid_auto_is_logsnr_for_dpm_solver_and_uniform_for_ddim():
+    from meddiff.inference import sampler_options
+
+    assert sampler_options("dpm_solver_pp", "beta", 1.0) == {"grid": "logsnr"}
+    assert sampler_options("ddim", "beta", 0.0) == {"eta": 0.0, "grid": "uniform"}
+    assert sampler_options("dpm_solver_pp", "beta", 1.0, "uniform") == {"grid": "uniform"}
+    assert sampler_options("ancestral", "beta_tilde", 1.0, "logsnr") == {"variance": "beta_tilde"}
+    with pytest.raises(ValueError, match="grid 'cosine'"):
+        sampler_options("ddim", "beta", 0.0, "cosine")
+
+
+def test_sampler_grid_config_key_is_validated():
+    from meddiff import config as config_mod
+    from meddiff.errors import ConfigError
+
+    assert config_mod.from_dict({"sampler": {"grid": "logsnr"}}).sampler.grid == "logsnr"
+    with pytest.raises(ConfigError, match="grid"):
+        config_mod.from_dict({"sampler": {"grid": "cosine"}})

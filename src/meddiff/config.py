@@ -88,6 +88,9 @@ class SamplerConfig:
     seed: int = 0
     batch_size: int = 8
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    # time grid of ddim / dpm_solver_pp: auto = log-SNR for dpm_solver_pp (it matched the 2000-step chain
+    # from 5 steps in benchmarks/sampling.py, the uniform grid only at 10 and not at 20), uniform for ddim
+    grid: Literal["auto", "uniform", "logsnr"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,22 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def sampler_options(sampler: str, variance: str, eta: float) -> dict[str, object]:
+def sampler_options(sampler: str, variance: str, eta: float, grid: str = "auto") -> dict[str, object]:
     """The sampler-specific keyword arguments from the config: ancestral takes the reverse
-    variance (beta | beta_tilde), DDIM its eta; DPM-Solver++ needs none."""
-    return {"ancestral": {"variance": variance}, "ddim": {"eta": eta}}.get(sampler, {})
+    variance (beta | beta_tilde), DDIM its eta and time grid, DPM-Solver++ its time grid.
+
+    grid "auto": log-SNR for DPM-Solver++ (measured closer to the 2000-step chain at 5-20 steps,
+    benchmarks/sampling.py), uniform for DDIM.
+    """
+    if grid not in ("auto", "uniform", "logsnr"):
+        raise ValueError(f"grid {grid!r}: expected 'auto', 'uniform' or 'logsnr'")
+    if sampler == "ancestral":
+        return {"variance": variance}
+    if sampler == "ddim":
+        return {"eta": eta, "grid": "uniform" if grid == "auto" else grid}
+    if sampler == "dpm_solver_pp":
+        return {"grid": "logsnr" if grid == "auto" else grid}
+    return {}
 
 
 def image_seed(seed: int, index: int, sample: int) -> int:

@@ -106,7 +106,7 @@ def test_demo_sampler_options_and_projection_make_the_output_consistent(tmp_path
     assert main(["demo", "--checkpoint", str(ck), "--out", str(out), "--slices", "1", "--samples", "1", "--steps", "2",
                  "--sampler", "ddim", "--eta", "0", "--consistency", "project", "--no-progress"]) == 0
     md = (out / "results.md").read_text()
-    assert "ddim sampler (eta 0), 2 steps" in md and "data consistency project" in md
+    assert "ddim sampler (eta 0) on the uniform grid, 2 steps" in md and "data consistency project" in md
     bicubic_error, meddiff_error = (float(v) for v in re.search(r"bicubic ([0-9.]+e[+-]\d+), meddiff sample ([0-9.]+e[+-]\d+)", md).groups())
     assert meddiff_error < 1e-5 < bicubic_error
 

@@ -30,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="ancestral | ddim | dpm_solver_pp (default: the checkpoint's sampler.name)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's sampler.steps)")
     p.add_argument("--eta", type=float, default=None, help="ddim only: noise scale (default: the checkpoint's sampler.eta)")
+    p.add_argument("--grid", choices=["auto", "uniform", "logsnr"], default=None,
+                   help="ddim / dpm_solver_pp time grid (default: the checkpoint's sampler.grid)")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
                    help="network precision (default: the checkpoint's sampler.precision)")
     p.add_argument("--consistency", choices=["none", "project"], default="none",
@@ -148,12 +150,14 @@ def run(args: argparse.Namespace) -> int:
     bilinear = interpolate_baseline(lr, x0.shape[-2:], "bilinear")
     cond = deg.upsample(lr, tuple(x0.shape[-2:]))
     t_sample = time.perf_counter()
+    options = sampler_options(sampler, cfg.diffusion.variance, eta, args.grid or cfg.sampler.grid)
+    grid_note = f" on the {options['grid']} grid" if "grid" in options else ""
     consistency = (measurement_for("sr", "project", cond, factor=cfg.task.sr_factor, lowres=lr)
                    if args.consistency == "project" else None)
     samples = restore(denoiser, deg.model_condition(cond, torch.ones_like(cond)), sampler=sampler, steps=steps,
                       samples=args.samples, seed=args.seed, batch_size=cfg.sampler.batch_size, device=device,
                       progress=not args.no_progress, consistency=consistency,
-                      **sampler_options(sampler, cfg.diffusion.variance, eta))
+                      **options)
     t_sample = time.perf_counter() - t_sample
     mean, std = summarise(samples)
 
@@ -172,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     notes = [
         f"Held-out data: {len(idx)} slices of Colin27 (one person; the model was trained on the MNI152 template only), "
         f"x{cfg.task.sr_factor:g} anti-aliased downsampling to {tuple(lr.shape[-2:])}, metrics on the [-1,1] scale (data range 2).",
-        f"meddiff: {sampler} sampler{f' (eta {eta:g})' if sampler == 'ddim' else ''}, {steps} steps, {args.samples} sample(s) per slice, seed {args.seed}; "
+        f"meddiff: {sampler} sampler{f' (eta {eta:g})' if sampler == 'ddim' else ''}"
+        f"{grid_note}, {steps} steps, {args.samples} sample(s) per slice, seed {args.seed}; "
         f"{t_sample:.0f} s for {n_calls} slice-steps on {device}.",
         f"Consistency with the measurement (RMS of clamp(A x) - y, A = the x{cfg.task.sr_factor:g} anti-aliased downsampling; "
         f"data consistency {args.consistency}): bicubic {cons['bicubic']:.2e}, meddiff sample {cons['meddiff sample']:.2e}.",

@@ -50,6 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="sampler (default: the checkpoint's sampler.name)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's sampler.steps)")
     p.add_argument("--eta", type=float, default=None, help="ddim only: noise scale in [0, 1], 0 = deterministic (default: the checkpoint's sampler.eta)")
+    p.add_argument("--grid", choices=["auto", "uniform", "logsnr"], default=None,
+                   help="ddim / dpm_solver_pp time grid (default: the checkpoint's sampler.grid; auto = log-SNR for dpm_solver_pp, uniform for ddim)")
     p.add_argument("--samples", type=int, default=1, help="samples per slice; >1 also writes the mean and per-pixel std")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
@@ -159,7 +161,10 @@ def run(args: argparse.Namespace) -> int:
     eta = cfg.sampler.eta if args.eta is None else args.eta
     if sampler == "ddim" and not 0 <= eta <= 1:
         raise InputError(f"--eta {eta}: expected a number in [0, 1]")
-    options = sampler_options(sampler, cfg.diffusion.variance, eta)
+    grid = args.grid or cfg.sampler.grid
+    if args.grid is not None and sampler not in ("ddim", "dpm_solver_pp"):
+        raise InputError(f"--grid applies to --sampler ddim or dpm_solver_pp, not {sampler}")
+    options = sampler_options(sampler, cfg.diffusion.variance, eta, grid)
     if args.samples < 1:
         raise InputError(f"--samples {args.samples}: expected >= 1")
     if args.batch_size < 1:
