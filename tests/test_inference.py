@@ -13,14 +13,6 @@ from meddiff.nn.unet import build_unet
 from meddiff.samplers.ancestral import generators_for, sample_ancestral
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_denoiser(cond_channels=1, prediction="eps", residual=False) -> DDPMDenoiser:
     cfg = config_mod.from_dict({
         "model": {"channels": [8, 16], "attention_levels": [False, True], "norm_groups": 4, "num_res_blocks": 1, "num_heads": 2},

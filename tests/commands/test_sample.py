@@ -20,14 +20,6 @@ from meddiff.nn.unet import build_unet
 from meddiff.train.checkpoint import export_model, save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_checkpoint(root: Path, task: str = "sr", identity: bool = False, **diffusion) -> Path:
     """A tiny checkpoint folder with fixed-seed random weights (output conv randomised too).
 

@@ -20,14 +20,6 @@ TINY = ["vdm.embedding_dim=16", "vdm.n_layers=2", "vdm.gamma_features=16", "trai
         "train.warmup_steps=5", "train.device=cpu", "train.threads=1", "data.size=16", "train.lr=3.0e-3", "train.ema_decay=0.8"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def brains(tmp_path_factory):
     """(MNI152 prepared at 16x16, all train; Colin27 at 16x16, all test; runs folder) with a trained

@@ -16,14 +16,6 @@ from meddiff.samplers.ancestral import generators_for, randn_per_image, sample_a
 from meddiff.samplers.ddim import sample_ddim
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def grid_alpha_bar(steps: int | None) -> np.ndarray:
     """alpha_bar along the respaced grid, noisiest first, then the clean end (1.0)."""
     n = steps or T

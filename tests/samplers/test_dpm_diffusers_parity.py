@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -62,14 +61,6 @@ SHAPE, SEEDS = (2, 1, 8, 8), [11, 12]
 # per-pixel data: mixture of N(mu_j, s_j^2) with weights w_j; ~10% of the mass lies outside [-1, 1]
 WEIGHTS, MEANS, STDS = (0.3, 0.7), (-0.6, 0.55), (0.2, 0.3)
 PREDICTION_TYPE = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def mixture_posterior_mean(x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:

@@ -22,14 +22,6 @@ from meddiff.samplers.dpm_solver import sample_dpm_solver_pp
 from meddiff.samplers.grid import kept_timesteps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class FixedX0Net(nn.Module):
     """x0-prediction network whose output at timestep k is a fixed random image (seeded by k)."""
 

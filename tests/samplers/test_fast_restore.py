@@ -17,14 +17,6 @@ from meddiff.samplers.dpm_solver import sample_dpm_solver_pp
 from meddiff.train.checkpoint import save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(**diffusion):
     return config_mod.from_dict({
         "task": {"kind": "sr", "sr_factor": 4.0},

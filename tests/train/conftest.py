@@ -56,15 +56,6 @@ def pairs():
     return TinyPairs()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and steadiest on a shared machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_vdm_config(out_dir, gamma="learned_nnet", vdm=None, **train):
     """A tiny VDM (ScoreNet of width 16, 2 blocks) on TinyPairs' 8x8 images, paper optimiser settings."""
     values = {

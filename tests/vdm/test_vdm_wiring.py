@@ -23,14 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train.conftest import TinyPairs, tiny_config, tiny_vdm_config  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- config
 
 
