@@ -14,14 +14,6 @@ PEER = dict(channels=(64, 128, 256), num_res_blocks=2, attention_levels=(False, 
 SMALL = dict(channels=(8, 16), num_res_blocks=1, attention_levels=(False, True), norm_groups=4, num_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def randomised(net: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
     """Every parameter drawn N(0, std^2) (so zero-initialised layers contribute)."""
     g = torch.Generator().manual_seed(seed)

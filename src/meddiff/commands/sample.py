@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.slices import from_slices, to_slices
 from ..errors import InputError
 from ..io import Volume, find_images, read_volume, write_volume
 from ..io.readers import ImageItem
@@ -98,19 +99,6 @@ def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str) -> Path:
             break
     ext = _EXT.get(kind, ".nii.gz")
     return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
-
-
-def to_slices(array: np.ndarray, axis: int) -> np.ndarray:
-    """[Y,X] -> [1,Y,X]; [Z,Y,X] -> slices along `axis` as [N, H, W]."""
-    if array.ndim == 2:
-        return array[None]
-    if axis not in (0, 1, 2):
-        raise InputError(f"--axis {axis}: expected 0, 1 or 2 for a 3D volume")
-    return np.moveaxis(array, axis, 0)
-
-
-def from_slices(slices: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-    return slices[0] if ndim == 2 else np.moveaxis(slices, 0, axis)
 
 
 def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...]) -> tuple[tuple[float, ...], np.ndarray]:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 FOREGROUND_LEVEL = 0.05  # a pixel is foreground if above lo + 5% of the patient's window
 
 
@@ -109,3 +111,17 @@ def to_model_slice(normalised: np.ndarray, size: int) -> tuple[np.ndarray, Slice
     padded, (t, b, l, r) = pad_to_square(normalised, -1.0)
     geom = SliceGeometry(normalised.shape[0], normalised.shape[1], t, b, l, r, size)
     return resize(padded, size), geom
+
+
+def to_slices(array: np.ndarray, axis: int) -> np.ndarray:
+    """[Y,X] -> [1,Y,X]; [Z,Y,X] -> slices along `axis` as [N, H, W]."""
+    if array.ndim == 2:
+        return array[None]
+    if axis not in (0, 1, 2):
+        raise InputError(f"--axis {axis}: expected 0, 1 or 2 for a 3D volume")
+    return np.moveaxis(array, axis, 0)
+
+
+def from_slices(slices: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """Inverse of to_slices: [N, H, W] back to the [Y,X] or [Z,Y,X] layout of the volume."""
+    return slices[0] if ndim == 2 else np.moveaxis(slices, 0, axis)

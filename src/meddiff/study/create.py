@@ -42,6 +42,7 @@ import numpy as np
 from meddiff import __version__
 from meddiff.errors import InputError
 from meddiff.io import ImageItem, find_images, read_volume
+from meddiff.data.slices import to_slices
 from meddiff.io.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from meddiff.study import db
 
@@ -171,14 +172,6 @@ def collect(folder: Path, generated: bool, product: str | None = None) -> dict[s
     return found
 
 
-def _slices(array: np.ndarray, axis: int) -> np.ndarray:
-    if array.ndim == 2:
-        return array[None]
-    if axis not in (0, 1, 2):
-        raise InputError(f"axis {axis}: expected 0, 1 or 2 for 3D volumes")
-    return np.moveaxis(array, axis, 0)
-
-
 def _sha256(item: ImageItem) -> str:
     h = hashlib.sha256()
     for f in item.files:
@@ -236,7 +229,7 @@ def create_study(out: str | Path, real: str | Path, methods: dict[str, str | Pat
     def load(kind: str, key: str, item: ImageItem) -> tuple[np.ndarray, dict]:
         if (kind, key) not in volumes:
             vol = read_volume(item)
-            volumes[(kind, key)] = (_slices(np.asarray(vol.array), axis), dict(vol.meta))
+            volumes[(kind, key)] = (to_slices(np.asarray(vol.array), axis), dict(vol.meta))
         return volumes[(kind, key)]
 
     def usable(kind: str, key: str, item: ImageItem) -> list[tuple[str, int]]:
