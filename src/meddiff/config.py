@@ -40,7 +40,8 @@ class TaskConfig:
     """The degradation that makes the condition: tasks are data, not code."""
 
     kind: Literal["sr", "denoise", "inpaint"] = "sr"
-    sr_factor: float = 4.0  # one of 2*sqrt(2), 4, 4*sqrt(2), 8, 8*sqrt(2), 16
+    sr_factor: float = 4.0  # one of 2*sqrt(2), 4, 4*sqrt(2), 8, 8*sqrt(2), 16 (the factor `meddiff sample` uses)
+    sr_factors: tuple[float, ...] = ()  # training only: draw each image's factor from these (one blind model for all)
     sr_upsample: Literal["bicubic", "bilinear"] = "bicubic"
     noise_std: tuple[float, float] = (0.05, 0.2)  # Gaussian sigma range in [-1,1] units
     salt_pepper: tuple[float, float] = (0.0, 0.05)  # fraction of pixels hit
@@ -114,6 +115,7 @@ class TrainConfig:
     keep_last: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch default)
+    init_from: str = ""  # start from these weights (a model file or checkpoint; fresh optimiser), e.g. fine-tuning
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ OUTPUT/grid.png and one file per sample (see meddiff.commands.vdm_sample); --inp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -58,6 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"])
+    p.add_argument("--sr-factor", type=float, default=None,
+                   help="super-resolution: the factor of this input (default: the checkpoint's task.sr_factor; "
+                        "a model trained with task.sr_factors accepts any of those)")
     p.add_argument("--axis", type=int, default=0, help="slice axis of 3D volumes ([Z,Y,X] order)")
     p.add_argument("--input-kind", choices=["lowres", "upsampled"], default="lowres",
                    help="super-resolution: is the input the low-resolution image (default) or already upsampled?")
@@ -140,6 +144,16 @@ def run(args: argparse.Namespace) -> int:
     if args.precision:
         denoiser.precision = args.precision
     task = cfg.task
+    if args.sr_factor is not None:
+        if task.kind != "sr":
+            raise InputError(f"--sr-factor applies to super-resolution checkpoints, this one is {task.kind!r}")
+        if not args.sr_factor > 1:
+            raise InputError(f"--sr-factor {args.sr_factor}: expected a factor > 1")
+        trained = task.sr_factors or (task.sr_factor,)
+        if not any(abs(args.sr_factor - f) < 1e-6 * f for f in trained):
+            log.warning("--sr-factor %g: this model was trained for %s only", args.sr_factor,
+                        ", ".join(f"x{f:g}" for f in trained))
+        task = dataclasses.replace(task, sr_factor=args.sr_factor)
     sampler = args.sampler or cfg.sampler.name
     steps = args.steps if args.steps is not None else cfg.sampler.steps
     if sampler not in SAMPLERS:

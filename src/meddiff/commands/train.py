@@ -87,7 +87,7 @@ def build_datasets(cfg: Config):
         from ..vdm.build import NoCondition
         deg = NoCondition()
     else:
-        deg = build_degradation(cfg.task)
+        deg = build_degradation(cfg.task, training=True)
     train_set = PairDataset(prep, cfg.data.train_split, deg, crop=cfg.data.crop, train=True, seed=cfg.train.seed)
     check_sizes(cfg, int(train_set.array.shape[-1]))
     try:

@@ -108,6 +108,43 @@ class SuperResolution:
 
 
 @dataclass(frozen=True)
+class MultiFactorSR:
+    """Super-resolution with each image's factor drawn uniformly from `factors` (training a blind
+    model for several factors; the model sees only the interpolated image, not the factor).
+
+    Image i uses SuperResolution(factors[j_i]) with j_i ~ U{0..n-1} drawn from `generator`.
+    """
+
+    factors: tuple[float, ...]
+    upsample_mode: str = "bicubic"
+    cond_channels: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        if len(self.factors) == 0:
+            raise ConfigError("task.sr_factors: expected at least one factor")
+        for f in self.factors:
+            SuperResolution(f, self.upsample_mode)  # validates each factor and the mode
+
+    def draw_factors(self, batch: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
+        """[B] indices into `factors`."""
+        n = len(self.factors)
+        return (_rand((batch,), generator, like) * n).long().clamp(max=n - 1)
+
+    def __call__(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        _check_x0(x0)
+        which = self.draw_factors(x0.shape[0], generator, x0)
+        cond = torch.empty_like(x0)
+        for j, f in enumerate(self.factors):
+            sel = which == j
+            if bool(sel.any()):
+                cond[sel] = SuperResolution(f, self.upsample_mode)(x0[sel])[0]
+        return cond, torch.ones_like(x0)
+
+    def model_condition(self, cond: Tensor, mask: Tensor) -> Tensor:
+        return cond
+
+
+@dataclass(frozen=True)
 class Denoise:
     """Gaussian noise of std sigma, then salt-and-pepper on a fraction p of the pixels, clamped.
 
@@ -185,11 +222,17 @@ class Inpaint:
         return torch.cat([cond, mask], dim=1)
 
 
-AnyDegradation = Union[SuperResolution, Denoise, Inpaint]
+AnyDegradation = Union[SuperResolution, MultiFactorSR, Denoise, Inpaint]
 
 
-def build_degradation(task: TaskConfig) -> AnyDegradation:
-    """The degradation described by the `task` section of the config."""
+def build_degradation(task: TaskConfig, *, training: bool = False) -> AnyDegradation:
+    """The degradation described by the `task` section of the config.
+
+    training=True with task.sr_factors set: MultiFactorSR over those factors (the training pairs
+    of a blind multi-factor model); otherwise task.sr_factor (what sampling and evaluation use).
+    """
+    if task.kind == "sr" and training and task.sr_factors:
+        return MultiFactorSR(factors=tuple(task.sr_factors), upsample_mode=task.sr_upsample)
     if task.kind == "sr":
         return SuperResolution(factor=task.sr_factor, upsample_mode=task.sr_upsample)
     if task.kind == "denoise":

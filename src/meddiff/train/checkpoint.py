@@ -294,6 +294,18 @@ def resolve_model_file(path: str | Path) -> Path:
     return p
 
 
+def init_weights(module: nn.Module, path: str | Path, fmt: str = FORMAT) -> Path:
+    """Load the (EMA) weights of a model file / checkpoint / run folder into `module`, in place, for
+    `train.init_from` (fine-tuning: the optimiser starts fresh). Names and shapes must match the
+    configured model; errors name the file and the first mismatching tensor. Returns the file read."""
+    file = resolve_model_file(path)
+    tensors, meta = _read_safetensors(file)
+    check_format(file, meta, fmt)
+    ref = next(iter(module.parameters()))
+    _load_weights(module, {k: v.to(ref.dtype) for k, v in tensors.items()}, file)
+    return file
+
+
 def load_model(path: str | Path, *, expect_task: str | None = None,
                device: str | torch.device = "cpu") -> tuple[Config, UNet, DDPMDenoiser]:
     """(config, U-Net with the EMA weights in eval mode, denoiser) from a checkpoint.

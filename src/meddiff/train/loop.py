@@ -38,7 +38,7 @@ from ..diffusion.schedule import build_schedule
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..nn.unet import build_unet
 from . import distributed as D
-from .checkpoint import FORMAT, VDM_FORMAT, latest_checkpoint, load_train_state, read_config, save_checkpoint
+from .checkpoint import FORMAT, VDM_FORMAT, init_weights, latest_checkpoint, load_train_state, read_config, save_checkpoint
 from .ema import ema_copy, ema_update
 from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log
 from .order import NOISE, STEP, VAL, SeededItems, StepBatches, collate, loss_noise, mix_seed, seed_global_rngs
@@ -167,7 +167,7 @@ class _Run:
             from ..vdm.build import NoCondition
             self.deg = NoCondition()
         else:
-            self.deg = build_degradation(cfg.task)
+            self.deg = build_degradation(cfg.task, training=True)
         self.in_channels = 1 + self.deg.cond_channels
         torch.manual_seed(t.seed)  # identical initial weights on every rank
         if vdm_data is not None:
@@ -175,6 +175,8 @@ class _Run:
             self.net = build_vdm(cfg, vdm_data.data_shape, self.deg.cond_channels).to(env.device)
         else:
             self.net = build_unet(cfg.model, self.in_channels, 1).to(env.device)
+        if t.init_from:
+            init_weights(self.net, t.init_from, self.fmt)
         self.ema = ema_copy(self.net)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         self.precision = resolved_precision(t.precision, env.device) if vdm_data is None else "fp32"
