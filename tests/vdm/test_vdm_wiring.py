@@ -6,6 +6,7 @@ import csv
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,3 +148,23 @@ def test_labels_from_file_folder_and_column(tmp_path):
         class_names(["b", "a"], 3)
     with pytest.raises(InputError, match=r"class label\(s\) \['c'\] are not among the model's classes"):
         label_indices(["c"], names)
+
+
+def test_several_draws_average_single_draws_and_shrink_the_monte_carlo_spread():
+    """heldout_bpd(draws=K) is the mean of K single-draw estimates (seeds seed + 1_000_003 d), and its
+    per-slice spread across independent repeats is smaller than one draw's (about 1/sqrt(K))."""
+    torch.manual_seed(0)
+    cfg = tiny_vdm_config("unused", "fixed_linear")
+    model = build_vdm(cfg, (1, 8, 8)).eval()
+    val = TinyPairs(6, seed=9)
+    kw = dict(timesteps=0, vocab_size=256)
+    four = heldout_bpd(model, val, seed=3, draws=4, **kw)
+    singles = [heldout_bpd(model, val, seed=3 + 1_000_003 * d, **kw) for d in range(4)]
+    np.testing.assert_allclose(four.per_slice["total"], np.mean([s.per_slice["total"] for s in singles], axis=0),
+                               rtol=1e-12)
+    one_spread = np.std([heldout_bpd(model, val, seed=100 + r, **kw).per_slice["total"] for r in range(8)], axis=0)
+    four_spread = np.std([heldout_bpd(model, val, seed=100 + r, draws=4, **kw).per_slice["total"] for r in range(8)],
+                         axis=0)
+    assert float(np.mean(four_spread)) < 0.75 * float(np.mean(one_spread))
+    with pytest.raises(InputError, match="draws 0"):
+        heldout_bpd(model, val, draws=0, **kw)
