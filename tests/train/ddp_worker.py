@@ -9,23 +9,26 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TinyPairs, tiny_config  # noqa: E402
+from conftest import TinyPairs, tiny_config, tiny_vdm_config  # noqa: E402
 
 from meddiff.train import loop  # noqa: E402
 
 out_dir, dump_dir, batch = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+objective = sys.argv[4] if len(sys.argv) > 4 else "ddpm"
 captured = {}
 
 orig_init = loop._Run.__init__
 
 
-def init(self, cfg, env):
-    orig_init(self, cfg, env)
+def init(self, cfg, env, *rest):
+    orig_init(self, cfg, env, *rest)
     captured["run"] = self
 
 
 loop._Run.__init__ = init
-loop.train(tiny_config(out_dir, dropout=0.0, steps=3, batch_size=batch), TinyPairs(), progress=False)
+cfg = (tiny_vdm_config(out_dir, steps=3, batch_size=batch, lr_decay_steps=3) if objective == "vdm"
+       else tiny_config(out_dir, dropout=0.0, steps=3, batch_size=batch))
+loop.train(cfg, TinyPairs(), progress=False)
 run = captured["run"]
 rank = int(os.environ["RANK"])
 tensors = {f"model.{k}": v.detach().clone() for k, v in run.net.state_dict().items()}

@@ -39,7 +39,7 @@ def test_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_path
 
 @pytest.mark.parametrize("gamma", ["learned_nnet", "fixed_linear"])
 def test_vdm_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_path, gamma):
-    """The same exact-resume guarantee under objective vdm (noise from (seed, step, rank), gamma's
+    """The same exact-resume guarantee under objective vdm (noise from (seed, position) and (seed, step), gamma's
     parameters and the variance-trained shape parameters in the checkpoint, cosine lr)."""
     straight = loop.train(tiny_vdm_config(tmp_path / "a", gamma, lr_decay_steps=6), TinyPairs(), progress=False)
     loop.train(tiny_vdm_config(tmp_path / "b", gamma, steps=3, lr_decay_steps=6), TinyPairs(), progress=False)

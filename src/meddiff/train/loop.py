@@ -10,8 +10,9 @@ plot and atomic checkpoints. Everything random in a step is a function of
 resumed from a checkpoint ends at bitwise the same weights as an uninterrupted one (CPU).
 
 With ``objective: vdm`` the same loop trains a variational diffusion model (meddiff.vdm;
-Kingma et al. 2021): the step is ``vdm.model_vlb`` (noise from a generator seeded by
-(seed, step, rank)) then ``vdm.backward_vlb`` in place of ``loss.backward()``; the loss is the
+Kingma et al. 2021): the step is ``vdm.model_vlb`` (noise keyed by each example's global position
+and one antithetic time offset per step, ``vdm.objective.position_noise``, so 2 ranks draw what one
+process with the double batch draws) then ``vdm.backward_vlb`` in place of ``loss.backward()``; the loss is the
 negative VLB in bits/dim, logged with its three terms; checkpoints have format
 "meddiff-vdm-v1". Under torchrun the VDM is not wrapped in DDP (the VLB calls its parts, not
 its forward); its gradients are averaged over the ranks explicitly instead.
@@ -41,7 +42,7 @@ from . import distributed as D
 from .checkpoint import FORMAT, VDM_FORMAT, init_weights, latest_checkpoint, load_train_state, read_config, save_checkpoint
 from .ema import ema_copy, ema_update
 from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log
-from .order import NOISE, STEP, VAL, SeededItems, StepBatches, collate, loss_noise, mix_seed, seed_global_rngs
+from .order import STEP, VAL, SeededItems, StepBatches, collate, loss_noise, mix_seed, seed_global_rngs
 
 # keys that may change when resuming (they do not change what the steps compute)
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_last", "train.out_dir",
@@ -255,17 +256,20 @@ class _Run:
         shape parameters' gradients, so gradients must not be accumulated across calls); returns
         the total bits/dim averaged over ranks and keeps the terms in self.terms."""
         from ..vdm import backward_vlb, model_vlb
+        from ..vdm.build import latent_shape
+        from ..vdm.objective import position_noise
 
         t, v, env = self.cfg.train, self.cfg.vdm, self.env
         x, labels, cond = self.vdm_inputs(batch)
-        noise_gen = torch.Generator().manual_seed(mix_seed(t.seed, NOISE, step, env.rank))
+        # noise keyed by global position, one antithetic offset per step: independent of the rank split
+        f_shape = (x.shape[0], *latent_shape(self.cfg, self.vdm.data_shape))  # shape of the encoder output f
+        noise = position_noise(t.seed, step, batch.position, t.batch_size * env.world_size, f_shape, v.antithetic)
         seed_global_rngs(mix_seed(t.seed, STEP, step, env.rank))  # dropout etc.
         for g in self.opt.param_groups:
             g["lr"] = train_lr(self.cfg, step)
         self.net.train()
         self.opt.zero_grad(set_to_none=True)
-        terms = model_vlb(self.net, x, labels=labels, image_cond=cond, generator=noise_gen, timesteps=v.timesteps,
-                          antithetic=v.antithetic)
+        terms = model_vlb(self.net, x, labels=labels, image_cond=cond, noise=noise, timesteps=v.timesteps)
         bpd = backward_vlb(terms, self.net.gamma)
         means = {k: float(D.mean_over_ranks(bpd[k], env)) for k in (*VLB_TERMS, "total")}
         value = means.pop("total")

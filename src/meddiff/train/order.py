@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 # stream tags so that the seeds of different uses never coincide
-DATA, NOISE, STEP, VAL = 1, 2, 3, 4
+DATA, NOISE, STEP, VAL, TIME = 1, 2, 3, 4, 5  # TIME: the VDM's antithetic time offset of a step
 
 
 def mix_seed(*parts: int) -> int:

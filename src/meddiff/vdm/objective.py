@@ -30,6 +30,38 @@ def draw_noise(f_shape: tuple[int, ...], generator: torch.Generator | None, anti
     return t, eps, eps_0
 
 
+@torch.no_grad()
+def position_noise(seed: int, step: int, positions: Tensor, global_batch: int, f_shape: tuple[int, ...],
+                   antithetic: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    """(t, eps, eps_0) for the examples at global `positions` of training step `step`, independent
+    of how the global batch of `global_batch` examples is split over ranks.
+
+    eps, eps_0 of position p come from a generator seeded by (seed, NOISE, p). Antithetic times use
+    one offset u_0 per step, seeded by (seed, TIME, step) and so shared by all ranks, and
+    t_p = (u_0 + (p - step G) / G) mod 1 (App. I.1 over the global batch of size G): the ranks'
+    times interleave into one evenly spaced set, so a 2-rank run draws the same noise as one
+    process with the double batch. Without antithetic sampling t_p is uniform from p's generator.
+    """
+    from ..train.order import NOISE, TIME, mix_seed
+
+    if positions.ndim != 1 or positions.shape[0] != f_shape[0]:
+        raise InputError(f"positions of shape {tuple(positions.shape)}: expected [{f_shape[0]}]")
+    ts, eps, eps_0 = [], [], []
+    for p in positions.tolist():
+        g = torch.Generator().manual_seed(mix_seed(seed, NOISE, p))
+        u = torch.rand(1, generator=g, dtype=torch.float64)
+        eps.append(torch.randn(tuple(f_shape[1:]), generator=g))
+        eps_0.append(torch.randn(tuple(f_shape[1:]), generator=g))
+        ts.append(u)
+    if antithetic:
+        u0 = torch.rand(1, generator=torch.Generator().manual_seed(mix_seed(seed, TIME, step)), dtype=torch.float64)[0]
+        offsets = (positions.to(torch.float64) - step * global_batch) / global_batch
+        t = torch.remainder(u0 + offsets, 1.0)
+    else:
+        t = torch.cat(ts)
+    return t, torch.stack(eps), torch.stack(eps_0)
+
+
 def model_vlb(model: VDMModel, x: Tensor, *, labels: Tensor | None = None, image_cond: Tensor | None = None,
               generator: torch.Generator | None = None, timesteps: int = 0, antithetic: bool = True,
               noise: tuple[Tensor, Tensor, Tensor] | None = None) -> VLBTerms:
