@@ -11,9 +11,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .image import METRIC_NAMES, image_metrics
+from .image import METRIC_NAMES, image_metrics, psnr, ssim
 from .stats import LEVEL, N_RESAMPLES, SEED, bootstrap_ci, paired_comparison
-from .table import MetricStats, PairedRow, TableRow, summarize
+from .table import MetricStats, PairedRow, TableRow
 
 
 def check_prediction(pred: np.ndarray, target: np.ndarray, where: str) -> None:
@@ -25,6 +25,35 @@ def check_prediction(pred: np.ndarray, target: np.ndarray, where: str) -> None:
         raise InputError(f"{where}: prediction has {bad} NaN or infinite pixel(s)")
 
 
+HOLE_METRICS = ("psnr_hole", "ssim_hole", "mae_hole")
+
+
+def mean_absolute_error(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """MAE = sum_i m_i |pred_i - target_i| / sum_i m_i (m = 1 everywhere without a mask), in image units."""
+    err = np.abs(np.asarray(pred, np.float64) - np.asarray(target, np.float64))
+    if mask is None:
+        return float(err.mean())
+    m = np.asarray(mask) != 0
+    if not m.any():
+        raise InputError("MAE: the mask selects no pixel")
+    return float(err[m].mean())
+
+
+def hole_metrics(pred: np.ndarray, target: np.ndarray, data_range: float, hole: np.ndarray | None) -> dict[str, float]:
+    """PSNR, SSIM and MAE inside an inpainting hole (``hole`` nonzero = missing pixel).
+
+    PSNR and MAE average over the hole pixels only; SSIM averages the SSIM map of the whole
+    image (Wang et al. 2004, windows straddling the border see the known pixels too) over the
+    hole pixels (:func:`meddiff.metrics.image.ssim` with a mask). An image without a hole pixel
+    (a slice the mask misses) gets NaN: the metric is not defined there.
+    """
+    if hole is None or not np.any(hole):
+        return {k: float("nan") for k in HOLE_METRICS}
+    m = np.asarray(hole) != 0
+    return {"psnr_hole": float(psnr(pred, target, data_range, m)), "ssim_hole": float(ssim(pred, target, data_range, m)),
+            "mae_hole": mean_absolute_error(pred, target, m)}
+
+
 def per_image_metrics(
     preds: Mapping[str, Sequence[np.ndarray]],
     truth: Sequence[np.ndarray],
@@ -32,6 +61,7 @@ def per_image_metrics(
     *,
     names: Sequence[str] | None = None,
     masks: Sequence[np.ndarray | None] | None = None,
+    holes: Sequence[np.ndarray | None] | None = None,
 ) -> list[dict[str, object]]:
     """One record per (method, image): ``{"method", "image", psnr, ssim, accutance, gradient_ratio}``.
 
@@ -40,8 +70,12 @@ def per_image_metrics(
     data_range: max - min of that scale (2.0 for [-1, 1]).
     names:  image identifiers for the records (default "0", "1", ...).
     masks:  optional per-image masks restricting every metric to their pixels.
+    holes:  optional per-image inpainting holes (nonzero = missing): adds psnr_hole, ssim_hole,
+            mae_hole (:func:`hole_metrics`; NaN for an image without hole pixels).
     """
     names = [str(i) for i in range(len(truth))] if names is None else list(names)
+    if holes is not None and len(holes) != len(truth):
+        raise InputError(f"got {len(truth)} ground-truth images but {len(holes)} hole masks")
     if len(names) != len(truth) or (masks is not None and len(masks) != len(truth)):
         raise InputError(f"got {len(truth)} ground-truth images but {len(names)} names / {len(masks) if masks is not None else 0} masks")
     records: list[dict[str, object]] = []
@@ -52,7 +86,10 @@ def per_image_metrics(
             p, t = np.asarray(p, dtype=np.float64), np.asarray(t, dtype=np.float64)
             check_prediction(p, t, f"{method} / {names[i]}")
             m = None if masks is None else masks[i]
-            records.append({"method": method, "image": names[i], **image_metrics(p, t, data_range, m)})
+            rec = {"method": method, "image": names[i], **image_metrics(p, t, data_range, m)}
+            if holes is not None:
+                rec.update(hole_metrics(p, t, data_range, holes[i]))
+            records.append(rec)
     return records
 
 
@@ -82,23 +119,31 @@ def rows_from_records(records: Sequence[Mapping[str, object]], *, ci: bool = Fal
               resampling ``patients`` (one id per image, aligned with each method's records in
               order; None: resample images). Metrics with non-finite values (PSNR of identical
               images) get no interval.
+    A NaN value means "not defined for this image" (a hole metric on a slice without a hole,
+    Dice of a class absent from both segmentations): such images are left out of that metric's
+    mean, n and interval.
     """
     keys = metric_keys(records)
     rows = []
     for m in _methods(records):
         recs = [r for r in records if r["method"] == m]
-        row = summarize(m, recs, keys)
-        if ci:
-            if patients is not None and len(patients) != len(recs):
-                raise InputError(f"method {m!r} has {len(recs)} images but {len(patients)} patient ids were given")
-            stats = dict(row.metrics)
-            for k in keys:
-                v = np.array([float(r[k]) for r in recs])
-                if np.all(np.isfinite(v)):
-                    b = bootstrap_ci(v, patients, n_resamples=n_resamples, seed=seed, level=level)
-                    stats[k] = MetricStats(stats[k].mean, stats[k].std, stats[k].n, b.lo, b.hi)
-            row = TableRow(m, stats)
-        rows.append(row)
+        if ci and patients is not None and len(patients) != len(recs):
+            raise InputError(f"method {m!r} has {len(recs)} images but {len(patients)} patient ids were given")
+        stats: dict[str, MetricStats] = {}
+        for k in keys:
+            v = np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in recs])
+            defined = ~np.isnan(v)  # NaN = not defined for this image (e.g. no hole pixel): left out
+            if not defined.any():
+                continue
+            vd = v[defined]
+            std = float(np.std(vd, ddof=1)) if vd.size > 1 else 0.0
+            s = MetricStats(float(np.mean(vd)), std, int(vd.size))
+            if ci and np.all(np.isfinite(vd)):
+                pid = None if patients is None else [p for p, d in zip(patients, defined) if d]
+                b = bootstrap_ci(vd, pid, n_resamples=n_resamples, seed=seed, level=level)
+                s = MetricStats(s.mean, s.std, s.n, b.lo, b.hi)
+            stats[k] = s
+        rows.append(TableRow(m, stats))
     return rows
 
 
@@ -124,10 +169,13 @@ def paired_rows(records: Sequence[Mapping[str, object]], reference: str, *, pati
         if [r["image"] for r in by[m]] != [r["image"] for r in ref]:
             raise InputError(f"methods {m!r} and {reference!r} were not scored on the same images; cannot pair them")
         for k in keys:
-            a = np.array([float(r[k]) for r in by[m]])
-            b = np.array([float(r[k]) for r in ref])
-            if np.all(np.isfinite(a)) and np.all(np.isfinite(b)):
-                res = paired_comparison(a, b, patients, n_resamples=n_resamples, seed=seed, level=level)
+            a = np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in by[m]])
+            b = np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in ref])
+            both = ~(np.isnan(a) | np.isnan(b))  # images where the metric is defined for both
+            a, b = a[both], b[both]
+            if a.size and np.all(np.isfinite(a)) and np.all(np.isfinite(b)):
+                pid = None if patients is None else [p for p, d in zip(patients, both) if d]
+                res = paired_comparison(a, b, pid, n_resamples=n_resamples, seed=seed, level=level)
                 out.append(PairedRow(m, reference, k, res))
     return out
 

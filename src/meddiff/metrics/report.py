@@ -112,7 +112,7 @@ def _error_vmax(rows: Sequence[Mapping[str, np.ndarray]], columns: Sequence[str]
     return max(float(np.percentile(np.concatenate(errs), 99)), 1e-6)
 
 
-def _grid_html(rows, columns, truth_key, row_labels, window, error_maps, vmax) -> str:
+def _grid_html(rows, columns, truth_key, row_labels, window, error_maps, vmax, std_maps=None) -> str:
     out = ['<table class="grid"><tr><th></th>' + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"]
     bar = colorbar_png(vmax) if error_maps else ""
     for i, row in enumerate(rows):
@@ -133,6 +133,16 @@ def _grid_html(rows, columns, truth_key, row_labels, window, error_maps, vmax) -
                 else:
                     cells.append("<td></td>")
             out.append(f'<tr><th class="row">|x − {html.escape(truth_key)}|</th>' + "".join(cells) + "</tr>")
+        stds = std_maps[i] if std_maps else {}
+        if stds:
+            cells = []
+            for c in columns:
+                if c in stds:
+                    sd = np.asarray(stds[c], np.float64)
+                    cells.append(f"<td>{_img_tag(error_png(sd, vmax), _display_width(sd.shape), f'{label} {c} std')}</td>")
+                else:
+                    cells.append("<td></td>")
+            out.append('<tr><th class="row">predicted std</th>' + "".join(cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
 
@@ -153,6 +163,9 @@ def write_html_report(
     notes: Sequence[str] = (),
     extra_images: Mapping[str, str | Path] | None = None,
     extra_tables: Mapping[str, str] | None = None,
+    std_maps: Sequence[Mapping[str, np.ndarray]] | None = None,
+    image_sections: Sequence[tuple[str, Sequence[Mapping[str, np.ndarray]], Sequence[str] | None,
+                                  Sequence[Mapping[str, np.ndarray]] | None]] | None = None,
 ) -> Path:
     """Write one self-contained HTML report atomically and return its path.
 
@@ -168,16 +181,31 @@ def write_html_report(
     extra_images:   title -> path of a PNG (e.g. a loss curve), embedded at the end.
     extra_tables:   title -> further pipe table (e.g. paired comparisons between methods),
                     shown after the notes, before the images.
+    std_maps:       optional, one dict per row: column -> per-pixel predicted std (e.g. the
+                    spread of posterior samples), drawn in a row below the error maps on the
+                    *same* colour scale as |x - truth|, so a calibrated std looks like its error.
+    image_sections: further grids after the first, each (title, rows_of_images, row_labels,
+                    std_maps) with the same columns, window and error scale (e.g. one per
+                    super-resolution factor).
     """
     columns = list(columns) if columns is not None else (list(rows_of_images[0]) if rows_of_images else [])
     if row_labels is not None and len(row_labels) != len(rows_of_images):
         raise InputError(f"{len(row_labels)} row labels for {len(rows_of_images)} rows of images")
     if window[1] <= window[0]:
         raise InputError(f"display window must be (lo, hi) with lo < hi, got {window}")
-    _check_rows(rows_of_images, columns, truth_key)
-    has_truth = any(truth_key in r for r in rows_of_images)
+    sections = [("Images", rows_of_images, row_labels, std_maps)] + list(image_sections or [])
+    for _, rws, labs, sds in sections:
+        _check_rows(rws, columns, truth_key)
+        if sds is not None and len(sds) != len(rws):
+            raise InputError(f"{len(sds)} rows of std maps for {len(rws)} rows of images")
+        for i, (r, sd) in enumerate(zip(rws, sds or [])):
+            for c, a in sd.items():
+                if c in r and np.shape(a) != np.shape(r[c]):
+                    raise InputError(f"report row {i}: std map of {c!r} has shape {np.shape(a)}, the image has {np.shape(r[c])}")
+    all_rows = [r for _, rws, _, _ in sections for r in rws]
+    has_truth = any(truth_key in r for r in all_rows)
     show_err = error_maps and has_truth
-    vmax = float(error_vmax) if error_vmax is not None else _error_vmax(rows_of_images, columns, truth_key)
+    vmax = float(error_vmax) if error_vmax is not None else _error_vmax(all_rows, columns, truth_key)
     if show_err and not vmax > 0:
         raise InputError(f"error_vmax must be positive, got {error_vmax}")
 
@@ -191,13 +219,19 @@ def write_html_report(
         parts += ["<ul class=\"notes\">"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
     for name, md in (extra_tables or {}).items():
         parts += [f"<h2>{html.escape(name)}</h2>", _markdown_table_html(md)]
-    if rows_of_images:
+    for k, (name, rws, labs, sds) in enumerate(sections):
+        if not rws:
+            continue
         lo, hi = window
         caption = f"Images shown with a fixed window [{lo:g}, {hi:g}]"
         if show_err:
             caption += f"; error maps |x − {truth_key}| on a shared scale [0, {vmax:.3g}] ({ERROR_CMAP})"
-        parts += ["<h2>Images</h2>", f"<p>{html.escape(caption)}.</p>",
-                  _grid_html(rows_of_images, columns, truth_key, row_labels, window, show_err, vmax)]
+        if any(sds or []):
+            caption += "; predicted std (spread of the posterior samples) on the same scale"
+        if labs is not None and len(labs) != len(rws):
+            raise InputError(f"{len(labs)} row labels for {len(rws)} rows of images in section {name!r}")
+        parts += [f"<h2>{html.escape(name)}</h2>", f"<p>{html.escape(caption)}.</p>",
+                  _grid_html(rws, columns, truth_key, labs, window, show_err, vmax, sds)]
     for name, png in (extra_images or {}).items():
         p = Path(png)
         if not p.is_file():
@@ -209,3 +243,48 @@ def write_html_report(
     path = Path(path)
     atomic_write_text(path, "\n".join(parts))
     return path
+
+
+def metric_vs_factor_png(path: str | Path, metric_label: str, groups: Sequence[str], factors: Sequence[float | None],
+                         series: Mapping[str, Sequence[tuple[float, float, float] | None]]) -> Path:
+    """PNG (written atomically) of one metric against the super-resolution factor: one line per
+    method, markers at the groups' means, vertical bars from the CI's lo to hi (no bar without
+    a CI). ``series``: method -> per group (mean, lo, hi) or None (method absent there). The x
+    axis is the factor on a log2 scale when every group has a positive numeric factor, else the
+    groups in the given order."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..io.atomic import atomic_write_with
+
+    numeric = all(f is not None and f > 0 for f in factors)
+    xs = [float(f) for f in factors] if numeric else list(range(len(groups)))  # type: ignore[arg-type]
+    fig = Figure(figsize=(5.2, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (method, vals) in enumerate(series.items()):
+        pts = [(x, v) for x, v in zip(xs, vals) if v is not None and np.isfinite(v[0])]
+        if not pts:
+            continue
+        x = np.array([p[0] for p in pts])
+        m = np.array([p[1][0] for p in pts])
+        lo = np.array([p[1][1] for p in pts])
+        hi = np.array([p[1][2] for p in pts])
+        has = np.isfinite(lo) & np.isfinite(hi)
+        yerr = np.vstack([np.where(has, m - lo, 0.0), np.where(has, hi - m, 0.0)])
+        ax.errorbar(x, m, yerr=yerr, fmt="o-", color=f"C{i}", capsize=3, label=method)
+    if numeric:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(groups)
+        ax.minorticks_off()
+    else:
+        ax.set_xticks(xs)
+        ax.set_xticklabels(groups)
+    ax.set(xlabel="super-resolution factor" if numeric else "group", ylabel=metric_label,
+           title=f"{metric_label} vs factor (bars: 95% CI)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return Path(path)

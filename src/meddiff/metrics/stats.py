@@ -182,3 +182,134 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], clusters: Sequence
         stat, p, n = wilcoxon_signed_rank(d)
         unit = "images"
     return PairedResult(ci, p, stat, unit, n)
+
+
+# --------------------------------------------------------------------------- set-level metrics (FID, KID)
+#
+# FID and KID compare the *set* of a method's outputs with the set of ground-truth images, so
+# there is no per-image value to average. Their CIs resample the images instead (eq. B2): one
+# replicate draws C patients (or, with one patient, the N images) with replacement and keeps
+# every drawn image's prediction *and* ground truth, so both sets change together (the pairing
+# of the two sets is kept as the per-image bootstrap keeps it). A replicate is a vector of
+# frequency weights w_i = how often image i was drawn (sum w = N* images), and the set metric is
+# recomputed with those weights (eqs. W1, W2) without copying features.
+
+
+def resample_weights(codes: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """Frequency weights ``[n_resamples, N]`` of a cluster bootstrap of N images (eq. B2).
+
+    codes: cluster index 0..C-1 of each image. Each replicate draws C clusters with replacement
+    (:func:`resample_indices`, so the same seed gives the same draws as the per-image CIs) and
+    w_i = number of times the cluster of image i was drawn.
+    """
+    codes = np.asarray(codes).ravel()
+    idx = resample_indices(int(codes.max()) + 1, n_resamples, seed)
+    counts = np.stack([np.bincount(row, minlength=int(codes.max()) + 1) for row in idx])
+    return counts[:, codes].astype(np.float64)
+
+
+def weighted_fid(f1: np.ndarray, f2: np.ndarray, w: np.ndarray) -> float:
+    """FID (Heusel et al. 2017) of two feature sets ``[N, D]`` whose rows carry frequency weights ``w`` (eq. W1).
+
+    Weighted mean mu = sum w_i f_i / W and unbiased frequency-weighted covariance
+    S = sum w_i (f_i - mu)(f_i - mu)^T / (W - 1), W = sum w_i: exactly the mean and covariance of
+    the resampled multiset. For N <= D the distance is taken in the low-rank form of
+    :mod:`meddiff.metrics.fid_lowrank` with A = diag(sqrt(w)) (F - mu) / sqrt(W - 1):
+    d^2 = ||mu1 - mu2||^2 + ||A1||_F^2 + ||A2||_F^2 - 2 ||A1 A2^T||_*. With w = 1 this is the plain FID.
+    """
+    x, y, w = np.asarray(f1, np.float64), np.asarray(f2, np.float64), np.asarray(w, np.float64).ravel()
+    if x.shape != y.shape or x.ndim != 2 or w.size != x.shape[0]:
+        raise InputError(f"weighted FID needs two [N, D] feature sets of one shape and N weights, got {x.shape}, {y.shape}, {w.size}")
+    keep = w > 0
+    x, y, w = x[keep], y[keep], w[keep]
+    total = float(w.sum())
+    if total < 2:
+        raise InputError(f"weighted FID needs a total weight >= 2, got {total:g}")
+    mu1, mu2 = w @ x / total, w @ y / total
+    a1 = np.sqrt(w)[:, None] * (x - mu1) / np.sqrt(total - 1)
+    a2 = np.sqrt(w)[:, None] * (y - mu2) / np.sqrt(total - 1)
+    if x.shape[0] <= x.shape[1]:
+        nuclear = float(np.linalg.svd(a1 @ a2.T, compute_uv=False).sum())
+        value = float(np.sum((mu1 - mu2) ** 2) + np.sum(a1 * a1) + np.sum(a2 * a2) - 2.0 * nuclear)
+        return max(value, 0.0)
+    from .fid import frechet_distance
+
+    return frechet_distance(mu1, a1.T @ a1, mu2, a2.T @ a2)
+
+
+def weighted_mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray, w: np.ndarray) -> float:
+    """Unbiased MMD^2 (Gretton et al. 2012, eq. 3) of a resampled multiset given as weights ``w`` (eq. W2).
+
+    Within a set, the U-statistic averages k over pairs of *different images*: copies of one
+    image drawn twice are not paired with each other (a tie would add k(x, x), the largest
+    kernel value, and bias MMD^2 upwards), so
+
+        MMD^2_w = (w^T Kxx w - sum w_i^2 Kxx_ii) / (W^2 - sum w_i^2)
+                + (w^T Kyy w - sum w_i^2 Kyy_ii) / (W^2 - sum w_i^2) - 2 w^T Kxy w / W^2,
+
+    W = sum w_i. With w = 1 it is :func:`meddiff.metrics.fid.mmd2_unbiased` over all images.
+    """
+    w = np.asarray(w, np.float64).ravel()
+    total, sq = float(w.sum()), float(np.sum(w * w))
+    if total * total - sq <= 0:
+        raise InputError("weighted MMD^2 needs at least 2 distinct images in the resample")
+    sxx = (w @ kxx @ w - np.sum(w * w * np.diag(kxx))) / (total * total - sq)
+    syy = (w @ kyy @ w - np.sum(w * w * np.diag(kyy))) / (total * total - sq)
+    return float(sxx + syy - 2.0 * (w @ kxy @ w) / (total * total))
+
+
+@dataclass(frozen=True)
+class SetBootstrap:
+    """Percentile bootstrap intervals of FID and KID (eq. B2) and how they were made."""
+
+    fid_lo: float
+    fid_hi: float
+    kid_lo: float
+    kid_hi: float
+    n_resamples: int
+    unit: str  # "patients" or "images"
+    n_clusters: int
+    fid_shift: float  # bootstrap bias estimate of FID removed from its interval (mean of replicates - estimate)
+
+
+def set_bootstrap(f_pred: np.ndarray, f_truth: np.ndarray, clusters: Sequence[object] | None, *, fid: float,
+                  n_resamples: int = 200, seed: int = SEED, level: float = LEVEL) -> SetBootstrap:
+    """CIs of FID and KID between a method's features and the ground truth's, resampling patients (eq. B2).
+
+    KID replicates are :func:`weighted_mmd2` over all resampled images (polynomial kernel of
+    :func:`meddiff.metrics.fid.polynomial_kernel`), an unbiased statistic, so its percentile
+    interval is used as is. FID is biased upwards by a term ~ 1/(number of distinct images)
+    (Chong and Forsyth 2020), and a resample holds only about 63% distinct images, so FID
+    replicates sit above the estimate; the FID interval is the percentile interval shifted down by
+    the bootstrap bias estimate b = mean(FID*) - FID (Efron and Tibshirani 1993, section 10.6),
+    i.e. [q_lo - b, q_hi - b], which keeps the spread and removes the resampling's extra bias.
+    """
+    from .fid import polynomial_kernel
+
+    x, y = np.asarray(f_pred, np.float64), np.asarray(f_truth, np.float64)
+    if x.shape != y.shape:
+        raise InputError(f"set bootstrap needs paired feature sets of one shape, got {x.shape} and {y.shape}")
+    n = x.shape[0]
+    if clusters is None:
+        codes, unit = np.arange(n), "images"
+    else:
+        _, codes = _values_and_clusters(np.zeros(n), clusters)
+        unit = "patients"
+        if int(codes.max()) == 0:
+            codes, unit = np.arange(n), "images"
+    weights = resample_weights(codes, n_resamples, seed)
+    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    fids, kids = [], []
+    for w in weights:
+        if np.count_nonzero(w) < 2:  # a replicate of one distinct image has no covariance: skip it
+            continue
+        fids.append(weighted_fid(x, y, w))
+        kids.append(weighted_mmd2(kxx, kyy, kxy, w))
+    if len(fids) < 2:
+        raise InputError(f"FID/KID bootstrap: fewer than 2 usable resamples out of {n_resamples} "
+                         f"({int(codes.max()) + 1} {unit}); need at least 2 distinct images per resample")
+    f = np.asarray(fids)
+    shift = float(f.mean() - fid)
+    f_lo, f_hi = percentile_interval(f, level)
+    k_lo, k_hi = percentile_interval(np.asarray(kids), level)
+    return SetBootstrap(f_lo - shift, f_hi - shift, k_lo, k_hi, len(fids), unit, int(codes.max()) + 1, shift)

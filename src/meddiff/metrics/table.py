@@ -33,9 +33,17 @@ LABELS = {
     "gradient_ratio": "gradient ratio (1 = truth)",
     "fid": "FID ↓",
     "kid": "KID ↓",
+    "psnr_hole": "PSNR in hole (dB) ↑",
+    "ssim_hole": "SSIM in hole ↑",
+    "mae_hole": "MAE in hole ↓",
+    "dice": "Dice ↑",
+    "accuracy": "accuracy ↑",
 }
 FORMATS = {"psnr": ".2f", "ssim": ".4f", "accutance": ".2f", "gradient_ratio": ".3f", "fid": ".2f",
-           "kid": ".4f"}
+           "kid": ".4f", "psnr_hole": ".2f", "ssim_hole": ".4f", "mae_hole": ".4g", "dice": ".4f", "accuracy": ".3f"}
+# A metric named "<base>:<part>" (e.g. "dice:liver", Dice of one class) is a detail: written to
+# the CSV files, left out of the Markdown and LaTeX tables (their "<base>" column summarises it).
+DETAIL_SEPARATOR = ":"
 DEFAULT_FORMAT = ".4g"
 # cells with an interval use fixed decimals so mean, lo and hi line up
 CI_FORMATS = {**FORMATS, "lpips": ".4f"}
@@ -43,7 +51,8 @@ CI_FORMATS = {**FORMATS, "lpips": ".4f"}
 # Which value of a metric is best: "higher", "lower", or a target number (closest wins).
 # Metrics not listed (accutance: sharper is not better when it is noise) are never marked best.
 BETTER: dict[str, str | float] = {"psnr": "higher", "ssim": "higher", "lpips": "lower", "fid": "lower", "kid": "lower",
-                                  "gradient_ratio": 1.0}
+                                  "gradient_ratio": 1.0, "psnr_hole": "higher", "ssim_hole": "higher", "mae_hole": "lower",
+                                  "dice": "higher", "accuracy": "higher"}
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,12 @@ def summarize(method: str, per_image: Sequence[Mapping[str, float]], keys: Seque
     return TableRow(method, {k: MetricStats(v["mean"], v["std"], v["n"]) for k, v in stats.items()})
 
 
-def metric_columns(rows: Iterable[TableRow]) -> list[str]:
-    """Metric names present in ``rows``: those of METRIC_ORDER first, then others in first-seen order."""
+def metric_columns(rows: Iterable[TableRow], details: bool = True) -> list[str]:
+    """Metric names present in ``rows``: those of METRIC_ORDER first, then others in first-seen order;
+    without ``details``, names holding :data:`DETAIL_SEPARATOR` are left out."""
     seen: list[str] = []
     for row in rows:
-        seen.extend(k for k in row.metrics if k not in seen)
+        seen.extend(k for k in row.metrics if k not in seen and (details or DETAIL_SEPARATOR not in k))
     return [k for k in METRIC_ORDER if k in seen] + [k for k in seen if k not in METRIC_ORDER]
 
 
@@ -115,8 +125,9 @@ def to_markdown(rows: Sequence[TableRow], labels: Mapping[str, str] | None = Non
     """A GitHub pipe table: ``| method | n | <metric> ... |``, cells "mean [lo, hi]" or "mean ± std".
 
     labels: header text per metric, overriding :data:`LABELS` (e.g. the LPIPS variant).
+    Detail metrics ("<base>:<part>") are left out (they are in the CSV).
     """
-    cols = metric_columns(rows)
+    cols = metric_columns(rows, details=False)
     lab = {**LABELS, **(labels or {})}
     header = ["method", "n"] + [lab.get(c, c) for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -151,8 +162,8 @@ def _latex_tabular(header: Sequence[str], body: Sequence[Sequence[str]], align: 
 def to_latex(rows: Sequence[TableRow], labels: Mapping[str, str] | None = None, notes: Sequence[str] = ()) -> str:
     """The table as a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``): cells "mean [lo, hi]"
     (or "mean ± std"), the best value of each column with a known direction (:data:`BETTER`) in
-    bold; ``notes`` become ``%`` comments above it."""
-    cols = metric_columns(rows)
+    bold; ``notes`` become ``%`` comments above it. Detail metrics are left out."""
+    cols = metric_columns(rows, details=False)
     lab = {**LABELS, **(labels or {})}
     header = ["method", "$n$"] + [latex_escape(lab.get(c, c)) for c in cols]
     best = {c: best_methods(rows, c) for c in cols}
@@ -332,3 +343,55 @@ def write_per_image_csv(path: str | Path, records: Sequence[Mapping[str, object]
     for rec in records:
         w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in rec.items()})
     atomic_write_text(path, buf.getvalue())
+
+
+LONG_COLUMNS = ["group", "factor", "method", "metric", "n", "mean", "std", "ci_lo", "ci_hi"]
+
+
+def to_long_csv(groups: Mapping[str, Sequence[TableRow]], factors: Mapping[str, float] | None = None) -> str:
+    """All groups' tables in long format: one line per (group, method, metric) with columns
+    :data:`LONG_COLUMNS` (``factor``: the group's numeric factor, empty if it has none; CI
+    columns empty without an interval), full precision, for plotting and joining across runs."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(LONG_COLUMNS)
+    for group, rows in groups.items():
+        f = (factors or {}).get(group)
+        for row in rows:
+            for k in metric_columns([row]):
+                s = row.metrics[k]
+                w.writerow([group, "" if f is None else repr(float(f)), row.method, k, s.n, repr(s.mean), repr(s.std),
+                            repr(s.lo) if s.has_ci else "", repr(s.hi) if s.has_ci else ""])
+    return buf.getvalue()
+
+
+def write_long_csv(path: str | Path, groups: Mapping[str, Sequence[TableRow]], factors: Mapping[str, float] | None = None) -> None:
+    """Write :func:`to_long_csv` atomically."""
+    atomic_write_text(path, to_long_csv(groups, factors))
+
+
+def write_simple_table(header: Sequence[str], body: Sequence[Sequence[object]], md_path: str | Path, csv_path: str | Path,
+                       *, notes: Sequence[str] = (), formats: Mapping[str, str] | None = None) -> str:
+    """A plain table (e.g. the calibration summary) as Markdown (numbers formatted with
+    ``formats[column]``, default :data:`DEFAULT_FORMAT`; then ``notes``) and CSV (full precision),
+    atomically; returns the Markdown."""
+    fmts = formats or {}
+
+    def cell(h: str, v: object) -> str:
+        if isinstance(v, float):
+            return format(v, fmts.get(h, DEFAULT_FORMAT))
+        return str(v).replace("|", "/")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(cell(h, v) for h, v in zip(header, r)) + " |" for r in body]
+    md = "\n".join(lines) + "\n"
+    if notes:
+        md += "\n" + "".join(f"- {n}\n" for n in notes)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in body:
+        w.writerow([repr(v) if isinstance(v, float) else v for v in r])
+    atomic_write_text(md_path, md)
+    atomic_write_text(csv_path, buf.getvalue())
+    return md
