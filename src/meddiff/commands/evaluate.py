@@ -78,7 +78,7 @@ from ..baselines.interpolation import interpolate_baseline
 from ..errors import InputError
 from ..io import ImageItem, Volume, read_volume
 from ..io import find_images as io_find_images
-from ..metrics.compare import HOLE_METRICS, check_prediction, evaluate_arrays, paired_rows, per_image_metrics, rows_from_records  # noqa: F401
+from ..metrics.compare import check_prediction, evaluate_arrays, paired_rows, per_image_metrics, rows_from_records  # noqa: F401
 from ..metrics.fid_lowrank import fid_low_rank
 from ..metrics.stats import MIN_PATIENTS_FOR_PATIENT_TEST, SetBootstrap, set_bootstrap
 from ..metrics.table import (LABELS, MetricStats, TableRow, metric_columns, paired_to_markdown, to_markdown,
