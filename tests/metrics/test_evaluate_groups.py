@@ -400,3 +400,12 @@ def test_std_for_some_cases_only_is_an_error(tmp_path, capsys):
     (tmp_path / "s" / "case1" / "case1_std.npy").unlink()
     assert main(["evaluate", "--truth", str(tmp_path / "t"), "--pred", str(tmp_path / "s"), *FAST]) == 2
     assert "per-pixel std (<stem>_std) for 1 case(s) but not for case1.npy" in capsys.readouterr().err
+
+
+def test_factor_plot_draws_an_interval_that_excludes_the_mean(tmp_path):
+    from meddiff.metrics.report import metric_vs_factor_png
+
+    # a percentile interval of a set metric can end at (or just below) its estimate: still a valid plot
+    p = metric_vs_factor_png(tmp_path / "k.png", "KID", ["x2", "x4"], [2.0, 4.0],
+                             {"a": [(0.1, 0.05, 0.1 - 1e-17), (0.2, math.nan, math.nan)], "b": [None, (0.3, 0.25, 0.35)]})
+    assert p.read_bytes()[:4] == b"\x89PNG"

@@ -271,8 +271,11 @@ def metric_vs_factor_png(path: str | Path, metric_label: str, groups: Sequence[s
         lo = np.array([p[1][1] for p in pts])
         hi = np.array([p[1][2] for p in pts])
         has = np.isfinite(lo) & np.isfinite(hi)
-        yerr = np.vstack([np.where(has, m - lo, 0.0), np.where(has, hi - m, 0.0)])
-        ax.errorbar(x, m, yerr=yerr, fmt="o-", color=f"C{i}", capsize=3, label=method)
+        ax.plot(x, m, "o-", color=f"C{i}", label=method)
+        # the interval as drawn from lo to hi (a percentile interval need not be centred on the mean)
+        ax.vlines(x[has], lo[has], hi[has], color=f"C{i}", lw=1.5)
+        for end in (lo, hi):
+            ax.plot(x[has], end[has], "_", color=f"C{i}", ms=8)
     if numeric:
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs)
