@@ -1,9 +1,10 @@
 """Configuration: frozen dataclasses, parsed once at the edge (YAML file + command-line overrides).
 
 A config file has the sections ``data``, ``task``, ``model``, ``diffusion``, ``sampler``,
-``train`` and ``vdm``, and the top-level key ``objective`` (``ddpm``: the conditional DDPM of
+``train``, ``vdm`` and ``baseline``, and the top-level key ``objective`` (``ddpm``: the conditional DDPM of
 Med-cDiff, the sections ``diffusion``/``sampler``; ``vdm``: the variational diffusion model of
-Kingma et al. 2021 / Medical VDM, the section ``vdm``). Unknown keys and values of the wrong type are errors that name the key. Modules
+Kingma et al. 2021 / Medical VDM, the section ``vdm``; ``baseline``: a learned baseline of the
+section ``baseline``, e.g. pix2pix or SRGAN). Unknown keys and values of the wrong type are errors that name the key. Modules
 never see a dict: they take the dataclass (or explicit arguments) they need. The resolved
 config is saved beside every checkpoint (`to_dict` / `from_dict` round-trip exactly).
 """
@@ -148,6 +149,30 @@ class VDMConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    """A learned baseline trained by meddiff's trainer (top-level ``objective: baseline``; see
+    meddiff.baselines). Keys a baseline does not use are ignored by it; ``None`` means the value
+    of that baseline's paper (stated in its module)."""
+
+    name: Literal["pix2pix", "srgan", "upgan", "hpunet"] = "pix2pix"
+    width: int = 64  # generator width of the first level (pix2pix ngf, SRGAN residual width)
+    disc_width: int = 64  # discriminator width of the first layer (ndf)
+    depth: int = 8  # pix2pix: U-Net down-samplings (paper: 8 for 256x256); others: levels of their U-Net
+    disc_layers: int = 3  # pix2pix: PatchGAN stride-2 layers (3 = 70x70 receptive field)
+    dropout: float = 0.5  # pix2pix: dropout of the innermost decoder layers (also at test time, as noise)
+    n_blocks: int = 16  # SRGAN: residual blocks B
+    gan_loss: Literal["bce", "lsgan"] = "bce"  # adversarial loss: the papers' cross-entropy, or least squares
+    lambda_l1: float = 100.0  # pix2pix: weight of the L1 term
+    adv_weight: float | None = None  # generator adversarial weight; None: the paper's (pix2pix 1, SRGAN 1e-3)
+    perceptual_weight: float = 0.0  # SRGAN: weight of the shift-tolerant LPIPS term beside MSE (0 = MSE only)
+    pretrain_steps: int = 0  # SRGAN: steps of MSE-only generator training (SRResNet) before the GAN
+    stages: int = 3  # UP-GAN: progressive stages
+    latent_levels: int = 3  # HPUNet: levels with latent variables
+    latent_dim: int = 8  # HPUNet: channels of each latent
+    kl_weight: float = 1.0  # HPUNet: weight of the KL terms
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -156,7 +181,8 @@ class Config:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     vdm: VDMConfig = field(default_factory=VDMConfig)
-    objective: Literal["ddpm", "vdm"] = "ddpm"
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    objective: Literal["ddpm", "vdm", "baseline"] = "ddpm"
 
 
 # --------------------------------------------------------------------------- parsing
@@ -329,6 +355,7 @@ def _validate(cfg: Config) -> None:
     if t.lr_min < 0 or t.lr_decay_steps < 0:
         raise ConfigError(f"train.lr_min and train.lr_decay_steps: expected >= 0, got {t.lr_min}, {t.lr_decay_steps}")
     _validate_vdm(cfg)
+    _validate_baseline(cfg)
 
 
 def _validate_vdm(cfg: Config) -> None:
@@ -358,3 +385,20 @@ def _validate_vdm(cfg: Config) -> None:
         raise ConfigError("vdm.image_condition needs vdm.score unet (the condition image enters by channel concatenation)")
     if cfg.train.precision not in ("auto", "fp32"):
         raise ConfigError(f"train.precision: the VDM objective trains in fp32 (auto or fp32), got {cfg.train.precision!r}")
+
+
+def _validate_baseline(cfg: Config) -> None:
+    """Ranges of the baseline section always; what the trainer needs only when objective is baseline."""
+    b = cfg.baseline
+    for key, low in (("width", 1), ("disc_width", 1), ("depth", 1), ("disc_layers", 1), ("n_blocks", 0),
+                     ("pretrain_steps", 0), ("stages", 1), ("latent_levels", 1), ("latent_dim", 1)):
+        if getattr(b, key) < low:
+            raise ConfigError(f"baseline.{key}: expected an integer >= {low}, got {getattr(b, key)}")
+    for key in ("lambda_l1", "adv_weight", "perceptual_weight", "kl_weight"):
+        v = getattr(b, key)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"baseline.{key}: expected a finite number >= 0, got {v}")
+    if not 0.0 <= b.dropout < 1.0:
+        raise ConfigError(f"baseline.dropout: expected a number in [0, 1), got {b.dropout}")
+    if cfg.objective == "baseline" and cfg.train.precision not in ("auto", "fp32"):
+        raise ConfigError(f"train.precision: baselines train in fp32 (auto or fp32), got {cfg.train.precision!r}")

@@ -48,6 +48,7 @@ class Baseline(nn.Module):
 
     name: ClassVar[str] = "baseline"
     grad_clip: float = math.inf  # set by the trainer from train.grad_clip (0 there = no clipping)
+    size_multiple: int = 1  # H and W must be multiples of this (sampling pads to it; training crops are checked)
 
     def optimisers(self, lr: float, betas: tuple[float, float], weight_decay: float) -> dict[str, torch.optim.Optimizer]:
         """Named optimisers over disjoint parameter groups (e.g. {"G": ..., "D": ...})."""

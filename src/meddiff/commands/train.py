@@ -1,7 +1,8 @@
 """`meddiff train --config configs/sr_x4.yaml [SECTION.KEY=VALUE ...] [--resume] [--out DIR]`.
 
 Trains the conditional DDPM of the config (or, with ``objective: vdm``, the variational
-diffusion model of the ``vdm`` section, e.g. configs/vdm_cxr.yaml) on the slices
+diffusion model of the ``vdm`` section, e.g. configs/vdm_cxr.yaml; with ``objective: baseline``
+the learned baseline of the ``baseline`` section, e.g. configs/baselines/pix2pix_sr_x4.yaml) on the slices
 `meddiff prepare` wrote to data.prepared. Under `torchrun --nproc_per_node N -m meddiff.cli train ...` it runs
 data-parallel; train.batch_size is then per process (the global batch is N times larger).
 """
@@ -59,6 +60,14 @@ def check_sizes(cfg: Config, slice_size: int) -> None:
     multiple = 2 ** (len(cfg.model.channels) - 1)
     size = cfg.data.crop or cfg.data.size
     if cfg.objective == "vdm" and cfg.vdm.score != "unet":
+        return
+    if cfg.objective == "baseline":
+        from ..baselines.registry import baseline_size_multiple
+        from ..data.degrade import build_degradation
+        multiple = baseline_size_multiple(cfg, build_degradation(cfg.task).cond_channels)
+        if size % multiple:
+            raise ConfigError(f"data.crop/data.size: training size {size} must be a multiple of {multiple} "
+                              f"for baseline {cfg.baseline.name} (baseline.depth {cfg.baseline.depth})")
         return
     if size % multiple:
         raise ConfigError(f"data.crop/data.size: training size {size} must be a multiple of {multiple} "

@@ -6,9 +6,12 @@ Layout (OUT_DIR = train.out_dir)::
       step_0000100/
         model.safetensors        EMA weights (what sampling uses); metadata: format
                                  "meddiff-ddpm-v1" (or "meddiff-vdm-v1" for a VDM, with the
-                                 keys of meddiff.vdm.checkpoint), config (resolved, YAML),
+                                 keys of meddiff.vdm.checkpoint; "meddiff-baseline-v1" for
+                                 a learned baseline: the whole module, generator and
+                                 discriminator), config (resolved, YAML),
                                  in_channels, out_channels, task, step
-        train_state.safetensors  raw weights "model.<name>", optimiser state "optim.<i>.<key>",
+        train_state.safetensors  raw weights "model.<name>", optimiser state "optim.<i>.<key>"
+                                 (baselines: every optimiser by name, "optim.<opt>.<i>.<key>"),
                                  torch CPU RNG "rng.torch_cpu" (uint8)
         train_state.json         step, elapsed_s, optimiser param_groups, scalar optimiser state,
                                  grad-scaler state
@@ -29,7 +32,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import yaml
@@ -47,7 +50,8 @@ from ..nn.unet import UNet, build_unet
 
 FORMAT = "meddiff-ddpm-v1"
 VDM_FORMAT = "meddiff-vdm-v1"  # a variational diffusion model (meddiff.vdm.checkpoint loads it)
-FORMATS = (FORMAT, VDM_FORMAT)
+BASELINE_FORMAT = "meddiff-baseline-v1"  # a learned baseline (meddiff.baselines.load_baseline loads it)
+FORMATS = (FORMAT, VDM_FORMAT, BASELINE_FORMAT)
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
 STATE_JSON = "train_state.json"
@@ -92,6 +96,30 @@ def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor
     return tensors, {"param_groups": sd["param_groups"], "scalar_state": scalars}
 
 
+def _named_optimizer_state(opts: Mapping[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Several optimisers by name (a baseline's {"G": ..., "D": ...}): tensors "optim.<name>.<i>.<key>",
+    JSON {"named": {name: <as _optimizer_state>}}."""
+    tensors: dict[str, torch.Tensor] = {}
+    infos: dict[str, Any] = {}
+    for name, opt in opts.items():
+        if not name or "." in name:
+            raise CheckpointError(f"optimiser name {name!r}: expected a non-empty name without '.'")
+        t, infos[name] = _optimizer_state(opt)
+        tensors.update({f"optim.{name}." + k[len("optim."):]: v for k, v in t.items()})
+    return tensors, {"named": infos}
+
+
+def _restore_named_optimizers(opts: Mapping[str, torch.optim.Optimizer], tensors: dict[str, torch.Tensor],
+                              info: dict[str, Any], where: Path) -> None:
+    saved = info.get("named")
+    if not isinstance(saved, dict) or set(saved) != set(opts):
+        raise CheckpointError(f"{where}: the checkpoint holds optimisers {sorted(saved or {})}, "
+                              f"the model has {sorted(opts)}")
+    for name, opt in opts.items():
+        pre = f"optim.{name}."
+        _restore_optimizer(opt, {"optim." + k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}, saved[name])
+
+
 def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, t in tensors.items():
@@ -126,7 +154,8 @@ def _write_folder(tmp: Path, cfg: Config, step: int, elapsed_s: float, model: nn
                   fmt: str = FORMAT, extra: dict[str, str] | None = None) -> None:
     tmp.mkdir(parents=True)
     save_file(_tensors(ema), str(tmp / MODEL_FILE), metadata=model_metadata(cfg, in_channels, out_channels, step, fmt, extra))
-    opt_tensors, opt_info = _optimizer_state(optimizer)
+    opt_tensors, opt_info = (_named_optimizer_state(optimizer) if isinstance(optimizer, Mapping)
+                             else _optimizer_state(optimizer))
     state = {**_tensors(model, "model."), **opt_tensors, "rng.torch_cpu": torch.get_rng_state()}
     save_file(state, str(tmp / STATE_FILE), metadata={"format": fmt + "-train-state"})
     info = {
@@ -150,7 +179,8 @@ def save_checkpoint(root: str | Path, step: int, cfg: Config, model: nn.Module, 
                     extra_metadata: dict[str, str] | None = None) -> Path:
     """Write root/step_XXXXXXX atomically, point root/latest at it, prune beyond keep_last (0 = keep all).
 
-    fmt: FORMAT (DDPM) or VDM_FORMAT; extra_metadata: more str -> str keys for model.safetensors.
+    fmt: FORMAT (DDPM), VDM_FORMAT or BASELINE_FORMAT (then `optimizer` may be a dict of
+    named optimisers); extra_metadata: more str -> str keys for model.safetensors.
 
     Raises CheckpointError naming the folder if anything cannot be written (the previous
     checkpoint and `latest` are then untouched).
@@ -237,7 +267,8 @@ def check_format(file: Path, meta: dict[str, str], expected: str) -> None:
     got = meta.get("format")
     if got == expected:
         return
-    kinds = {FORMAT: "a DDPM (Med-cDiff) checkpoint", VDM_FORMAT: "a VDM (variational diffusion) checkpoint"}
+    kinds = {FORMAT: "a DDPM (Med-cDiff) checkpoint", VDM_FORMAT: "a VDM (variational diffusion) checkpoint",
+             BASELINE_FORMAT: "a learned baseline checkpoint"}
     if got in kinds:
         raise CheckpointError(f"{file} is {kinds[got]} (format {got!r}) but {kinds[expected]} (format {expected!r}) "
                               "is needed here")
@@ -391,7 +422,10 @@ def load_train_state(ckpt_dir: str | Path, model: nn.Module, ema: nn.Module,
     device = next(model.parameters()).device
     opt_t = {k: v.to(device) if not k.endswith(".step") else v for k, v in state_t.items() if k.startswith("optim.")}
     try:
-        _restore_optimizer(optimizer, opt_t, info["optimizer"])
+        if isinstance(optimizer, Mapping):  # a baseline's optimisers by name
+            _restore_named_optimizers(optimizer, opt_t, info["optimizer"], d)
+        else:
+            _restore_optimizer(optimizer, opt_t, info["optimizer"])
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{d}: optimiser state does not match the model ({e})") from None
     if scaler is not None and scaler.is_enabled() and info.get("scaler"):

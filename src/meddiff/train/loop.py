@@ -16,6 +16,12 @@ process with the double batch draws) then ``vdm.backward_vlb`` in place of ``los
 negative VLB in bits/dim, logged with its three terms; checkpoints have format
 "meddiff-vdm-v1". Under torchrun the VDM is not wrapped in DDP (the VLB calls its parts, not
 its forward); its gradients are averaged over the ranks explicitly instead.
+
+With ``objective: baseline`` the same loop trains a learned baseline (meddiff.baselines: pix2pix,
+SRGAN, UP-GAN, HPUNet) on the same data and degradations: the step is the baseline's own
+``train_step(x0, cond, mask, opts, step)`` (its optimisers, by name, get the lr of every step and
+``model.grad_clip``); EMA of the whole module; checkpoints have format "meddiff-baseline-v1";
+fp32, one process; the validation loss is the MSE of the EMA model's predictions.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from ..diffusion.schedule import build_schedule
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..nn.unet import build_unet
 from . import distributed as D
-from .checkpoint import FORMAT, VDM_FORMAT, init_weights, latest_checkpoint, load_train_state, read_config, save_checkpoint
+from .checkpoint import BASELINE_FORMAT, FORMAT, VDM_FORMAT, init_weights, latest_checkpoint, load_train_state, read_config, save_checkpoint
 from .ema import ema_copy, ema_update
 from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log
 from .order import STEP, VAL, SeededItems, StepBatches, collate, loss_noise, mix_seed, seed_global_rngs
@@ -162,7 +168,8 @@ class _Run:
         self.out = Path(t.out_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.vdm = vdm_data
-        self.fmt = VDM_FORMAT if vdm_data is not None else FORMAT
+        self.baseline = cfg.objective == "baseline"
+        self.fmt = VDM_FORMAT if vdm_data is not None else BASELINE_FORMAT if self.baseline else FORMAT
         self.terms: dict[str, float] = {}  # VDM: bits/dim of the last step's VLB terms
         if vdm_data is not None and not cfg.vdm.image_condition:
             from ..vdm.build import NoCondition
@@ -171,7 +178,13 @@ class _Run:
             self.deg = build_degradation(cfg.task, training=True)
         self.in_channels = 1 + self.deg.cond_channels
         torch.manual_seed(t.seed)  # identical initial weights on every rank
-        if vdm_data is not None:
+        if self.baseline:
+            if env.distributed:
+                raise ConfigError("objective baseline trains in one process (not under torchrun)")
+            from ..baselines import build_baseline
+            self.in_channels = self.deg.cond_channels  # a baseline sees the condition planes only
+            self.net = build_baseline(cfg, self.in_channels).to(env.device)
+        elif vdm_data is not None:
             from ..vdm.build import build_vdm
             self.net = build_vdm(cfg, vdm_data.data_shape, self.deg.cond_channels).to(env.device)
         else:
@@ -179,12 +192,16 @@ class _Run:
         if t.init_from:
             init_weights(self.net, t.init_from, self.fmt)
         self.ema = ema_copy(self.net)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-        self.precision = resolved_precision(t.precision, env.device) if vdm_data is None else "fp32"
+        if self.baseline:  # named optimisers ({"G": ..., "D": ...}), saved and restored by name
+            self.opt = self.net.optimisers(t.lr, t.betas, t.weight_decay)
+            self.net.grad_clip = t.grad_clip if t.grad_clip > 0 else math.inf
+        else:
+            self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.precision = "fp32" if vdm_data is not None or self.baseline else resolved_precision(t.precision, env.device)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.precision == "fp16")
         self.start, self.elapsed0 = 0, 0.0
         self.last_ckpt: Path | None = None
-        if vdm_data is not None:
+        if vdm_data is not None or self.baseline:
             return
         self.sched = build_schedule(cfg.diffusion)
         d = cfg.diffusion
@@ -211,6 +228,8 @@ class _Run:
         """One optimiser step (0-based `step`); returns the loss averaged over ranks."""
         if self.vdm is not None:
             return self.vdm_step(step, batch)
+        if self.baseline:
+            return self.baseline_step(step, batch)
         t, env = self.cfg.train, self.env
         x0 = batch.x0.to(env.device)
         cond = self.deg.model_condition(batch.cond, batch.mask).to(env.device)
@@ -232,6 +251,24 @@ class _Run:
             raise TrainingError(f"gradient norm is {float(norm)} at step {step + 1}; training stopped{self._last_good()}")
         self.scaler.step(self.opt)
         self.scaler.update()
+        ema_update(self.ema, self.net, t.ema_decay)
+        return value
+
+    def baseline_step(self, step: int, batch) -> float:
+        """One step of a learned baseline: its own train_step (all its updates) with this step's lr
+        on every optimiser and torch's RNGs seeded from (seed, step) (dropout etc.); returns "loss"."""
+        t, env = self.cfg.train, self.env
+        x0, mask = batch.x0.to(env.device), batch.mask.to(env.device)
+        cond = self.deg.model_condition(batch.cond, batch.mask).to(env.device)
+        seed_global_rngs(mix_seed(t.seed, STEP, step, env.rank))
+        for opt in self.opt.values():
+            for g in opt.param_groups:
+                g["lr"] = train_lr(self.cfg, step)
+        self.net.train()
+        losses = self.net.train_step(x0, cond, mask, self.opt, step)
+        value = float(losses["loss"])
+        if not math.isfinite(value):
+            raise TrainingError(f"loss is {value} at step {step + 1}; training stopped{self._last_good()}")
         ema_update(self.ema, self.net, t.ema_decay)
         return value
 
@@ -324,6 +361,11 @@ class _Run:
             b = collate([items[(i, i)] for i in idx[s: s + self.cfg.train.batch_size]])
             x0 = b.x0.to(self.env.device)
             cond = self.deg.model_condition(b.cond, b.mask).to(self.env.device)
+            if self.baseline:  # MSE of the EMA model's prediction (noise from (seed, VAL, batch start))
+                g = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, VAL, s))
+                pred = self.ema.predict(cond, b.mask.to(self.env.device), g)
+                total, count = total + float((pred - x0).square().mean()) * len(b.case_id), count + len(b.case_id)
+                continue
             k, eps = loss_noise(self.cfg.train.seed, b.position, self.sched.timesteps, x0.shape[1:], stream=VAL)
             loss = diffusion_loss(self.ema_denoiser, x0, cond, weighting=self.cfg.diffusion.loss_weight, k=k, eps=eps)
             total, count = total + float(loss) * len(b.case_id), count + len(b.case_id)
