@@ -21,6 +21,12 @@ for inpainting the known pixels are kept; "repaint" (inpainting, ancestral sampl
 
 VDM checkpoints (objective vdm) generate instead: --num N [--label L] [--steps S] writes
 OUTPUT/grid.png and one file per sample (see meddiff.commands.vdm_sample); --input is not used.
+
+Baselines go through the same reading, normalisation and writing; only the restoration differs:
+a learned baseline's checkpoint (objective baseline: pix2pix, SRGAN, ...) predicts each slice
+(--samples N draws its noise N times), and --method NAME instead of --checkpoint runs a classical
+one: median or nlm (non-local means) for denoising, biharmonic for inpainting, bicubic or bilinear
+for super-resolution (--sr-factor, default 4).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch
 
 from ..data.slices import from_slices, to_slices
 from ..errors import InputError
+from ..config import TaskConfig
 from ..io import Volume, find_images, read_volume, write_volume
 from ..io.readers import ImageItem
 
@@ -45,7 +52,10 @@ log = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="restore images with a trained model (super-resolution, denoising, inpainting)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="model.safetensors, a checkpoint folder or a run folder")
+    p.add_argument("--checkpoint", default=None, help="model.safetensors, a checkpoint folder or a run folder")
+    p.add_argument("--method", default=None, choices=sorted(CLASSICAL),
+                   help="a classical baseline instead of --checkpoint: median, nlm (denoising), biharmonic (inpainting), "
+                        "bicubic, bilinear (super-resolution)")
     p.add_argument("--input", type=Path, default=None,
                    help="an image file, a DICOM series folder, or a folder of them (required for DDPM checkpoints)")
     p.add_argument("--output", required=True, type=Path, help="output folder")
@@ -82,6 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bicubic": "sr", "bilinear": "sr"}
 _EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".png", "raster": ".png", "numpy": ".nii.gz"}
 
 
@@ -123,37 +134,36 @@ def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...
     return spacing, np.asarray(vol.affine, float) @ m
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..data.degrade import SuperResolution, build_degradation
-    from ..data.normalise import Normalisation
-    from ..inference import SAMPLERS, restore, sampler_options, summarise
+def sr_task(task: TaskConfig, factor: float | None) -> TaskConfig:
+    """The task with --sr-factor applied (a warning if the model was not trained for it)."""
+    if factor is None:
+        return task
+    if task.kind != "sr":
+        raise InputError(f"--sr-factor applies to super-resolution checkpoints, this one is {task.kind!r}")
+    if not factor > 1:
+        raise InputError(f"--sr-factor {factor}: expected a factor > 1")
+    trained = task.sr_factors or (task.sr_factor,)
+    if not any(abs(factor - f) < 1e-6 * f for f in trained):
+        log.warning("--sr-factor %g: this model was trained for %s only", factor, ", ".join(f"x{f:g}" for f in trained))
+    return dataclasses.replace(task, sr_factor=factor)
+
+
+def _not_for(args: argparse.Namespace, what: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(args, key) not in (None, "none"):
+            raise InputError(f"--{key.replace('_', '-')} applies to DDPM checkpoints only, not to {what}")
+
+
+def ddpm_restorer(args: argparse.Namespace, device):
+    """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of a DDPM checkpoint: its sampler."""
+    from ..inference import SAMPLERS, restore, sampler_options
     from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
     from ..train.checkpoint import load_model
-    from ..train.distributed import pick_device
-    from .vdm_sample import is_vdm_checkpoint
-    from .vdm_sample import run as run_vdm
 
-    if is_vdm_checkpoint(args.checkpoint):
-        return run_vdm(args)
-    if args.input is None:
-        raise InputError("--input is required to restore images with a DDPM checkpoint")
-    if args.label is not None:
-        raise InputError("--label applies to class-conditional VDM checkpoints only")
-    device = pick_device(args.device)
     cfg, net, denoiser = load_model(args.checkpoint, device=device)
     if args.precision:
         denoiser.precision = args.precision
-    task = cfg.task
-    if args.sr_factor is not None:
-        if task.kind != "sr":
-            raise InputError(f"--sr-factor applies to super-resolution checkpoints, this one is {task.kind!r}")
-        if not args.sr_factor > 1:
-            raise InputError(f"--sr-factor {args.sr_factor}: expected a factor > 1")
-        trained = task.sr_factors or (task.sr_factor,)
-        if not any(abs(args.sr_factor - f) < 1e-6 * f for f in trained):
-            log.warning("--sr-factor %g: this model was trained for %s only", args.sr_factor,
-                        ", ".join(f"x{f:g}" for f in trained))
-        task = dataclasses.replace(task, sr_factor=args.sr_factor)
+    task = sr_task(cfg.task, args.sr_factor)
     sampler = args.sampler or cfg.sampler.name
     steps = args.steps if args.steps is not None else cfg.sampler.steps
     if sampler not in SAMPLERS:
@@ -167,17 +177,104 @@ def run(args: argparse.Namespace) -> int:
     if args.grid is not None and sampler not in ("ddim", "dpm_solver_pp"):
         raise InputError(f"--grid applies to --sampler ddim or dpm_solver_pp, not {sampler}")
     options = sampler_options(sampler, cfg.diffusion.variance, eta, grid)
-    if args.samples < 1:
-        raise InputError(f"--samples {args.samples}: expected >= 1")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
     if not 1 <= steps <= cfg.diffusion.timesteps:
         raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
     check_request(task.kind, args.consistency, args.resample)
     if args.consistency == "repaint" and sampler != "ancestral":
         raise InputError(f"--consistency repaint needs --sampler ancestral, not {sampler}")
+
+    def run_sampler(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path) -> torch.Tensor:
+        measured = measurement_for(task.kind, args.consistency, planes, factor=task.sr_factor if task.kind == "sr" else None,
+                                   lowres=lowres, resample=args.resample)
+        out = restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
+                      batch_size=args.batch_size, device=device, progress=not args.no_progress,
+                      consistency=measured, **options)
+        if measured is not None and measured.lowres is not None:
+            err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
+            log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", name, err)
+        return out
+
+    describe = f"{sampler} {steps} steps, seed {args.seed}" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
+    return task, run_sampler, describe
+
+
+def baseline_restorer(args: argparse.Namespace, device):
+    """(task, restore, description) of a learned baseline's checkpoint: its prediction per slice."""
+    from ..baselines.registry import load_baseline, restore_baseline
+
+    _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
+    cfg, model = load_baseline(args.checkpoint, device=device)
+
+    def predict(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path) -> torch.Tensor:
+        return restore_baseline(model, planes, samples=args.samples, seed=args.seed, batch_size=args.batch_size, device=device)
+
+    return sr_task(cfg.task, args.sr_factor), predict, f"{cfg.baseline.name} baseline, seed {args.seed}"
+
+
+def classical_restorer(args: argparse.Namespace):
+    """(task, restore, description) of a classical baseline (--method): deterministic, one sample."""
+    from ..baselines.classical import classical_restore
+
+    _not_for(args, f"--method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
+    if args.samples != 1:
+        raise InputError(f"--samples {args.samples}: --method {args.method} is deterministic, expected 1")
+    kind = CLASSICAL[args.method]
+    if args.sr_factor is not None and kind != "sr":
+        raise InputError(f"--sr-factor applies to --method bicubic or bilinear, not {args.method}")
+    if args.sr_factor is not None and not args.sr_factor > 1:
+        raise InputError(f"--sr-factor {args.sr_factor}: expected a factor > 1")
+    task = TaskConfig(kind=kind, sr_factor=args.sr_factor or 4.0,
+                      sr_upsample=args.method if kind == "sr" else "bicubic")
+
+    def apply(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path) -> torch.Tensor:
+        if kind == "sr":  # the shared path already upsampled the input with this method
+            return planes[None, :, :1].clamp(-1, 1)
+        return classical_restore(args.method, planes, planes[:, 1:] if kind == "inpaint" else torch.ones_like(planes))
+
+    return task, apply, args.method
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..baselines.registry import is_baseline_checkpoint
+    from ..train.distributed import pick_device
+    from .vdm_sample import is_vdm_checkpoint
+    from .vdm_sample import run as run_vdm
+
+    if args.method is not None and args.checkpoint is not None:
+        raise InputError(f"give --checkpoint or --method, not both (got --method {args.method})")
+    if args.method is None and args.checkpoint is None:
+        raise InputError(f"give --checkpoint (a trained model) or --method (one of {', '.join(sorted(CLASSICAL))})")
+    if args.checkpoint is not None and is_vdm_checkpoint(args.checkpoint):
+        return run_vdm(args)
+    if args.input is None:
+        raise InputError("--input is required to restore images")
+    if args.label is not None:
+        raise InputError("--label applies to class-conditional VDM checkpoints only")
+    if args.samples < 1:
+        raise InputError(f"--samples {args.samples}: expected >= 1")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
+    device = pick_device(args.device)
+    if args.method is not None:
+        task, restore_slices, describe = classical_restorer(args)
+    elif is_baseline_checkpoint(args.checkpoint):
+        task, restore_slices, describe = baseline_restorer(args, device)
+    else:
+        task, restore_slices, describe = ddpm_restorer(args, device)
+    return restore_files(args, task, restore_slices, describe)
+
+
+def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, describe: str) -> int:
+    """Read each input, normalise, build the condition planes, call restore_slices(planes, lowres, name)
+    -> [S, N, 1, H, W], undo the normalisation and write in the input's format (the path shared by
+    DDPM checkpoints, learned and classical baselines)."""
+    from ..data.degrade import SuperResolution, build_degradation
+    from ..data.normalise import Normalisation
+    from ..inference import summarise
+
     if task.kind == "inpaint" and args.mask is None:
-        raise InputError("this checkpoint inpaints: give --mask FILE (nonzero where pixels are missing)")
+        what = f"--method {args.method}" if args.method else "this checkpoint"
+        raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing)")
     items = [args.input] if args.input.is_file() else find_images(args.input)
     if not items:
         raise InputError(f"{args.input}: no readable image found")
@@ -206,14 +303,7 @@ def run(args: argparse.Namespace) -> int:
             cond, mask = x, torch.ones_like(x)
         planes = deg.model_condition(cond, mask)
         lowres = x if task.kind == "sr" and args.input_kind == "lowres" else None
-        measured = measurement_for(task.kind, args.consistency, planes, factor=task.sr_factor if task.kind == "sr" else None,
-                                   lowres=lowres, resample=args.resample)
-        out = restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                      batch_size=args.batch_size, device=device, progress=not args.no_progress,
-                      consistency=measured, **options)
-        if measured is not None and measured.lowres is not None:
-            err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
-            log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", item.path, err)
+        out = restore_slices(planes, lowres, item.path)
         if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
             out = out * mask + cond * (1 - mask)
         mean, std = summarise(out)
@@ -223,8 +313,7 @@ def run(args: argparse.Namespace) -> int:
         def volume_of(arr: torch.Tensor, what: str) -> Volume:
             a = from_slices(arr[:, 0].numpy(), vol.ndim, args.axis).astype(np.float32)
             return Volume(a, spacing, affine, vol.patient_id, vol.source,
-                          {**vol.meta, "derived": f"meddiff {task.kind} {what}, {sampler} {steps} steps, seed {args.seed}"
-                                              + ("" if args.consistency == "none" else f", consistency {args.consistency}")})
+                          {**vol.meta, "derived": f"meddiff {task.kind} {what}, {describe}"})
 
         products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
         if args.samples > 1:
