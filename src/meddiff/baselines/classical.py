@@ -11,7 +11,8 @@
   hole with the known pixels as boundary values (Damelin and Hoang 2018;
   ``inpaint_biharmonic``).
 
-scikit-image (nlm, biharmonic) is an optional dependency (``pip install meddiff[baselines]``); a missing import
+scikit-image (nlm, biharmonic) and PyWavelets (nlm's sigma estimate) are optional dependencies
+(``pip install meddiff[baselines]``); a missing import
 raises InputError naming it. ``meddiff sample --method NAME`` runs these on the same inputs and
 with the same reading/normalising/writing as a trained model.
 """
@@ -26,12 +27,19 @@ from ..errors import InputError
 METHOD_TASKS = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint"}  # method -> task kind
 
 
-def _restoration():
+def _restoration(wavelets: bool = False):
+    """skimage.restoration; wavelets=True also checks PyWavelets (estimate_sigma needs it)."""
     try:
         from skimage import restoration
     except ImportError:
         raise InputError("the classical baselines need scikit-image: pip install 'meddiff[baselines]' "
                          "(or pip install scikit-image)") from None
+    if wavelets:
+        try:
+            import pywt  # noqa: F401
+        except ImportError:
+            raise InputError("non-local means estimates the noise with PyWavelets: pip install 'meddiff[baselines]' "
+                             "(or pip install PyWavelets)") from None
     return restoration
 
 
@@ -56,7 +64,7 @@ def median_filter(img: np.ndarray, size: int = 3) -> np.ndarray:
 
 def nl_means(img: np.ndarray, patch_size: int = 5, patch_distance: int = 6, h_factor: float = 0.8) -> np.ndarray:
     """Non-local means with sigma = estimate_sigma(img) and h = h_factor * sigma (module docstring)."""
-    restoration = _restoration()
+    restoration = _restoration(wavelets=True)
     a = _check_image(img, "non-local means input")
     sigma = float(restoration.estimate_sigma(a))
     if sigma == 0:
