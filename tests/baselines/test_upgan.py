@@ -103,7 +103,7 @@ def toy_pairs(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, t
 def test_uncertainty_is_higher_where_the_error_is_higher():
     g = torch.Generator().manual_seed(0)
     # gg_weight 1 (default 1e-3) so the shared trunk learns the uncertainty within the short budget
-    model = make(1, stages=2, channels=(16, 32), gg_weight=1.0, d_layers=1)
+    model = make(1, stages=2, channels=(16, 32), gg_weight=1.0, disc_layers=1)
     opts = model.optimisers(2e-3, (0.9, 0.99), 0.0)
     for s in range(STEPS_TOY):
         x0, cond, _ = toy_pairs(8, g)
@@ -123,7 +123,7 @@ def test_uncertainty_is_higher_where_the_error_is_higher():
 def test_progressive_schedule_trains_one_stage_at_a_time():
     x0 = real_crop(16)
     cond, mask = SuperResolution(2.0)(x0)
-    model = make(0, stages=3, channels=(8, 16), stage_steps=2, d_layers=1)
+    model = make(0, stages=3, channels=(8, 16), stage_steps=2, disc_layers=1)
     opts = model.optimisers(1e-3, (0.9, 0.99), 0.0)
     before = [{k: v.clone() for k, v in g.state_dict().items()} for g in model.generators]
 
@@ -141,11 +141,11 @@ def test_progressive_schedule_trains_one_stage_at_a_time():
 def test_state_dict_round_trip_gives_identical_predictions():
     x0 = real_crop(16)
     cond, mask = SuperResolution(2.0)(x0)
-    a = make(0, channels=(8, 16), d_layers=1)
+    a = make(0, channels=(8, 16), disc_layers=1)
     opts = a.optimisers(1e-3, (0.9, 0.99), 0.0)
     for s in range(3):
         a.train_step(x0, cond, mask, opts, s)
-    b = make(5, channels=(8, 16), d_layers=1)
+    b = make(5, channels=(8, 16), disc_layers=1)
     assert not torch.equal(a.predict(cond, mask), b.predict(cond, mask))
     b.load_state_dict(a.state_dict())
     ma, sa = a.predict_with_uncertainty(cond, mask, torch.Generator().manual_seed(3))

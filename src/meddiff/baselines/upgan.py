@@ -202,7 +202,7 @@ def check_inputs(cond: Tensor, mask: Tensor, in_channels: int, levels: int, who:
 
 class UPGAN(Baseline):
     """UP-GAN baseline. ``baseline:`` fields read (default): stages (3), channels (None = model.channels),
-    l1_weight (1.0), gg_weight (1e-3), adv_weight (1e-3), d_channels (32), d_layers (3),
+    l1_weight (1.0), gg_weight (1e-3), adv_weight (1e-3), disc_width (32), disc_layers (3),
     stage_steps (0 = joint training)."""
 
     name = "upgan"
@@ -217,7 +217,7 @@ class UPGAN(Baseline):
         self.gg_weight = float(_get(bcfg, "gg_weight", 1e-3))
         self.adv_weight = float(_get(bcfg, "adv_weight", 1e-3))
         self.stage_steps = int(_get(bcfg, "stage_steps", 0))
-        d_channels, d_layers = int(_get(bcfg, "d_channels", 32)), int(_get(bcfg, "d_layers", 3))
+        d_channels, d_layers = int(_get(bcfg, "disc_width", 32)), int(_get(bcfg, "disc_layers", 3))
         if self.stages < 1:
             raise ConfigError(f"baseline.stages: expected >= 1, got {self.stages}")
         if not self.widths or min(self.widths) < 1:
