@@ -108,3 +108,22 @@ def test_likelihood_argument_errors_name_what_is_missing(brains, tmp_path, capsy
     assert "split 'test'" in capsys.readouterr().err
     assert main(["evaluate", "--truth", str(tmp_path)]) == 2
     assert "--pred and --truth are required" in capsys.readouterr().err
+
+
+def test_likelihood_draws_average_independent_draws_per_slice(brains, tmp_path, capsys):
+    """--draws K: the per-slice values are means of K draws, so they spread less across slices'
+    draws than single draws do, while the mean over slices stays within the standard errors."""
+    res = {}
+    for k in (1, 4):
+        out = tmp_path / f"d{k}"
+        assert main(["evaluate", "--likelihood", "--checkpoint", str(brains / "trained"), "--prepared", str(brains / "colin"),
+                     "--split", "test", "--draws", str(k), "--out", str(out)]) == 0
+        capsys.readouterr()
+        res[k] = json.loads((out / "likelihood.json").read_text())
+    assert res[1]["draws"] == 1 and res[4]["draws"] == 4
+    d1, d4 = res[1]["bits_per_dim"]["diffusion"], res[4]["bits_per_dim"]["diffusion"]
+    assert d4["stderr"] < d1["stderr"]
+    assert abs(d4["mean"] - d1["mean"]) < 3 * np.hypot(d1["stderr"], d4["stderr"])
+    assert main(["evaluate", "--likelihood", "--checkpoint", str(brains / "trained"), "--prepared", str(brains / "colin"),
+                 "--draws", "0"]) == 2
+    assert "--draws 0: expected >= 1" in capsys.readouterr().err

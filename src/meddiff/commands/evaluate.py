@@ -152,6 +152,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lk.add_argument("--prepared", type=Path, default=None, help="folder written by `meddiff prepare`")
     lk.add_argument("--split", default="test", help="split of --prepared to score (default test)")
     lk.add_argument("--batch-size", type=int, default=16, help="slices per batch (default 16)")
+    lk.add_argument("--draws", type=int, default=1,
+                    help="independent Monte-Carlo draws of (t, eps, eps_0) averaged per slice (default 1)")
     p.set_defaults(func=run)
 
 def image_key(path: Path, folder: Path) -> str:

@@ -2,7 +2,8 @@
 
 Every slice of the split (centre-cropped to data.crop like the validation set, as the model
 was trained on crops of that size) is scored by the negative VLB of the EMA model in bits/dim,
-one Monte-Carlo draw of (t, eps, eps_0) per slice (vdm.generate.heldout_bpd). Printed and, with
+the mean of --draws independent Monte-Carlo draws of (t, eps, eps_0) per slice (default 1;
+vdm.generate.heldout_bpd). Printed and, with
 --out, written as likelihood.json (mean and standard error of total and each term, slices,
 settings) and likelihood_per_slice.csv. Class-conditional models read each slice's label as
 at training time (vdm.label_from of the checkpoint's config) and map it by class name.
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--likelihood needs --checkpoint CKPT and --prepared DIR")
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
+    if args.draws < 1:
+        raise InputError(f"--draws {args.draws}: expected >= 1")
     device = pick_device("auto")
     vdm = load_vdm(args.checkpoint, device=device)
     cfg = vdm.cfg
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         labels_of = lambda ids: torch.tensor([index[c] for c in ids], dtype=torch.long)  # noqa: E731
     cond_of = (lambda c, m: deg.model_condition(c, m)) if cfg.vdm.image_condition else (lambda c, m: None)
     res = heldout_bpd(vdm.model, ds, timesteps=cfg.vdm.timesteps, vocab_size=cfg.vdm.vocab_size, seed=args.seed,
-                      batch_size=args.batch_size, labels_of=labels_of, cond_of=cond_of, device=device)
+                      batch_size=args.batch_size, labels_of=labels_of, cond_of=cond_of, device=device,
+                      draws=args.draws)
     n = len(res.case_ids)
     lines = [f"negative VLB of {vdm.file} (step {vdm.step}) on {n} slices of split {args.split!r} of {args.prepared}",
              "term            bits/dim     std. error"]
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = Path(args.out)
         doc = {"checkpoint": str(vdm.file), "step": vdm.step, "prepared": str(args.prepared), "split": args.split,
-               "slices": n, "seed": args.seed, "timesteps": cfg.vdm.timesteps, "gamma": cfg.vdm.gamma,
+               "slices": n, "seed": args.seed, "draws": args.draws, "timesteps": cfg.vdm.timesteps, "gamma": cfg.vdm.gamma,
                "bits_per_dim": {k: {"mean": res.mean(k), "stderr": res.stderr(k)} for k in TERMS}}
         atomic_write_text(out / "likelihood.json", json.dumps(doc, indent=1) + "\n")
         buf = io.StringIO()
