@@ -254,9 +254,25 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, meta
 
 
+# Keys a checkpoint's stored config may hold that a later meddiff removed, with the only value
+# they ever had effect with (none: nothing read them); dropped when they hold it, refused otherwise.
+LEGACY_KEYS = {("baseline", "latent_levels"): 3, ("baseline", "latent_dim"): 8, ("baseline", "kl_weight"): 1.0}
+
+
+def _drop_legacy_keys(values: object) -> object:
+    if not isinstance(values, dict):
+        return values
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for (section, key), default in LEGACY_KEYS.items():
+        sec = out.get(section)
+        if isinstance(sec, dict) and key in sec and sec[key] == default:
+            del sec[key]
+    return out
+
+
 def _config_from_yaml(text: str, where: Path) -> Config:
     try:
-        return config_mod.from_dict(yaml.safe_load(text))
+        return config_mod.from_dict(_drop_legacy_keys(yaml.safe_load(text)))
     except (yaml.YAMLError, ConfigError, AttributeError, TypeError) as e:
         raise CheckpointError(f"{where}: the stored config is invalid ({e})") from None
 
