@@ -7,10 +7,11 @@ heads that give, per pixel, the parameters of a generalised Gaussian (GG) over t
 
     mean  mu_m,   scale alpha_m > 0,   shape beta_m > 0.
 
-Stage 1 sees the condition y; stage m > 1 sees cat(y, mu_{m-1}, var_{m-1}) where var is the GG's
-aleatoric variance (eq. :func:`gg_variance`): each stage refines the previous estimate and is told
-where it was uncertain. (The authors' public code, ExplainableML/UncerGuidedI2I, feeds
-(mu, alpha, beta) instead of (mu, var); the variance is the same information in one channel.)
+Stage 1 sees the condition y; stage m > 1 sees cat(y, mu_{m-1}, u_{m-1}), where u is the log of
+the GG's aleatoric std (from eq. :func:`gg_variance`), clamped to [log 1e-3, log 2]
+(:func:`uncertainty_map`): each stage refines the previous estimate and is told where it was
+uncertain. (The authors' public code, ExplainableML/UncerGuidedI2I, feeds (mu, alpha, beta); one
+bounded channel carries the same ranking without the raw variance's ~1e3 values at initialisation.)
 
 Loss of stage m (paper eq. for L_G; weights, least-squares GAN and the patch discriminator as
 in the authors' public implementation):
@@ -49,6 +50,10 @@ from .base import Baseline
 # far below one grey level, beta >= 0.2 keeps Gamma(3/beta)/Gamma(1/beta) finite in float32.
 ALPHA_MIN = 1e-3
 BETA_MIN = 0.2
+# beta <= BETA_MIN + 10: the paper's shapes lie well inside (Laplace 1, Gaussian 2; large beta is a
+# uniform box); unbounded, exp(b) reached 400 at initialisation on real data and (|r| / alpha)^beta
+# overflowed to inf in float32 on the first step.
+BETA_LOG_MAX = math.log(10.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -97,6 +102,14 @@ def _groups(ch: int, groups: int) -> int:
     while ch % g:
         g -= 1
     return g
+
+
+def uncertainty_map(alpha: Tensor, beta: Tensor) -> Tensor:
+    """What stage m + 1 sees of stage m's uncertainty: log of the GG std, clamped to
+    [log ALPHA_MIN, log 2] (2 = the whole [-1, 1] range). The raw variance reached ~1e3 at
+    initialisation (beta near its floor makes Gamma(3/beta)/Gamma(1/beta) huge), which drove the
+    next stage's heads to inf on the first step."""
+    return (0.5 * torch.log(gg_variance(alpha, beta))).clamp(math.log(ALPHA_MIN), math.log(2.0))
 
 
 def positive(a: Tensor, floor: float) -> Tensor:
@@ -155,7 +168,7 @@ class ThreeHeadUNet(nn.Module):
             h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
             h = dec(torch.cat([h, skips.pop()], 1))
         mu, a, b = self.heads(h).unbind(1)
-        return mu[:, None], positive(a[:, None], ALPHA_MIN), positive(b[:, None], BETA_MIN)
+        return mu[:, None], positive(a[:, None], ALPHA_MIN), positive(b[:, None].clamp(max=BETA_LOG_MAX), BETA_MIN)
 
 
 class PatchDiscriminator(nn.Module):
@@ -233,7 +246,7 @@ class UPGAN(Baseline):
     def forward_stages(self, cond: Tensor, upto: int | None = None, detach_between: bool = True
                        ) -> list[tuple[Tensor, Tensor, Tensor]]:
         """[(mu_m, alpha_m, beta_m)] for stages 1..upto (all by default); stage m > 1 gets
-        cat(cond, mu_{m-1}, var_{m-1}) with the previous outputs detached (progressive gradient flow)."""
+        cat(cond, mu_{m-1}, uncertainty_map_{m-1}) with the previous outputs detached (progressive gradient flow)."""
         outs = []
         n = self.stages if upto is None else upto
         for m in range(n):
@@ -241,7 +254,7 @@ class UPGAN(Baseline):
                 x = cond
             else:
                 mu, a, b = outs[-1]
-                prev_mu, prev_var = mu, gg_variance(a, b)
+                prev_mu, prev_var = mu, uncertainty_map(a, b)
                 if detach_between:
                     prev_mu, prev_var = prev_mu.detach(), prev_var.detach()
                 x = torch.cat([cond, prev_mu, prev_var], 1)
@@ -274,7 +287,7 @@ class UPGAN(Baseline):
                 x = cond
             else:
                 mu, a, b = outs[-1]
-                x = torch.cat([cond, mu.detach(), gg_variance(a, b).detach()], 1)
+                x = torch.cat([cond, mu.detach(), uncertainty_map(a, b).detach()], 1)
             outs.append(self.generators[m](x))
         trained = outs[first:]
         fakes = torch.cat([mu for mu, _, _ in trained], 0)
