@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .base import Baseline
-from .upgan import ConvBlock, _get, check_inputs
+from .upgan import ConvBlock, _get, check_inputs, encode_levels
 
 LOG_SIGMA_RANGE = (-7.0, 3.0)  # clamp of the latent log-std (stability)
 
@@ -103,13 +103,7 @@ class HierarchicalUNet(nn.Module):
         self.out = nn.Conv2d(ch[0], out_channels, 1) if out_channels else None
 
     def forward(self, x: Tensor, draw: Draw) -> Tensor | None:
-        skips = []
-        h = x
-        for i, blk in enumerate(self.enc):
-            if i:
-                h = F.avg_pool2d(h, 2)
-            h = blk(h)
-            skips.append(h)
+        skips = encode_levels(self.enc, x)
         h = skips.pop()
         for j in range(self.n_dec):
             if j:

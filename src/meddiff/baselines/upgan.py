@@ -133,6 +133,18 @@ class ConvBlock(nn.Module):
         return self.net(x)
 
 
+def encode_levels(blocks: nn.ModuleList, x: Tensor) -> list[Tensor]:
+    """The U-Net encoder the UP-GAN and HPUNet networks share: block i runs at H / 2^i (2x average
+    pooling between blocks); returns every level's features, finest first."""
+    skips, h = [], x
+    for i, blk in enumerate(blocks):
+        if i:
+            h = F.avg_pool2d(h, 2)
+        h = blk(h)
+        skips.append(h)
+    return skips
+
+
 class ThreeHeadUNet(nn.Module):
     """U-Net (Ronneberger et al. 2015) with three 1x1 heads: mean, alpha, beta of a GG per pixel.
 
@@ -156,14 +168,8 @@ class ThreeHeadUNet(nn.Module):
         self.heads = nn.Conv2d(ch[0], 3, 1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        skips = []
-        h = x
-        for i, blk in enumerate(self.enc):
-            if i:
-                h = F.avg_pool2d(h, 2)
-            h = blk(h)
-            skips.append(h)
-        skips.pop()
+        skips = encode_levels(self.enc, x)
+        h = skips.pop()
         for up, dec in zip(self.up, self.dec):
             h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
             h = dec(torch.cat([h, skips.pop()], 1))

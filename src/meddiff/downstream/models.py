@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import InputError
 from .nets import SegUNet, SliceClassifier
@@ -92,15 +92,16 @@ def _build(net: torch.nn.Module, tensors: dict[str, Tensor], path: Path) -> torc
     return net.eval()
 
 
-class Segmenter:
-    """Brain tissue segmenter: ``seg(x)`` with x ``[B, 1, H, W]`` in [-1, 1] -> LongTensor ``[B, H, W]``.
+class _Downstream:
+    """What the segmenter and the classifier share: a network in eval mode, its class names, the
+    training recipe and the file it came from; ``load(path)`` reads a file of the subclass's FORMAT
+    (None = the shipped DEFAULT_FILE)."""
 
-    Shipped model: labels 0 = other/background, 1 = grey matter, 2 = white matter, trained on
-    MNI152 2009a slices against argmax(1 - gm - wm, gm, wm) of the template's probability maps.
-    H and W must be multiples of 8.
-    """
+    DEFAULT_FILE: Path
+    FORMAT: str
+    NET: type
 
-    def __init__(self, net: SegUNet, class_names: tuple[str, ...], recipe: Mapping[str, Any] | None = None,
+    def __init__(self, net: nn.Module, class_names: tuple[str, ...], recipe: Mapping[str, Any] | None = None,
                  path: Path | None = None):
         self.net = net.eval()
         self.class_names = tuple(class_names)
@@ -109,12 +110,22 @@ class Segmenter:
         self.path = path
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Segmenter":
-        """The segmenter in ``path`` (a meddiff-seg-v1 safetensors file); None = the shipped one."""
-        path = Path(path) if path is not None else SEG_FILE
-        tensors, meta = read_checkpoint(path, SEG_FORMAT)
-        net = SegUNet(len(meta["class_names"]), meta["channels"])
+    def load(cls, path: str | Path | None = None):
+        path = Path(path) if path is not None else cls.DEFAULT_FILE
+        tensors, meta = read_checkpoint(path, cls.FORMAT)
+        net = cls.NET(len(meta["class_names"]), meta["channels"])
         return cls(_build(net, tensors, path), meta["class_names"], meta["recipe"], path)  # type: ignore[arg-type]
+
+
+class Segmenter(_Downstream):
+    """Brain tissue segmenter: ``seg(x)`` with x ``[B, 1, H, W]`` in [-1, 1] -> LongTensor ``[B, H, W]``.
+
+    Shipped model: labels 0 = other/background, 1 = grey matter, 2 = white matter, trained on
+    MNI152 2009a slices against argmax(1 - gm - wm, gm, wm) of the template's probability maps.
+    H and W must be multiples of 8.
+    """
+
+    DEFAULT_FILE, FORMAT, NET = SEG_FILE, SEG_FORMAT, SegUNet
 
     @torch.no_grad()
     def logits(self, x: Tensor) -> Tensor:
@@ -125,27 +136,13 @@ class Segmenter:
         return self.logits(x).argmax(1)
 
 
-class Classifier:
+class Classifier(_Downstream):
     """Slice classifier: ``clf(x)`` with x ``[B, 1, H, W]`` in [-1, 1] -> logits ``[B, K]`` (float32).
 
     Shipped model: slice orientation, classes ("axial", "coronal", "sagittal").
     """
 
-    def __init__(self, net: SliceClassifier, class_names: tuple[str, ...], recipe: Mapping[str, Any] | None = None,
-                 path: Path | None = None):
-        self.net = net.eval()
-        self.class_names = tuple(class_names)
-        self.n_classes = len(self.class_names)
-        self.recipe = dict(recipe or {})
-        self.path = path
-
-    @classmethod
-    def load(cls, path: str | Path | None = None) -> "Classifier":
-        """The classifier in ``path`` (a meddiff-cls-v1 safetensors file); None = the shipped one."""
-        path = Path(path) if path is not None else CLS_FILE
-        tensors, meta = read_checkpoint(path, CLS_FORMAT)
-        net = SliceClassifier(len(meta["class_names"]), meta["channels"])
-        return cls(_build(net, tensors, path), meta["class_names"], meta["recipe"], path)  # type: ignore[arg-type]
+    DEFAULT_FILE, FORMAT, NET = CLS_FILE, CLS_FORMAT, SliceClassifier
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
