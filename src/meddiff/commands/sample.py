@@ -20,7 +20,9 @@ for inpainting the known pixels are kept; "repaint" (inpainting, ancestral sampl
 --resample U network calls per step.
 
 VDM checkpoints (objective vdm) generate instead: --num N [--label L] [--steps S] writes
-OUTPUT/grid.png and one file per sample (see meddiff.commands.vdm_sample); --input is not used.
+OUTPUT/grid.png and one file per sample (see meddiff.commands.vdm_sample). A VDM trained with
+vdm.image_condition restores --input like a DDPM (same reading and writing; --sampler, --steps,
+--samples, --seed; no --consistency).
 
 Baselines go through the same reading, normalisation and writing; only the restoration differs:
 a learned baseline's checkpoint (objective baseline: pix2pix, SRGAN, ...) predicts each slice

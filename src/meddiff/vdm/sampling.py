@@ -19,7 +19,7 @@ DPM-Solver++ samplers run on a VDM unchanged (they see only alpha_bar and (eps_h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +96,7 @@ class VDMDenoiser:
     score: ScoreFn
     sched: DiscreteSchedule
     labels: Tensor | None = None
+    net: Any = None  # the score network, read by meddiff.inference.restore for its size_multiple (padding)
 
     @classmethod
     def from_gamma(cls, score: ScoreFn, gamma: nn.Module, timesteps: int, labels: Tensor | None = None) -> "VDMDenoiser":
