@@ -65,7 +65,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dice_vs_factor import factor_name, fixed_slices  # noqa: E402  (benchmarks/ is not a package)
+from dice_vs_factor import factor_name, fixed_slices, write_slices  # noqa: E402  (benchmarks/ is not a package)
 
 from meddiff.baselines.interpolation import interpolate_baseline  # noqa: E402
 from meddiff.data.degrade import PAPER_SR_FACTORS, SuperResolution, build_degradation  # noqa: E402
@@ -203,13 +203,12 @@ def baseline_std(m: Learned, planes: torch.Tensor, seed: int) -> torch.Tensor | 
     """Per-pixel std [N, 1, H, W] of a deterministic baseline that estimates its own uncertainty
     (overrides predict_with_uncertainty and gives the same prediction under two seeds), else None."""
     from meddiff.baselines.base import Baseline
-    from meddiff.inference import pad_to_multiple
+    from meddiff.inference import pad_planes
 
     model = m.model
     if m.kind != "baseline" or type(model).predict_with_uncertainty is Baseline.predict_with_uncertainty:
         return None
-    image, (h, w) = pad_to_multiple(planes[:, :1], model.size_multiple, -1.0)
-    padded = torch.cat([image, pad_to_multiple(planes[:, 1:], model.size_multiple, 0.0)[0]], dim=1)
+    padded, (h, w) = pad_planes(planes, model.size_multiple)
     mask = padded[:, 1:2] if padded.shape[1] > 1 else torch.ones_like(padded[:, :1])
     with torch.no_grad():
         probe = [model.predict(padded[:1], mask[:1], torch.Generator().manual_seed(seed + k)) for k in (0, 1)]
@@ -240,18 +239,6 @@ def classical_images(method: str, task: str, cond: torch.Tensor, mask: torch.Ten
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def write_slices(folder: Path, images: torch.Tensor, names: list[str], mm: list[float], description: str,
-                 suffix: str = "") -> None:
-    """images [N, 1, H, W] -> folder/<name><suffix>.nii.gz, float32, 2D, pixel size mm."""
-    from meddiff.io import Volume, write_volume
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for img, name, s in zip(images[:, 0].numpy(), names, mm):
-        vol = Volume(np.ascontiguousarray(img, dtype=np.float32), (s, s), np.diag([s, s, 1.0, 1.0]), "colin27",
-                     folder / name)
-        write_volume(vol, folder / f"{name}{suffix}.nii.gz", description=description, synthetic=True)
 
 
 def clear_images(group_dir: Path) -> None:

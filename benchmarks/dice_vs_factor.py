@@ -86,16 +86,22 @@ def restorations(x: torch.Tensor, f: float, model, steps: int | None, sampler: s
     return out
 
 
-def write_folders(root: Path, f: float, images: dict[str, torch.Tensor], names: list[str], mm: list[float]) -> None:
+def write_slices(folder: Path, images: torch.Tensor, names: list[str], mm: list[float], description: str,
+                 suffix: str = "", synthetic: bool = True) -> None:
+    """images [N, 1, H, W] -> folder/<name><suffix>.nii.gz, float32, 2D, pixel size mm (also used by compare.py)."""
     from meddiff.io import Volume, write_volume
 
+    folder.mkdir(parents=True, exist_ok=True)
+    for img, name, s in zip(images[:, 0].numpy(), names, mm):
+        vol = Volume(np.ascontiguousarray(img, dtype=np.float32), (s, s), np.diag([s, s, 1.0, 1.0]), "colin27",
+                     folder / name)
+        write_volume(vol, folder / f"{name}{suffix}.nii.gz", description=description, synthetic=synthetic)
+
+
+def write_folders(root: Path, f: float, images: dict[str, torch.Tensor], names: list[str], mm: list[float]) -> None:
     for method, imgs in images.items():
-        folder = root / factor_name(f) / method
-        folder.mkdir(parents=True, exist_ok=True)
-        for img, name, s in zip(imgs[:, 0].numpy(), names, mm):
-            vol = Volume(np.ascontiguousarray(img, dtype=np.float32), (s, s), np.diag([s, s, 1.0, 1.0]), "colin27", folder / name)
-            write_volume(vol, folder / f"{name}.nii.gz", description=f"{method} x{f:.4g} (benchmarks/dice_vs_factor.py)",
-                         synthetic=method == "meddiff")
+        write_slices(root / factor_name(f) / method, imgs, names, mm,
+                     f"{method} x{f:.4g} (benchmarks/dice_vs_factor.py)", synthetic=method == "meddiff")
 
 
 def factor_name(f: float) -> str:

@@ -37,14 +37,6 @@ def compare():
     return mod
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """A tiny x4 DDPM (DPM-Solver++, 2 steps; eps-prediction, not residual, so its output depends on the

@@ -65,6 +65,13 @@ def pad_to_multiple(x: Tensor, multiple: int, value: float = -1.0) -> tuple[Tens
     return x, (h, w)
 
 
+def pad_planes(cond: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    """Condition planes [N, C, H, W] padded to multiples of `multiple`: the image plane with the
+    background -1, any mask plane with 0 ("known"); returns (padded, original (H, W))."""
+    image, size = pad_to_multiple(cond[:, :1], multiple, -1.0)
+    return torch.cat([image, pad_to_multiple(cond[:, 1:], multiple, 0.0)[0]], dim=1), size
+
+
 @torch.no_grad()
 def restore(
     denoiser: DDPMDenoiser,
@@ -97,9 +104,7 @@ def restore(
             raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
     device = torch.device(device)
     multiple = getattr(denoiser.net, "size_multiple", 1)
-    # padding is background: -1 in the image plane, 0 ("known") in a mask plane (inpainting)
-    image, (h, w) = pad_to_multiple(cond[:, :1], multiple, -1.0)
-    padded = torch.cat([image, pad_to_multiple(cond[:, 1:], multiple, 0.0)[0]], dim=1)
+    padded, (h, w) = pad_planes(cond, multiple)
     n = cond.shape[0]
     out = torch.empty(samples, n, 1, h, w)
     jobs = [(s, i) for s in range(samples) for i in range(0, n, batch_size)]

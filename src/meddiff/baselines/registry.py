@@ -98,10 +98,9 @@ def restore_baseline(model: Baseline, planes: torch.Tensor, *, samples: int = 1,
     """`samples` predictions of each of the N slices of `planes` [N, C, H, W] -> [S, N, 1, H, W] (CPU, float32),
     as `meddiff.inference.restore` does for the DDPM: slices padded to model.size_multiple (image plane with -1,
     mask plane with 0) and cropped back; sample s of slice j uses the generator seeded image_seed(seed, j, s)."""
-    from ..inference import generators_for, image_seed, pad_to_multiple
+    from ..inference import generators_for, image_seed, pad_planes
 
-    image, (h, w) = pad_to_multiple(planes[:, :1], model.size_multiple, -1.0)
-    padded = torch.cat([image, pad_to_multiple(planes[:, 1:], model.size_multiple, 0.0)[0]], dim=1)
+    padded, (h, w) = pad_planes(planes, model.size_multiple)
     n = planes.shape[0]
     out = torch.empty(samples, n, 1, h, w)
     for s in range(samples):
