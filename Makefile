@@ -22,7 +22,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed-dev
-	$(BIN)/meddiff demo --out runs/demo
+	$(BIN)/meddiff demo --out runs/demo --overwrite
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

@@ -52,8 +52,8 @@ def test_train_then_sample_a_pix2pix_sr_model_end_to_end(prepared, tmp_path, cap
     out_dir = tmp_path / "out"
     assert main(["sample", "--checkpoint", str(run), "--input", str(inp.source), "--output", str(out_dir),
                  "--samples", "2", "--seed", "3", "--no-progress"]) == 0
-    (sub,) = out_dir.iterdir()  # one patient folder
-    files = sorted(p.name for p in sub.iterdir())
+    sub = out_dir  # one input file: its outputs directly in the output folder (no patient folder)
+    files = sorted(p.name for p in sub.glob("[!.]*"))
     assert files == ["low_mean.nii.gz", "low_sample0.nii.gz", "low_sample1.nii.gz", "low_std.nii.gz"]
     got = read_volume(sub / "low_sample1.nii.gz")
     assert got.shape == (3, 64, 64) and np.allclose(got.spacing, (2.0, 1.0, 1.0))
@@ -71,12 +71,12 @@ def test_train_then_sample_a_pix2pix_sr_model_end_to_end(prepared, tmp_path, cap
 def test_sample_method_bicubic_is_the_interpolated_input_and_nlm_runs(tmp_path, capsys):
     inp = lowres_volume(tmp_path / "low.nii.gz")
     assert main(["sample", "--method", "bicubic", "--input", str(inp.source), "--output", str(tmp_path / "o")]) == 0
-    got = read_volume(next((tmp_path / "o").glob("*/low_restored.nii.gz")))
+    got = read_volume(next((tmp_path / "o").glob("low_restored.nii.gz")))
     lo, hi = float(inp.array.min()), float(inp.array.max())
     want = (bicubic_planes(inp)[:, 0].double().numpy() + 1) / 2 * (hi - lo) + lo
     assert np.abs(got.array - want).max() < 1e-3 * (hi - lo)
     assert main(["sample", "--method", "nlm", "--input", str(inp.source), "--output", str(tmp_path / "n")]) == 0
-    assert read_volume(next((tmp_path / "n").glob("*/low_restored.nii.gz"))).shape == inp.shape  # denoising keeps the grid
+    assert read_volume(next((tmp_path / "n").glob("low_restored.nii.gz"))).shape == inp.shape  # denoising keeps the grid
     assert main(["sample", "--method", "biharmonic", "--input", str(inp.source), "--output", str(tmp_path / "b")]) == 2
     assert "--method biharmonic inpaints: give --mask FILE" in capsys.readouterr().err
     assert main(["sample", "--input", str(inp.source), "--output", str(tmp_path / "x")]) == 2

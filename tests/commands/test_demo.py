@@ -60,7 +60,8 @@ def test_demo_with_identity_model_reports_bicubic_for_meddiff_and_zero_std(tmp_p
 
     # a second run reuses the prepared slices instead of preparing again
     stamp = os.stat(out / "prepared_colin27" / "manifest.csv").st_mtime_ns
-    assert main(args[:-1] + ["--samples", "1", "--no-progress"]) == 0
+    assert main(args[:-1] + ["--samples", "1", "--no-progress"]) == 2  # not empty: --overwrite needed
+    assert main(args[:-1] + ["--samples", "1", "--no-progress", "--overwrite"]) == 0
     assert os.stat(out / "prepared_colin27" / "manifest.csv").st_mtime_ns == stamp
     assert set(read_rows(out / "results.csv")) == {"bilinear", "bicubic", "meddiff (1 sample)"}
 

@@ -115,9 +115,9 @@ def test_nifti_lowres_gives_4x_grid_same_field_of_view(tmp_path, id_ckpt):
     write_volume(real_lowres(), inp_path)
     inp = read_volume(inp_path)
     assert run("--checkpoint", id_ckpt, "--input", inp_path, "--output", tmp_path / "out") == 0
-    files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert files == ["lowres/lowres_restored.nii.gz"]
-    out_path = tmp_path / "out" / "lowres" / "lowres_restored.nii.gz"
+    files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("[!.]*") if p.is_file())
+    assert files == ["lowres_restored.nii.gz"]  # one input file: no patient folder (no patient data in paths)
+    out_path = tmp_path / "out" / "lowres_restored.nii.gz"
     out = read_volume(out_path)
     check_sr_geometry(out, inp)
     check_values(out, inp)
@@ -132,7 +132,7 @@ def test_dicom_series_in_dicom_series_out(tmp_path, id_ckpt, sr_ckpt):
     in_uids = {pydicom.dcmread(f).SeriesInstanceUID for f in series.iterdir()}
     out_root = tmp_path / "out"
     assert run("--checkpoint", id_ckpt / "model.safetensors", "--input", series, "--output", out_root) == 0
-    out_dir = out_root / "meddiff" / "series_restored"
+    out_dir = out_root / "series_restored"
     files = sorted(out_dir.iterdir())
     assert [f.name for f in files] == ["IM_0001.dcm", "IM_0002.dcm", "IM_0003.dcm"]
     out = read_volume(out_dir)
@@ -146,11 +146,11 @@ def test_dicom_series_in_dicom_series_out(tmp_path, id_ckpt, sr_ckpt):
         assert list(d.ImageType)[:1] == ["DERIVED"] and d.DerivationDescription == MARKER_SYNTHETIC
         assert d.Modality == "MR" and (d.Rows, d.Columns) == (64, 64)
     # re-running (another model) replaces the series cleanly: same files, new UIDs and pixels, nothing left over
-    assert run("--checkpoint", sr_ckpt, "--input", series, "--output", out_root) == 0
+    assert run("--checkpoint", sr_ckpt, "--input", series, "--output", out_root, "--overwrite") == 0
     again = sorted(out_dir.iterdir())
     assert [f.name for f in again] == [f.name for f in files]
     assert pydicom.dcmread(again[0]).SeriesInstanceUID != dss[0].SeriesInstanceUID
-    assert sorted(p.name for p in (out_root / "meddiff").iterdir()) == ["series_restored"]
+    assert sorted(p.name for p in out_root.iterdir()) == [".meddiff-output.json", "series_restored"]
     assert np.abs(read_volume(out_dir).array - out.array).mean() > 1e-2 * np.ptp(inp.array)
 
 
@@ -159,7 +159,7 @@ def test_upsampled_input_keeps_shape_and_exact_geometry(tmp_path, id_ckpt):
     write_volume(real_lowres(), inp_path)
     inp = read_volume(inp_path)
     assert run("--checkpoint", id_ckpt, "--input", inp_path, "--output", tmp_path / "out", "--input-kind", "upsampled") == 0
-    out = read_volume(tmp_path / "out" / "up" / "up_restored.nii.gz")
+    out = read_volume(tmp_path / "out" / "up_restored.nii.gz")
     assert out.shape == inp.shape
     np.testing.assert_array_equal(out.affine, inp.affine)
     check_values(out, inp)
@@ -170,13 +170,13 @@ def test_several_samples_write_mean_std_and_each_sample(tmp_path, sr_ckpt):
     inp_path = tmp_path / "a.nii.gz"
     write_volume(real_lowres(), inp_path)
     out_root = tmp_path / "out"
-    for _ in range(2):  # the second run overwrites the same files
-        assert run("--checkpoint", sr_ckpt, "--input", inp_path, "--output", out_root, "--samples", "3", "--seed", "5") == 0
-    names = sorted(p.name for p in (out_root / "a").iterdir())
+    for again in ([], ["--overwrite"]):  # the second run (--overwrite) replaces the same files
+        assert run("--checkpoint", sr_ckpt, "--input", inp_path, "--output", out_root, "--samples", "3", "--seed", "5", *again) == 0
+    names = sorted(p.name for p in out_root.glob("a_*"))
     assert names == ["a_mean.nii.gz", "a_sample0.nii.gz", "a_sample1.nii.gz", "a_sample2.nii.gz", "a_std.nii.gz"]
-    s = np.stack([read_volume(out_root / "a" / f"a_sample{i}.nii.gz").array for i in range(3)]).astype(np.float64)
-    mean = read_volume(out_root / "a" / "a_mean.nii.gz").array
-    std = read_volume(out_root / "a" / "a_std.nii.gz").array
+    s = np.stack([read_volume(out_root / f"a_sample{i}.nii.gz").array for i in range(3)]).astype(np.float64)
+    mean = read_volume(out_root / "a_mean.nii.gz").array
+    std = read_volume(out_root / "a_std.nii.gz").array
     span = np.ptp(s)
     np.testing.assert_allclose(mean, s.mean(0), atol=1e-4 * span)
     np.testing.assert_allclose(std, s.std(0, ddof=1), atol=1e-4 * span)  # in the input's units
@@ -191,7 +191,7 @@ def test_config_variance_reaches_the_sampler(tmp_path):
     for variance in ("beta", "beta_tilde"):
         ck = make_checkpoint(tmp_path / f"ck_{variance}", variance=variance)
         assert run("--checkpoint", ck, "--input", inp_path, "--output", tmp_path / variance) == 0
-        outs.append(read_volume(tmp_path / variance / "v" / "v_restored.nii.gz").array)
+        outs.append(read_volume(tmp_path / variance / "v_restored.nii.gz").array)
     assert np.abs(outs[0] - outs[1]).mean() > 1e-3 * np.ptp(outs[0])
 
 
@@ -201,7 +201,7 @@ def test_denoise_checkpoint_keeps_the_grid_and_exported_model_works(tmp_path):
     inp_path = tmp_path / "d.nii.gz"
     write_volume(real_lowres(), inp_path)
     assert run("--checkpoint", exported, "--input", inp_path, "--output", tmp_path / "out") == 0
-    out = read_volume(tmp_path / "out" / "d" / "d_restored.nii.gz")
+    out = read_volume(tmp_path / "out" / "d_restored.nii.gz")
     inp = read_volume(inp_path)
     assert out.shape == inp.shape
     np.testing.assert_array_equal(out.affine, inp.affine)
@@ -253,21 +253,26 @@ def test_output_path_naming():
     out = Path("/o")
 
     def item(name, kind, pid="p1"):
-        return ImageItem(Path("/in") / name, pid, kind, (Path("/in") / name,))
+        return ImageItem(Path("/in/case") / name, pid, kind, (Path("/in/case") / name,))
 
-    assert output_path(out, item("scan.nii.gz", "nifti"), "same", "restored") == Path("/o/p1/scan_restored.nii.gz")
-    assert output_path(out, item("scan.nii", "nifti"), "same", "mean") == Path("/o/p1/scan_mean.nii.gz")
-    assert output_path(out, item("ser", "dicom_series"), "same", "std") == Path("/o/p1/ser_std")
-    assert output_path(out, item("img.DCM", "dicom"), "same", "sample2") == Path("/o/p1/img_sample2.dcm")
-    assert output_path(out, item("cxr.png", "raster"), "same", "restored") == Path("/o/p1/cxr_restored.png")
-    assert output_path(out, item("arr.npy", "numpy"), "same", "restored") == Path("/o/p1/arr_restored.nii.gz")
-    assert output_path(out, item("ser", "dicom_series"), "nifti", "restored") == Path("/o/p1/ser_restored.nii.gz")
-    assert output_path(out, item("scan.nii.gz", "nifti"), "dicom", "restored") == Path("/o/p1/scan_restored.dcm")
+    # mirrors the input's path below the --input folder; the patient id names nothing
+    root = Path("/in")
+    assert output_path(out, item("scan.nii.gz", "nifti"), "same", "restored", input_root=root) == Path("/o/case/scan_restored.nii.gz")
+    assert output_path(out, item("scan.nii", "nifti"), "same", "mean") == Path("/o/scan_mean.nii.gz")
+    assert output_path(out, item("ser", "dicom_series"), "same", "std") == Path("/o/ser_std")
+    assert output_path(out, item("img.DCM", "dicom"), "same", "sample2") == Path("/o/img_sample2.dcm")
+    assert output_path(out, item("cxr.png", "raster"), "same", "restored") == Path("/o/cxr_restored.png")
+    assert output_path(out, item("arr.npy", "numpy"), "same", "restored") == Path("/o/arr_restored.nii.gz")
+    assert output_path(out, item("ser", "dicom_series"), "nifti", "restored") == Path("/o/ser_restored.nii.gz")
+    assert output_path(out, item("scan.nii.gz", "nifti"), "dicom", "restored") == Path("/o/scan_restored.dcm")
+    # --keep-patient-tags: the patient id names the folder, as before
+    assert output_path(out, item("scan.nii.gz", "nifti"), "same", "restored", patient_folder=True) == Path("/o/p1/scan_restored.nii.gz")
 
 
 @pytest.mark.parametrize("pid", ["../../etc", "a/b", "..", "", "x\\y"])
 def test_output_path_stays_inside_the_output_folder(pid):
-    p = output_path(Path("/o"), ImageItem(Path("/in/s.dcm"), pid, "dicom", (Path("/in/s.dcm"),)), "same", "restored")
+    p = output_path(Path("/o"), ImageItem(Path("/in/s.dcm"), pid, "dicom", (Path("/in/s.dcm"),)), "same", "restored",
+                    patient_folder=True)
     assert p.parent.parent == Path("/o") and p.name == "s_restored.dcm"
     assert p.parent.name not in ("", ".", "..") and "/" not in p.parent.name and "\\" not in p.parent.name
 
@@ -299,12 +304,12 @@ def test_inpaint_keeps_known_pixels_and_checks_the_mask_shape(tmp_path, capsys):
     mask[:, 4:10, 5:12] = 1
     write_volume(vol.with_array(mask), mask_path)
     assert run("--checkpoint", ck, "--input", inp_path, "--output", tmp_path / "out", "--mask", mask_path) == 0
-    out = read_volume(tmp_path / "out" / "i" / "i_restored.nii.gz")
+    out = read_volume(tmp_path / "out" / "i_restored.nii.gz")
     known = mask == 0
     np.testing.assert_allclose(out.array[known], vol.array[known], rtol=0, atol=1e-4 * np.ptp(vol.array))
     assert np.abs(out.array[~known] - vol.array[~known]).mean() > 0.01 * np.ptp(vol.array)
     write_volume(Volume(mask[:2], vol.spacing, vol.affine, "m", Path("m")), mask_path)
-    assert run("--checkpoint", ck, "--input", inp_path, "--output", tmp_path / "out", "--mask", mask_path) == 2
+    assert run("--checkpoint", ck, "--input", inp_path, "--output", tmp_path / "out2", "--mask", mask_path) == 2
     assert "has shape (2, 16, 16), expected (3, 16, 16)" in capsys.readouterr().err
 
 
@@ -313,7 +318,7 @@ def test_slices_along_another_axis_scale_only_that_plane(tmp_path, id_ckpt):
     write_volume(real_lowres(), inp_path)
     inp = read_volume(inp_path)
     assert run("--checkpoint", id_ckpt, "--input", inp_path, "--output", tmp_path / "out", "--axis", "1") == 0
-    out = read_volume(tmp_path / "out" / "ax" / "ax_restored.nii.gz")
+    out = read_volume(tmp_path / "out" / "ax_restored.nii.gz")
     assert out.shape == (12, 16, 64)
     np.testing.assert_allclose(out.spacing, (inp.spacing[0] / 4, inp.spacing[1], inp.spacing[2] / 4), rtol=1e-5)
     new = np.array([[0, 0, 0], [11, 7, 63]], float)
@@ -328,8 +333,7 @@ def test_single_2d_dicom_radiograph(tmp_path, id_ckpt):
     write_volume(crop, inp_path, synthetic=False)
     inp = read_volume(inp_path)
     assert run("--checkpoint", id_ckpt, "--input", inp_path, "--output", tmp_path / "out") == 0
-    (pid_dir,) = (tmp_path / "out").iterdir()
-    out_file = pid_dir / "cxr_restored.dcm"
+    out_file = tmp_path / "out" / "cxr_restored.dcm"
     out = read_volume(out_file)
     assert out.shape == (96, 128)
     np.testing.assert_allclose(out.spacing, (0.25, 0.25), rtol=1e-5)

@@ -13,7 +13,7 @@ def test_sr_factor_2_gives_a_2x_grid_equal_to_bicubic_x2(tmp_path, id_ckpt):  # 
     write_volume(real_lowres(), inp_path)
     inp = read_volume(inp_path)
     assert run("--checkpoint", id_ckpt, "--input", inp_path, "--output", tmp_path / "out", "--sr-factor", "2") == 0
-    out = read_volume(tmp_path / "out" / "lowres" / "lowres_restored.nii.gz")
+    out = read_volume(tmp_path / "out" / "lowres_restored.nii.gz")
     assert out.shape == (inp.shape[0], 2 * inp.shape[1], 2 * inp.shape[2])
     np.testing.assert_allclose(out.spacing, (inp.spacing[0], inp.spacing[1] / 2, inp.spacing[2] / 2), rtol=1e-5)
     lo, hi = float(inp.array.min()), float(inp.array.max())

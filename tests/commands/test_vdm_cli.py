@@ -50,7 +50,7 @@ def test_sample_writes_grid_and_files_marked_synthetic(brains, tmp_path, capsys)
     assert main(["sample", "--checkpoint", str(ck), "--output", str(tmp_path / "png"), "--num", "5", "--steps", "7",
                  "--seed", "3", "--no-progress"]) == 0
     assert "grid.png and 5 sample(s), 7 steps" in capsys.readouterr().out
-    files = sorted(p.name for p in (tmp_path / "png").iterdir())
+    files = sorted(p.name for p in (tmp_path / "png").glob("[!.]*"))
     # no --label: classes cycle through the sorted names
     assert files == ["grid.png", "sample_0000_axial.png", "sample_0001_coronal.png", "sample_0002_sagittal.png",
                      "sample_0003_axial.png", "sample_0004_coronal.png"]

@@ -97,9 +97,16 @@ def test_existing_output_needs_overwrite(multi_patient_dir, tmp_path):
     (out / "keep.txt").write_text("x")
     with pytest.raises(InputError, match="already exists"):
         prepare(multi_patient_dir, out, PrepareOptions(size=16), progress=False)
-    prepare(multi_patient_dir, out, PrepareOptions(size=16, overwrite=True), progress=False)
-    assert not (out / "keep.txt").exists() and (out / "train.npy").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+    # --overwrite never replaces a folder meddiff did not write
+    with pytest.raises(InputError, match="not written by meddiff"):
+        prepare(multi_patient_dir, out, PrepareOptions(size=16, overwrite=True), progress=False)
+    assert (out / "keep.txt").read_text() == "x"
+    ours = tmp_path / "ours"
+    prepare(multi_patient_dir, ours, PrepareOptions(size=16), progress=False)
+    (ours / "train.npy").write_bytes(b"old")
+    prepare(multi_patient_dir, ours, PrepareOptions(size=16, overwrite=True), progress=False)
+    assert (ours / "train.npy").stat().st_size > 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "ours", "out"]
 
 
 def test_pad_resize_geometry_round_trip():

@@ -253,7 +253,7 @@ def test_patients_csv_overrides_subfolders(tmp_path, capsys):
     with open(root / "o" / "per_image.csv") as f:
         assert {r["patient"] for r in csv.DictReader(f)} == {"P0", "P1"}
     (root / "pat.csv").write_text("image,patient_id\n" + f"{keys[0]},P0\n")
-    assert _run(root, "--patients", str(root / "pat.csv"), "--no-fid", "--lpips", "none") == 2
+    assert _run(root, "--patients", str(root / "pat.csv"), "--no-fid", "--lpips", "none", "--overwrite") == 2
     assert "no patient_id for 3 image(s)" in capsys.readouterr().err
 
 

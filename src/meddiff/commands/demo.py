@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="super-resolve held-out real MRI slices with the shipped model and write an HTML report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output folder (only one meddiff wrote)")
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     p.add_argument("--slices", type=int, default=8, help="number of held-out slices (evenly spaced)")
     p.add_argument("--samples", type=int, default=4, help="samples per slice (mean and std maps)")
@@ -116,10 +117,12 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics.report import write_html_report
     from ..metrics.table import write_table
     from ..train.checkpoint import load_model
+    from ..io.outdir import check_output_dir, mark
     from ..train.distributed import pick_device
 
     t0 = time.perf_counter()
     out: Path = args.out
+    check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite)
     device = pick_device(args.device)
     cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device)
     steps = cfg.sampler.steps if args.steps is None else args.steps
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= steps <= cfg.diffusion.timesteps:
         raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
 
+    mark(out, "demo")  # checks passed: the first write
     prepared_dir = out / "prepared_colin27"
     if not (prepared_dir / "manifest.csv").is_file():
         prepare(samples_dir("colin27"), prepared_dir, PrepareOptions(split=(0.0, 0.0, 1.0), size=cfg.data.size, overwrite=True),

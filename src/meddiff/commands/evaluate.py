@@ -78,6 +78,7 @@ from ..baselines.interpolation import interpolate_baseline
 from ..errors import InputError
 from ..io import ImageItem, Volume, read_volume
 from ..io import find_images as io_find_images
+from ..io.outdir import mark
 from ..metrics.compare import check_prediction, evaluate_arrays, paired_rows, per_image_metrics, rows_from_records  # noqa: F401
 from ..metrics.fid_lowrank import fid_low_rank
 from ..metrics.stats import MIN_PATIENTS_FOR_PATIENT_TEST, SetBootstrap, set_bootstrap
@@ -136,7 +137,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-range", default="auto",
                    help="intensity range R for PSNR/SSIM/accutance: 'auto' (2 for data in [-1, 1], 1 for [0, 1], "
                         "else max - min of all ground truth) or a number (default: auto)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: <pred>/../evaluation)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <pred>/../evaluation); new or empty, "
+                   "or one meddiff wrote with --overwrite; never an input folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the results in a non-empty output folder meddiff wrote")
     p.add_argument("--keep-empty", action="store_true", help="also score slices whose ground truth is constant (skipped by default)")
     ds = p.add_argument_group("downstream tasks (meddiff.downstream)")
     ds.add_argument("--segmenter", nargs="?", const=DEFAULT_MODEL, default=None, metavar="FILE",
@@ -986,6 +989,7 @@ def score_group(args: argparse.Namespace, g: GroupSpec, out: Path, suffix: str, 
     paired_notes = [f"Δ = method − {reference} on the same images; positive Δ favours the method for PSNR/SSIM, "
                     "negative Δ for LPIPS; 'CI favours' names the side the 95% CI of Δ excludes 0 for"]
     paired_notes += ci_notes(c.patients, args.bootstrap, args.seed)
+    mark(out, "evaluate")  # the first write: from here on the folder is meddiff's
     md = write_table(rows, out / f"results{suffix}.md", out / f"results{suffix}.csv", notes=notes,
                      latex_path=out / f"results{suffix}.tex", labels=labels)
     pmd = ""
@@ -1029,6 +1033,15 @@ def load_downstream(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+def claim_output(out: Path, groups: list[GroupSpec], overwrite: bool) -> None:
+    """The output folder is none of the inputs and, when not empty, meddiff's and --overwrite is given
+    (writes nothing: score_group marks the folder at its first write)."""
+    from ..io.outdir import check_output_dir
+
+    inputs = [p for g in groups for p in (*(d for _, d in g.methods), g.truth, g.input, g.mask, g.seg_labels)]
+    check_output_dir(out, inputs, overwrite=overwrite)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.likelihood:
         from .vdm_likelihood import run as run_likelihood
@@ -1047,6 +1060,7 @@ def run(args: argparse.Namespace) -> int:
     downstream = load_downstream(args)
     multi = groups[0].name != ""
     out = args.out if args.out is not None else groups[0].methods[0][1].resolve().parent / "evaluation"
+    claim_output(out, groups, args.overwrite)
     results = {g.name: score_group(args, g, out, f"_{g.name}" if multi else "", downstream) for g in groups}
     for g, res in results.items():
         if multi:

@@ -46,6 +46,7 @@ from ..data.slices import from_slices, to_slices
 from ..errors import InputError
 from ..config import TaskConfig
 from ..io import Volume, find_images, read_volume, write_volume
+from ..io.outdir import check_output_dir, mark
 from ..io.readers import ImageItem
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "bicubic, bilinear (super-resolution)")
     p.add_argument("--input", type=Path, default=None,
                    help="an image file, a DICOM series folder, or a folder of them (required for DDPM checkpoints)")
-    p.add_argument("--output", required=True, type=Path, help="output folder")
+    p.add_argument("--output", required=True, type=Path,
+                   help="output folder: new or empty (or one meddiff wrote, with --overwrite); never an input folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty output folder, replacing earlier results; only a folder meddiff wrote")
     p.add_argument("--sampler", default=None, help="sampler (default: the checkpoint's sampler.name)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's sampler.steps)")
     p.add_argument("--eta", type=float, default=None, help="ddim only: noise scale in [0, 1], 0 = deterministic (default: the checkpoint's sampler.eta)")
@@ -86,7 +90,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-percentiles", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="normalise with these percentiles (use the same as `meddiff prepare`)")
     p.add_argument("--format", choices=["same", "nifti", "png", "dicom"], default="same", help="output format")
-    p.add_argument("--keep-patient-tags", action="store_true", help="copy patient name/ID/birth date/sex into DICOM output")
+    p.add_argument("--keep-patient-tags", action="store_true",
+                   help="copy patient name/ID/birth date/sex into DICOM output and name output folders after the "
+                        "patient ID (default: no patient data in tags or paths; outputs mirror the input's relative paths)")
     p.add_argument("--num", type=int, default=16, help="VDM checkpoints: number of images to generate (default 16)")
     p.add_argument("--label", default=None,
                    help="VDM class-conditional checkpoints: class name or index of every sample (default: cycle the classes)")
@@ -105,8 +111,11 @@ def safe_folder_name(name: str) -> str:
     return "unknown" if safe.strip(".") == "" else safe
 
 
-def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str) -> Path:
+def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str, *, input_root: Path | None = None,
+                patient_folder: bool = False) -> Path:
     """Output file for one input and one product (restored / mean / std / sample_k):
+    ``out_dir/<input's folder relative to input_root>/<input stem>_<tag><ext>``, so no patient data
+    from the image's tags reaches a path; with ``patient_folder`` (``--keep-patient-tags``)
     ``out_dir/<patient id, made safe>/<input stem>_<tag><ext>``."""
     kind = item.kind if fmt == "same" else fmt
     stem = item.path.name
@@ -115,7 +124,12 @@ def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str) -> Path:
             stem = stem[: -len(suf)]
             break
     ext = _EXT.get(kind, ".nii.gz")
-    return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
+    if patient_folder:
+        return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
+    rel = Path()
+    if input_root is not None and input_root in item.path.parents:
+        rel = item.path.relative_to(input_root).parent
+    return out_dir / rel / f"{stem}_{tag}{ext}"
 
 
 def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...]) -> tuple[tuple[float, ...], np.ndarray]:
@@ -247,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
     if args.method is None and args.checkpoint is None:
         raise InputError(f"give --checkpoint (a trained model) or --method (one of {', '.join(sorted(CLASSICAL))})")
     if args.checkpoint is not None and is_vdm_checkpoint(args.checkpoint):
+        claim_output(args)
         return run_vdm(args)
     if args.input is None:
         raise InputError("--input is required to restore images")
@@ -263,7 +278,28 @@ def run(args: argparse.Namespace) -> int:
         task, restore_slices, describe = baseline_restorer(args, device)
     else:
         task, restore_slices, describe = ddpm_restorer(args, device)
+    claim_output(args)
     return restore_files(args, task, restore_slices, describe)
+
+
+def _unique_suffix(args: argparse.Namespace, item: ImageItem, used: set[Path]) -> str:
+    """'' or '_2', '_3', ...: so that inputs sharing a path (several DICOM series in one folder) get
+    distinct outputs; records the chosen name in `used`."""
+    k = 1
+    while True:
+        suffix = "" if k == 1 else f"_{k}"
+        key = output_path(args.output, item, args.format, suffix, input_root=args.input, patient_folder=args.keep_patient_tags)
+        if key not in used:
+            used.add(key)
+            return suffix
+        k += 1
+
+
+def claim_output(args: argparse.Namespace) -> None:
+    """Refuse an output folder that is or holds an input, or a non-empty one without --overwrite
+    (and then only one meddiff wrote). Writes nothing: `mark` it just before the first output."""
+    inputs = [p for p in (getattr(args, "input", None), getattr(args, "mask", None)) if p is not None]
+    check_output_dir(args.output, inputs, overwrite=getattr(args, "overwrite", False))
 
 
 def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, describe: str) -> int:
@@ -282,6 +318,7 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
         raise InputError(f"{args.input}: no readable image found")
     deg = build_degradation(task)
     written: list[Path] = []
+    used: set[Path] = set()  # two series in one folder must not write the same output
     for item in items:
         vol = read_volume(item)
         if not isinstance(item, ImageItem):
@@ -320,12 +357,16 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
         products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
         if args.samples > 1:
             products.update({f"sample{s}": norm.inverse(out[s]) for s in range(args.samples)})
+        if not written:
+            mark(args.output, "sample")
+        suffix = _unique_suffix(args, item, used)
         for tag, arr in products.items():
-            path = output_path(args.output, item, args.format, tag)
+            path = output_path(args.output, item, args.format, f"{tag}{suffix}", input_root=args.input,
+                               patient_folder=args.keep_patient_tags)
             v = volume_of(arr, tag)
             ref = vol if v.shape == vol.shape else None
             written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
                                     description=f"meddiff {task.kind} ({tag})", overwrite=True)
-        log.info("%s -> %s", item.path, args.output / safe_folder_name(item.patient_id))
+        log.info("%s -> %s", item.path, path.parent)
     print(f"wrote {len(written)} file(s) under {args.output}")
     return 0

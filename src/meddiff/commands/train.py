@@ -107,10 +107,26 @@ def build_datasets(cfg: Config):
     return train_set, val_set
 
 
+def claim_out_dir(cfg, resume: bool) -> None:
+    """train.out_dir must not be or hold the prepared data, and a non-empty one must be meddiff's
+    (a run folder: the loop then refuses existing checkpoints without --resume); marked as meddiff's."""
+    from ..io.outdir import check_not_input, check_output_dir, mark, written_by_meddiff
+
+    out = Path(cfg.train.out_dir)
+    inputs = [p for p in (cfg.data.prepared, cfg.train.init_from) if p]
+    if resume or (out / "checkpoints").is_dir():  # a run folder (perhaps from before the marker existed)
+        check_not_input(out, inputs)
+    else:
+        check_output_dir(out, inputs, overwrite=written_by_meddiff(out), flag="--out NEW_FOLDER")
+    if int(os.environ.get("RANK", "0")) == 0:
+        mark(out, "train")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..train.loop import train
 
     cfg = resolve_config(args)
+    claim_out_dir(cfg, args.resume)
     train_set, val_set = build_datasets(cfg)
     labels, names = class_labels(cfg, train_set.prepared)
     result = train(cfg, train_set, val_set=val_set, resume=args.resume, progress=not args.no_progress,

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import InputError
 from ..io import Volume, write_volume
+from ..io.outdir import mark
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     v = cfg.vdm.vocab_size
     bits = 8 if v <= 256 else 16
     out: Path = args.output
-    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "sample")
     what = f"VDM sample, {steps} ancestral steps, seed {args.seed}, step {vdm.step}"
     written = write_volume(_volume(image_grid(x, fill=0.0), vdm.file, what), out / "grid.png", synthetic=True,
                            description=f"meddiff {what} (grid)", bits=bits, window=(0.0, v - 1.0))

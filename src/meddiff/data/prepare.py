@@ -35,6 +35,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_dir, atomic_write_text
+from ..io.outdir import check_output_dir, mark
 from .normalise import Normalisation
 from .slices import SliceGeometry, foreground_fraction, in_plane_spacing, iter_slices, to_model_slice
 from .split import SPLITS, describe_small_cohort, split_counts, split_patients
@@ -220,11 +221,6 @@ def _safe(pid: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", pid)[:60] + f"-{zlib.crc32(pid.encode()):08x}"
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-        raise InputError(f"output folder {output} already exists and is not empty; choose another or pass --overwrite")
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -236,7 +232,7 @@ def prepare(input_dir: str | Path, output_dir: str | Path, opts: PrepareOptions 
     input_dir, output = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise InputError(f"input folder {input_dir} does not exist or is not a folder")
-    _check_output(output, opts.overwrite)
+    check_output_dir(output, [input_dir], overwrite=opts.overwrite, inside_input_ok=False)  # never an input, only a folder meddiff wrote
     if opts.on_error not in ("stop", "skip"):
         raise InputError(f"--on-error: expected 'stop' or 'skip', got {opts.on_error!r}")
     split_counts(0, opts.split)  # validates the fractions before any work
@@ -248,8 +244,9 @@ def prepare(input_dir: str | Path, output_dir: str | Path, opts: PrepareOptions 
         by_patient[str(it.patient_id)].append(it)
 
     summary = PrepareSummary(output=output)
-    # _check_output has refused a non-empty OUTPUT_DIR unless overwrite: replace what is left
+    # check_output_dir has refused a non-empty OUTPUT_DIR unless meddiff wrote it and overwrite is set
     with atomic_dir(output, replace=True) as tmp:
+        mark(tmp, "prepare")
         (tmp / "raw").mkdir()
         per_patient, norms, seen = {}, {}, set()
         with tqdm(total=len(items), desc="prepare", unit="file", disable=not progress) as bar:

@@ -44,6 +44,7 @@ from meddiff.errors import InputError
 from meddiff.io import ImageItem, find_images, read_volume
 from meddiff.data.slices import to_slices
 from meddiff.io.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
+from meddiff.io.outdir import check_not_input, mark
 from meddiff.study import db
 
 SUFFIXES = (".nii.gz", ".nii", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
@@ -200,6 +201,7 @@ def create_study(out: str | Path, real: str | Path, methods: dict[str, str | Pat
     confidence: number of confidence levels asked after each choice (0 = not asked, else 2-10).
     """
     out, real = Path(out), Path(real)
+    check_not_input(out, [real, *methods.values()])
     if out.exists():
         raise InputError(f"{out}: already exists; expected a new study folder")
     if not methods:
@@ -274,6 +276,7 @@ def create_study(out: str | Path, real: str | Path, methods: dict[str, str | Pat
 
     records = []
     with atomic_dir(out) as tmp:
+        mark(tmp, "study create")
         (tmp / "images").mkdir()
         for (m, rk, rz, gk, gz), side_bit, pid in zip(chosen, real_sides, ids):
             r_arr, r_meta = volumes[("real", rk)]
