@@ -51,6 +51,24 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentations that cover real acquisitions (see `meddiff.data.augment`, `meddiff.data.synth`).
+
+    The defaults change nothing (Med-cDiff's degradation only). Ranges are (low, high), drawn per image.
+    """
+
+    sr_kernels: tuple[str, ...] = ("bicubic",)  # bicubic (anti-aliased) and/or kspace (central k-space truncation)
+    blur: tuple[float, float] = (0.0, 0.0)  # extra Gaussian PSF std before downsampling, in low-resolution pixels
+    hr_noise: tuple[float, float] = (0.0, 0.0)  # noise std before downsampling (fraction of the intensity range)
+    lr_noise: tuple[float, float] = (0.0, 0.0)  # noise std of the low-resolution measurement
+    noise_kind: Literal["rician", "gaussian"] = "rician"
+    gamma: tuple[float, float] = (1.0, 1.0)  # intensity gamma (target and condition alike)
+    bias_field: float = 0.0  # max log-amplitude of a smooth multiplicative bias field (target and condition)
+    synth_fraction: float = 0.0  # fraction of training images that are synthetic contrasts (meddiff.data.synth)
+    synth_shapes: float = 0.5  # of those: fraction drawn from random smooth label maps instead of brain tissue maps
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """U-Net for eps/x0/v prediction (see `meddiff.nn.unet`)."""
 
@@ -189,6 +207,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     vdm: VDMConfig = field(default_factory=VDMConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     objective: Literal["ddpm", "vdm", "baseline"] = "ddpm"
 
 

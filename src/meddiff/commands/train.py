@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from .. import config as config_mod
-from ..config import Config
+from ..config import AugmentConfig, Config
 from ..errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,18 @@ def build_datasets(cfg: Config):
         deg = NoCondition()
     else:
         deg = build_degradation(cfg.task, training=True)
-    train_set = PairDataset(prep, cfg.data.train_split, deg, crop=cfg.data.crop, train=True, seed=cfg.train.seed)
+    train_deg = deg
+    if cfg.augment != AugmentConfig():  # acquisition variety (SR) for the training pairs only
+        from ..data.augment import acquisition_changed, build_acquisition
+        if acquisition_changed(cfg.augment):
+            train_deg = build_acquisition(cfg.task, cfg.augment)  # refuses a task other than sr
+    train_set = PairDataset(prep, cfg.data.train_split, train_deg, crop=cfg.data.crop, train=True, seed=cfg.train.seed)
     check_sizes(cfg, int(train_set.array.shape[-1]))
+    if cfg.augment != AugmentConfig():
+        from ..data.augment import build_appearance
+        from ..data.synth import MixedPairs
+        train_set = MixedPairs(train_set, fraction=cfg.augment.synth_fraction, shapes=cfg.augment.synth_shapes,
+                               appearance=build_appearance(cfg.augment))
     try:
         val_set = PairDataset(prep, cfg.data.val_split, deg, crop=0, train=False, seed=cfg.train.seed)
     except InputError as e:
