@@ -16,7 +16,9 @@ over images with a bootstrap 95% CI over images, and the paired difference to bi
 ``--through-plane``: for the sources with a volume, every slice of the stack is restored and the
 through-plane error is RMS((R[z+1] - R[z]) - (T[z+1] - T[z])) over the stack, relative to
 bicubic's (1 = as coherent as bicubic; above 1 = detail that changes from slice to slice more
-than the truth does, e.g. invented texture). Writes OUT/generalization.{md,csv}.
+than the truth does, e.g. invented texture). Domain check (meddiff.domain, as `meddiff sample`
+runs it): the median model score of the low-resolution inputs, the median consistency ratio of
+the outputs, and how many images either flags (> 1). Writes OUT/generalization.{md,csv}.
 """
 
 from __future__ import annotations
@@ -65,7 +67,21 @@ def restorer(path: str, steps: int | None, threads: int):
             out.append(x[0, 0, 0].numpy())
         return out
 
+    run.denoiser = denoiser  # type: ignore[attr-defined]
     return run
+
+
+def domain_flags(run, src: Source, preds: list[np.ndarray]) -> tuple[float, float, int]:
+    """(median model score of the low-resolution inputs, median consistency ratio, images flagged)
+    as `meddiff sample` computes them (meddiff.domain)."""
+    from meddiff.domain import SCORE_LIMIT, consistency_ratio, model_score
+
+    sr = SuperResolution(FACTOR)
+    lows = [sr.downsample(torch.from_numpy(x)[None, None]) for x in src.images]
+    score = [float(model_score(run.denoiser, lr, FACTOR)[0]) for lr in lows]
+    cons = [consistency_ratio(torch.from_numpy(p)[None, None], lr, FACTOR) for p, lr in zip(preds, lows)]
+    flagged = sum(a > SCORE_LIMIT or b > SCORE_LIMIT for a, b in zip(score, cons))
+    return float(np.median(score)), float(np.median(cons)), flagged
 
 
 def scores(preds: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, list[float]]:
@@ -116,16 +132,20 @@ def source_rows(src: Source, methods: dict, kernel: str, through: bool) -> list[
                 row[f"d_{k}"] = (f"{d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]" if d is not None
                                  else f"{sc[m][k][0] - sc['bicubic'][k][0]:+.3f}")
         row["through_plane"] = f"{tpe[m]:.3f}" if m in tpe else ""
+        if m in methods:
+            sc_med, cons_med, flagged = domain_flags(methods[m], src, preds[m])
+            row["domain"] = f"{sc_med:.2f} / {cons_med:.2f} / {flagged} of {len(src.images)}"
         rows.append(row)
     return rows
 
 
-COLUMNS = ("source", "contrast", "method", "n", "psnr", "d_psnr", "ssim", "d_ssim", "lpips", "d_lpips", "through_plane", "s_per_image")
+COLUMNS = ("source", "contrast", "method", "n", "psnr", "d_psnr", "ssim", "d_ssim", "lpips", "d_lpips", "through_plane",
+           "domain", "s_per_image")
 
 
 def markdown(rows: list[dict[str, object]], kernel: str) -> str:
     head = ("| source | contrast | method | n | PSNR dB | Δ PSNR vs bicubic | SSIM | Δ SSIM | LPIPS ↓ | Δ LPIPS | "
-            "through-plane error (bicubic = 1) | s/image |")
+            "through-plane error (bicubic = 1) | domain check: score / consistency / flagged | s/image |")
     lines = [f"Super-resolution x4 ({kernel} measurement) on held-out real images; mean [95% bootstrap CI over images].", "",
              head, "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in COLUMNS) + " |" for r in rows]

@@ -116,7 +116,7 @@ def test_nifti_lowres_gives_4x_grid_same_field_of_view(tmp_path, id_ckpt):
     inp = read_volume(inp_path)
     assert run("--checkpoint", id_ckpt, "--input", inp_path, "--output", tmp_path / "out") == 0
     files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("[!.]*") if p.is_file())
-    assert files == ["lowres_restored.nii.gz"]  # one input file: no patient folder (no patient data in paths)
+    assert files == ["domain_check.json", "lowres_restored.nii.gz"]  # one input file: no patient folder (no patient data in paths)
     out_path = tmp_path / "out" / "lowres_restored.nii.gz"
     out = read_volume(out_path)
     check_sr_geometry(out, inp)
@@ -150,7 +150,7 @@ def test_dicom_series_in_dicom_series_out(tmp_path, id_ckpt, sr_ckpt):
     again = sorted(out_dir.iterdir())
     assert [f.name for f in again] == [f.name for f in files]
     assert pydicom.dcmread(again[0]).SeriesInstanceUID != dss[0].SeriesInstanceUID
-    assert sorted(p.name for p in out_root.iterdir()) == [".meddiff-output.json", "series_restored"]
+    assert sorted(p.name for p in out_root.iterdir()) == [".meddiff-output.json", "domain_check.json", "series_restored"]
     assert np.abs(read_volume(out_dir).array - out.array).mean() > 1e-2 * np.ptp(inp.array)
 
 

@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import logging
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num", type=int, default=16, help="VDM checkpoints: number of images to generate (default 16)")
     p.add_argument("--label", default=None,
                    help="VDM class-conditional checkpoints: class name or index of every sample (default: cycle the classes)")
+    p.add_argument("--strict-domain", action="store_true",
+                   help="refuse (instead of warn about) an input that looks unlike the model's training data "
+                        "(modality, pixel spacing, intensities, model-based score; see meddiff.domain)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -211,6 +215,11 @@ def ddpm_restorer(args: argparse.Namespace, device):
         return out
 
     describe = f"{sampler} {steps} steps, seed {args.seed}" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
+    if task.kind == "sr":  # the domain check of meddiff.domain (restore_files runs it)
+        from ..domain import read_card
+        from ..train.checkpoint import resolve_model_file
+
+        run_sampler.domain = (denoiser, read_card(resolve_model_file(args.checkpoint)), task.sr_factor)  # type: ignore[attr-defined]
     return task, run_sampler, describe
 
 
@@ -319,6 +328,7 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
     deg = build_degradation(task)
     written: list[Path] = []
     used: set[Path] = set()  # two series in one folder must not write the same output
+    reports: list = []  # domain reports (meddiff.domain) of DDPM super-resolution inputs
     for item in items:
         vol = read_volume(item)
         if not isinstance(item, ImageItem):
@@ -342,17 +352,24 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
             cond, mask = x, torch.ones_like(x)
         planes = deg.model_condition(cond, mask)
         lowres = x if task.kind == "sr" and args.input_kind == "lowres" else None
+        domain = getattr(restore_slices, "domain", None)
+        report = None if domain is None else domain_precheck(args, domain, item.path, vol, x, lowres is not None)
         out = restore_slices(planes, lowres, item.path)
+        if report is not None:
+            domain_postcheck(args, domain, report, out, x if lowres is not None else None)
+            reports.append(report)
         if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
             out = out * mask + cond * (1 - mask)
         mean, std = summarise(out)
         out_shape = from_slices(mean[:, 0].numpy(), vol.ndim, args.axis).shape
         spacing, affine = (vol.spacing, vol.affine) if out_shape == vol.shape else scaled_geometry(vol, task.sr_factor, args.axis, out_shape)
 
+        flag = "" if report is None or report.in_domain else "; OUT OF THE MODEL'S DOMAIN: " + "; ".join(report.reasons)
+
         def volume_of(arr: torch.Tensor, what: str) -> Volume:
             a = from_slices(arr[:, 0].numpy(), vol.ndim, args.axis).astype(np.float32)
             return Volume(a, spacing, affine, vol.patient_id, vol.source,
-                          {**vol.meta, "derived": f"meddiff {task.kind} {what}, {describe}"})
+                          {**vol.meta, "derived": f"meddiff {task.kind} {what}, {describe}{flag}"})
 
         products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
         if args.samples > 1:
@@ -366,7 +383,68 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
             v = volume_of(arr, tag)
             ref = vol if v.shape == vol.shape else None
             written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
-                                    description=f"meddiff {task.kind} ({tag})", overwrite=True)
+                                    description=f"meddiff {task.kind} ({tag}){flag}", overwrite=True)
         log.info("%s -> %s", item.path, path.parent)
+    if reports:
+        write_domain_reports(args.output, reports)
     print(f"wrote {len(written)} file(s) under {args.output}")
     return 0
+
+
+def domain_precheck(args: argparse.Namespace, domain, name: Path, vol: Volume, slices: torch.Tensor, is_lowres: bool):
+    """meddiff.domain.check_input on one input before sampling: warn, or refuse with --strict-domain."""
+    from ..data.slices import in_plane_spacing
+    from ..domain import check_input
+
+    denoiser, card, factor = domain
+    spacing = None
+    src = str(vol.source).lower()
+    known = vol.meta.get("modality") or src.endswith((".nii", ".nii.gz"))  # PNG/TIFF/NPY carry no real spacing
+    if known and len(vol.spacing) >= 2:
+        spacing = in_plane_spacing(vol.spacing, args.axis) if vol.ndim == 3 else vol.spacing
+        spacing = tuple(float(s) * (1.0 if is_lowres else factor) for s in spacing)  # as the low-resolution input's
+    small = min(slices.shape[-2:]) < 32
+    report = check_input(str(name), slices if is_lowres else _lowres_of(slices, factor), vol.meta.get("modality"),
+                         spacing, factor, denoiser, card, score=not small)
+    _complain(args, report, before=True)
+    return report
+
+
+def _lowres_of(x: torch.Tensor, factor: float) -> torch.Tensor:
+    from ..data.degrade import SuperResolution
+
+    return SuperResolution(factor).downsample(x)
+
+
+def domain_postcheck(args: argparse.Namespace, domain, report, out: torch.Tensor, lowres: torch.Tensor | None) -> None:
+    """The consistency ratio of the restored mean with the measurement (meddiff.domain)."""
+    from ..domain import SCORE_LIMIT, consistency_ratio
+
+    if lowres is None:
+        return
+    report.consistency = consistency_ratio(out.mean(0), lowres, domain[2])
+    if report.consistency > SCORE_LIMIT:
+        report.reasons.append(f"the output agrees with the measured image less than bicubic does (consistency ratio "
+                              f"{report.consistency:.2f} > {SCORE_LIMIT:g}): the model changed what was measured")
+        _complain(args, report, before=False)
+
+
+def _complain(args: argparse.Namespace, report, before: bool) -> None:
+    if report.in_domain:
+        return
+    msg = f"{report.source} looks unlike the model's training data: " + "; ".join(report.reasons)
+    if args.strict_domain:
+        raise InputError(msg + " (--strict-domain: refused; drop the flag to restore it with this warning)")
+    log.warning("%s", msg)
+    if before:
+        print(f"meddiff sample: warning: {msg}", file=sys.stderr)
+
+
+def write_domain_reports(out: Path, reports: list) -> None:
+    """OUT/domain_check.json: each input's domain findings (empty reasons = in domain)."""
+    import json
+    from dataclasses import asdict
+
+    from ..io.atomic import atomic_write_text
+
+    atomic_write_text(out / "domain_check.json", json.dumps([asdict(r) for r in reports], indent=1) + "\n")

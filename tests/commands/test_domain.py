@@ -1,0 +1,99 @@
+"""meddiff.domain: the model-based score, the consistency ratio, the card checks, and `meddiff
+sample` warning about (or, with --strict-domain, refusing) an input unlike the training data."""
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.data import get_testdata_file
+
+from meddiff.cli import main
+from meddiff.data.degrade import SuperResolution
+from meddiff.domain import (DomainCard, card_from_training, check_input, consistency_ratio, foreground_quantiles,
+                            histogram_distance, model_score, read_card, write_card)
+from meddiff.train.checkpoint import load_model
+
+from .test_sample import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory):
+    """A residual x0-model with a zero output layer: it always predicts the condition (bicubic)."""
+    return make_checkpoint(tmp_path_factory.mktemp("id"), identity=True)
+
+
+def _image(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.interpolate(torch.rand(1, 1, n // 8, n // 8, generator=g), size=(n, n), mode="bicubic")
+    return (x - x.min()) / (x.max() - x.min()) * 2 - 1
+
+
+def test_score_of_a_model_that_returns_bicubic_is_one(identity):
+    _, _, den = load_model(identity)
+    s = model_score(den, torch.cat([_image(), _image(seed=1)]), 4.0)
+    np.testing.assert_allclose(s, 1.0, rtol=1e-5)
+
+
+def test_consistency_ratio_is_one_for_bicubic_and_grows_when_the_output_changes_the_measurement():
+    sr = SuperResolution(4.0)
+    x = _image(64)
+    y = sr.downsample(x)
+    up = sr.upsample(y, (64, 64))
+    assert consistency_ratio(up, y, 4.0) == pytest.approx(1.0, rel=1e-6)
+    assert consistency_ratio(x, y, 4.0) < 0.5  # the truth itself agrees with its measurement
+    assert consistency_ratio((up + 0.2).clamp(-1, 1), y, 4.0) > 2
+
+
+def test_card_checks_name_each_reason(identity):
+    _, _, den = load_model(identity)
+    lows = SuperResolution(4.0).downsample(_image(128))
+    card = DomainCard(modalities=("MR",), spacing_mm=(0.8, 1.5), intensity_quantiles=foreground_quantiles(lows[:, 0].numpy()))
+    ok = check_input("a.dcm", lows, "MR", (4.0, 4.0), 4.0, den, card)
+    assert ok.in_domain and ok.score == pytest.approx(1.0, rel=1e-5) and ok.histogram_distance == pytest.approx(0.0)
+    bad = check_input("b.dcm", torch.where(lows > -0.9, 0.9, lows), "CT", (40.0, 40.0), 4.0, den, card)
+    text = " ".join(bad.reasons)
+    assert "modality CT" in text and "spacing 10.00 mm" in text and "intensity histogram" in text
+    assert histogram_distance([0, 0.5], [0.2, 0.5]) == pytest.approx(0.1)
+
+
+def test_card_round_trips_through_the_model_file(identity, tmp_path):
+    import shutil
+
+    f = tmp_path / "model.safetensors"
+    shutil.copy(identity / "model.safetensors", f)
+    _, _, den = load_model(f)
+    imgs = np.concatenate([_image(64, s)[0].numpy() for s in range(4)])
+    card = card_from_training(imgs, den, 4.0, modalities=("MR",), anatomy="brain", spacing_mm=(1.0, 1.2))
+    write_card(f, card)
+    assert read_card(f) == card and read_card(identity / "model.safetensors") is None
+    assert card.score_reference[0] == pytest.approx(1.0, rel=1e-5)
+    load_model(f)  # still a valid model file
+
+
+def _ct_input(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "ct.dcm")
+    return tmp_path / "in"
+
+
+def test_sample_warns_and_strict_domain_refuses(identity, tmp_path, capsys):
+    import json
+    import shutil
+
+    model = tmp_path / "mr_model.safetensors"
+    shutil.copy(identity / "model.safetensors", model)
+    write_card(model, DomainCard(modalities=("MR",), anatomy="brain"))
+    inp = _ct_input(tmp_path)
+    args = ["sample", "--checkpoint", str(model), "--input", str(inp), "--steps", "2", "--no-progress", "--device", "cpu",
+            "--input-kind", "upsampled"]
+    assert main(args + ["--output", str(tmp_path / "strict"), "--strict-domain"]) == 2
+    err = capsys.readouterr().err
+    assert "ct.dcm" in err and "modality CT" in err and "--strict-domain" in err and "Traceback" not in err
+    assert not (tmp_path / "strict").exists()
+    assert main(args + ["--output", str(tmp_path / "warn")]) == 0
+    assert "warning" in capsys.readouterr().err
+    (rep,) = json.loads((tmp_path / "warn" / "domain_check.json").read_text())
+    assert rep["source"].endswith("ct.dcm") and any("modality CT" in r for r in rep["reasons"])
+    out = pydicom.dcmread(tmp_path / "warn" / "ct_restored.dcm")
+    assert "OUT OF THE MODEL'S DOMAIN" in str(out.get("DerivationDescription", "")) + str(out.get("ImageComments", ""))
