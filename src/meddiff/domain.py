@@ -52,6 +52,7 @@ class DomainCard:
     intensity_quantiles: tuple[float, ...] = ()  # QUANTILES of the foreground of the normalised training images
     score_reference: tuple[float, float] = (math.nan, math.nan)  # median and 95th percentile of the score on training images
     licence: str = ""
+    std_scale: float = 0.0  # calibration of --samples N: expected |mean - truth| = std_scale * sqrt(1 + 1/N) * std (0 = none)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> str:

@@ -374,6 +374,9 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
         products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
         if args.samples > 1:
             products.update({f"sample{s}": norm.inverse(out[s]) for s in range(args.samples)})
+            scale = calibrated_error_scale(domain, args.samples)
+            if scale:  # the card's calibration: the expected error of the mean, in the image's units
+                products["uncertainty"] = std * scale * norm.scale()
         if not written:
             mark(args.output, "sample")
         suffix = _unique_suffix(args, item, used)
@@ -408,6 +411,16 @@ def domain_precheck(args: argparse.Namespace, domain, name: Path, vol: Volume, s
                          spacing, factor, denoiser, card, score=not small)
     _complain(args, report, before=True)
     return report
+
+
+def calibrated_error_scale(domain, samples: int) -> float:
+    """std -> expected |mean - truth| factor from the model card (0 = the model has no calibration)."""
+    from ..metrics.calibration import error_std_factor
+
+    card = None if domain is None else domain[1]
+    if card is None or not card.std_scale:
+        return 0.0
+    return float(card.std_scale * error_std_factor(samples))
 
 
 def _lowres_of(x: torch.Tensor, factor: float) -> torch.Tensor:
