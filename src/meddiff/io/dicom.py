@@ -10,6 +10,8 @@ Geometry: see :mod:`meddiff.io.geometry` (RAS+ affine, array order ``[Z, Y, X]``
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +24,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from meddiff.errors import InputError
+from meddiff.io import mosaic
 from meddiff.io._raw import RawImage, colour_to_gray
 from meddiff.io.geometry import affine_2d, affine_3d, default_affine
 
@@ -131,6 +134,18 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
     ds.file_meta.TransferSyntaxUID = uid
 
 
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """pydicom logs a decoder's traceback before raising; the raised error is reported instead."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.ndarray:
     """Decoded, rescaled pixels: ``[F, Y, X]`` for multi-frame, ``[Y, X]`` otherwise (float64)."""
     if not any(t in ds for t in PIXEL_TAGS):
@@ -139,12 +154,14 @@ def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.
         raise InputError(f"{path}: DICOM file has no pixel data ({kind}); expected an image")
     _ensure_transfer_syntax(ds)
     try:
-        raw = ds.pixel_array
+        with _quiet_pydicom():
+            raw = ds.pixel_array
     except Exception as e:
         ts = ds.file_meta.get("TransferSyntaxUID")
-        hint = (f"no decoder for its compression ({ts.name}) is installed, or the file is corrupt"
+        reason = " ".join(str(e).split())
+        hint = (f"its pixel data are corrupt or not encoded as its transfer syntax {ts.name} ({ts}) declares"
                 if ts is not None and ts.is_compressed else "the file may be truncated or corrupt")
-        raise InputError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e}); {hint}") from e
+        raise InputError(f"{path}: cannot decode DICOM pixel data; {hint} (decoder: {type(e).__name__}: {reason})") from e
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
         try:
@@ -275,6 +292,8 @@ def read_dicom_file(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     meta = _base_meta(ds, path)
     values = _pixels(ds, path, allow_rgb_to_gray, meta)
     dy, dx = _spacing_2d(ds, 0, meta)
+    if mosaic.is_mosaic(ds):
+        return _read_mosaic(ds, values, path, dy, dx, meta)
     if values.ndim == 2:
         orient, pos = _orientation(ds, None), _position(ds, None)
         meta["geometry"] = "dicom" if orient is not None and pos is not None else "none"
@@ -290,6 +309,22 @@ def read_dicom_file(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     return RawImage(array, spacing, affine, meta, _patient_id(ds))
 
 
+def _read_mosaic(ds: Dataset, values: np.ndarray, path: Path, dy: float, dx: float, meta: dict) -> RawImage:
+    """A Siemens mosaic -> ``[n, Y, X]`` slices (see :mod:`meddiff.io.mosaic`)."""
+    if values.ndim != 2:
+        raise InputError(f"{path}: Siemens mosaic with {values.shape[0]} frames; expected one mosaic frame")
+    slices, k = mosaic.unpack(values, ds, path)
+    meta["mosaic"] = {"slices": int(slices.shape[0]), "grid": k}
+    geo = mosaic.geometry(ds, k, slices.shape[1:], dy, dx)
+    if geo is None:
+        meta["geometry"], meta["slice_order"] = "none", "mosaic tiles"
+        spacing = (_fallback_dz(ds, None), dy, dx)
+        return RawImage(slices, spacing, default_affine(spacing), meta, _patient_id(ds))
+    x_dir, y_dir, origin, step, dz = geo
+    meta["geometry"], meta["slice_order"] = "dicom", "mosaic tiles"
+    return RawImage(slices, (dz, dy, dx), affine_3d(x_dir, y_dir, origin, dy, dx, step), meta, _patient_id(ds))
+
+
 def read_dicom_series(files: Sequence[Path], source: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     """A series of single-frame DICOM files -> ``[Z, Y, X]`` sorted by ImagePositionPatient
     projected on the slice normal (fallback InstanceNumber, then file name)."""
@@ -302,6 +337,10 @@ def read_dicom_series(files: Sequence[Path], source: Path, *, allow_rgb_to_gray:
             f"{source}: folder holds {len(uids)} DICOM series ({', '.join(sorted(uids))[:300]}); expected one "
             "series (use meddiff.io.find_images to list them separately)"
         )
+    mosaics = [f.name for f, ds in datasets if mosaic.is_mosaic(ds)]
+    if mosaics and len(datasets) > 1:
+        raise InputError(f"{source}: series of {len(datasets)} files holds Siemens mosaics ({', '.join(mosaics[:3])}), each "
+                         "a whole volume (e.g. one fMRI/DWI time point); expected one volume: read one mosaic file")
     multi = [f.name for f, ds in datasets if int(ds.get("NumberOfFrames", 1) or 1) > 1]
     if multi and len(datasets) > 1:
         raise InputError(f"{source}: series mixes multi-frame files ({', '.join(multi[:3])}) with others; expected single-frame slices")
