@@ -95,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bicubic": "sr", "bilinear": "sr"}
-_EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".png", "raster": ".png", "numpy": ".nii.gz"}
+_EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".tif", "raster": ".png", "numpy": ".npy"}
 
 
 def safe_folder_name(name: str) -> str:
@@ -286,7 +286,8 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
         vol = read_volume(item)
         if not isinstance(item, ImageItem):
             kind = "nifti" if str(item).lower().endswith((".nii", ".nii.gz")) else (
-                "dicom" if str(item).lower().endswith(".dcm") else "raster" if str(item).lower().endswith((".png", ".tif", ".tiff")) else "numpy")
+                "dicom" if str(item).lower().endswith(".dcm") else "tiff" if str(item).lower().endswith((".tif", ".tiff"))
+                else "raster" if str(item).lower().endswith(".png") else "numpy")
             item = ImageItem(path=Path(item), patient_id=vol.patient_id, kind=kind, files=(Path(item),))
         norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
         x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]

@@ -31,6 +31,14 @@ from meddiff.io.geometry import affine_2d, affine_3d, default_affine
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dc3"}
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 PATIENT_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+# Acquisition attributes a derived image keeps (PS3.3 C.8.3.1 MR Image, C.8.2.1 CT Image, C.7.3.1 General Series).
+ACQUISITION_TAGS = (
+    "BodyPartExamined", "PatientPosition", "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
+    "SequenceName", "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle", "EchoTrainLength", "EchoNumbers",
+    "NumberOfAverages", "ImagingFrequency", "ImagedNucleus", "MagneticFieldStrength", "PixelBandwidth",
+    "KVP", "XRayTubeCurrent", "Exposure", "ExposureTime", "ConvolutionKernel", "FilterType", "ReconstructionDiameter",
+    "GantryDetectorTilt", "SpiralPitchFactor", "ContrastBolusAgent",
+)
 # Projection / photo modalities: images of one series are separate 2D images, not slices.
 PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "PX", "RG", "XA", "RF", "US", "ES", "XC", "OP", "SM", "OT", "SC"}
 
@@ -208,7 +216,13 @@ def _base_meta(ds: Dataset, source: Path) -> dict[str, Any]:
         "series_uid": str(ds.get("SeriesInstanceUID", "")),
         "study_uid": str(ds.get("StudyInstanceUID", "")),
         "dicom_patient": {t: str(ds.get(t, "") or "") for t in PATIENT_TAGS},
+        "sop_class": str(ds.get("SOPClassUID", "") or ""),
+        "frame_of_reference": str(ds.get("FrameOfReferenceUID", "") or ""),
+        "acquisition": {t: ds[t].value for t in ACQUISITION_TAGS if t in ds and ds[t].value not in (None, "")},
     }
+    thick = ds.get("SliceThickness")
+    if thick not in (None, "") and float(thick) > 0:
+        meta["slice_thickness"] = float(thick)
     wc, ww = ds.get("WindowCenter"), ds.get("WindowWidth")
     if wc is not None and ww is not None:
         first = lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v)  # noqa: E731
@@ -229,6 +243,7 @@ class _Slice:
     position: np.ndarray | None
     order: float
     name: str
+    ref: tuple[str, int | None] = ("", None)  # (SOPInstanceUID, frame number from 1 or None)
 
 
 def _stack(slices: list[_Slice], orient: np.ndarray | None, dy: float, dx: float,
@@ -250,6 +265,8 @@ def _stack(slices: list[_Slice], orient: np.ndarray | None, dy: float, dx: float
         keys = np.array([s.order for s in slices])
     idx = np.argsort(keys, kind="stable")
     slices, keys = [slices[i] for i in idx], keys[idx]
+    meta["dicom_slices"] = [{"sop_uid": s.ref[0], "frame": s.ref[1],
+                             "position": None if s.position is None else [float(v) for v in s.position]} for s in slices]
     array = np.stack([s.values for s in slices])
     n = len(slices)
     if not geometric:
@@ -298,10 +315,13 @@ def read_dicom_file(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
         orient, pos = _orientation(ds, None), _position(ds, None)
         meta["geometry"] = "dicom" if orient is not None and pos is not None else "none"
         thick = float(ds.get("SliceThickness", 0) or 0) or 1.0
+        meta["dicom_slices"] = [{"sop_uid": str(ds.get("SOPInstanceUID", "")), "frame": None,
+                                 "position": None if pos is None else [float(v) for v in pos]}]
         affine = (affine_2d(orient[:3], orient[3:], pos, dy, dx, thick) if meta["geometry"] == "dicom"
                   else default_affine((dy, dx)))
         return RawImage(values, (dy, dx), affine, meta, _patient_id(ds))
-    slices = [_Slice(values[i], _position(ds, i), float(i), f"frame {i}") for i in range(values.shape[0])]
+    uid = str(ds.get("SOPInstanceUID", ""))
+    slices = [_Slice(values[i], _position(ds, i), float(i), f"frame {i}", (uid, i + 1)) for i in range(values.shape[0])]
     orient = _orientation(ds, 0)
     array, spacing, affine = _stack(slices, orient, dy, dx, _fallback_dz(ds, 0), path, meta)
     meta["geometry"] = "dicom" if meta["slice_order"] == "ImagePositionPatient" else "none"
@@ -322,6 +342,9 @@ def _read_mosaic(ds: Dataset, values: np.ndarray, path: Path, dy: float, dx: flo
         return RawImage(slices, spacing, default_affine(spacing), meta, _patient_id(ds))
     x_dir, y_dir, origin, step, dz = geo
     meta["geometry"], meta["slice_order"] = "dicom", "mosaic tiles"
+    uid = str(ds.get("SOPInstanceUID", ""))
+    meta["dicom_slices"] = [{"sop_uid": uid, "frame": None, "position": [float(v) for v in origin + k * step]}
+                            for k in range(slices.shape[0])]
     return RawImage(slices, (dz, dy, dx), affine_3d(x_dir, y_dir, origin, dy, dx, step), meta, _patient_id(ds))
 
 
@@ -356,7 +379,7 @@ def read_dicom_series(files: Sequence[Path], source: Path, *, allow_rgb_to_gray:
             raise InputError(f"{source}: {f.name} has orientation {o} but {datasets[0][0].name} has {orient}; expected one orientation per series")
         inst = ds.get("InstanceNumber")
         order = float(inst) if inst not in (None, "") else float(i)
-        slices.append(_Slice(values, _position(ds, None), order, f.name))
+        slices.append(_Slice(values, _position(ds, None), order, f.name, (str(ds.get("SOPInstanceUID", "")), None)))
     array, spacing, affine = _stack(slices, orient, dy, dx, _fallback_dz(first, None), source, meta)
     meta["geometry"] = "dicom" if meta["slice_order"] == "ImagePositionPatient" else "none"
     meta["n_files"] = len(datasets)
