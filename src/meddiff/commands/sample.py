@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import logging
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -266,6 +267,23 @@ def run(args: argparse.Namespace) -> int:
     return restore_files(args, task, restore_slices, describe)
 
 
+def run_provenance(args: argparse.Namespace, describe: str) -> dict:
+    """What made this run's outputs (recorded by the writers beside and, for DICOM, inside each output)."""
+    from ..io.provenance import file_sha256
+    from ..train.checkpoint import resolve_model_file
+
+    sha = None
+    if args.checkpoint is not None:
+        try:
+            sha = file_sha256(resolve_model_file(args.checkpoint))
+        except Exception:  # a baseline/VDM layout: the command line still names the checkpoint
+            sha = file_sha256(args.checkpoint) if Path(args.checkpoint).is_file() else None
+    return {"checkpoint": None if args.checkpoint is None else str(args.checkpoint), "checkpoint_sha256": sha,
+            "method": args.method, "restoration": describe, "sampler": args.sampler, "steps": args.steps,
+            "seed": args.seed, "precision": args.precision, "samples": args.samples,
+            **({"command": shlex.join(args.argv)} if hasattr(args, "argv") else {})}
+
+
 def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, describe: str) -> int:
     """Read each input, normalise, build the condition planes, call restore_slices(planes, lowres, name)
     -> [S, N, 1, H, W], undo the normalisation and write in the input's format (the path shared by
@@ -281,6 +299,7 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
     if not items:
         raise InputError(f"{args.input}: no readable image found")
     deg = build_degradation(task)
+    provenance = run_provenance(args, describe)
     written: list[Path] = []
     for item in items:
         vol = read_volume(item)
@@ -326,7 +345,7 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
             v = volume_of(arr, tag)
             ref = vol if v.shape == vol.shape else None
             written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
-                                    description=f"meddiff {task.kind} ({tag})", overwrite=True)
+                                    description=f"meddiff {task.kind} ({tag})", overwrite=True, provenance=provenance)
         log.info("%s -> %s", item.path, args.output / safe_folder_name(item.patient_id))
     print(f"wrote {len(written)} file(s) under {args.output}")
     return 0
