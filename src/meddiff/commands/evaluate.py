@@ -1047,6 +1047,8 @@ def run(args: argparse.Namespace) -> int:
     downstream = load_downstream(args)
     multi = groups[0].name != ""
     out = args.out if args.out is not None else groups[0].methods[0][1].resolve().parent / "evaluation"
+    from ..io.atomic import check_output_dir
+    check_output_dir(out, "evaluation output folder (--out)")
     results = {g.name: score_group(args, g, out, f"_{g.name}" if multi else "", downstream) for g in groups}
     for g, res in results.items():
         if multi:

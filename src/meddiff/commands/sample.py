@@ -239,6 +239,7 @@ def classical_restorer(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..baselines.registry import is_baseline_checkpoint
+    from ..io.atomic import check_output_dir
     from ..train.distributed import pick_device
     from .vdm_sample import is_vdm_checkpoint
     from .vdm_sample import run as run_vdm
@@ -257,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--samples {args.samples}: expected >= 1")
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
+    check_output_dir(args.output)
     device = pick_device(args.device)
     if args.method is not None:
         task, restore_slices, describe = classical_restorer(args)
@@ -292,6 +294,8 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
     from ..data.normalise import Normalisation
     from ..inference import summarise
 
+    if args.mask is not None and task.kind != "inpaint":
+        raise InputError(f"--mask {args.mask}: this model does {task.kind}, not inpainting; a mask applies to inpainting models only")
     if task.kind == "inpaint" and args.mask is None:
         what = f"--method {args.method}" if args.method else "this checkpoint"
         raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing)")

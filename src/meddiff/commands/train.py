@@ -108,9 +108,11 @@ def build_datasets(cfg: Config):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.atomic import check_output_dir
     from ..train.loop import train
 
     cfg = resolve_config(args)
+    check_output_dir(cfg.train.out_dir, "training output folder (--out / train.out_dir)")
     train_set, val_set = build_datasets(cfg)
     labels, names = class_labels(cfg, train_set.prepared)
     result = train(cfg, train_set, val_set=val_set, resume=args.resume, progress=not args.no_progress,

@@ -77,6 +77,8 @@ def read_tiff(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
         raise InputError(f"{path}: file not found; expected a TIFF file") from None
     except Exception as e:
         raise InputError(f"{path}: cannot read as TIFF ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{path}: TIFF data type {arr.dtype} is not real-valued; expected real intensities (save the magnitude first)")
     meta = {"format": "tiff", "units": "counts", "modality": "", "bits": 8 * arr.dtype.itemsize, "tiff_axes": axes,
             "dtype": str(arr.dtype)}
     if "S" in axes and arr.shape[axes.index("S")] > 1:
