@@ -120,9 +120,14 @@ def _siemens_mosaic(tmp_path: Path) -> Path:
         pytest.skip("nibabel's Siemens mosaic test file is not installed")
     out = tmp_path / "mosaic.dcm"
     out.write_bytes(gzip.decompress(src.read_bytes()))
+    ds = pydicom.dcmread(out)  # the shipped file's pixels are all zero: give every pixel its own value
+    rows, cols = ds.Rows, ds.Columns
+    ds.PixelData = np.random.default_rng(0).integers(1, 4096, (rows, cols), dtype=np.uint16).astype("<u2").tobytes()
+    ds.save_as(out)
     return out
 
 
+@pytest.mark.filterwarnings("ignore:The DICOM readers are highly experimental")
 def test_siemens_mosaic_is_unpacked_like_nibabel(tmp_path):
     """nibabel's MosaicWrapper (an independent reader) gives the same slices and geometry."""
     import warnings
@@ -139,6 +144,10 @@ def test_siemens_mosaic_is_unpacked_like_nibabel(tmp_path):
         wrapper = dicomwrappers.wrapper_from_data(ds)
         data, affine_lps = wrapper.get_data(), wrapper.affine
     assert vol.shape == (48, 128, 128) and vol.meta["mosaic"]["slices"] == 48
+    mosaic = ds.pixel_array
+    for k in (0, 1, 6, 7, 47):  # tiles row by row on a 7 x 7 grid of 128 x 128
+        r, c = divmod(k, 7)
+        np.testing.assert_array_equal(vol.array[k], mosaic[128 * r:128 * (r + 1), 128 * c:128 * (c + 1)])
     np.testing.assert_array_equal(vol.array, np.moveaxis(data, 2, 0).astype(np.float32))
     # nibabel: LPS @ (row, column, slice); meddiff: RAS @ (slice, row, column)
     np.testing.assert_allclose(vol.affine, LPS_TO_RAS @ affine_lps[:, [2, 0, 1, 3]], atol=1e-4)

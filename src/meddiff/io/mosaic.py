@@ -26,9 +26,17 @@ def is_mosaic(ds: Dataset) -> bool:
     return any(str(t).strip().upper() == "MOSAIC" for t in (ds.get("ImageType") or []))
 
 
-def _csa_image(ds: Dataset) -> dict | None:
-    from nibabel.nicom import csareader  # noqa: PLC0415
+def _csareader():
+    """nibabel's CSA header reader (importing nibabel.nicom warns that its DICOM *wrappers* are experimental;
+    only the CSA parser is used here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        from nibabel.nicom import csareader  # noqa: PLC0415
+    return csareader
 
+
+def _csa_image(ds: Dataset) -> dict | None:
+    csareader = _csareader()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -39,8 +47,7 @@ def _csa_image(ds: Dataset) -> dict | None:
 
 def mosaic_count(ds: Dataset, path: Path) -> int:
     """Number of slices in the mosaic, from the CSA header; InputError naming `path` if it is not there."""
-    from nibabel.nicom import csareader  # noqa: PLC0415
-
+    csareader = _csareader()
     csa = _csa_image(ds)
     n = None
     if csa is not None:
@@ -56,8 +63,7 @@ def mosaic_count(ds: Dataset, path: Path) -> int:
 
 
 def _normal(ds: Dataset, x_dir: np.ndarray, y_dir: np.ndarray) -> np.ndarray:
-    from nibabel.nicom import csareader  # noqa: PLC0415
-
+    csareader = _csareader()
     csa = _csa_image(ds)
     try:
         v = csareader.get_slice_normal(csa) if csa is not None else None

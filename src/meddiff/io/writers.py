@@ -26,6 +26,7 @@ OutputFormat = Literal["auto", "nifti", "png", "dicom", "tiff", "numpy"]
 FORMATS = ("nifti", "png", "dicom", "tiff", "numpy")
 # A folder output is only replaced if it holds nothing but files with these suffixes.
 _REPLACEABLE = {".dcm", ".png"}
+_COUNTS_FORMATS = ("png", "jpg", "bmp", "tiff")  # readers that return stored counts (meta units "counts")
 
 
 def _format_of(path: Path, fmt: str) -> str:
@@ -90,7 +91,7 @@ def _true_counts(volume: Volume, bits: int, window) -> np.ndarray:
     """A PNG/TIFF source in stored counts comes back in counts: rounded and clipped to its bit
     depth, not stretched to fill it (unless a `window` is asked for)."""
     arr = volume.array
-    if window is None and volume.meta.get("units") == "counts" and volume.meta.get("format") in ("png", "tiff"):
+    if window is None and volume.meta.get("units") == "counts" and volume.meta.get("format") in _COUNTS_FORMATS:
         return np.clip(np.round(arr), 0, 2**bits - 1).astype(np.float32)
     return arr
 
@@ -174,7 +175,8 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, reference: Volume |
     record = _provenance.complete(provenance)
     text = f"{marker}: {description}"
     if fmt == "png":
-        png_bits = bits or (int(volume.meta["bits"]) if volume.meta.get("format") == "png" and volume.meta.get("bits") in (8, 16) else 16)
+        own = volume.meta.get("format") in ("png", "jpg", "bmp") and volume.meta.get("bits") in (8, 16)
+        png_bits = bits or (int(volume.meta["bits"]) if own else 16)
         counted = volume.with_array(_true_counts(volume, png_bits, window))
         written = _write_png(counted, path, png_bits, window, text, overwrite)
     elif fmt == "dicom":
