@@ -82,7 +82,7 @@ def test_deidentified_run_remaps_uids_consistently(tmp_path, emri_small, mr_smal
     src = [pydicom.dcmread(p) for p in paths]
     vol = read_volume(tmp_path / "in")
     run = UIDMap()
-    a = [pydicom.dcmread(f) for f in write_volume(vol, tmp_path / "mean", uid_map=run)]
+    a = [pydicom.dcmread(f) for f in write_volume(vol, tmp_path / "mean", uid_map=run, provenance={"seed": 1})]
     b = [pydicom.dcmread(f) for f in write_volume(vol, tmp_path / "std", uid_map=run)]
     other = pydicom.dcmread(write_volume(vol, tmp_path / "other", uid_map=UIDMap())[0])
     assert a[0].FrameOfReferenceUID == b[0].FrameOfReferenceUID != src[0].FrameOfReferenceUID
@@ -93,6 +93,9 @@ def test_deidentified_run_remaps_uids_consistently(tmp_path, emri_small, mr_smal
     for ds in a + b:
         assert not (_all_uids(ds) & original)  # no source UID left anywhere, sequences included
         assert ds.PatientIdentityRemoved == "YES" and str(ds.PatientName) == ""
+        text = ds.ContributingEquipmentSequence[0].ContributionDescription
+        assert "meddiff_version=" in text and "command=" not in text and str(tmp_path) not in text  # no paths inside
+    assert "command" in json.loads((tmp_path / "mean.json").read_text())  # the sidecar keeps the command line
 
 
 def test_in_plane_sr_shifts_each_slice_position_by_half_a_pixel(tmp_path, emri_small, mr_small):

@@ -96,6 +96,11 @@ def _true_counts(volume: Volume, bits: int, window) -> np.ndarray:
     return arr
 
 
+def _without_paths(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Provenance for a de-identified header: no command line or file paths (they may name the patient)."""
+    return {k: v for k, v in record.items() if k not in ("command", "source", "checkpoint")}
+
+
 def _write_dicom(volume: Volume, path: Path, affine: np.ndarray, reference: Volume | None, *, synthetic: bool,
                  keep_patient_tags: bool, description: str, patient_id: str | None, overwrite: bool,
                  record: Mapping[str, Any], uid_map: dicom_header.UIDMap) -> list[Path]:
@@ -107,7 +112,7 @@ def _write_dicom(volume: Volume, path: Path, affine: np.ndarray, reference: Volu
     header = dicom_header.series_header(
         meta=meta, units=str(volume.meta.get("units", source.meta.get("units", ""))), synthetic=synthetic,
         description=description, patient=patient, patient_id=patient_id, uid_map=uid_map,
-        source_key=str(source.source), provenance=record)
+        source_key=str(source.source), provenance=record if keep_patient_tags else _without_paths(record))
     refs = dicom_header.references(meta, keep_patient_tags, uid_map)
     datasets = dicom_write.volume_datasets(volume.array, affine, header, meta, geometry_known=dicom_header.geometry_known(meta),
                                            references=refs)
@@ -162,7 +167,8 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, reference: Volume |
     `patient_id` or "meddiff", and source UIDs are replaced through `uid_map` (default: one map
     per process, so one run's outputs stay coherent).
     provenance: what made the output (checkpoint_sha256, sampler, steps, seed, precision, ...);
-    meddiff_version, command and time are added (:func:`meddiff.io.provenance.complete`).
+    meddiff_version, command and time are added (:func:`meddiff.io.provenance.complete`). All of it
+    goes to the sidecar; a de-identified DICOM header gets it without the command line and paths.
     overwrite: allow replacing an existing output folder (single files are always replaced
     atomically).
     """
