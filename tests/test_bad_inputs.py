@@ -26,6 +26,7 @@ from meddiff.data.samples import samples_dir
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_sr_x4.yaml"
 NIFTI = samples_dir("colin27") / "colin27" / "axial.nii.gz"
+CKPT = Path(__file__).resolve().parents[1] / "src" / "meddiff" / "checkpoints" / "demo_sr_x4.safetensors"
 
 
 def _readonly(tmp: Path) -> Path:
@@ -122,6 +123,31 @@ def _mosaic_series(tmp: Path) -> Path:
     return folder
 
 
+def _ddpm(tmp: Path, *extra: str) -> list[str]:
+    return ["sample", "--checkpoint", str(CKPT), "--input", str(NIFTI), "--output", str(tmp / "out"), "--no-progress", *extra]
+
+
+def _small_png(path: Path) -> bool:
+    from PIL import Image
+
+    Image.fromarray(np.ones((5, 7), np.uint8)).save(path)
+    return True
+
+
+def _two_size_series(tmp: Path) -> Path:
+    folder = tmp / "series"
+    folder.mkdir()
+    base = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    for k, size in enumerate((64, 32)):
+        ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.ImagePositionPatient = [0.0, 0.0, float(k)]
+        ds.Rows = ds.Columns = size
+        ds.PixelData = base.pixel_array[:size, :size].astype("<i2").tobytes()
+        ds.save_as(folder / f"s{k}.dcm")
+    return folder
+
+
 def _sample(tmp: Path, inp: Path, *extra: str) -> list[str]:
     return ["sample", "--method", "median", "--input", str(inp), "--output", str(tmp / "out"), "--no-progress", *extra]
 
@@ -180,6 +206,51 @@ CASES = {
     "study_not_a_study": lambda t: (["study", "serve", str(t), "--port", "0"], str(t)),
     "study_method_without_folder": lambda t: (["study", "create", str(t / "s"), "--real", str(NIFTI.parent),
                                                "--method", "justaname"], "justaname"),
+    # checkpoints and sampler options
+    "checkpoint_missing": lambda t: (["sample", "--checkpoint", str(t / "none.safetensors"), "--input", str(NIFTI),
+                                      "--output", str(t / "out")], "none.safetensors"),
+    "checkpoint_not_safetensors": lambda t: ((t / "junk.safetensors").write_bytes(b"junk" * 50) and
+                                             ["sample", "--checkpoint", str(t / "junk.safetensors"), "--input", str(NIFTI),
+                                              "--output", str(t / "out")], "junk.safetensors"),
+    "checkpoint_truncated": lambda t: ((t / "cut.safetensors").write_bytes(CKPT.read_bytes()[:5000]) and
+                                       ["sample", "--checkpoint", str(t / "cut.safetensors"), "--input", str(NIFTI),
+                                        "--output", str(t / "out")], "cut.safetensors"),
+    "steps_zero": lambda t: (_ddpm(t, "--steps", "0"), "--steps 0"),
+    "sampler_unknown": lambda t: (_ddpm(t, "--sampler", "nosuch"), "nosuch"),
+    "eta_out_of_range": lambda t: (_ddpm(t, "--sampler", "ddim", "--eta", "2"), "--eta 2"),
+    "eta_for_ancestral": lambda t: (_ddpm(t, "--sampler", "ancestral", "--eta", "0.5"), "--eta"),
+    # inputs and masks
+    "input_empty_folder": lambda t: ((t / "empty").mkdir() or _sample(t, t / "empty"), "empty"),
+    "input_folder_of_text": lambda t: ((t / "txt").mkdir() or (t / "txt" / "notes.txt").write_text("x") and
+                                       _sample(t, t / "txt"), "txt"),
+    "dcm_that_is_text": lambda t: ((t / "fake.dcm").write_text("hello, not DICOM\n" * 20) and _sample(t, t / "fake.dcm"),
+                                   "fake.dcm"),
+    "nifti_4d_time_series": lambda t: (_sample(t, _nifti(t / "fmri.nii.gz", np.ones((6, 6, 3, 4), np.float32))), "fmri.nii.gz"),
+    "npz_without_image_key": lambda t: (np.savez(t / "two.npz", a=np.ones((4, 4)), b=np.ones((4, 4))) or
+                                        _sample(t, t / "two.npz"), "two.npz"),
+    "series_with_two_sizes": lambda t: (_sample(t, _two_size_series(t)), "series"),
+    "mask_missing": lambda t: (["sample", "--method", "biharmonic", "--input", str(NIFTI), "--output", str(t / "out"),
+                                "--mask", str(t / "nomask.png")], "nomask.png"),
+    "mask_wrong_shape": lambda t: (_small_png(t / "m.png") and ["sample", "--method", "biharmonic", "--input", str(NIFTI),
+                                                               "--output", str(t / "out"), "--mask", str(t / "m.png")], "m.png"),
+    "inpaint_without_mask": lambda t: (["sample", "--method", "biharmonic", "--input", str(NIFTI), "--output", str(t / "out")],
+                                       "--mask"),
+    # prepare options
+    "prepare_input_is_file": lambda t: (["prepare", str(NIFTI), str(t / "out")], str(NIFTI)),
+    "prepare_split_negative": lambda t: (["prepare", str(NIFTI.parent), str(t / "out"), "--split", "-1", "1", "1"], "-1"),
+    "prepare_min_foreground_above_one": lambda t: (["prepare", str(NIFTI.parent), str(t / "out"), "--min-foreground", "2"],
+                                                   "--min-foreground"),
+    # configs
+    "config_invalid_yaml": lambda t: ((t / "bad.yaml").write_text("train:\n\tsteps: [1,\n") and
+                                      ["train", "--config", str(t / "bad.yaml")], "bad.yaml"),
+    "config_wrong_type": lambda t: (["train", "--config", str(CONFIG), "train.steps=many", "--out", str(t / "o")], "many"),
+    # evaluate and the study
+    "evaluate_pred_without_name": lambda t: (["evaluate", "--pred", str(t), "--truth", str(t)], str(t)),
+    "evaluate_truth_missing": lambda t: (["evaluate", "--pred", f"m={t}", "--truth", str(t / "no_truth")], "no_truth"),
+    "study_create_real_missing": lambda t: (["study", "create", str(t / "s"), "--real", str(t / "no_real"),
+                                             "--method", f"m={NIFTI.parent}"], "no_real"),
+    "study_results_not_a_study": lambda t: (["study", "results", str(t)], str(t)),
+    "study_bad_reader_code": lambda t: (["study", "readers", str(_corrupt_study(t)), "--add-codes", "a b"], "study.sqlite"),
 }
 SUBPROCESS = {"wrong_jpeg_transfer_syntax", "sample_out_is_file", "study_port_negative"}
 

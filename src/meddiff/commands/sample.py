@@ -299,6 +299,8 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
     if task.kind == "inpaint" and args.mask is None:
         what = f"--method {args.method}" if args.method else "this checkpoint"
         raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing)")
+    if not args.input.exists():
+        raise InputError(f"--input {args.input}: no such file or folder; expected an image file, a DICOM series folder or a folder of images")
     items = [args.input] if args.input.is_file() else find_images(args.input)
     if not items:
         raise InputError(f"{args.input}: no readable image found")
