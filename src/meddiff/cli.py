@@ -1,12 +1,14 @@
 """Command line: `meddiff <verb> ...`. Parse arguments, build objects, call the library.
 
 Each verb lives in `meddiff.commands.<verb>` with `add_parser(subparsers)` and `run(args)`;
-this module only wires them together and turns MeddiffError into a one-line message.
+this module only wires them together and turns MeddiffError, and an OSError from the file system
+(read-only or non-folder output paths, a full disk), into a one-line message and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -37,9 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OS_HINTS = {
+    errno.EACCES: "expected a location you may write to", errno.EPERM: "expected a location you may write to",
+    errno.EROFS: "the file system is read-only", errno.ENOTDIR: "a part of the path is a file, expected a folder",
+    errno.EISDIR: "expected a file, found a folder", errno.EEXIST: "a file of that name is in the way",
+    errno.ENOSPC: "the disk is full", errno.ENOENT: "no such file or folder",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line naming the path(s) and what the system said, e.g. ``/x/out: Permission denied (...)``."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "a file"
+    reason = e.strerror or type(e).__name__
+    hint = _OS_HINTS.get(e.errno or -1)
+    return f"{where}: {reason}" + (f" ({hint})" if hint else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = ["meddiff", *(sys.argv[1:] if argv is None else map(str, argv))]  # recorded as provenance
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
         result = args.func(args)
@@ -51,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"meddiff {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system refused (read-only, not a folder, disk full...): say where
+        if args.verbose:
+            raise
+        print(f"meddiff {args.verb}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

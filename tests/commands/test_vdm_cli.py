@@ -3,6 +3,7 @@ MNI152 slices (class = orientation, from the stack file names) for training, Col
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -15,6 +16,7 @@ from meddiff.cli import main
 from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.samples import samples_dir
 from meddiff.io import read_volume
+from meddiff.train.checkpoint import resolve_model_file
 from meddiff.io.dicom_write import MARKER_SYNTHETIC
 
 TINY = ["vdm.embedding_dim=16", "vdm.n_layers=2", "vdm.gamma_features=16", "train.batch_size=16", "train.log_every=10",
@@ -50,7 +52,7 @@ def test_sample_writes_grid_and_files_marked_synthetic(brains, tmp_path, capsys)
     assert main(["sample", "--checkpoint", str(ck), "--output", str(tmp_path / "png"), "--num", "5", "--steps", "7",
                  "--seed", "3", "--no-progress"]) == 0
     assert "grid.png and 5 sample(s), 7 steps" in capsys.readouterr().out
-    files = sorted(p.name for p in (tmp_path / "png").glob("[!.]*"))
+    files = sorted(p.name for p in (tmp_path / "png").iterdir() if p.suffix == ".png")
     # no --label: classes cycle through the sorted names
     assert files == ["grid.png", "sample_0000_axial.png", "sample_0001_coronal.png", "sample_0002_sagittal.png",
                      "sample_0003_axial.png", "sample_0004_coronal.png"]
@@ -60,6 +62,10 @@ def test_sample_writes_grid_and_files_marked_synthetic(brains, tmp_path, capsys)
     assert one.shape == (16, 16) and np.array_equal(grid[2:18, 20:36], one)  # tile 1 = sample 1, levels unchanged
     for name in ("grid.png", "sample_0000_axial.png"):
         assert MARKER_SYNTHETIC in Image.open(tmp_path / "png" / name).text["Description"]
+    record = json.loads((tmp_path / "png" / "grid.json").read_text())  # provenance sidecar
+    model_file = resolve_model_file(ck)
+    assert record["steps"] == 7 and record["seed"] == 3 and record["command"].startswith("meddiff sample")
+    assert record["checkpoint_sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
     # a sample depends on its seed only: --label and --batch-size do not change sample 1 of the same class
     assert main(["sample", "--checkpoint", str(ck), "--output", str(tmp_path / "dcm"), "--num", "2", "--steps", "7",
                  "--seed", "3", "--label", "coronal", "--format", "dicom", "--batch-size", "1"]) == 0
@@ -149,7 +155,7 @@ def test_image_conditional_vdm_restores_an_input_like_a_ddpm(brains, tmp_path, c
         assert main(["sample", "--checkpoint", str(ck), "--input", str(tmp_path / "lr.npy"), "--output", str(tmp_path / name),
                      "--no-progress", *extra]) == 0
         assert "wrote 1 file(s)" in capsys.readouterr().out
-        (f,) = list((tmp_path / name).rglob("*_restored.*"))
+        (f,) = [p for p in (tmp_path / name).rglob("*_restored.*") if p.suffix != ".json"]
         outs[name] = read_volume(f).array
     assert all(o.shape == (16, 16) and np.isfinite(o).all() for o in outs.values())
     assert np.array_equal(outs["a"], outs["b"]) and not np.array_equal(outs["a"], outs["s"])

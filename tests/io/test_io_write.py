@@ -35,7 +35,7 @@ def test_nifti_round_trip_keeps_affine_and_values(tmp_path, colin_nifti):
     np.testing.assert_array_equal(back.array, vol.array)
     np.testing.assert_allclose(back.affine, vol.affine, atol=1e-5)
     assert back.spacing == pytest.approx(vol.spacing)
-    assert [p.name for p in tmp_path.iterdir()] == ["x.nii.gz"]  # no temporary left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.nii.gz"]  # no temporary left behind
 
 
 def test_dicom_series_round_trip_geometry_values_and_marking(tmp_path, colin_nifti):
@@ -102,7 +102,7 @@ def test_existing_folder_needs_overwrite_and_shapes_must_match(tmp_path, emri_sm
         write_volume(mr, tmp_path / "s")
     files = write_volume(mr.with_array(mr.array + 1), tmp_path / "s", overwrite=True)
     assert read_volume(tmp_path / "s").array[0, 0, 0] == mr.array[0, 0, 0] + 1 and len(files) == 10
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "s.json"]  # the series and its provenance
     with pytest.raises(InputError, match="reference .*CT_small.* shape"):
         write_volume(mr, tmp_path / "t.nii", reference=read_volume(ct_small))
     with pytest.raises(InputError, match="suffix '.jpg'"):

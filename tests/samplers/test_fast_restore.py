@@ -84,7 +84,7 @@ def cli(ckpt, inp, out, *extra):
 
 
 def restored(out):
-    (path,) = sorted(out.rglob("*_restored*"))
+    (path,) = sorted(p for p in out.rglob("*_restored*") if p.suffix != ".json")
     return read_volume(path).array
 
 

@@ -217,3 +217,51 @@ def test_twenty_concurrent_readers_lose_nothing(tmp_path, real_dir, generated_di
         assert sorted(p for p, _ in sent[label]) == list(range(1, 11))
     print(f"\n20 concurrent readers: {len(rows)} answers (+{len(rows)} retries) in {elapsed:.2f} s "
           f"= {len(rows) / elapsed:.0f} answers/s ({3 * len(rows) / elapsed:.0f} requests/s incl. page loads and retries)")
+
+
+def test_huge_ids_and_non_ascii_digits_are_client_errors_not_500(live):
+    study, readers, port = live
+    c = Client(port)
+    c.login(readers[0][1])
+    for path in ("/image/99999999999999999999/left", "/image/1000000000/left", "/feedback/99999999999999999999"):
+        assert c.request("GET", path)[0] == 404, path
+    pair, token = c.current()
+    for bad in ("\u00b2", "\u0661", "\uff11", "1\u00b2", str(pair) + "\u0660"):  # superscript 2, Arabic-Indic / fullwidth digits
+        assert c.answer(bad, "left", token, confidence=3) == 400, bad
+        assert c.answer(pair, "left", token, confidence=bad) == 400, bad
+        assert c.answer(pair, "left", token, confidence=3, rt_ms=bad) == 400, bad
+    assert answers_in_db(study) == []
+    assert c.answer(pair, "left", token, confidence=3) == 303  # the well-formed answer still works
+
+
+def test_logout_revokes_the_session_server_side(live):
+    study, readers, port = live
+    c = Client(port)
+    c.login(readers[0][1])
+    pair, token = c.current()
+    stolen = c.cookie
+    assert c.request("POST", "/logout", {"token": token})[0] == 303
+    replay = Client(port)
+    replay.cookie = stolen  # the old cookie, still correctly signed
+    assert replay.request("GET", "/study")[0] == 303  # sent back to the login page
+    assert replay.request("GET", "/image/1/left")[0] == 401
+    assert replay.answer(pair, "left", token, confidence=3) == 401
+    assert answers_in_db(study) == []
+    with sqlite3.connect(study / db.STUDY_DB) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+    # revoking every session of a reader (e.g. a leaked code) also works server-side
+    a, b = Client(port), Client(port)
+    a.login(readers[1][1])
+    b.login(readers[1][1])
+    conn = db.connect(study / db.STUDY_DB)
+    try:
+        assert db.end_sessions(conn, reader_id=2) == 2
+    finally:
+        conn.close()
+    assert a.request("GET", "/study")[0] == 303 and b.request("GET", "/study")[0] == 303
+
+
+def test_served_by_waitress(live):
+    _, _, port = live
+    status, r, _ = Client(port).request("GET", "/healthz")
+    assert status == 200 and r.getheader("Server") == "meddiff-study"

@@ -1061,6 +1061,8 @@ def run(args: argparse.Namespace) -> int:
     multi = groups[0].name != ""
     out = args.out if args.out is not None else groups[0].methods[0][1].resolve().parent / "evaluation"
     claim_output(out, groups, args.overwrite)
+    from ..io.atomic import check_writable_dir
+    check_writable_dir(out, "evaluation output folder (--out)")
     results = {g.name: score_group(args, g, out, f"_{g.name}" if multi else "", downstream) for g in groups}
     for g, res in results.items():
         if multi:

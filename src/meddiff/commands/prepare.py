@@ -60,6 +60,10 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = prepare(args.input_dir, args.output_dir, options_from_args(args), progress=not args.no_progress)
+    from ..io.atomic import check_writable_dir
+
+    options = options_from_args(args)
+    check_writable_dir(args.output_dir)
+    summary = prepare(args.input_dir, args.output_dir, options, progress=not args.no_progress)
     print("\n".join(summary.lines()))
     return 0

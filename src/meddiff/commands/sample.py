@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import logging
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bicubic": "sr", "bilinear": "sr"}
-_EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".png", "raster": ".png", "numpy": ".nii.gz"}
+_EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".tif", "raster": ".png", "numpy": ".npy"}
 
 
 def safe_folder_name(name: str) -> str:
@@ -261,6 +262,7 @@ def classical_restorer(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..baselines.registry import is_baseline_checkpoint
+    from ..io.atomic import check_writable_dir
     from ..train.distributed import pick_device
     from .vdm_sample import is_vdm_checkpoint
     from .vdm_sample import run as run_vdm
@@ -280,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--samples {args.samples}: expected >= 1")
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
+    check_writable_dir(args.output)
     device = pick_device(args.device)
     if args.method is not None:
         task, restore_slices, describe = classical_restorer(args)
@@ -311,6 +314,23 @@ def claim_output(args: argparse.Namespace) -> None:
     check_output_dir(args.output, inputs, overwrite=getattr(args, "overwrite", False))
 
 
+def run_provenance(args: argparse.Namespace, describe: str) -> dict:
+    """What made this run's outputs (recorded by the writers beside and, for DICOM, inside each output)."""
+    from ..io.provenance import file_sha256
+    from ..train.checkpoint import resolve_model_file
+
+    sha = None
+    if args.checkpoint is not None:
+        try:
+            sha = file_sha256(resolve_model_file(args.checkpoint))
+        except Exception:  # a baseline/VDM layout: the command line still names the checkpoint
+            sha = file_sha256(args.checkpoint) if Path(args.checkpoint).is_file() else None
+    return {"checkpoint": None if args.checkpoint is None else str(args.checkpoint), "checkpoint_sha256": sha,
+            "method": args.method, "restoration": describe, "sampler": args.sampler, "steps": args.steps,
+            "seed": args.seed, "precision": args.precision, "samples": args.samples,
+            **({"command": shlex.join(args.argv)} if hasattr(args, "argv") else {})}
+
+
 def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, describe: str) -> int:
     """Read each input, normalise, build the condition planes, call restore_slices(planes, lowres, name)
     -> [S, N, 1, H, W], undo the normalisation and write in the input's format (the path shared by
@@ -319,13 +339,18 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
     from ..data.normalise import Normalisation
     from ..inference import summarise
 
+    if args.mask is not None and task.kind != "inpaint":
+        raise InputError(f"--mask {args.mask}: this model does {task.kind}, not inpainting; a mask applies to inpainting models only")
     if task.kind == "inpaint" and args.mask is None:
         what = f"--method {args.method}" if args.method else "this checkpoint"
         raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing)")
+    if not args.input.exists():
+        raise InputError(f"--input {args.input}: no such file or folder; expected an image file, a DICOM series folder or a folder of images")
     items = [args.input] if args.input.is_file() else find_images(args.input)
     if not items:
         raise InputError(f"{args.input}: no readable image found")
     deg = build_degradation(task)
+    provenance = run_provenance(args, describe)
     written: list[Path] = []
     used: set[Path] = set()  # two series in one folder must not write the same output
     reports: list = []  # domain reports (meddiff.domain) of DDPM super-resolution inputs
@@ -333,7 +358,8 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
         vol = read_volume(item)
         if not isinstance(item, ImageItem):
             kind = "nifti" if str(item).lower().endswith((".nii", ".nii.gz")) else (
-                "dicom" if str(item).lower().endswith(".dcm") else "raster" if str(item).lower().endswith((".png", ".tif", ".tiff")) else "numpy")
+                "dicom" if str(item).lower().endswith(".dcm") else "tiff" if str(item).lower().endswith((".tif", ".tiff"))
+                else "raster" if str(item).lower().endswith(".png") else "numpy")
             item = ImageItem(path=Path(item), patient_id=vol.patient_id, kind=kind, files=(Path(item),))
         norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
         x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]
@@ -386,7 +412,7 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
             v = volume_of(arr, tag)
             ref = vol if v.shape == vol.shape else None
             written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
-                                    description=f"meddiff {task.kind} ({tag}){flag}", overwrite=True)
+                                    description=f"meddiff {task.kind} ({tag}){flag}", overwrite=True, provenance=provenance)
         log.info("%s -> %s", item.path, path.parent)
     if reports:
         write_domain_reports(args.output, reports)

@@ -133,9 +133,11 @@ def claim_out_dir(cfg, resume: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.atomic import check_writable_dir
     from ..train.loop import train
 
     cfg = resolve_config(args)
+    check_writable_dir(cfg.train.out_dir, "training output folder (--out / train.out_dir)")
     claim_out_dir(cfg, args.resume)
     train_set, val_set = build_datasets(cfg)
     labels, names = class_labels(cfg, train_set.prepared)

@@ -101,14 +101,20 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.output
     mark(out, "sample")
     what = f"VDM sample, {steps} ancestral steps, seed {args.seed}, step {vdm.step}"
+    import shlex
+
+    from ..io.provenance import file_sha256
+
+    prov = {"checkpoint": str(vdm.file), "checkpoint_sha256": file_sha256(vdm.file), "sampler": "ancestral", "steps": steps,
+            "seed": args.seed, "checkpoint_step": vdm.step, **({"command": shlex.join(args.argv)} if hasattr(args, "argv") else {})}
     written = write_volume(_volume(image_grid(x, fill=0.0), vdm.file, what), out / "grid.png", synthetic=True,
-                           description=f"meddiff {what} (grid)", bits=bits, window=(0.0, v - 1.0))
+                           description=f"meddiff {what} (grid)", bits=bits, window=(0.0, v - 1.0), provenance=prov)
     ext = _EXT[args.format]
     for i in range(n):
         name = f"sample_{i:04d}" + (f"_{names[i]}" if names[i] else "")
         desc = f"meddiff {what}" + (f", class {names[i]}" if names[i] else "")
         written += write_volume(_volume(x[i], vdm.file, desc), out / f"{name}{ext}", synthetic=True, description=desc,
-                                bits=bits, window=(0.0, v - 1.0) if ext == ".png" else None, overwrite=True)
+                                bits=bits, window=(0.0, v - 1.0) if ext == ".png" else None, overwrite=True, provenance=prov)
     print(f"wrote {len(written)} file(s) under {out} (grid.png and {n} sample(s), {steps} steps)")
     return 0
 

@@ -93,3 +93,27 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_writable_dir(path: str | Path, what: str = "output folder") -> None:
+    """Raise InputError unless `path` is, or can be made, a folder this process can write in.
+
+    Run before long work so a read-only or non-folder output path fails at once. Leaves nothing
+    behind: it only creates (and removes) a temporary folder inside the nearest existing ancestor.
+    """
+    from meddiff.errors import InputError  # noqa: PLC0415
+
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = f"{path}: {probe} is a file" if probe != path else f"{path}: is a file"
+        raise InputError(f"{where}; expected the {what} to be a folder (or a new path whose parents are folders)")
+    try:
+        tmp = tempfile.mkdtemp(prefix=".meddiff-write-check.", dir=probe)
+        os.rmdir(tmp)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the {what} under {probe} ({e.strerror or e}); expected a writable location") from None

@@ -10,6 +10,8 @@ Geometry: see :mod:`meddiff.io.geometry` (RAS+ affine, array order ``[Z, Y, X]``
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,12 +24,21 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from meddiff.errors import InputError
+from meddiff.io import mosaic
 from meddiff.io._raw import RawImage, colour_to_gray
 from meddiff.io.geometry import affine_2d, affine_3d, default_affine
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dc3"}
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 PATIENT_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+# Acquisition attributes a derived image keeps (PS3.3 C.8.3.1 MR Image, C.8.2.1 CT Image, C.7.3.1 General Series).
+ACQUISITION_TAGS = (
+    "BodyPartExamined", "PatientPosition", "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
+    "SequenceName", "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle", "EchoTrainLength", "EchoNumbers",
+    "NumberOfAverages", "ImagingFrequency", "ImagedNucleus", "MagneticFieldStrength", "PixelBandwidth",
+    "KVP", "XRayTubeCurrent", "Exposure", "ExposureTime", "ConvolutionKernel", "FilterType", "ReconstructionDiameter",
+    "GantryDetectorTilt", "SpiralPitchFactor", "ContrastBolusAgent",
+)
 # Projection / photo modalities: images of one series are separate 2D images, not slices.
 PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "PX", "RG", "XA", "RF", "US", "ES", "XC", "OP", "SM", "OT", "SC"}
 
@@ -131,6 +142,18 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
     ds.file_meta.TransferSyntaxUID = uid
 
 
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """pydicom logs a decoder's traceback before raising; the raised error is reported instead."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.ndarray:
     """Decoded, rescaled pixels: ``[F, Y, X]`` for multi-frame, ``[Y, X]`` otherwise (float64)."""
     if not any(t in ds for t in PIXEL_TAGS):
@@ -139,12 +162,14 @@ def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.
         raise InputError(f"{path}: DICOM file has no pixel data ({kind}); expected an image")
     _ensure_transfer_syntax(ds)
     try:
-        raw = ds.pixel_array
+        with _quiet_pydicom():
+            raw = ds.pixel_array
     except Exception as e:
         ts = ds.file_meta.get("TransferSyntaxUID")
-        hint = (f"no decoder for its compression ({ts.name}) is installed, or the file is corrupt"
+        reason = " ".join(str(e).split())
+        hint = (f"its pixel data are corrupt or not encoded as its transfer syntax {ts.name} ({ts}) declares"
                 if ts is not None and ts.is_compressed else "the file may be truncated or corrupt")
-        raise InputError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e}); {hint}") from e
+        raise InputError(f"{path}: cannot decode DICOM pixel data; {hint} (decoder: {type(e).__name__}: {reason})") from e
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
         try:
@@ -191,7 +216,13 @@ def _base_meta(ds: Dataset, source: Path) -> dict[str, Any]:
         "series_uid": str(ds.get("SeriesInstanceUID", "")),
         "study_uid": str(ds.get("StudyInstanceUID", "")),
         "dicom_patient": {t: str(ds.get(t, "") or "") for t in PATIENT_TAGS},
+        "sop_class": str(ds.get("SOPClassUID", "") or ""),
+        "frame_of_reference": str(ds.get("FrameOfReferenceUID", "") or ""),
+        "acquisition": {t: ds[t].value for t in ACQUISITION_TAGS if t in ds and ds[t].value not in (None, "")},
     }
+    thick = ds.get("SliceThickness")
+    if thick not in (None, "") and float(thick) > 0:
+        meta["slice_thickness"] = float(thick)
     wc, ww = ds.get("WindowCenter"), ds.get("WindowWidth")
     if wc is not None and ww is not None:
         first = lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v)  # noqa: E731
@@ -212,6 +243,7 @@ class _Slice:
     position: np.ndarray | None
     order: float
     name: str
+    ref: tuple[str, int | None] = ("", None)  # (SOPInstanceUID, frame number from 1 or None)
 
 
 def _stack(slices: list[_Slice], orient: np.ndarray | None, dy: float, dx: float,
@@ -233,6 +265,8 @@ def _stack(slices: list[_Slice], orient: np.ndarray | None, dy: float, dx: float
         keys = np.array([s.order for s in slices])
     idx = np.argsort(keys, kind="stable")
     slices, keys = [slices[i] for i in idx], keys[idx]
+    meta["dicom_slices"] = [{"sop_uid": s.ref[0], "frame": s.ref[1],
+                             "position": None if s.position is None else [float(v) for v in s.position]} for s in slices]
     array = np.stack([s.values for s in slices])
     n = len(slices)
     if not geometric:
@@ -275,19 +309,43 @@ def read_dicom_file(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     meta = _base_meta(ds, path)
     values = _pixels(ds, path, allow_rgb_to_gray, meta)
     dy, dx = _spacing_2d(ds, 0, meta)
+    if mosaic.is_mosaic(ds):
+        return _read_mosaic(ds, values, path, dy, dx, meta)
     if values.ndim == 2:
         orient, pos = _orientation(ds, None), _position(ds, None)
         meta["geometry"] = "dicom" if orient is not None and pos is not None else "none"
         thick = float(ds.get("SliceThickness", 0) or 0) or 1.0
+        meta["dicom_slices"] = [{"sop_uid": str(ds.get("SOPInstanceUID", "")), "frame": None,
+                                 "position": None if pos is None else [float(v) for v in pos]}]
         affine = (affine_2d(orient[:3], orient[3:], pos, dy, dx, thick) if meta["geometry"] == "dicom"
                   else default_affine((dy, dx)))
         return RawImage(values, (dy, dx), affine, meta, _patient_id(ds))
-    slices = [_Slice(values[i], _position(ds, i), float(i), f"frame {i}") for i in range(values.shape[0])]
+    uid = str(ds.get("SOPInstanceUID", ""))
+    slices = [_Slice(values[i], _position(ds, i), float(i), f"frame {i}", (uid, i + 1)) for i in range(values.shape[0])]
     orient = _orientation(ds, 0)
     array, spacing, affine = _stack(slices, orient, dy, dx, _fallback_dz(ds, 0), path, meta)
     meta["geometry"] = "dicom" if meta["slice_order"] == "ImagePositionPatient" else "none"
     meta["n_frames"] = values.shape[0]
     return RawImage(array, spacing, affine, meta, _patient_id(ds))
+
+
+def _read_mosaic(ds: Dataset, values: np.ndarray, path: Path, dy: float, dx: float, meta: dict) -> RawImage:
+    """A Siemens mosaic -> ``[n, Y, X]`` slices (see :mod:`meddiff.io.mosaic`)."""
+    if values.ndim != 2:
+        raise InputError(f"{path}: Siemens mosaic with {values.shape[0]} frames; expected one mosaic frame")
+    slices, k = mosaic.unpack(values, ds, path)
+    meta["mosaic"] = {"slices": int(slices.shape[0]), "grid": k}
+    geo = mosaic.geometry(ds, k, slices.shape[1:], dy, dx)
+    if geo is None:
+        meta["geometry"], meta["slice_order"] = "none", "mosaic tiles"
+        spacing = (_fallback_dz(ds, None), dy, dx)
+        return RawImage(slices, spacing, default_affine(spacing), meta, _patient_id(ds))
+    x_dir, y_dir, origin, step, dz = geo
+    meta["geometry"], meta["slice_order"] = "dicom", "mosaic tiles"
+    uid = str(ds.get("SOPInstanceUID", ""))
+    meta["dicom_slices"] = [{"sop_uid": uid, "frame": None, "position": [float(v) for v in origin + k * step]}
+                            for k in range(slices.shape[0])]
+    return RawImage(slices, (dz, dy, dx), affine_3d(x_dir, y_dir, origin, dy, dx, step), meta, _patient_id(ds))
 
 
 def read_dicom_series(files: Sequence[Path], source: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
@@ -302,6 +360,10 @@ def read_dicom_series(files: Sequence[Path], source: Path, *, allow_rgb_to_gray:
             f"{source}: folder holds {len(uids)} DICOM series ({', '.join(sorted(uids))[:300]}); expected one "
             "series (use meddiff.io.find_images to list them separately)"
         )
+    mosaics = [f.name for f, ds in datasets if mosaic.is_mosaic(ds)]
+    if mosaics and len(datasets) > 1:
+        raise InputError(f"{source}: series of {len(datasets)} files holds Siemens mosaics ({', '.join(mosaics[:3])}), each "
+                         "a whole volume (e.g. one fMRI/DWI time point); expected one volume: read one mosaic file")
     multi = [f.name for f, ds in datasets if int(ds.get("NumberOfFrames", 1) or 1) > 1]
     if multi and len(datasets) > 1:
         raise InputError(f"{source}: series mixes multi-frame files ({', '.join(multi[:3])}) with others; expected single-frame slices")
@@ -317,7 +379,7 @@ def read_dicom_series(files: Sequence[Path], source: Path, *, allow_rgb_to_gray:
             raise InputError(f"{source}: {f.name} has orientation {o} but {datasets[0][0].name} has {orient}; expected one orientation per series")
         inst = ds.get("InstanceNumber")
         order = float(inst) if inst not in (None, "") else float(i)
-        slices.append(_Slice(values, _position(ds, None), order, f.name))
+        slices.append(_Slice(values, _position(ds, None), order, f.name, (str(ds.get("SOPInstanceUID", "")), None)))
     array, spacing, affine = _stack(slices, orient, dy, dx, _fallback_dz(first, None), source, meta)
     meta["geometry"] = "dicom" if meta["slice_order"] == "ImagePositionPatient" else "none"
     meta["n_files"] = len(datasets)

@@ -35,7 +35,13 @@ def read_nifti(path: Path) -> RawImage:
     """NIfTI-1/2 file -> RawImage with array ``[.., Z, Y, X]`` (scl_slope/inter applied)."""
     try:
         img = nib.load(str(path))
+        kind = np.dtype(img.get_data_dtype()).kind
+        if kind == "c" or kind not in "biuf":
+            raise InputError(f"{path}: NIfTI data type {img.get_data_dtype()} is not real-valued (complex, e.g. raw k-space "
+                             "or phase data); expected real intensities: save the magnitude (abs) first")
         data = np.asarray(img.get_fdata(dtype=np.float32))
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: file not found; expected a NIfTI file") from None
     except Exception as e:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import InputError
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, check_writable_dir
 
 MARKER = ".meddiff-output.json"
 
@@ -52,6 +52,7 @@ def check_not_input(output: str | Path, inputs: Iterable[str | Path | None] = ()
         if not inside_input_ok and src.is_dir() and _is_within(out, src):
             raise InputError(f"output folder {output} lies inside the input folder {inp}, which is searched for images: "
                              "choose an output folder outside it")
+    check_writable_dir(output)  # read-only or under a file: refused now, before any work
     return output
 
 

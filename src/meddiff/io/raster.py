@@ -4,6 +4,8 @@ These formats carry no patient geometry: spacing is 1 mm (``meta["spacing_source
 unless an .npz stores ``spacing``) and the affine is :func:`meddiff.io.geometry.default_affine`.
 16-bit PNG/TIFF keep their full 0..65535 range. A PNG written by meddiff stores its intensity
 window in a text chunk ``meddiff_window`` = "lo hi"; reading maps 0..max back to lo..hi.
+Writers: :func:`write_png`, :func:`write_tiff` (the source's integer type, or float32),
+:func:`write_numpy` (float32 ``.npy``, or ``.npz`` with ``image`` and ``spacing``).
 """
 
 from __future__ import annotations
@@ -75,7 +77,10 @@ def read_tiff(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
         raise InputError(f"{path}: file not found; expected a TIFF file") from None
     except Exception as e:
         raise InputError(f"{path}: cannot read as TIFF ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
-    meta = {"format": "tiff", "units": "counts", "modality": "", "bits": 8 * arr.dtype.itemsize, "tiff_axes": axes}
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{path}: TIFF data type {arr.dtype} is not real-valued; expected real intensities (save the magnitude first)")
+    meta = {"format": "tiff", "units": "counts", "modality": "", "bits": 8 * arr.dtype.itemsize, "tiff_axes": axes,
+            "dtype": str(arr.dtype)}
     if "S" in axes and arr.shape[axes.index("S")] > 1:
         arr = np.moveaxis(arr, axes.index("S"), -1)
         arr, note = colour_to_gray(arr, path, allow_rgb_to_gray, "TIFF")
@@ -112,7 +117,8 @@ def read_numpy(path: Path) -> RawImage:
         raise InputError(f"{path}: array dtype {arr.dtype}; expected a numeric (bool/int/float) array")
     if spacing is not None and len(spacing) != min(arr.ndim, 3):
         raise InputError(f"{path}: spacing {spacing} has {len(spacing)} values; expected {min(arr.ndim, 3)} for array shape {arr.shape}")
-    meta = {"format": "npy" if path.suffix.lower() == ".npy" else "npz", "units": "arbitrary", "modality": ""}
+    meta = {"format": "npy" if path.suffix.lower() == ".npy" else "npz", "units": "arbitrary", "modality": "",
+            "dtype": str(arr.dtype)}
     return _no_geometry(arr.astype(np.float64), meta, spacing)
 
 
@@ -141,3 +147,36 @@ def write_png(array_yx: np.ndarray, path: Path, *, bits: int, window: tuple[floa
         window = (lo, hi)
     Image.fromarray(counts).save(path, format="PNG", pnginfo=info)
     return window
+
+
+def integer_range(dtype: str) -> tuple[int, int] | None:
+    """(min, max) of an integer dtype name ("uint16" -> (0, 65535)); None for float/bool/unknown."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        return None
+    if dt.kind not in "iu":
+        return None
+    info = np.iinfo(dt)
+    return int(info.min), int(info.max)
+
+
+def write_tiff(array: np.ndarray, path: Path, *, dtype: str, description: str) -> None:
+    """``[Y, X]`` or ``[Z, Y, X]`` (pages) as TIFF: integer `dtype` -> values rounded and clipped to
+    its range (the input's true values, not stretched); otherwise float32."""
+    import tifffile
+
+    arr = np.asarray(array, np.float64)
+    rng = integer_range(dtype)
+    data = np.clip(np.round(arr), *rng).astype(dtype) if rng else arr.astype(np.float32)
+    tifffile.imwrite(path, data, description=description, software="meddiff", metadata=None)
+
+
+def write_numpy(array: np.ndarray, path: Path, *, spacing: tuple[float, ...]) -> None:
+    """float32 ``.npy`` (the array), or ``.npz`` with keys ``image`` and ``spacing`` (mm)."""
+    arr = np.asarray(array, np.float32)
+    with open(path, "wb") as f:
+        if path.name.lower().endswith(".npz"):
+            np.savez(f, image=arr, spacing=np.asarray(spacing, np.float64))
+        else:
+            np.save(f, arr)

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from meddiff.errors import InputError
-from meddiff.io import dicom, nifti, raster
+from meddiff.io import dicom, mosaic, nifti, raster
 from meddiff.io._raw import RawImage
 from meddiff.io.geometry import squeeze_first_axis
 from meddiff.io.volume import Volume
@@ -186,7 +186,8 @@ def find_images(folder: str | os.PathLike, *, patient_from: Literal["subfolder",
 
     DICOM: single-frame files with ImagePositionPatient in one folder sharing a
     SeriesInstanceUID form one "dicom_series" item (path = that folder); multi-frame files and
-    projection images (CR, DX, MG, US, ... or files without position) are one item each.
+    projection images (CR, DX, MG, US, ... or files without position) and Siemens mosaics (each
+    a whole volume) are one item each.
     Other files are one item each; files of unknown formats are skipped (a DICOM file is
     recognised by suffix or by its 'DICM' preamble, so files without extension count).
     A DICOM file whose header cannot be read is still listed (read_volume will then raise).
@@ -221,7 +222,7 @@ def find_images(folder: str | os.PathLike, *, patient_from: Literal["subfolder",
         pid = str(ds.get("PatientID", "") or "").strip() or _file_stem(path)
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         stackable = (int(ds.get("NumberOfFrames", 1) or 1) == 1 and uid and "ImagePositionPatient" in ds
-                     and str(ds.get("Modality", "")) not in dicom.PROJECTION_MODALITIES)
+                     and str(ds.get("Modality", "")) not in dicom.PROJECTION_MODALITIES and not mosaic.is_mosaic(ds))
         if stackable:
             groups[(path.parent, uid)].append((path, pid))
         else:

@@ -63,6 +63,11 @@ CREATE TABLE IF NOT EXISTS answers (
     answered_at TEXT NOT NULL,
     UNIQUE (reader_id, pair_id)
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    sid TEXT PRIMARY KEY,
+    reader_id INTEGER NOT NULL REFERENCES readers (reader_id),
+    created_at TEXT NOT NULL
+);
 """
 
 
@@ -83,7 +88,39 @@ def open_study_db(study: str | Path) -> sqlite3.Connection:
     path = Path(study) / STUDY_DB
     if not path.is_file():
         raise InputError(f"{study}: not a study folder (no {STUDY_DB}); expected a folder made by `meddiff study create`")
-    return connect(path)
+    conn = None
+    try:
+        conn = connect(path)
+        conn.execute("SELECT key, value FROM meta LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as e:
+        if conn is not None:
+            conn.close()
+        raise InputError(f"{path}: not a usable study database ({e}); expected the study.sqlite written by "
+                         "`meddiff study create` (restore it from a backup)") from None
+    return conn
+
+
+def start_session(conn: sqlite3.Connection, reader_id: int) -> str:
+    """A new server-side session for `reader_id`; returns its random id (kept in the signed cookie)."""
+    sid = secrets.token_urlsafe(32)
+    conn.execute("INSERT INTO sessions (sid, reader_id, created_at) VALUES (?, ?, ?)",
+                 (sid, int(reader_id), datetime.now(timezone.utc).isoformat(timespec="seconds")))
+    return sid
+
+
+def session_reader(conn: sqlite3.Connection, sid: object, reader_id: object) -> sqlite3.Row | None:
+    """The reader of a live session whose id and reader both match, else None (ended or forged)."""
+    if not isinstance(sid, str) or not isinstance(reader_id, int):
+        return None
+    return conn.execute("SELECT r.reader_id, r.label FROM sessions s JOIN readers r ON r.reader_id = s.reader_id "
+                        "WHERE s.sid = ? AND s.reader_id = ?", (sid, reader_id)).fetchone()
+
+
+def end_sessions(conn: sqlite3.Connection, *, sid: str | None = None, reader_id: int | None = None) -> int:
+    """Revoke one session (logout) or every session of a reader; returns how many ended."""
+    if sid is not None:
+        return conn.execute("DELETE FROM sessions WHERE sid = ?", (sid,)).rowcount
+    return conn.execute("DELETE FROM sessions WHERE reader_id = ?", (int(reader_id),)).rowcount
 
 
 def get_meta(conn: sqlite3.Connection) -> dict[str, str]:

@@ -1,24 +1,31 @@
 """The reader web app (Flask) and its server.
 
 Security model:
-- A reader logs in with their secret code; the reader id then lives only in Flask's session
-  cookie, signed with the study's secret key (HMAC, itsdangerous), HttpOnly, SameSite=Strict.
+- A reader logs in with their secret code; the server records a random session id in the
+  study database (``sessions``) and the cookie carries it with the reader id, signed with the
+  study's secret key (HMAC, itsdangerous), HttpOnly, SameSite=Strict. Logging out deletes the
+  session row, so a copy of the old cookie no longer works (sessions are revocable server-side;
+  :func:`meddiff.study.db.end_sessions` also ends every session of one reader).
   Form fields never name a reader, so a reader cannot read or write another reader's answers;
   a forged or altered cookie is rejected. Every form carries a per-session token (CSRF).
 - Images are served only as ``/image/<pair id>/<left|right>``: the file name comes from the
   study's ``pairs`` table and must resolve inside ``<study>/images``; no request path is ever
   used as a file path, and there is no static-file route.
-- Form input is validated; anything malformed is a 400, an answer to a pair that is not the
+- Form input is validated (numbers are ASCII digits only, ids bounded); anything malformed is a 400, an answer to a pair that is not the
   one being shown is a 409 (answers cannot be changed), a body over 16 kB is a 413.
 - Answers are committed one transaction each (:func:`meddiff.study.db.record_answer`) before
   the response is sent, so a restart loses nothing, and a re-posted answer is not duplicated.
+- Served by waitress (a production WSGI server), not Werkzeug's development server.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
+import socket
 import sqlite3
+import threading
 from pathlib import Path
 
 from meddiff.errors import InputError
@@ -27,6 +34,12 @@ from meddiff.study import db, pages
 log = logging.getLogger(__name__)
 
 MAX_RT_MS = 24 * 3600 * 1000
+MAX_ID = 999_999_999  # pair ids in URLs and forms: at most 9 digits (SQLite integers are 64-bit)
+_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() accepts '²', which int() refuses
+
+
+def _number(text: str) -> int | None:
+    return int(text) if isinstance(text, str) and _NUMBER.fullmatch(text) else None
 
 
 def _flask():
@@ -44,7 +57,7 @@ def create_app(study: str | Path):
 
     study = Path(study).resolve()
     images = (study / "images").resolve()
-    conn = db.open_study_db(study)
+    conn = db.open_study_db(study)  # InputError naming the file if it is missing or not a database
     try:
         conn.executescript(db.SCHEMA)  # no-op on a complete study; checks the file is a usable database
         meta = db.get_meta(conn)
@@ -83,10 +96,7 @@ def create_app(study: str | Path):
         return page(pages.ERROR, status, status=status, message=message)
 
     def current_reader() -> sqlite3.Row | None:
-        rid = session.get("rid")
-        if not isinstance(rid, int):
-            return None
-        return conn_().execute("SELECT reader_id, label FROM readers WHERE reader_id = ?", (rid,)).fetchone()
+        return db.session_reader(conn_(), session.get("sid"), session.get("rid"))
 
     def check_token() -> bool:
         token = request.form.get("token", "")
@@ -146,6 +156,7 @@ def create_app(study: str | Path):
             return page(pages.LOGIN, 403, error="Unknown reader code.")
         session.clear()
         session["rid"] = int(row["reader_id"])
+        session["sid"] = db.start_session(conn_(), int(row["reader_id"]))
         session["csrf"] = secrets.token_urlsafe(24)
         return redirect("/study", 303)
 
@@ -153,6 +164,8 @@ def create_app(study: str | Path):
     def logout():
         if not check_token():
             return error(400, "Missing or wrong form token; reload the page.")
+        if isinstance(session.get("sid"), str):
+            db.end_sessions(conn_(), sid=session["sid"])
         session.clear()
         return redirect("/?paused=1", 303)
 
@@ -176,13 +189,13 @@ def create_app(study: str | Path):
             return error(400, "Missing or wrong form token; reload the page.")
         form = request.form
         pair, choice = form.get("pair", ""), form.get("choice", "")
-        if not pair.isdigit() or len(pair) > 9:
+        if _number(pair) is None:
             return error(400, f"pair {pair[:20]!r}: expected a pair number.")
         if choice not in db.SIDES:
             return error(400, f"choice {choice[:20]!r}: expected left or right.")
         conf = form.get("confidence", "")
         if confidence:
-            if not conf.isdigit() or not 1 <= int(conf) <= confidence:
+            if _number(conf) is None or not 1 <= int(conf) <= confidence:
                 return error(400, f"confidence {conf[:20]!r}: expected a whole number from 1 to {confidence}.")
             conf_v: int | None = int(conf)
         else:
@@ -190,7 +203,7 @@ def create_app(study: str | Path):
                 return error(400, "This study does not ask for a confidence rating.")
             conf_v = None
         rt = form.get("rt_ms", "")
-        if rt != "" and (not rt.isdigit() or int(rt) > MAX_RT_MS):
+        if rt != "" and (_number(rt) is None or int(rt) > MAX_RT_MS):
             return error(400, f"rt_ms {rt[:20]!r}: expected a whole number of milliseconds.")
         rt_v = int(rt) if rt != "" else None
         status = db.record_answer(conn_(), reader["reader_id"], int(pair), choice, conf_v, rt_v)
@@ -204,7 +217,7 @@ def create_app(study: str | Path):
             return redirect(f"/feedback/{int(pair)}", 303)
         return redirect("/study", 303)
 
-    @app.get("/feedback/<int:pair_id>")
+    @app.get(f"/feedback/<int(max={MAX_ID}):pair_id>")
     def feedback_page(pair_id: int):
         reader = current_reader()
         if reader is None:
@@ -230,7 +243,7 @@ def create_app(study: str | Path):
         pct = f"{100.0 * correct / prog.total:.0f}" if prog.total else "0"
         return page(pages.DONE, total=prog.total, correct=correct, pct=pct, show_score=feedback != "none", token=session["csrf"])
 
-    @app.get("/image/<int:pair_id>/<side>")
+    @app.get(f"/image/<int(max={MAX_ID}):pair_id>/<side>")
     def image(pair_id: int, side: str):
         if current_reader() is None:
             return error(401, "Not logged in.")
@@ -254,19 +267,79 @@ def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
 
 
-def make_server(study: str | Path, host: str = "127.0.0.1", port: int = 8000):
-    """A threaded WSGI server (werkzeug) for the study; ``.serve_forever()`` / ``.shutdown()``.
-    Port 0 picks a free port (see ``.server_port``)."""
-    from werkzeug.serving import make_server as wz_make_server
+def check_address(host: str, port: int) -> None:
+    """InputError unless `port` is 0..65535 and `host` names an interface of this machine."""
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InputError(f"--port {port}: expected a TCP port from 1 to 65535 (0 = any free port)")
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError) as e:
+        raise InputError(f"--host {host!r}: not an address or host name this machine can listen on ({e}); "
+                         "expected e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
 
-    app = create_app(study)
-    return wz_make_server(host, port, app, threaded=True)
+
+class StudyServer:
+    """The study app under waitress: ``.serve_forever()``, ``.shutdown()`` (from another thread),
+    ``.server_close()``, ``.server_port``. The serving thread closes the sockets itself, so a
+    shutdown never closes a socket under a running select()."""
+
+    def __init__(self, app, host: str, port: int, threads: int = 8):
+        from waitress.server import create_server
+
+        try:
+            self._server = create_server(app, host=host, port=port, threads=threads, ident="meddiff-study",
+                                         clear_untrusted_proxy_headers=True)
+        except OSError as e:
+            raise InputError(f"--host {host!r} --port {port}: cannot listen there ({e.strerror or e}); expected a free "
+                             "port on an interface of this machine") from None
+        self.server_port = int(self._server.effective_port)
+        self._stop, self._done, self._closed = threading.Event(), threading.Event(), False
+
+    def serve_forever(self) -> None:
+        from waitress import wasyncore
+
+        adj = self._server.adj
+        try:
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=adj.asyncore_loop_timeout, map=self._server._map, use_poll=adj.asyncore_use_poll, count=1)
+        finally:
+            self._close()
+            self._done.set()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if not self._closed:
+            self._server.pull_trigger()  # wake the select() of the serving thread
+            self._done.wait(10)
+
+    def server_close(self) -> None:
+        if not self._closed and not self._stop.is_set():
+            self._close()
+
+    def _close(self) -> None:
+        from waitress import wasyncore
+
+        if not self._closed:
+            self._closed = True
+            self._server.task_dispatcher.shutdown()
+            wasyncore.close_all(self._server._map)
+
+
+def make_server(study: str | Path, host: str = "127.0.0.1", port: int = 8000) -> StudyServer:
+    """A multi-threaded production WSGI server (waitress) for the study. Port 0 picks a free port
+    (see ``.server_port``). InputError for a bad port, host or study database."""
+    check_address(host, port)
+    try:
+        import waitress  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise InputError("`meddiff study serve` needs waitress: pip install 'meddiff[study]' (or pip install waitress)") from None
+    return StudyServer(create_app(study), host, port)
 
 
 def serve(study: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = True) -> None:
     """Serve until interrupted. Prints the URL; warns when not bound to the loopback interface."""
     if quiet:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        logging.getLogger("waitress").setLevel(logging.WARNING)
     server = make_server(study, host, port)
     if not is_loopback(host):
         log.warning("listening on %s: readers' codes travel over plain HTTP; use this only on a trusted network "
@@ -275,6 +348,7 @@ def serve(study: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: b
     try:
         server.serve_forever()
     finally:
+        server.shutdown()
         server.server_close()
 
 
