@@ -90,6 +90,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num", type=int, default=16, help="VDM checkpoints: number of images to generate (default 16)")
     p.add_argument("--label", default=None,
                    help="VDM class-conditional checkpoints: class name or index of every sample (default: cycle the classes)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="DDPM checkpoints: keep the estimated peak memory under SIZE (e.g. 3GB, 512MiB) by a smaller batch "
+                        "or tiled sampling (default: what the process holds plus 60%% of the free RAM / GPU memory)")
+    p.add_argument("--tile-size", type=int, default=None, help="DDPM checkpoints: sample in windows of this many pixels "
+                   "(default: whole slices unless --max-memory needs windows)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="pixels shared by neighbouring windows (default: a quarter window)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -189,8 +195,8 @@ def ddpm_restorer(args: argparse.Namespace, device):
         measured = measurement_for(task.kind, args.consistency, planes, factor=task.sr_factor if task.kind == "sr" else None,
                                    lowres=lowres, resample=args.resample)
         out = restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                      batch_size=args.batch_size, device=device, progress=not args.no_progress,
-                      consistency=measured, **options)
+                      batch_size=args.batch_size, device=device, progress=getattr(args, "progress", not args.no_progress),
+                      consistency=measured, **memory_options(args), **options)
         if measured is not None and measured.lowres is not None:
             err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
             log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", name, err)
@@ -198,6 +204,21 @@ def ddpm_restorer(args: argparse.Namespace, device):
 
     describe = f"{sampler} {steps} steps, seed {args.seed}" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
     return task, run_sampler, describe
+
+
+def memory_options(args: argparse.Namespace) -> dict:
+    """restore()'s max_memory / tile_size / tile_overlap from the command line."""
+    from ..memory import parse_size
+
+    try:
+        limit = None if args.max_memory is None else parse_size(args.max_memory)
+    except ValueError as e:
+        raise InputError(f"--max-memory: {e}") from None
+    for key in ("tile_size", "tile_overlap"):
+        value = getattr(args, key)
+        if value is not None and value < (1 if key == "tile_size" else 0):
+            raise InputError(f"--{key.replace('_', '-')} {value}: expected a {'positive' if key == 'tile_size' else 'non-negative'} number of pixels")
+    return {"max_memory": limit, "tile_size": args.tile_size, "tile_overlap": args.tile_overlap}
 
 
 def baseline_restorer(args: argparse.Namespace, device):
@@ -280,6 +301,9 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
     items = [args.input] if args.input.is_file() else find_images(args.input)
     if not items:
         raise InputError(f"{args.input}: no readable image found")
+    from ..progress import Progress  # one bar over every file, in network calls
+
+    args.progress = Progress(not args.no_progress, files=len(items))
     deg = build_degradation(task)
     written: list[Path] = []
     for item in items:
@@ -327,5 +351,6 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
             written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
                                     description=f"meddiff {task.kind} ({tag})", overwrite=True)
         log.info("%s -> %s", item.path, args.output / safe_folder_name(item.patient_id))
-    print(f"wrote {len(written)} file(s) under {args.output}")
+    args.progress.close()
+    print(f"wrote {len(written)} file(s) under {args.output}: {args.progress.summary()}")
     return 0

@@ -138,6 +138,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, budget: int | None = None) -> Ten
     return torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v) for i in range(0, n, chunk)], dim=2)
 
 
+def efficient_attention_available(device: torch.device) -> bool:
+    """Whether SDPA may use a flash / memory-efficient kernel on `device` (PyTorch's switches;
+    the CPU flash kernel obeys the flash switch). Hardware limits on old GPUs are not probed:
+    there the estimate in meddiff.memory under-counts at most one score chunk."""
+    b = torch.backends.cuda
+    return b.flash_sdp_enabled() or (device.type == "cuda" and b.mem_efficient_sdp_enabled())
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over all spatial positions (PyTorch SDPA, chunked queries), residual."""
 
