@@ -219,6 +219,9 @@ def plan_for(denoiser, planes: Tensor, *, batch: int, device: torch.device, max_
         return Plan(batch, window, tile // 4 if overlap is None else overlap, 1, 0)
     limit = default_max_memory(device) if max_memory is None else max_memory
     budget = limit - used_bytes(device)
+    if budget <= 0:
+        raise InputError(f"--max-memory {limit / 1e9:.2f} GB is less than this process already holds "
+                         f"({used_bytes(device) / 1e9:.2f} GB: Python, PyTorch and the model): raise --max-memory")
     return plan_sampling(lambda b, s: unet_call_bytes(net, b, s, device), spatial, planes.shape[1], batch=batch,
                          budget=budget, multiple=multiple, tile=tile, overlap=overlap)
 
