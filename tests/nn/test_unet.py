@@ -167,11 +167,13 @@ def reference_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("budget", [None, 1])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_attention_equals_explicit_softmax_chunked_or_not(spatial_dims, shape, budget, channels_last, monkeypatch):
-    """SDPA on channel-last views, whole or one query per chunk (budget 1 byte), equals the explicit formula."""
+    """SDPA on channel-last views, whole (efficient kernel) or one query per chunk (math kernel,
+    budget 1 byte), equals the explicit formula."""
     import meddiff.nn.unet as unet
 
-    if budget is not None:
+    if budget is not None:  # the math kernel only: chunking is for it
         monkeypatch.setattr(unet, "ATTENTION_CHUNK_BYTES", budget)
+        monkeypatch.setattr(unet, "efficient_attention_available", lambda device: False)
     torch.manual_seed(0)
     attn = randomised(Attention(spatial_dims, 16, 4, 4), std=0.3).double().eval()
     x = torch.randn(2, 16, *shape, dtype=torch.float64)

@@ -111,9 +111,18 @@ class ResBlock(nn.Module):
 
 
 #: Largest attention-score matrix (bytes, all heads and images of a call) one SDPA call may need
-#: if PyTorch falls back to its math kernel; above it the queries are split into chunks
-#: (memory then grows linearly with pixels whichever kernel runs). Estimated in meddiff.memory.
+#: when PyTorch's flash / memory-efficient kernels are switched off (the math kernel holds the
+#: whole matrix): above it the queries are split into chunks, so memory grows linearly with
+#: pixels whichever kernel runs. Estimated in meddiff.memory.
 ATTENTION_CHUNK_BYTES = 256 * 2**20
+
+
+def efficient_attention_available(device: torch.device) -> bool:
+    """Whether SDPA may use a flash / memory-efficient kernel on `device` (PyTorch's switches;
+    the CPU flash kernel obeys the flash switch). Hardware limits on old GPUs are not probed:
+    there the estimate in meddiff.memory under-counts at most one score chunk."""
+    b = torch.backends.cuda
+    return b.flash_sdp_enabled() or (device.type == "cuda" and b.mem_efficient_sdp_enabled())
 
 
 def query_chunk(batch: int, heads: int, tokens: int, itemsize: int, budget: int = ATTENTION_CHUNK_BYTES) -> int:
@@ -123,27 +132,28 @@ def query_chunk(batch: int, heads: int, tokens: int, itemsize: int, budget: int 
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, budget: int | None = None) -> Tensor:
-    """softmax(q k^T / sqrt(d)) v over [B, heads, N, d] (Vaswani et al. 2017, eq. 1) by PyTorch SDPA,
-    the queries in chunks when the score matrix would exceed `budget` bytes (default
-    ATTENTION_CHUNK_BYTES, read at call time; exact: rows of the
-    softmax are independent). q, k, v need a contiguous last dimension: PyTorch's flash and
-    memory-efficient kernels (CPU and CUDA) refuse strided ones and fall back to the quadratic
-    math kernel (measured: 16,384 tokens, 4 heads, 1 thread: 1.2 s and no extra memory with the
-    flash kernel, 33 s and 9.5 GB with the math kernel)."""
+    """softmax(q k^T / sqrt(d)) v over [B, heads, N, d] (Vaswani et al. 2017, eq. 1) by PyTorch SDPA.
+
+    q, k, v need a contiguous last dimension: the flash and memory-efficient kernels (CPU and
+    CUDA) refuse strided ones and fall back to the quadratic math kernel (measured: 16,384
+    tokens, 4 heads, 1 thread: 1.2 s and no extra memory with the flash kernel, 33 s and 9.5 GB
+    with the math kernel). Where no efficient kernel is enabled, the queries go in chunks whose
+    score matrix stays under `budget` bytes (default ATTENTION_CHUNK_BYTES, read at call time;
+    exact: rows of the softmax are independent). Efficient kernels are never chunked: the CPU
+    flash kernel in bf16 takes a [queries, tokens] scratch per call that the allocator kept,
+    4.3 GB over 256 chunks at 65,536 tokens.
+    """
+    if efficient_attention_available(q.device):
+        return F.scaled_dot_product_attention(q, k, v)
     b, heads, n, _ = q.shape
     budget = ATTENTION_CHUNK_BYTES if budget is None else budget
     chunk = query_chunk(b, heads, k.shape[2], max(q.element_size(), 4), budget)
     if chunk >= n:
         return F.scaled_dot_product_attention(q, k, v)
-    return torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v) for i in range(0, n, chunk)], dim=2)
-
-
-def efficient_attention_available(device: torch.device) -> bool:
-    """Whether SDPA may use a flash / memory-efficient kernel on `device` (PyTorch's switches;
-    the CPU flash kernel obeys the flash switch). Hardware limits on old GPUs are not probed:
-    there the estimate in meddiff.memory under-counts at most one score chunk."""
-    b = torch.backends.cuda
-    return b.flash_sdp_enabled() or (device.type == "cuda" and b.mem_efficient_sdp_enabled())
+    out = q.new_empty(b, heads, n, v.shape[-1])
+    for i in range(0, n, chunk):
+        out[:, :, i:i + chunk] = F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
+    return out
 
 
 class Attention(nn.Module):
