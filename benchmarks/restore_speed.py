@@ -6,6 +6,7 @@ Modes, each in a fresh subprocess (its peak resident set is the mode's own):
   meddiff_bf16    the same under bf16 autocast
   meddiff_auto    precision "auto" (bf16 where the device runs it natively, else fp32)
   meddiff_tiled   bf16 in 128x128 windows (overlap 32) through meddiff.tiling
+  meddiff_bf16_20 bf16, 20 steps (the peer's step count)
   diffusers_dpm20 the same network weights under diffusers' DPMSolverMultistepScheduler
                   (dpmsolver++, order 2, 20 steps, its default spacing, prediction "sample" on the
                   residual x0 - bicubic(y) as the model was trained; no clipping), fp32
@@ -29,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("meddiff_fp32", "meddiff_bf16", "meddiff_auto", "meddiff_tiled", "diffusers_dpm20")
+MODES = ("meddiff_fp32", "meddiff_bf16", "meddiff_auto", "meddiff_tiled", "meddiff_bf16_20", "diffusers_dpm20")
 
 
 def colin_cond(slices: int, size: int, workdir: Path):
@@ -94,7 +95,8 @@ def run_mode(mode: str, slices: int, size: int, threads: int, workdir: Path) -> 
     else:
         den.precision = {"meddiff_fp32": "fp32", "meddiff_auto": "auto"}.get(mode, "bf16")
         tiles = dict(tile_size=128, tile_overlap=32) if mode == "meddiff_tiled" else {}
-        out = restore(den, cond, sampler=cfg.sampler.name, steps=cfg.sampler.steps, grid="logsnr",
+        steps = 20 if mode.endswith("_20") else cfg.sampler.steps
+        out = restore(den, cond, sampler=cfg.sampler.name, steps=steps, grid="logsnr",
                       progress=False, batch_size=slices, **tiles)
     sec = (time.perf_counter() - start) / slices
     return {"mode": mode, "s_per_slice": sec, "peak_rss": peak_rss_bytes(),

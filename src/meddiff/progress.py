@@ -24,7 +24,7 @@ class Progress:
         self.calls, self.slices = 0.0, 0
         self.start = time.perf_counter()
         self.bar = tqdm(total=0, unit="call", desc=desc, disable=not enabled, dynamic_ncols=True,
-                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} calls [{elapsed}<{remaining}{postfix}]")
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} calls [{elapsed}<{remaining}{postfix}]")
 
     def expect(self, calls: float) -> None:
         """A file's work is known: `calls` more network calls."""
