@@ -46,8 +46,8 @@ class Progress:
         where = "peak RSS"
         if device is not None and device.type == "cuda":
             peak, where = torch.cuda.max_memory_allocated(device), "peak CUDA memory"
-        return (f"{self.slices} slices, {self.calls:.0f} network calls, {time.perf_counter() - self.start:.1f} s, "
-                f"{where} {format_bytes(peak)}")
+        calls = f"{self.calls:.0f} network calls, " if self.calls else ""  # baselines are not counted
+        return f"{self.slices} slices, {calls}{time.perf_counter() - self.start:.1f} s, {where} {format_bytes(peak)}"
 
     def close(self) -> None:
         self.bar.close()

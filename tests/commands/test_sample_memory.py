@@ -35,3 +35,9 @@ def test_tiled_run_writes_the_volume_and_a_one_line_summary(tmp_path, lowres, ca
 def test_impossible_memory_or_tiles_are_refused(tmp_path, lowres, capsys, extra, message):
     assert run("--input", lowres, "--output", tmp_path / "o", *extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_classical_run_summary_counts_slices_without_network_calls(tmp_path, lowres, capsys):
+    assert main(["sample", "--method", "bicubic", "--input", str(lowres), "--output", str(tmp_path / "o"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "3 slices, " in out and "network calls" not in out and "peak RSS" in out

@@ -305,6 +305,7 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
     from ..progress import Progress  # one bar over every file, in network calls
 
     args.progress = Progress(not args.no_progress, files=len(items))
+    slices_done = 0
     deg = build_degradation(task)
     written: list[Path] = []
     for item in items:
@@ -331,6 +332,8 @@ def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, de
         planes = deg.model_condition(cond, mask)
         lowres = x if task.kind == "sr" and args.input_kind == "lowres" else None
         out = restore_slices(planes, lowres, item.path)
+        slices_done += planes.shape[0]
+        args.progress.slices_done(slices_done - args.progress.slices)  # restorers without the bar
         if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
             out = out * mask + cond * (1 - mask)
         mean, std = summarise(out)
