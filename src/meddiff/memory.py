@@ -7,8 +7,8 @@ under-count): the skip tensors the decoder will concatenate stay alive, and at e
 transient peak is its input, the normalised input, the convolution outputs and the residual
 branch. Attention adds q, k, v, its output copies and, when PyTorch falls back to its math
 kernel, one chunk of the score matrix (and its softmax) bounded by
-``nn.unet.ATTENTION_CHUNK_BYTES``: linear in pixels. Measured against the peak resident set
-in benchmarks/restore_speed.py.
+``nn.unet.ATTENTION_CHUNK_BYTES``: linear in pixels. Calibrated against the peak resident set
+of single calls (ALLOCATOR_FACTOR).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from .nn import unet as unet_mod
 F32 = 4
 
 
-#: Measured peak resident-set growth of one call over the live bytes counted here: 0.79-1.11 on
-#: the shipped demo model (128x128 batch 8, 256x256 and 512x512 batch 1, fp32; the allocator
-#: keeps some freed blocks, oneDNN and GroupNorm take scratch copies): a margin of 25%.
+#: Measured peak resident-set growth of one call over the live bytes counted here: 0.74-1.11 on
+#: the shipped demo model (128x128 batch 8; 256x256, 512x512 and 1024x1024 batch 1; fp32; 2026-12-03;
+#: the allocator keeps some freed blocks, oneDNN and GroupNorm take scratch copies): a margin of 25%.
 ALLOCATOR_FACTOR = 1.25
 
 
