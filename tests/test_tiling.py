@@ -137,3 +137,19 @@ def test_restore_tiles_under_a_small_max_memory_and_refuses_an_impossible_one(sh
     assert small.shape == (1, 1, 1, 128, 128) and torch.isfinite(small).all()
     with pytest.raises(InputError, match="raise --max-memory"):
         restore(shipped, cond, max_memory=used + 10**5, **kw)
+
+
+def test_compiled_network_samples_the_same_and_is_still_planned(shipped, monkeypatch):
+    """torch.compile's wrapper (backend "eager": the same wrapping, no code generation) changes no
+    sample, and the memory plan still sees the U-Net inside it."""
+    import dataclasses
+
+    from meddiff.diffusion.denoiser import compile_network
+    from meddiff.memory import used_bytes
+
+    compiled = dataclasses.replace(shipped, net=compile_network(shipped.net, backend="eager"))
+    cond = torch.zeros(1, 1, 64, 64)
+    kw = dict(sampler="ddim", steps=2, progress=False)
+    torch.testing.assert_close(restore(compiled, cond, **kw), restore(shipped, cond, **kw), atol=1e-6, rtol=0)
+    with pytest.raises(InputError, match="raise --max-memory"):
+        restore(compiled, cond, max_memory=used_bytes(torch.device("cpu")) + 10**5, **kw)

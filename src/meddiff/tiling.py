@@ -210,6 +210,7 @@ def plan_for(denoiser, planes: Tensor, *, batch: int, device: torch.device, max_
     from .nn.unet import UNet
 
     net = getattr(denoiser, "net", None)
+    net = getattr(net, "_orig_mod", net)  # a torch.compile'd network: estimate the module inside
     spatial = tuple(planes.shape[2:])
     multiple = getattr(net, "size_multiple", 1)
     if not isinstance(net, UNet):

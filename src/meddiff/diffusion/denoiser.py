@@ -62,6 +62,12 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
+def compile_network(net: nn.Module, backend: str = "inductor") -> nn.Module:
+    """torch.compile for sampling (static shapes: a new shape compiles again); `backend` "eager"
+    runs the same wrapping without code generation (tests)."""
+    return torch.compile(net, backend=backend, dynamic=False)
+
+
 @dataclass
 class DDPMDenoiser:
     net: nn.Module
