@@ -100,7 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-overlap", type=int, default=None, help="pixels shared by neighbouring windows (default: a quarter window)")
     p.add_argument("--compile", action="store_true",
                    help="DDPM checkpoints: torch.compile the network for sampling (inductor; the first call of each "
-                        "batch/window shape compiles, 40-100 s measured on 2 CPU cores)")
+                        "batch/window shape compiles: 21-101 s, and measured no faster on a 2-core CPU)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
