@@ -24,6 +24,8 @@ extra). Usage::
     python benchmarks/unet_speed.py                 # full run (~10 min on 2 busy cores)
     python benchmarks/unet_speed.py --quick         # 1 repeat, no memory subprocesses
     python benchmarks/unet_speed.py --only meddiff,diffusers --repeats 5 --threads 2
+    python benchmarks/unet_speed.py --calls         # per call at 64x64 and 256x256, peer and shipped
+                                                    # configs, against diffusers (benchmarks/unet_calls.py)
 """
 
 from __future__ import annotations
@@ -271,8 +273,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile", action="store_true", help="also meddiff under torch.compile (compile time reported)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     ap.add_argument("--force-bf16", action="store_true", help="time bf16 modes even without bf16 kernels")
+    ap.add_argument("--calls", action="store_true", help="per-call table at 64x64 and 256x256 instead (unet_calls.py)")
     ap.add_argument("--_memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.calls:
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+        from unet_calls import main as calls_main
+
+        return calls_main(["--repeats", str(args.repeats), "--threads", str(args.threads)])
     if args._memory_child:
         return memory_child(args._memory_child, args.threads, args.compile)
     warnings.filterwarnings("ignore")

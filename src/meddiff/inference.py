@@ -11,20 +11,24 @@ size or the device batch it ran in, and different (seed, n, s) give unrelated no
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .diffusion.denoiser import DDPMDenoiser
 from .errors import InputError
+from .progress import CountingDenoiser, Progress, calls_per_slice
 from .samplers.ancestral import generators_for, sample_ancestral
 from .samplers.consistency import Measurement
 from .samplers.ddim import sample_ddim
 from .samplers.dpm_solver import sample_dpm_solver_pp
+from .tiling import TiledDenoiser, describe, plan_for
+
+log = logging.getLogger(__name__)
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ancestral": sample_ancestral,
@@ -83,13 +87,19 @@ def restore(
     seed: int = 0,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
-    progress: bool = True,
+    progress: bool | Progress = True,
     consistency: Measurement | None = None,
+    max_memory: int | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
     **sampler_kwargs,
 ) -> Tensor:
     """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32).
 
     consistency: None, or the measurement the samples must agree with (samplers.consistency.measurement_for).
+    progress: a bar of its own (True), none (False), or a run-wide Progress to advance.
+    max_memory (bytes; None = a share of the free memory), tile_size, tile_overlap: the batch is
+    lowered, or the denoiser tiled, to keep the estimated peak under max_memory (meddiff.tiling).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; available: {sorted(SAMPLERS)}")
@@ -107,14 +117,23 @@ def restore(
     padded, (h, w) = pad_planes(cond, multiple)
     n = cond.shape[0]
     out = torch.empty(samples, n, 1, h, w)
-    jobs = [(s, i) for s in range(samples) for i in range(0, n, batch_size)]
-    bar = tqdm(jobs, desc=f"{sampler} {steps} steps", disable=not progress, unit="batch")
-    for s, i in bar:
-        c = padded[i : i + batch_size].to(device)
-        gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
-        extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
-        x = SAMPLERS[sampler](denoiser, c, steps=steps, generators=gens, **extra, **sampler_kwargs)
-        out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
+    bar = progress if isinstance(progress, Progress) else Progress(bool(progress), desc=f"{sampler} {steps} steps")
+    plan = plan_for(denoiser, padded, batch=batch_size, device=device, max_memory=max_memory, tile=tile_size, overlap=tile_overlap)
+    if plan.tile is not None or plan.batch < min(batch_size, n):
+        log.info("%s", describe(plan, padded.shape[2:]))
+    net = (CountingDenoiser(denoiser, bar.advance) if plan.tile is None else
+           TiledDenoiser(denoiser, plan.tile, plan.overlap, plan.batch * plan.tiles_per_call, bar.advance))
+    bar.expect(samples * n * calls_per_slice(steps or denoiser.sched.timesteps, consistency.resample if consistency is not None and consistency.mode == "repaint" else 1))
+    for s in range(samples):
+        for i in range(0, n, plan.batch):
+            c = padded[i : i + plan.batch].to(device)
+            gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
+            extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
+            x = SAMPLERS[sampler](net, c, steps=steps, generators=gens, **extra, **sampler_kwargs)
+            out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
+            bar.slices_done(c.shape[0] if s == samples - 1 else 0)
+    if not isinstance(progress, Progress):
+        bar.close()
     return out
 
 

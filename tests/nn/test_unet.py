@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from meddiff.nn.unet import Attention, UNet, phase_kernels, upsample2x_conv
+from meddiff.nn.unet import query_chunk as unet_query_chunk
 
 PEER = dict(channels=(64, 128, 256), num_res_blocks=2, attention_levels=(False, False, True), norm_groups=32, num_heads=4)
 SMALL = dict(channels=(8, 16), num_res_blocks=1, attention_levels=(False, True), norm_groups=4, num_heads=2)
@@ -148,3 +150,42 @@ def test_bf16_autocast_relative_error_below_3_percent():
             low = net(x, t).float()
     err = float((low - ref).norm() / ref.norm())
     assert 1e-4 < err < 3e-2  # lower bound: autocast really ran in bf16
+
+
+def reference_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    """The textbook form: explicit scores, softmax, weighted sum (Vaswani et al. eq. 1), residual."""
+    b, c, *spatial = x.shape
+    heads, d = attn.num_heads, c // attn.num_heads
+    qkv = attn.qkv(attn.norm(x)).reshape(b, 3, heads, d, -1)  # channel = i * C + head * d + j
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [B, heads, d, N]
+    w = torch.softmax(torch.einsum("bhdn,bhdm->bhnm", q, k) / math.sqrt(d), dim=-1)
+    h = torch.einsum("bhnm,bhdm->bhdn", w, v).reshape(b, c, *spatial)
+    return x + attn.proj(h)
+
+
+@pytest.mark.parametrize("spatial_dims,shape", [(2, (6, 10)), (3, (3, 4, 5))])
+@pytest.mark.parametrize("budget", [None, 1])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_equals_explicit_softmax_chunked_or_not(spatial_dims, shape, budget, channels_last, monkeypatch):
+    """SDPA on channel-last views, whole (efficient kernel) or one query per chunk (math kernel,
+    budget 1 byte), equals the explicit formula."""
+    import meddiff.nn.unet as unet
+
+    if budget is not None:  # the math kernel only: chunking is for it
+        monkeypatch.setattr(unet, "ATTENTION_CHUNK_BYTES", budget)
+        monkeypatch.setattr(unet, "efficient_attention_available", lambda device: False)
+    torch.manual_seed(0)
+    attn = randomised(Attention(spatial_dims, 16, 4, 4), std=0.3).double().eval()
+    x = torch.randn(2, 16, *shape, dtype=torch.float64)
+    if channels_last and spatial_dims == 2:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = reference_attention(attn, x)
+        for fast in (False, True):
+            torch.testing.assert_close(attn(x.clone(), fast), ref, atol=1e-10, rtol=1e-10)
+
+
+def test_query_chunk_bounds_the_score_matrix():
+    assert unet_query_chunk(1, 4, 65_536, 4, 2**28) == 256  # 1 x 4 x 256 x 65536 x 4 B = 256 MiB
+    assert unet_query_chunk(8, 4, 4_096, 4, 2**40) == 4_096  # fits: one call
+    assert unet_query_chunk(1, 1, 10, 4, 1) == 1  # never zero

@@ -25,17 +25,47 @@ from .ddpm import Prediction, split_prediction
 from .schedule import DiscreteSchedule
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: CUDA's bf16 support, or a CPU with
+    AVX512-BF16 or AMX-BF16 (flags of /proc/cpuinfo; elsewhere PyTorch's private probes if present)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        probe = getattr(torch._C, "_cpu", None)
+        return bool(probe and (getattr(probe, "_is_avx512_bf16_supported", lambda: False)()
+                               or getattr(probe, "_is_amx_tile_supported", lambda: False)()))
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """"auto" -> "bf16" where the device runs bf16 natively (bf16_native), else "fp32"."""
+    if precision == "auto":
+        return "bf16" if bf16_native(device) else "fp32"
+    return precision
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
-    """Mixed precision for network calls: "bf16"/"fp16" autocast, "fp32" none, "auto" = bf16 on CUDA."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    """Mixed precision for network calls: "bf16"/"fp16" autocast, "fp32" none, "auto" = bf16
+    where the device runs it natively (resolve_precision), fp32 elsewhere."""
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         yield
         return
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def compile_network(net: nn.Module, backend: str = "inductor") -> nn.Module:
+    """torch.compile for sampling (static shapes: a new shape compiles again); `backend` "eager"
+    runs the same wrapping without code generation (tests)."""
+    return torch.compile(net, backend=backend, dynamic=False)
 
 
 @dataclass

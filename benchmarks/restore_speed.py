@@ -1,0 +1,139 @@
+"""End to end: seconds per 256x256 slice (x4 from 64x64) and peak memory, shipped model.
+
+Modes, each in a fresh subprocess (its peak resident set is the mode's own):
+  meddiff_fp32    meddiff.inference.restore, the checkpoint's sampler (DPM-Solver++ 2M, 10 steps,
+                  log-SNR grid), fp32
+  meddiff_bf16    the same under bf16 autocast
+  meddiff_auto    precision "auto" (bf16 where the device runs it natively, else fp32)
+  meddiff_tiled   bf16 in 128x128 windows (overlap 32) through meddiff.tiling
+  meddiff_bf16_20 bf16, 20 steps (the peer's step count)
+  diffusers_dpm20 the same network weights under diffusers' DPMSolverMultistepScheduler
+                  (dpmsolver++, order 2, 20 steps, its default spacing, prediction "sample" on the
+                  residual x0 - bicubic(y) as the model was trained; no clipping), fp32
+
+Truth: central Colin27 slices (never seen in training) prepared at 256x256; degraded by the
+model's own x4 anti-aliased bicubic downsampling. Reported: s per slice (sampling only, model
+loaded), per 180-slice volume (x 180), peak RSS, PSNR/SSIM against the truth.
+
+Usage::
+
+    python benchmarks/restore_speed.py --slices 2 --threads 1
+    python benchmarks/restore_speed.py --modes meddiff_fp32,diffusers_dpm20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODES = ("meddiff_fp32", "meddiff_bf16", "meddiff_auto", "meddiff_tiled", "meddiff_bf16_20", "diffusers_dpm20")
+
+
+def colin_cond(slices: int, size: int, workdir: Path):
+    """(truth [N, 1, size, size], condition planes) from central Colin27 slices."""
+    import numpy as np
+    import torch
+
+    from meddiff.data.dataset import load_prepared
+    from meddiff.data.degrade import SuperResolution
+    from meddiff.data.prepare import PrepareOptions, prepare
+    from meddiff.data.samples import samples_dir
+
+    out = workdir / f"colin27_{size}"
+    if not out.exists():
+        prepare(samples_dir("colin27"), out, PrepareOptions(split=(0.0, 0.0, 1.0), size=size), progress=False)
+    test = load_prepared(out).arrays["test"]
+    idx = np.linspace(len(test) * 0.35, len(test) * 0.65, slices).astype(int)
+    truth = torch.from_numpy(np.asarray(test[idx], dtype=np.float32))[:, None]
+    deg = SuperResolution(4.0)
+    return truth, deg.model_condition(deg.upsample(deg.downsample(truth), (size, size)), torch.ones_like(truth))
+
+
+def diffusers_dpm(denoiser, cond, steps: int, seed: int):
+    """diffusers' DPMSolverMultistepScheduler driving meddiff's network (residual x0-prediction)."""
+    import torch
+    from diffusers import DPMSolverMultistepScheduler
+
+    d = denoiser
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=d.sched.timesteps, beta_start=float(d.sched.betas[0]),
+                                        beta_end=float(d.sched.betas[-1]), beta_schedule="linear",
+                                        prediction_type="sample", algorithm_type="dpmsolver++", solver_order=2)
+    sched.set_timesteps(steps)
+    outs = []
+    for i in range(cond.shape[0]):
+        c = cond[i:i + 1]
+        x = torch.randn((1, 1, *c.shape[2:]), generator=torch.Generator().manual_seed(seed + i))
+        for t in sched.timesteps:
+            with torch.no_grad():
+                r0 = d.net(torch.cat([x, c], 1), t.reshape(1))
+            x = sched.step(r0, t, x).prev_sample
+        sched.set_timesteps(steps)  # reset the multistep history for the next image
+        outs.append((x + d.base(c)).clamp(-1, 1))
+    return torch.cat(outs)[None]
+
+
+def run_mode(mode: str, slices: int, size: int, threads: int, workdir: Path) -> dict:
+    import numpy as np
+    import torch
+
+    from meddiff.commands.demo import DEFAULT_CHECKPOINT
+    from meddiff.inference import restore
+    from meddiff.memory import peak_rss_bytes
+    from meddiff.metrics.image import psnr, ssim
+    from meddiff.train.checkpoint import load_model
+
+    torch.set_num_threads(threads)
+    cfg, _, den = load_model(DEFAULT_CHECKPOINT)
+    truth, cond = colin_cond(slices, size, workdir)
+    start = time.perf_counter()
+    if mode == "diffusers_dpm20":
+        out = diffusers_dpm(den, cond, 20, 0)
+    else:
+        den.precision = {"meddiff_fp32": "fp32", "meddiff_auto": "auto"}.get(mode, "bf16")
+        tiles = dict(tile_size=128, tile_overlap=32) if mode == "meddiff_tiled" else {}
+        steps = 20 if mode.endswith("_20") else cfg.sampler.steps
+        out = restore(den, cond, sampler=cfg.sampler.name, steps=steps, grid="logsnr",
+                      progress=False, batch_size=slices, **tiles)
+    sec = (time.perf_counter() - start) / slices
+    return {"mode": mode, "s_per_slice": sec, "peak_rss": peak_rss_bytes(),
+            "psnr": float(np.mean(psnr(out[0], truth, 2.0))), "ssim": float(np.mean(ssim(out[0], truth, 2.0)))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, default=2)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--workdir", type=Path, default=Path("runs/restore_speed"))
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(run_mode(a.child, a.slices, a.size, a.threads, a.workdir)))
+        return
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for mode in a.modes.split(","):
+        cmd = [sys.executable, __file__, "--child", mode, "--slices", str(a.slices), "--size", str(a.size),
+               "--threads", str(a.threads), "--workdir", str(a.workdir)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode:
+            print(f"{mode}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    base = next((r["s_per_slice"] for r in rows if r["mode"] == "meddiff_fp32"), None)
+    print(f"\n{a.slices} Colin27 slices, {a.size}x{a.size} (x4 from {a.size // 4}), {a.threads} thread(s)\n")
+    print("| mode | s per slice | s per 180-slice volume | speed-up vs meddiff_fp32 | peak RSS GB | PSNR dB | SSIM |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        up = f"{base / r['s_per_slice']:.2f}x" if base else "-"
+        print(f"| {r['mode']} | {r['s_per_slice']:.2f} | {180 * r['s_per_slice']:.0f} | {up} | "
+              f"{r['peak_rss'] / 1e9:.2f} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
