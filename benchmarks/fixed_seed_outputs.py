@@ -77,7 +77,7 @@ TRAIN_CONFIGS = {
 
 def ddpm_samples(out: dict[str, torch.Tensor]) -> None:
     from meddiff.inference import restore, sampler_options
-    from meddiff.train.checkpoint import load_model
+    from meddiff.diffusion.checkpoint import load_model
 
     cfg, _, denoiser = load_model(SHIPPED)
     cond = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1

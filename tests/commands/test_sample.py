@@ -17,7 +17,7 @@ from meddiff.data.samples import samples_dir
 from meddiff.io import ImageItem, Volume, read_volume, write_volume
 from meddiff.io.dicom_write import MARKER_SYNTHETIC
 from meddiff.nn.unet import build_unet
-from meddiff.train.checkpoint import export_model, save_checkpoint
+from meddiff.checkpointing import export_model, save_checkpoint
 
 
 def make_checkpoint(root: Path, task: str = "sr", identity: bool = False, **diffusion) -> Path:

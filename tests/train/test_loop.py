@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from meddiff.errors import CheckpointError, ConfigError, InputError, TrainingError
 from meddiff.train import loop
-from meddiff.train.checkpoint import latest_checkpoint, load_model
+from meddiff.checkpointing import latest_checkpoint
+from meddiff.diffusion.checkpoint import load_model
 from meddiff.train.order import StepBatches, index_at, loss_noise, rank_positions
 
 from .conftest import TinyPairs, tiny_config, tiny_vdm_config

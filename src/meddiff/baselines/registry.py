@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpointing import BASELINE, frozen, load_weights, read_model_file
 from ..config import Config
 from ..errors import CheckpointError, ConfigError
 from .base import Baseline
@@ -56,39 +57,18 @@ def baseline_size_multiple(cfg: Config, in_channels: int) -> int:
         return int(build_baseline(cfg, in_channels).size_multiple)
 
 
-def is_baseline_checkpoint(path: str | Path) -> bool:
-    """True if the checkpoint's model file has the baseline format (reads only the safetensors header)."""
-    from safetensors import safe_open
-
-    from ..train.checkpoint import BASELINE_FORMAT, resolve_model_file
-
-    try:
-        file = resolve_model_file(path)
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            return (f.metadata() or {}).get("format") == BASELINE_FORMAT
-    except Exception:  # unreadable: the DDPM loader reports it as it always has
-        return False
-
-
 def load_baseline(path: str | Path, device: str | torch.device = "cpu") -> tuple[Config, Baseline]:
     """(config, baseline with the EMA weights, eval mode) from a "meddiff-baseline-v1" model file,
     checkpoint folder or run folder."""
-    from ..train.checkpoint import (BASELINE_FORMAT, _config_from_yaml, _load_weights, _read_safetensors, check_format,
-                                    resolve_model_file)
-
-    file = resolve_model_file(path)
-    tensors, meta = _read_safetensors(file)
-    check_format(file, meta, BASELINE_FORMAT)
-    cfg = _config_from_yaml(meta.get("config", ""), file)
+    mf = read_model_file(path, BASELINE.name)
+    file, tensors, meta, cfg = mf.file, mf.tensors, mf.meta, mf.cfg
     try:
         in_ch = int(meta["in_channels"])
     except (KeyError, ValueError):
         raise CheckpointError(f"{file}: metadata lacks an integer in_channels") from None
     model = build_baseline(cfg, in_ch)
-    _load_weights(model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, file)
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    load_weights(model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, file)
+    model = frozen(model, device)
     return cfg, model
 
 

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics.compare import evaluate_arrays
     from ..metrics.report import write_html_report
     from ..metrics.table import write_table
-    from ..train.checkpoint import load_model
+    from ..diffusion.checkpoint import load_model
     from ..train.distributed import pick_device
 
     t0 = time.perf_counter()

@@ -160,7 +160,7 @@ def ddpm_restorer(args: argparse.Namespace, device):
     """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of a DDPM checkpoint: its sampler."""
     from ..inference import SAMPLERS, restore, sampler_options
     from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
-    from ..train.checkpoint import load_model
+    from ..diffusion.checkpoint import load_model
 
     cfg, net, denoiser = load_model(args.checkpoint, device=device)
     if args.precision:
@@ -237,16 +237,16 @@ def classical_restorer(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..baselines.registry import is_baseline_checkpoint
+    from ..checkpointing import BASELINE, VDM, format_of
     from ..train.distributed import pick_device
-    from .vdm_sample import is_vdm_checkpoint
     from .vdm_sample import run as run_vdm
 
     if args.method is not None and args.checkpoint is not None:
         raise InputError(f"give --checkpoint or --method, not both (got --method {args.method})")
     if args.method is None and args.checkpoint is None:
         raise InputError(f"give --checkpoint (a trained model) or --method (one of {', '.join(sorted(CLASSICAL))})")
-    if args.checkpoint is not None and is_vdm_checkpoint(args.checkpoint):
+    fmt = format_of(args.checkpoint) if args.checkpoint is not None else None
+    if fmt == VDM.name:
         return run_vdm(args)
     if args.input is None:
         raise InputError("--input is required to restore images")
@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     if args.method is not None:
         task, restore_slices, describe = classical_restorer(args)
-    elif is_baseline_checkpoint(args.checkpoint):
+    elif fmt == BASELINE.name:
         task, restore_slices, describe = baseline_restorer(args, device)
     else:
         task, restore_slices, describe = ddpm_restorer(args, device)

@@ -28,20 +28,6 @@ log = logging.getLogger(__name__)
 _EXT = {"same": ".png", "png": ".png", "nifti": ".nii.gz", "dicom": ".dcm"}
 
 
-def is_vdm_checkpoint(path: str | Path) -> bool:
-    """True if the checkpoint's model file has the VDM format (reads only the safetensors header)."""
-    from ..train.checkpoint import VDM_FORMAT, resolve_model_file
-
-    try:
-        file = resolve_model_file(path)
-        from safetensors import safe_open
-
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            return (f.metadata() or {}).get("format") == VDM_FORMAT
-    except Exception:  # unreadable files: let the DDPM loader report them as it always has
-        return False
-
-
 def resolve_labels(label: str | None, names: tuple[str, ...], n: int) -> tuple[torch.Tensor | None, list[str]]:
     """(class indices [n] or None, class name per sample ('' when unconditional))."""
     if not names:

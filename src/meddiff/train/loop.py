@@ -45,7 +45,7 @@ from ..diffusion.schedule import build_schedule
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..nn.unet import build_unet
 from . import distributed as D
-from .checkpoint import BASELINE_FORMAT, FORMAT, VDM_FORMAT, init_weights, latest_checkpoint, load_train_state, read_config, save_checkpoint
+from ..checkpointing import BASELINE_FORMAT, FORMAT, VDM_FORMAT, init_weights, latest_checkpoint, load_train_state, read_config, save_checkpoint
 from .ema import ema_copy, ema_update
 from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log
 from .order import STEP, VAL, SeededItems, StepBatches, collate, loss_noise, mix_seed, seed_global_rngs
