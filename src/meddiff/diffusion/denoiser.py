@@ -25,11 +25,17 @@ from .ddpm import Prediction, split_prediction
 from .schedule import DiscreteSchedule
 
 
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA, fp32 elsewhere (the one rule, for training and sampling)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """Mixed precision for network calls: "bf16"/"fp16" autocast, "fp32" none, "auto" = bf16 on CUDA."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = resolved_precision(precision, device)
     if precision == "fp32":
         yield
         return
