@@ -102,8 +102,7 @@ def vdm_samples(out: dict[str, torch.Tensor]) -> None:
     model = build_vdm(img, (1, 8, 8), 1).eval()
     cond = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
     for name in SAMPLERS:
-        denoiser = VDMDenoiser.from_gamma(model.score, model.gamma, 1000)
-        denoiser.net = model.score.unet
+        denoiser = VDMDenoiser.from_gamma(model.score, model.gamma, 1000, size_multiple=model.score.unet.size_multiple)
         opts = sampler_options(name, "beta_tilde", 0.0, "auto")
         out[f"vdm.restore.{name}"] = restore(denoiser, cond, sampler=name, steps=4, seed=3, batch_size=2,
                                              progress=False, **opts)

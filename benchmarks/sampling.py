@@ -104,7 +104,7 @@ from meddiff.inference import SAMPLERS, restore
 from meddiff.io.atomic import atomic_path, atomic_write_text
 from meddiff.metrics.image import accutance, gradient_ratio, psnr, ssim
 from meddiff.samplers.consistency import check_request, measurement_for, replace_known, sr_consistency_error, sr_project
-from meddiff.samplers.grid import GRIDS
+from meddiff.diffusion.grid import GRIDS
 from meddiff.checkpointing import resolve_model_file
 from meddiff.diffusion.checkpoint import load_model
 

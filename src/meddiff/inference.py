@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .diffusion.denoiser import DDPMDenoiser
+from .diffusion.denoiser import Denoiser
 from .errors import InputError
-from .samplers.ancestral import generators_for, sample_ancestral
+from .samplers.ancestral import sample_ancestral
 from .samplers.consistency import Measurement
 from .samplers.ddim import sample_ddim
 from .samplers.dpm_solver import sample_dpm_solver_pp
+from .samplers.noise import generators_for
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ancestral": sample_ancestral,
@@ -74,7 +75,7 @@ def pad_planes(cond: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
 
 @torch.no_grad()
 def restore(
-    denoiser: DDPMDenoiser,
+    denoiser: Denoiser,
     cond: Tensor,
     *,
     sampler: str = "ancestral",
@@ -90,6 +91,8 @@ def restore(
     """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32).
 
     consistency: None, or the measurement the samples must agree with (samplers.consistency.measurement_for).
+    sampler_kwargs: the sampler's options (sampler_options); "grid" chooses the denoiser's time grid
+    (denoiser.time_grid(steps, grid)), built once for every batch.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; available: {sorted(SAMPLERS)}")
@@ -103,7 +106,8 @@ def restore(
         if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
             raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
     device = torch.device(device)
-    multiple = getattr(denoiser.net, "size_multiple", 1)
+    multiple = denoiser.size_multiple
+    times = denoiser.time_grid(steps, sampler_kwargs.pop("grid", "uniform"))
     padded, (h, w) = pad_planes(cond, multiple)
     n = cond.shape[0]
     out = torch.empty(samples, n, 1, h, w)
@@ -113,7 +117,7 @@ def restore(
         c = padded[i : i + batch_size].to(device)
         gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
         extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
-        x = SAMPLERS[sampler](denoiser, c, steps=steps, generators=gens, **extra, **sampler_kwargs)
+        x = SAMPLERS[sampler](denoiser, c, times, generators=gens, **extra, **sampler_kwargs)
         out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
     return out
 

@@ -78,7 +78,8 @@ def restore_baseline(model: Baseline, planes: torch.Tensor, *, samples: int = 1,
     """`samples` predictions of each of the N slices of `planes` [N, C, H, W] -> [S, N, 1, H, W] (CPU, float32),
     as `meddiff.inference.restore` does for the DDPM: slices padded to model.size_multiple (image plane with -1,
     mask plane with 0) and cropped back; sample s of slice j uses the generator seeded image_seed(seed, j, s)."""
-    from ..inference import generators_for, image_seed, pad_planes
+    from ..inference import image_seed, pad_planes
+    from ..samplers.noise import generators_for
 
     padded, (h, w) = pad_planes(planes, model.size_multiple)
     n = planes.shape[0]

@@ -121,12 +121,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out: Path = args.out
     device = pick_device(args.device)
-    cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device)
+    cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device, precision=args.precision)
     steps = cfg.sampler.steps if args.steps is None else args.steps
     sampler = args.sampler or cfg.sampler.name
     eta = cfg.sampler.eta if args.eta is None else args.eta
-    if args.precision is not None:
-        denoiser.precision = args.precision
     if sampler not in SAMPLERS:
         raise InputError(f"--sampler {sampler!r}: expected one of {sorted(SAMPLERS)}")
     if args.slices < 1 or args.samples < 1:

@@ -78,6 +78,7 @@ from ..baselines.interpolation import interpolate_baseline
 from ..errors import InputError
 from ..io import ImageItem, Volume, read_volume
 from ..io import find_images as io_find_images
+from ..io.suffixes import image_suffix
 from ..metrics.compare import check_prediction, evaluate_arrays, paired_rows, per_image_metrics, rows_from_records  # noqa: F401
 from ..metrics.fid_lowrank import fid_low_rank
 from ..metrics.stats import MIN_PATIENTS_FOR_PATIENT_TEST, SetBootstrap, set_bootstrap
@@ -93,7 +94,6 @@ LPIPS_NETS = ("alex-st", "vgg-st", "alex")
 # below this many images per set FID is strongly biased upwards (Chong and Forsyth 2020; Binkowski et al. 2018)
 FID_MIN_IMAGES = 50
 
-SUFFIXES = (".nii.gz", ".nii", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 # products of `meddiff sample` (meddiff.commands.sample.output_path): <stem>_<tag>.<ext>
 SAMPLE_TAG = re.compile(r"^(?P<base>.+)_(?P<tag>restored|mean|std|sample\d+)$")
 DEFAULT_MODEL = ""  # --segmenter / --classifier without FILE: the shipped model
@@ -159,7 +159,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def image_key(path: Path, folder: Path) -> str:
     """Pairing key: the path relative to ``folder`` ('/'-separated) without its format suffix."""
     rel = path.relative_to(folder).as_posix()
-    suffix = next((x for x in SUFFIXES if rel.lower().endswith(x)), "")
+    suffix = image_suffix(rel)
     return rel[: len(rel) - len(suffix)] if path.is_file() else rel
 
 

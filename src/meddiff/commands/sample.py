@@ -47,6 +47,7 @@ from ..errors import InputError
 from ..config import TaskConfig
 from ..io import Volume, find_images, read_volume, write_volume
 from ..io.readers import ImageItem
+from ..io.suffixes import strip_image_suffix
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +110,7 @@ def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str) -> Path:
     """Output file for one input and one product (restored / mean / std / sample_k):
     ``out_dir/<patient id, made safe>/<input stem>_<tag><ext>``."""
     kind = item.kind if fmt == "same" else fmt
-    stem = item.path.name
-    for suf in (".nii.gz", ".nii", ".dcm", ".png", ".tif", ".tiff", ".npy", ".npz"):
-        if stem.lower().endswith(suf):
-            stem = stem[: -len(suf)]
-            break
+    stem = strip_image_suffix(item.path.name)
     ext = _EXT.get(kind, ".nii.gz")
     return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
 
@@ -162,9 +159,7 @@ def ddpm_restorer(args: argparse.Namespace, device):
     from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
     from ..diffusion.checkpoint import load_model
 
-    cfg, net, denoiser = load_model(args.checkpoint, device=device)
-    if args.precision:
-        denoiser.precision = args.precision
+    cfg, net, denoiser = load_model(args.checkpoint, device=device, precision=args.precision or None)
     task = sr_task(cfg.task, args.sr_factor)
     sampler = args.sampler or cfg.sampler.name
     steps = args.steps if args.steps is not None else cfg.sampler.steps

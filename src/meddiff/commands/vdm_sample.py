@@ -123,8 +123,8 @@ def vdm_restorer(args: argparse.Namespace, vdm, device):
         raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
     options = sampler_options(sampler, "beta_tilde", eta, args.grid or "auto")
     score = vdm.model.score
-    denoiser = VDMDenoiser.from_gamma(score, vdm.model.gamma, timesteps)
-    denoiser.net = getattr(score, "unet", score)
+    multiple = getattr(getattr(score, "unet", score), "size_multiple", 1)
+    denoiser = VDMDenoiser.from_gamma(score, vdm.model.gamma, timesteps, size_multiple=multiple)
     task = sr_task(cfg.task, args.sr_factor)
 
     def run_sampler(planes: torch.Tensor, lowres, name: Path) -> torch.Tensor:

@@ -15,13 +15,14 @@ from .denoiser import DDPMDenoiser
 from .schedule import build_schedule
 
 
-def load_model(path: str | Path, *, expect_task: str | None = None,
-               device: str | torch.device = "cpu") -> tuple[Config, UNet, DDPMDenoiser]:
+def load_model(path: str | Path, *, expect_task: str | None = None, device: str | torch.device = "cpu",
+               precision: str | None = None) -> tuple[Config, UNet, DDPMDenoiser]:
     """(config, U-Net with the EMA weights in eval mode, denoiser) from a checkpoint.
 
     path: a checkpoint folder, its model.safetensors, a standalone exported model file, or a
     run folder (uses checkpoints/latest). expect_task: "sr" | "denoise" | "inpaint" to refuse a
-    model trained for another task. The denoiser's precision is config.sampler.precision.
+    model trained for another task. The denoiser's precision is `precision` ("fp32" | "bf16" | "fp16" |
+    "auto"), default config.sampler.precision.
     """
     mf = read_model_file(path, DDPM.name)
     file, meta, cfg = mf.file, mf.meta, mf.cfg
@@ -39,5 +40,5 @@ def load_model(path: str | Path, *, expect_task: str | None = None,
     load_weights(net, mf.tensors, file)
     net = frozen(net, device)
     d = cfg.diffusion
-    denoiser = DDPMDenoiser(net, build_schedule(d), d.prediction, d.residual, cfg.sampler.precision)
+    denoiser = DDPMDenoiser(net, build_schedule(d), d.prediction, d.residual, precision or cfg.sampler.precision)
     return cfg, net, denoiser

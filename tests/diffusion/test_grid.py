@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_ancestral import NP_AB, SCHED, T
 
-from meddiff.samplers.grid import kept_timesteps, time_grid
+from meddiff.diffusion.grid import kept_timesteps, time_grid
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7, 50, T])
