@@ -10,7 +10,9 @@ Recorded (all tiny, CPU, one thread, about a minute):
   (`vdm.generate.generate_levels`), and an image-conditional U-Net VDM restoring through `restore`
   with each sampler;
 - three training steps of a DDPM, a VDM and a pix2pix baseline config: the per-step losses and the
-  final EMA weights.
+  final EMA weights; the trained pix2pix restoring slices (`baselines.registry.restore_baseline`);
+- `meddiff sample` on a 24x24 NPY file (the restore pipeline, files -> slices -> samples -> files)
+  with the shipped checkpoint (2 samples) and with the trained pix2pix.
 
 tests/test_fixed_seed_outputs.py runs the same recording against the committed reference with a
 small tolerance (other CPUs may round differently); --check here demands bit equality.
@@ -77,7 +79,11 @@ TRAIN_CONFIGS = {
 
 def ddpm_samples(out: dict[str, torch.Tensor]) -> None:
     from meddiff.inference import restore, sampler_options
-    from meddiff.diffusion.checkpoint import load_model
+
+    try:
+        from meddiff.diffusion.checkpoint import load_model
+    except ImportError:  # before the issue-18 layout (to compare with an older commit)
+        from meddiff.train.checkpoint import load_model
 
     cfg, _, denoiser = load_model(SHIPPED)
     cond = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
@@ -102,7 +108,11 @@ def vdm_samples(out: dict[str, torch.Tensor]) -> None:
     model = build_vdm(img, (1, 8, 8), 1).eval()
     cond = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
     for name in SAMPLERS:
-        denoiser = VDMDenoiser.from_gamma(model.score, model.gamma, 1000, size_multiple=model.score.unet.size_multiple)
+        try:
+            denoiser = VDMDenoiser.from_gamma(model.score, model.gamma, 1000, size_multiple=model.score.unet.size_multiple)
+        except TypeError:  # before the issue-18 layout: the padding multiple was read from denoiser.net
+            denoiser = VDMDenoiser.from_gamma(model.score, model.gamma, 1000)
+            denoiser.net = model.score.unet
         opts = sampler_options(name, "beta_tilde", 0.0, "auto")
         out[f"vdm.restore.{name}"] = restore(denoiser, cond, sampler=name, steps=4, seed=3, batch_size=2,
                                              progress=False, **opts)
@@ -122,12 +132,47 @@ def training(out: dict[str, torch.Tensor]) -> None:
             out[f"train.{kind}.val"] = torch.tensor([float(r["val_loss"]) for r in vals], dtype=torch.float64)
             for k, v in load_file(str(res.checkpoint / "model.safetensors")).items():
                 out[f"train.{kind}.ema.{k}"] = v
+            if kind == "baseline":
+                baseline_restore(out, res.checkpoint, Path(tmp))
+
+
+def baseline_restore(out: dict[str, torch.Tensor], ckpt: Path, tmp: Path) -> None:
+    from meddiff.baselines.registry import load_baseline, restore_baseline
+
+    _, model = load_baseline(ckpt)
+    cond = torch.rand(3, 1, 20, 20, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    out["baseline.restore"] = restore_baseline(model, cond, samples=2, seed=4, batch_size=2)
+    out["baseline.files"] = sample_files(tmp, ["--checkpoint", str(ckpt)])
+
+
+def sample_files(tmp: Path, how: list[str]) -> torch.Tensor:
+    """`meddiff sample` on a 24x24 NPY image; the written arrays, stacked."""
+    import numpy as np
+
+    from meddiff.cli import main
+    from meddiff.io import read_volume
+
+    src = tmp / "in" / "img.npy"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    np.save(src, np.random.default_rng(0).uniform(0, 1000, (24, 24)).astype(np.float32))
+    dest = tmp / "out"
+    if main(["sample", "--input", str(src), "--output", str(dest), "--no-progress", *how]) != 0:
+        raise RuntimeError("meddiff sample failed")
+    files = sorted(p for p in dest.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return torch.stack([torch.from_numpy(np.asarray(read_volume(f).array, dtype=np.float32)) for f in files])
+
+
+def ddpm_files(out: dict[str, torch.Tensor]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out["ddpm.files"] = sample_files(Path(tmp), ["--checkpoint", str(SHIPPED), "--steps", "3", "--samples", "2",
+                                                     "--sampler", "ddim", "--seed", "2"])
 
 
 def record() -> dict[str, torch.Tensor]:
     torch.set_num_threads(1)
     out: dict[str, torch.Tensor] = {}
     ddpm_samples(out)
+    ddpm_files(out)
     vdm_samples(out)
     training(out)
     return {k: v.contiguous() for k, v in out.items()}
