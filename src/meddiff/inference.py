@@ -105,19 +105,34 @@ def restore(
             raise InputError(f"measurement for images of size {tuple(consistency.size)}, but the condition is {tuple(cond.shape[-2:])}")
         if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
             raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
-    device = torch.device(device)
-    multiple = denoiser.size_multiple
     times = denoiser.time_grid(steps, sampler_kwargs.pop("grid", "uniform"))
+
+    def sample(c: Tensor, gens: list[torch.Generator], i: int) -> Tensor:
+        extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
+        return SAMPLERS[sampler](denoiser, c, times, generators=gens, **extra, **sampler_kwargs)
+
+    return restore_batches(sample, cond, denoiser.size_multiple, samples=samples, seed=seed, batch_size=batch_size,
+                           device=device, progress=progress, desc=f"{sampler} {steps} steps")
+
+
+@torch.no_grad()
+def restore_batches(fn: Callable[[Tensor, list[torch.Generator], int], Tensor], cond: Tensor, multiple: int, *,
+                    samples: int = 1, seed: int = 0, batch_size: int = 8, device: torch.device | str = "cpu",
+                    progress: bool = False, desc: str = "restore") -> Tensor:
+    """The batch loop of every restorer: cond [N, C, H, W] padded to `multiple` (pad_planes), cut in
+    batches of `batch_size` slices moved to `device`, fn(batch, generators, first index) -> [b, 1, H', W']
+    called with one generator per slice seeded image_seed(seed, index, sample), cropped back; returns
+    [S, N, 1, H, W] on the CPU, float32."""
+    device = torch.device(device)
     padded, (h, w) = pad_planes(cond, multiple)
     n = cond.shape[0]
     out = torch.empty(samples, n, 1, h, w)
     jobs = [(s, i) for s in range(samples) for i in range(0, n, batch_size)]
-    bar = tqdm(jobs, desc=f"{sampler} {steps} steps", disable=not progress, unit="batch")
+    bar = tqdm(jobs, desc=desc, disable=not progress, unit="batch")
     for s, i in bar:
         c = padded[i : i + batch_size].to(device)
         gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
-        extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
-        x = SAMPLERS[sampler](denoiser, c, times, generators=gens, **extra, **sampler_kwargs)
+        x = fn(c, gens, i)
         out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
     return out
 

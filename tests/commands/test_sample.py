@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from meddiff import config as config_mod
 from meddiff.cli import main
-from meddiff.commands.sample import output_path, scaled_geometry
+from meddiff.restore import output_path, scaled_geometry
 from meddiff.data.samples import samples_dir
 from meddiff.io import ImageItem, Volume, read_volume, write_volume
 from meddiff.io.dicom_write import MARKER_SYNTHETIC

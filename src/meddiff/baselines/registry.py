@@ -17,6 +17,7 @@ import torch
 from ..checkpointing import BASELINE, frozen, load_weights, read_model_file
 from ..config import Config
 from ..errors import CheckpointError, ConfigError
+from ..inference import restore_batches
 from .base import Baseline
 
 # name -> "module:Class" (modules relative to meddiff.baselines)
@@ -78,18 +79,10 @@ def restore_baseline(model: Baseline, planes: torch.Tensor, *, samples: int = 1,
     """`samples` predictions of each of the N slices of `planes` [N, C, H, W] -> [S, N, 1, H, W] (CPU, float32),
     as `meddiff.inference.restore` does for the DDPM: slices padded to model.size_multiple (image plane with -1,
     mask plane with 0) and cropped back; sample s of slice j uses the generator seeded image_seed(seed, j, s)."""
-    from ..inference import image_seed, pad_planes
-    from ..samplers.noise import generators_for
+    def predict(c: torch.Tensor, gens: list[torch.Generator], i: int) -> torch.Tensor:
+        mask = c[:, 1:2] if c.shape[1] > 1 else torch.ones_like(c[:, :1])
+        # one generator per image: predict each image with its own (batch composition does not matter)
+        return torch.cat([model.predict(c[k: k + 1], mask[k: k + 1], g) for k, g in enumerate(gens)])
 
-    padded, (h, w) = pad_planes(planes, model.size_multiple)
-    n = planes.shape[0]
-    out = torch.empty(samples, n, 1, h, w)
-    for s in range(samples):
-        for i in range(0, n, batch_size):
-            c = padded[i: i + batch_size].to(device)
-            mask = c[:, 1:2] if c.shape[1] > 1 else torch.ones_like(c[:, :1])
-            gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
-            # one generator per image: predict each image with its own (batch composition does not matter)
-            x = torch.cat([model.predict(c[k: k + 1], mask[k: k + 1], g) for k, g in enumerate(gens)])
-            out[s, i: i + c.shape[0]] = x[..., :h, :w].float().cpu()
-    return out
+    return restore_batches(predict, planes, model.size_multiple, samples=samples, seed=seed, batch_size=batch_size,
+                           device=device)

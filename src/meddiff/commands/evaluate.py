@@ -94,7 +94,7 @@ LPIPS_NETS = ("alex-st", "vgg-st", "alex")
 # below this many images per set FID is strongly biased upwards (Chong and Forsyth 2020; Binkowski et al. 2018)
 FID_MIN_IMAGES = 50
 
-# products of `meddiff sample` (meddiff.commands.sample.output_path): <stem>_<tag>.<ext>
+# products of `meddiff sample` (meddiff.restore.output_path): <stem>_<tag>.<ext>
 SAMPLE_TAG = re.compile(r"^(?P<base>.+)_(?P<tag>restored|mean|std|sample\d+)$")
 DEFAULT_MODEL = ""  # --segmenter / --classifier without FILE: the shipped model
 

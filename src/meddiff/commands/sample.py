@@ -34,20 +34,11 @@ for super-resolution (--sr-factor, default 4).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-import re
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ..data.slices import from_slices, to_slices
 from ..errors import InputError
-from ..config import TaskConfig
-from ..io import Volume, find_images, read_volume, write_volume
-from ..io.readers import ImageItem
-from ..io.suffixes import strip_image_suffix
+from ..restore.models import CLASSICAL
 
 log = logging.getLogger(__name__)
 
@@ -95,232 +86,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bicubic": "sr", "bilinear": "sr"}
-_EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".png", "raster": ".png", "numpy": ".nii.gz"}
-
-
-def safe_folder_name(name: str) -> str:
-    """A patient id as one folder name: characters other than letters, digits, '.', '_', '-'
-    become '_' (a DICOM PatientID like '../x' or 'a/b' must not leave the output folder)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name.strip())
-    return "unknown" if safe.strip(".") == "" else safe
-
-
-def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str) -> Path:
-    """Output file for one input and one product (restored / mean / std / sample_k):
-    ``out_dir/<patient id, made safe>/<input stem>_<tag><ext>``."""
-    kind = item.kind if fmt == "same" else fmt
-    stem = strip_image_suffix(item.path.name)
-    ext = _EXT.get(kind, ".nii.gz")
-    return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
-
-
-def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...]) -> tuple[tuple[float, ...], np.ndarray]:
-    """Spacing and affine of the super-resolved grid: in-plane axes get `factor`x more voxels.
-
-    Voxel centres: new index j' sits at old continuous index (j' + 0.5) / f - 0.5, so the field
-    of view is unchanged.
-    """
-    in_plane = [a for a in range(vol.ndim) if vol.ndim == 2 or a != axis]
-    scale = np.ones(vol.ndim)
-    for a in in_plane:
-        scale[a] = vol.shape[a] / shape[a]
-    m = np.eye(4)
-    for a in range(vol.ndim):
-        m[a, a] = scale[a]
-        m[a, 3] = (scale[a] - 1) / 2
-    spacing = tuple(float(s * scale[a]) for a, s in enumerate(vol.spacing))
-    return spacing, np.asarray(vol.affine, float) @ m
-
-
-def sr_task(task: TaskConfig, factor: float | None) -> TaskConfig:
-    """The task with --sr-factor applied (a warning if the model was not trained for it)."""
-    if factor is None:
-        return task
-    if task.kind != "sr":
-        raise InputError(f"--sr-factor applies to super-resolution checkpoints, this one is {task.kind!r}")
-    if not factor > 1:
-        raise InputError(f"--sr-factor {factor}: expected a factor > 1")
-    trained = task.sr_factors or (task.sr_factor,)
-    if not any(abs(factor - f) < 1e-6 * f for f in trained):
-        log.warning("--sr-factor %g: this model was trained for %s only", factor, ", ".join(f"x{f:g}" for f in trained))
-    return dataclasses.replace(task, sr_factor=factor)
-
-
-def _not_for(args: argparse.Namespace, what: str, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        if getattr(args, key) not in (None, "none"):
-            raise InputError(f"--{key.replace('_', '-')} applies to DDPM checkpoints only, not to {what}")
-
-
-def ddpm_restorer(args: argparse.Namespace, device):
-    """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of a DDPM checkpoint: its sampler."""
-    from ..inference import SAMPLERS, restore, sampler_options
-    from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
-    from ..diffusion.checkpoint import load_model
-
-    cfg, net, denoiser = load_model(args.checkpoint, device=device, precision=args.precision or None)
-    task = sr_task(cfg.task, args.sr_factor)
-    sampler = args.sampler or cfg.sampler.name
-    steps = args.steps if args.steps is not None else cfg.sampler.steps
-    if sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
-    if args.eta is not None and sampler != "ddim":
-        raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
-    eta = cfg.sampler.eta if args.eta is None else args.eta
-    if sampler == "ddim" and not 0 <= eta <= 1:
-        raise InputError(f"--eta {eta}: expected a number in [0, 1]")
-    grid = args.grid or cfg.sampler.grid
-    if args.grid is not None and sampler not in ("ddim", "dpm_solver_pp"):
-        raise InputError(f"--grid applies to --sampler ddim or dpm_solver_pp, not {sampler}")
-    options = sampler_options(sampler, cfg.diffusion.variance, eta, grid)
-    if not 1 <= steps <= cfg.diffusion.timesteps:
-        raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
-    check_request(task.kind, args.consistency, args.resample)
-    if args.consistency == "repaint" and sampler != "ancestral":
-        raise InputError(f"--consistency repaint needs --sampler ancestral, not {sampler}")
-
-    def run_sampler(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path) -> torch.Tensor:
-        measured = measurement_for(task.kind, args.consistency, planes, factor=task.sr_factor if task.kind == "sr" else None,
-                                   lowres=lowres, resample=args.resample)
-        out = restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                      batch_size=args.batch_size, device=device, progress=not args.no_progress,
-                      consistency=measured, **options)
-        if measured is not None and measured.lowres is not None:
-            err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
-            log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", name, err)
-        return out
-
-    describe = f"{sampler} {steps} steps, seed {args.seed}" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
-    return task, run_sampler, describe
-
-
-def baseline_restorer(args: argparse.Namespace, device):
-    """(task, restore, description) of a learned baseline's checkpoint: its prediction per slice."""
-    from ..baselines.registry import load_baseline, restore_baseline
-
-    _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
-    cfg, model = load_baseline(args.checkpoint, device=device)
-
-    def predict(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path) -> torch.Tensor:
-        return restore_baseline(model, planes, samples=args.samples, seed=args.seed, batch_size=args.batch_size, device=device)
-
-    return sr_task(cfg.task, args.sr_factor), predict, f"{cfg.baseline.name} baseline, seed {args.seed}"
-
-
-def classical_restorer(args: argparse.Namespace):
-    """(task, restore, description) of a classical baseline (--method): deterministic, one sample."""
-    from ..baselines.classical import classical_restore
-
-    _not_for(args, f"--method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
-    if args.samples != 1:
-        raise InputError(f"--samples {args.samples}: --method {args.method} is deterministic, expected 1")
-    kind = CLASSICAL[args.method]
-    if args.sr_factor is not None and kind != "sr":
-        raise InputError(f"--sr-factor applies to --method bicubic or bilinear, not {args.method}")
-    if args.sr_factor is not None and not args.sr_factor > 1:
-        raise InputError(f"--sr-factor {args.sr_factor}: expected a factor > 1")
-    task = TaskConfig(kind=kind, sr_factor=args.sr_factor or 4.0,
-                      sr_upsample=args.method if kind == "sr" else "bicubic")
-
-    def apply(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path) -> torch.Tensor:
-        if kind == "sr":  # the shared path already upsampled the input with this method
-            return planes[None, :, :1].clamp(-1, 1)
-        return classical_restore(args.method, planes, planes[:, 1:] if kind == "inpaint" else torch.ones_like(planes))
-
-    return task, apply, args.method
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..checkpointing import BASELINE, VDM, format_of
+    from ..checkpointing import VDM, format_of
+    from ..restore import Request, restore
     from ..train.distributed import pick_device
-    from .vdm_sample import run as run_vdm
+    from .vdm_sample import run as generate
 
-    if args.method is not None and args.checkpoint is not None:
-        raise InputError(f"give --checkpoint or --method, not both (got --method {args.method})")
-    if args.method is None and args.checkpoint is None:
-        raise InputError(f"give --checkpoint (a trained model) or --method (one of {', '.join(sorted(CLASSICAL))})")
     fmt = format_of(args.checkpoint) if args.checkpoint is not None else None
-    if fmt == VDM.name:
-        return run_vdm(args)
-    if args.input is None:
-        raise InputError("--input is required to restore images")
-    if args.label is not None:
+    if fmt == VDM.name and args.method is None and args.input is None:
+        return generate(args)  # a VDM without an input generates
+    if args.label is not None and fmt != VDM.name:
         raise InputError("--label applies to class-conditional VDM checkpoints only")
-    if args.samples < 1:
-        raise InputError(f"--samples {args.samples}: expected >= 1")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
-    device = pick_device(args.device)
-    if args.method is not None:
-        task, restore_slices, describe = classical_restorer(args)
-    elif fmt == BASELINE.name:
-        task, restore_slices, describe = baseline_restorer(args, device)
-    else:
-        task, restore_slices, describe = ddpm_restorer(args, device)
-    return restore_files(args, task, restore_slices, describe)
-
-
-def restore_files(args: argparse.Namespace, task: TaskConfig, restore_slices, describe: str) -> int:
-    """Read each input, normalise, build the condition planes, call restore_slices(planes, lowres, name)
-    -> [S, N, 1, H, W], undo the normalisation and write in the input's format (the path shared by
-    DDPM checkpoints, learned and classical baselines)."""
-    from ..data.degrade import SuperResolution, build_degradation
-    from ..data.normalise import Normalisation
-    from ..inference import summarise
-
-    if task.kind == "inpaint" and args.mask is None:
-        what = f"--method {args.method}" if args.method else "this checkpoint"
-        raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing)")
-    items = [args.input] if args.input.is_file() else find_images(args.input)
-    if not items:
-        raise InputError(f"{args.input}: no readable image found")
-    deg = build_degradation(task)
-    written: list[Path] = []
-    for item in items:
-        vol = read_volume(item)
-        if not isinstance(item, ImageItem):
-            kind = "nifti" if str(item).lower().endswith((".nii", ".nii.gz")) else (
-                "dicom" if str(item).lower().endswith(".dcm") else "raster" if str(item).lower().endswith((".png", ".tif", ".tiff")) else "numpy")
-            item = ImageItem(path=Path(item), patient_id=vol.patient_id, kind=kind, files=(Path(item),))
-        norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
-        x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]
-        if task.kind == "sr" and args.input_kind == "lowres":
-            assert isinstance(deg, SuperResolution)
-            size = (round(x.shape[-2] * task.sr_factor), round(x.shape[-1] * task.sr_factor))
-            cond = deg.upsample(x, size)
-            mask = torch.ones_like(cond)
-        elif task.kind == "inpaint":
-            mvol = read_volume(args.mask)
-            if mvol.shape != vol.shape:
-                raise InputError(f"--mask {args.mask} has shape {mvol.shape}, expected {vol.shape} like {item.path}")
-            mask = torch.from_numpy(to_slices((mvol.array != 0).astype(np.float32), args.axis).copy())[:, None]
-            cond = x * (1 - mask)
-        else:
-            cond, mask = x, torch.ones_like(x)
-        planes = deg.model_condition(cond, mask)
-        lowres = x if task.kind == "sr" and args.input_kind == "lowres" else None
-        out = restore_slices(planes, lowres, item.path)
-        if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
-            out = out * mask + cond * (1 - mask)
-        mean, std = summarise(out)
-        out_shape = from_slices(mean[:, 0].numpy(), vol.ndim, args.axis).shape
-        spacing, affine = (vol.spacing, vol.affine) if out_shape == vol.shape else scaled_geometry(vol, task.sr_factor, args.axis, out_shape)
-
-        def volume_of(arr: torch.Tensor, what: str) -> Volume:
-            a = from_slices(arr[:, 0].numpy(), vol.ndim, args.axis).astype(np.float32)
-            return Volume(a, spacing, affine, vol.patient_id, vol.source,
-                          {**vol.meta, "derived": f"meddiff {task.kind} {what}, {describe}"})
-
-        products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
-        if args.samples > 1:
-            products.update({f"sample{s}": norm.inverse(out[s]) for s in range(args.samples)})
-        for tag, arr in products.items():
-            path = output_path(args.output, item, args.format, tag)
-            v = volume_of(arr, tag)
-            ref = vol if v.shape == vol.shape else None
-            written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
-                                    description=f"meddiff {task.kind} ({tag})", overwrite=True)
-        log.info("%s -> %s", item.path, args.output / safe_folder_name(item.patient_id))
+    written = restore(Request.from_namespace(args), pick_device(args.device))
     print(f"wrote {len(written)} file(s) under {args.output}")
     return 0

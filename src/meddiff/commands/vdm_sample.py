@@ -1,7 +1,7 @@
 """`meddiff sample --checkpoint VDM_CKPT --output DIR [--num N] [--label L] [--steps S]`: generation
 from a variational diffusion model (meddiff.vdm), called by `meddiff sample` when the checkpoint
-has format "meddiff-vdm-v1". With --input, a VDM trained with vdm.image_condition restores the
-input through `meddiff sample`'s shared reading/writing path (vdm_restorer).
+has format "meddiff-vdm-v1" and no --input is given. With --input, a VDM trained with
+vdm.image_condition restores the input through the restore pipeline (meddiff.restore).
 
 Writes DIR/grid.png (all samples tiled, row-major) and one file per sample,
 DIR/sample_0000[_<class>].<png|nii.gz|dcm> (--format same = png). Intensities are the model's
@@ -54,14 +54,6 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     vdm = load_vdm(args.checkpoint, device=device)
     cfg = vdm.cfg
-    if args.input is not None:
-        if not cfg.vdm.image_condition:
-            raise InputError(f"--input: {vdm.file} is a VDM trained without an image condition, which generates "
-                             "images (--num N [--label L]); restoring needs one trained with vdm.image_condition: true")
-        from .sample import restore_files
-
-        task, restore_slices, describe = vdm_restorer(args, vdm, device)
-        return restore_files(args, task, restore_slices, describe)
     if cfg.vdm.image_condition:
         raise InputError(f"{vdm.file}: an image-conditional VDM (restoration) cannot generate without an input")
     steps = args.steps if args.steps is not None else cfg.vdm.sample_steps
@@ -96,42 +88,6 @@ def run(args: argparse.Namespace) -> int:
                                 bits=bits, window=(0.0, v - 1.0) if ext == ".png" else None, overwrite=True)
     print(f"wrote {len(written)} file(s) under {out} (grid.png and {n} sample(s), {steps} steps)")
     return 0
-
-
-def vdm_restorer(args: argparse.Namespace, vdm, device):
-    """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of an image-conditional VDM:
-    its score network and gamma read as a discrete schedule of T = vdm.timesteps (1000 for a
-    continuous-time model) under meddiff's samplers (VDMDenoiser.from_gamma), so `--sampler
-    ancestral|ddim|dpm_solver_pp --steps S` work as for a DDPM. The output is z_0, the image in
-    [-1, 1] up to the half-level offset of the level encoder (no decoder sampling)."""
-    from ..inference import SAMPLERS, restore, sampler_options
-    from ..vdm.sampling import VDMDenoiser
-    from .sample import sr_task
-
-    cfg = vdm.cfg
-    if args.consistency != "none":
-        raise InputError(f"--consistency {args.consistency}: not available for VDM checkpoints (use none)")
-    sampler = args.sampler or "ancestral"
-    if sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
-    timesteps = cfg.vdm.timesteps or 1000
-    steps = args.steps if args.steps is not None else min(cfg.vdm.sample_steps, timesteps)
-    if not 1 <= steps <= timesteps:
-        raise InputError(f"--steps {steps}: expected 1..{timesteps} (the VDM's grid, vdm.timesteps or 1000)")
-    eta = 0.0 if args.eta is None else args.eta
-    if args.eta is not None and sampler != "ddim":
-        raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
-    options = sampler_options(sampler, "beta_tilde", eta, args.grid or "auto")
-    score = vdm.model.score
-    multiple = getattr(getattr(score, "unet", score), "size_multiple", 1)
-    denoiser = VDMDenoiser.from_gamma(score, vdm.model.gamma, timesteps, size_multiple=multiple)
-    task = sr_task(cfg.task, args.sr_factor)
-
-    def run_sampler(planes: torch.Tensor, lowres, name: Path) -> torch.Tensor:
-        return restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                       batch_size=args.batch_size, device=device, progress=not args.no_progress, **options)
-
-    return task, run_sampler, f"VDM {sampler} {steps} steps of T = {timesteps}, seed {args.seed}, step {vdm.step}"
 
 
 def _volume(arr: np.ndarray, source: Path, what: str) -> Volume:
