@@ -15,7 +15,7 @@ from ..baselines.interpolation import interpolate_baseline
 from ..errors import InputError
 from ..io import ImageItem, read_volume
 from ..metrics.compare import check_prediction
-from .pairing import (GroupSpec, check_geometry, describe_names, find_images, group_factor, load, match_method_files,
+from .pairing import (GroupSpec, MethodFiles, check_geometry, describe_names, find_images, group_factor, load, match_method_files,
                       read_patients_csv, written_task)
 
 
@@ -126,9 +126,22 @@ def _read_masks(path: Path, truth: dict[str, ImageItem], keys: list[str]) -> dic
     return {k: (load(found[k]).array != 0, found[k].path) for k in keys}
 
 
-def collect(args: argparse.Namespace, g: GroupSpec) -> Collected:
-    """Load and pair everything of one group (every method's files against the ground truth)."""
-    where = f" (group {g.name})" if g.name else ""
+@dataclass(frozen=True)
+class GroupFiles:
+    """The files of one group, paired by key: ground truth, each method's predictions (and std maps),
+    inputs, reference labels and masks, and the patient of each key."""
+
+    truth: dict[str, ImageItem]
+    keys: list[str]
+    methods: dict[str, MethodFiles]
+    inputs: dict[str, ImageItem]
+    labels: dict[str, ImageItem]
+    masks: dict[str, tuple[np.ndarray, Path]]
+    patient_of: dict[str, str]
+
+
+def group_files(args: argparse.Namespace, g: GroupSpec, where: str) -> GroupFiles:
+    """Find and pair the files of group `g` (InputError naming what is missing)."""
     truth_files = find_images(g.truth, args.patient_from)
     keys = sorted(truth_files)
     if not keys:
@@ -145,92 +158,88 @@ def collect(args: argparse.Namespace, g: GroupSpec) -> Collected:
     masks = _read_masks(g.mask, truth_files, keys) if g.mask is not None else {}
     patient_of = read_patients_csv(args.patients, keys) if args.patients is not None else \
         {k: truth_files[k].patient_id for k in keys}
-    loaded = []
-    shapes_differ = False
-    for k in tqdm(keys, desc=f"reading{where}", unit="file", disable=args.no_progress):
-        tv = load(truth_files[k])
-        t = np.asarray(tv.array, np.float64)
-        ps, sds = {}, {}
-        for name, mf in method_files.items():
-            pv = load(mf.pred[k])
-            p = np.asarray(pv.array, np.float64)
-            check_prediction(p, t, f"{mf.pred[k].path} vs {truth_files[k].path}")
-            check_geometry(pv, tv, f"{mf.pred[k].path} vs {truth_files[k].path}")
-            ps[name] = p
-            if k in mf.std:
-                sd = np.asarray(load(mf.std[k]).array, np.float64)
-                if sd.shape != t.shape:
-                    raise InputError(f"{mf.std[k].path}: std map shape {sd.shape} differs from the prediction's {t.shape}")
-                if (sd < 0).any():
-                    raise InputError(f"{mf.std[k].path}: std map has {int((sd < 0).sum())} negative value(s); expected >= 0")
-                sds[name] = sd
-        x = np.asarray(load(input_files[k]).array, np.float64) if k in input_files else None
-        if x is not None and (x.ndim != t.ndim or (x.ndim == 3 and x.shape[0] != t.shape[0])):
-            raise InputError(f"{input_files[k].path}: input shape {x.shape} cannot be upsampled to ground-truth shape {t.shape}")
-        shapes_differ |= x is not None and x.shape != t.shape
-        hole = None
-        if k in masks:
-            hole, mpath = masks[k]
-            if hole.shape != t.shape:
-                raise InputError(f"{mpath}: mask shape {hole.shape} differs from ground-truth shape {t.shape} of "
-                                 f"{truth_files[k].path}; expected one mask value per pixel")
-        lab = None
-        if k in label_files:
-            lab = np.asarray(load(label_files[k]).array)
-            if lab.shape != t.shape:
-                raise InputError(f"{label_files[k].path}: label image shape {lab.shape} differs from ground-truth shape {t.shape} "
-                                 f"of {truth_files[k].path}")
-            if not np.all(lab == np.round(lab)) or lab.min() < 0:
-                raise InputError(f"{label_files[k].path}: label image has non-integer or negative values; expected class indices 0..K-1")
-        loaded.append((k, ps, t, x, hole, sds, lab))
+    return GroupFiles(truth_files, keys, method_files, input_files, label_files, masks, patient_of)
+
+
+def _load_std(item: ImageItem, shape: tuple[int, ...]) -> np.ndarray:
+    """A method's per-pixel std map, checked (same shape as the prediction, no negative values)."""
+    sd = np.asarray(load(item).array, np.float64)
+    if sd.shape != shape:
+        raise InputError(f"{item.path}: std map shape {sd.shape} differs from the prediction's {shape}")
+    if (sd < 0).any():
+        raise InputError(f"{item.path}: std map has {int((sd < 0).sum())} negative value(s); expected >= 0")
+    return sd
+
+
+def load_case(f: GroupFiles, k: str) -> tuple:
+    """(key, predictions by method, truth, input or None, hole or None, std maps by method, labels or None)
+    of one key, each checked against the ground truth's shape and geometry."""
+    truth_files = f.truth
+    tv = load(truth_files[k])
+    t = np.asarray(tv.array, np.float64)
+    ps, sds = {}, {}
+    for name, mf in f.methods.items():
+        pv = load(mf.pred[k])
+        p = np.asarray(pv.array, np.float64)
+        check_prediction(p, t, f"{mf.pred[k].path} vs {truth_files[k].path}")
+        check_geometry(pv, tv, f"{mf.pred[k].path} vs {truth_files[k].path}")
+        ps[name] = p
+        if k in mf.std:
+            sds[name] = _load_std(mf.std[k], t.shape)
+    x = np.asarray(load(f.inputs[k]).array, np.float64) if k in f.inputs else None
+    if x is not None and (x.ndim != t.ndim or (x.ndim == 3 and x.shape[0] != t.shape[0])):
+        raise InputError(f"{f.inputs[k].path}: input shape {x.shape} cannot be upsampled to ground-truth shape {t.shape}")
+    hole = None
+    if k in f.masks:
+        hole, mpath = f.masks[k]
+        if hole.shape != t.shape:
+            raise InputError(f"{mpath}: mask shape {hole.shape} differs from ground-truth shape {t.shape} of "
+                             f"{truth_files[k].path}; expected one mask value per pixel")
+    lab = None
+    if k in f.labels:
+        lab = np.asarray(load(f.labels[k]).array)
+        if lab.shape != t.shape:
+            raise InputError(f"{f.labels[k].path}: label image shape {lab.shape} differs from ground-truth shape {t.shape} "
+                             f"of {truth_files[k].path}")
+        if not np.all(lab == np.round(lab)) or lab.min() < 0:
+            raise InputError(f"{f.labels[k].path}: label image has non-integer or negative values; expected class indices 0..K-1")
+    return k, ps, t, x, hole, sds, lab
+
+
+def check_written_task(g: GroupSpec, f: GroupFiles, shapes_differ: bool, where: str) -> None:
+    """Refuse predictions `meddiff sample` wrote for another task than this group's."""
     expected = _expected_task(g, shapes_differ)
-    if expected is not None:
-        for name, mf in method_files.items():
-            for k in keys:
-                got = written_task(mf.pred[k].path)
-                if got is not None and got != expected:
-                    raise InputError(f"{mf.pred[k].path}: written by `meddiff sample` for task {got!r}, but this evaluation"
-                                     f"{where} is {expected!r} ({'--mask given' if expected == 'inpaint' else 'super-resolution'}); "
-                                     "is it the right run folder?")
+    if expected is None:
+        return
+    for name, mf in f.methods.items():
+        for k in f.keys:
+            got = written_task(mf.pred[k].path)
+            if got is not None and got != expected:
+                raise InputError(f"{mf.pred[k].path}: written by `meddiff sample` for task {got!r}, but this evaluation"
+                                 f"{where} is {expected!r} ({'--mask given' if expected == 'inpaint' else 'super-resolution'}); "
+                                 "is it the right run folder?")
+
+
+def collect(args: argparse.Namespace, g: GroupSpec) -> Collected:
+    """Load and pair everything of one group (every method's files against the ground truth)."""
+    where = f" (group {g.name})" if g.name else ""
+    f = group_files(args, g, where)
+    loaded = [load_case(f, k) for k in tqdm(f.keys, desc=f"reading{where}", unit="file", disable=args.no_progress)]
+    shapes_differ = any(x is not None and x.shape != t.shape for _, _, t, x, *_ in loaded)
+    check_written_task(g, f, shapes_differ, where)
     r, clamp, range_note = resolve_data_range(args.data_range, [row[2] for row in loaded])
     window = intensity_window(r, clamp, [row[2] for row in loaded])
     c = Collected({n: [] for n, _ in g.methods}, [], [], [], [], r, window, [n for n, _ in g.methods])
-    c.holes = [] if masks else None
-    c.seg_labels = [] if label_files else None
-    c.stds = {n: [] for n, mf in method_files.items() if mf.std}
-    c.samples = {n: (min(mf.samples.values()) if mf.samples and len(mf.samples) == len(keys) else None)
-                 for n, mf in method_files.items() if mf.std}
-    skipped = 0
-    for k, ps, t, x, hole, sds, lab in loaded:
-        ts = _slices(t)
-        pss = {n: _slices(p) for n, p in ps.items()}
-        sdss = {n: _slices(sd) for n, sd in sds.items()}
-        xs = _slices(x) if x is not None else [None] * len(ts)
-        hs = _slices(hole) if hole is not None else [None] * len(ts)
-        ls = _slices(lab) if lab is not None else [None] * len(ts)
-        for z, (ti, xi) in enumerate(zip(ts, xs)):
-            if not args.keep_empty and ti.max() == ti.min():
-                skipped += 1
-                continue
-            c.truths.append(ti)
-            c.names.append(k if t.ndim == 2 else f"{k}[z={z}]")
-            c.patients.append(patient_of[k])
-            c.cases.append(k)
-            c.inputs.append(xi)
-            if c.holes is not None:
-                c.holes.append(hs[z])
-            if c.seg_labels is not None:
-                c.seg_labels.append(ls[z].astype(np.int64))
-            for n in pss:
-                c.preds[n].append(pss[n][z])
-            for n in sdss:
-                c.stds[n].append(sdss[n][z])
-            for name, img in _baselines(xi, ti.shape, clamp).items():
-                c.preds.setdefault(name, []).append(img)
+    c.holes = [] if f.masks else None
+    c.seg_labels = [] if f.labels else None
+    c.stds = {n: [] for n, mf in f.methods.items() if mf.std}
+    c.samples = {n: (min(mf.samples.values()) if mf.samples and len(mf.samples) == len(f.keys) else None)
+                 for n, mf in f.methods.items() if mf.std}
+    skipped = sum(add_slices(c, args.keep_empty, f.patient_of[row[0]], row, clamp) for row in loaded)
     if not c.truths:
         raise InputError(f"every ground-truth slice in {g.truth} is constant; nothing to score (use --keep-empty)")
     n_pat = len(set(c.patients))
-    c.notes = [range_note, f"{len(c.truths)} images from {len(keys)} file(s) of {n_pat} patient(s)"]
+    c.notes = [range_note, f"{len(c.truths)} images from {len(f.keys)} file(s) of {n_pat} patient(s)"]
     if skipped:
         c.notes.append(f"{skipped} slice(s) with constant ground truth skipped")
     if c.holes is not None:
@@ -239,3 +248,35 @@ def collect(args: argparse.Namespace, g: GroupSpec) -> Collected:
                        f"image(s) with at least one such pixel; SSIM = mean of the full-image SSIM map over the hole; "
                        "MAE in intensity units")
     return c
+
+
+def add_slices(c: Collected, keep_empty: bool, patient: str, row: tuple, clamp: tuple[float, float] | None) -> int:
+    """Append the 2D slices of one loaded case (load_case) to `c`; returns the slices skipped (constant truth)."""
+    k, ps, t, x, hole, sds, lab = row
+    ts = _slices(t)
+    pss = {n: _slices(p) for n, p in ps.items()}
+    sdss = {n: _slices(sd) for n, sd in sds.items()}
+    xs = _slices(x) if x is not None else [None] * len(ts)
+    hs = _slices(hole) if hole is not None else [None] * len(ts)
+    ls = _slices(lab) if lab is not None else [None] * len(ts)
+    skipped = 0
+    for z, (ti, xi) in enumerate(zip(ts, xs)):
+        if not keep_empty and ti.max() == ti.min():
+            skipped += 1
+            continue
+        c.truths.append(ti)
+        c.names.append(k if t.ndim == 2 else f"{k}[z={z}]")
+        c.patients.append(patient)
+        c.cases.append(k)
+        c.inputs.append(xi)
+        if c.holes is not None:
+            c.holes.append(hs[z])
+        if c.seg_labels is not None:
+            c.seg_labels.append(ls[z].astype(np.int64))
+        for n in pss:
+            c.preds[n].append(pss[n][z])
+        for n in sdss:
+            c.stds[n].append(sdss[n][z])
+        for name, img in _baselines(xi, ti.shape, clamp).items():
+            c.preds.setdefault(name, []).append(img)
+    return skipped
