@@ -60,7 +60,10 @@ def sample_ancestral(
     var = sched.betas if variance == "beta" else posterior_variance(sched)
     shape = (cond.shape[0], 1, *cond.shape[2:])
     base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
-    x = randn_per_image(shape, generators, cond.device)
+    # dtype (fidelity decision, issue 18): the chain runs in cond's dtype, as DDIM and DPM-Solver++ do
+    # (float32 in use; float64 condition planes give a float64 chain, e.g. for parity tests). The
+    # schedule's coefficients are float64 and are cast to that dtype where they meet x.
+    x = randn_per_image(shape, generators, cond.device).to(cond.dtype)
     n = len(kept)
     repaint = consistency if isinstance(consistency, RePaint) else None
     on_x0 = None if repaint is not None else consistency

@@ -78,6 +78,10 @@ def sample_ddim(
         if s[i + 1] == 0.0:  # clean end
             x = z0
         else:
+            # eps is re-derived from the clipped (and consistency-projected) x0 estimate, not taken from
+            # the network (fidelity decision, issue 18; diffusers' DDIMScheduler does the same when it
+            # clips): x = a_t x0 + s_t eps stays exact for the pair used in the update, so eta = 1 is
+            # exactly the ancestral step with beta~ and a projection acts on the whole update.
             eps = (x - a[i] * z0) / s[i]
             s_eta = ddim_sigma(eta, a[i], s[i], a[i + 1], s[i + 1])
             x = a[i + 1] * z0 + math.sqrt(max(0.0, s[i + 1] ** 2 - s_eta**2)) * eps
