@@ -135,7 +135,7 @@ class NoiseNetGamma(_LearnedEndpoints):
     Fidelity decision (issue 18), kept as is: the reference (google-research/vdm, NoiseSchedule_NNet)
     draws l3's weights from N(0, 1) and divides l3's output by n_features in the forward pass; here the
     1/n_features is baked into l3's initial weights and the forward pass does not divide. Both start
-    from the same function, but Adam's step is about lr per weight whatever the weight's scale, so
+    near the straight line, but Adam's step is about lr per weight whatever the weight's scale, so
     l3's effective weights (and the schedule's shape) move up to n_features times faster here at the
     same lr (the fidelity review measured ~170x on a training run). We keep it: trained checkpoints
     store l3's weights in this convention (dividing in the forward pass would change every one of
