@@ -72,6 +72,21 @@ class Objective(Protocol):
     log_terms: tuple[str, ...]  # extra columns of the train and val logs
 
     @staticmethod
+    def degradation(cfg: Any) -> Any:
+        """The training degradation (meddiff.data.degrade contract) that builds the condition planes."""
+        ...
+
+    @staticmethod
+    def size_multiple(cfg: Any) -> tuple[int, str] | None:
+        """(the multiple training sizes must have, what needs it), or None (any size)."""
+        ...
+
+    @staticmethod
+    def class_labels(cfg: Any, prepared: Any) -> tuple[Mapping[str, int] | None, list[str]]:
+        """Class labels of a prepared folder's slices (case_id -> index) and the class names; (None, []) if none."""
+        ...
+
+    @staticmethod
     def describe_data(cfg: Any, train_set: Any, labels: Mapping[str, int] | None, class_names: Any) -> Any:
         """What the family needs to know about the training data before building (checked against
         the config), passed to its constructor (cfg, runtime, data); None if nothing."""

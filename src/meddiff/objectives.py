@@ -4,6 +4,7 @@ family of a config and never names one itself."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 from torch.utils.data import Dataset
@@ -11,9 +12,12 @@ from torch.utils.data import Dataset
 from .baselines.objective import BaselineObjective
 from .config import Config
 from .diffusion.objective import DDPMObjective
-from .errors import ConfigError
+from .data.dataset import PairDataset, load_prepared
+from .errors import ConfigError, InputError
 from .objective import Objective, Runtime
 from .vdm.objective import VDMObjective
+
+log = logging.getLogger(__name__)
 
 OBJECTIVES: dict[str, type] = {"ddpm": DDPMObjective, "vdm": VDMObjective, "baseline": BaselineObjective}
 
@@ -33,3 +37,30 @@ def describe_data(cfg: Config, train_set: Dataset, labels: Mapping[str, int] | N
 def build_objective(cfg: Config, runtime: Runtime, data: Any = None) -> Objective:
     """The Objective of cfg.objective, its network built on runtime.device (seed torch first)."""
     return objective_class(cfg)(cfg, runtime, data)
+
+
+def check_sizes(cfg: Config, slice_size: int) -> None:
+    """The prepared slices must have data.size, and the trained size must suit the network."""
+    if slice_size != cfg.data.size:
+        raise ConfigError(f"data.size is {cfg.data.size} but the slices in {cfg.data.prepared} are {slice_size}x{slice_size} "
+                          f"(set data.size={slice_size} or re-run `meddiff prepare --size {cfg.data.size}`)")
+    rule = objective_class(cfg).size_multiple(cfg)
+    size = cfg.data.crop or cfg.data.size
+    if rule is not None and size % rule[0]:
+        raise ConfigError(f"data.crop/data.size: training size {size} must be a multiple of {rule[0]} for {rule[1]}")
+
+
+def training_data(cfg: Config) -> tuple[PairDataset, PairDataset | None, dict[str, int] | None, list[str]]:
+    """(train set, val set or None, class labels case_id -> index or None, class names) from data.prepared,
+    with the family's training degradation, sizes checked."""
+    prep = load_prepared(cfg.data.prepared)
+    deg = objective_class(cfg).degradation(cfg)
+    train_set = PairDataset(prep, cfg.data.train_split, deg, crop=cfg.data.crop, train=True, seed=cfg.train.seed)
+    check_sizes(cfg, int(train_set.array.shape[-1]))
+    try:
+        val_set = PairDataset(prep, cfg.data.val_split, deg, crop=0, train=False, seed=cfg.train.seed)
+    except InputError as e:
+        log.info("no validation loss: %s", e)
+        val_set = None
+    labels, names = objective_class(cfg).class_labels(cfg, train_set.prepared)
+    return train_set, val_set, labels, names

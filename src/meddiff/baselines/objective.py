@@ -21,7 +21,7 @@ from ..data.degrade import build_degradation
 from ..data.order import VAL, mix_seed
 from ..errors import ConfigError
 from ..objective import Runtime, StepContext
-from .registry import build_baseline
+from .registry import baseline_size_multiple, build_baseline
 
 
 class BaselineObjective:
@@ -33,9 +33,24 @@ class BaselineObjective:
     def describe_data(cfg: Config, train_set, labels, class_names) -> None:
         return None  # class labels are a VDM's; nothing to know before building
 
+    @staticmethod
+    def degradation(cfg: Config):
+        """The training degradation (condition planes of the task)."""
+        return build_degradation(cfg.task, training=True)
+
+    @staticmethod
+    def size_multiple(cfg: Config) -> tuple[int, str] | None:
+        """(the multiple training sizes must have, what needs it): the baseline's downsampling."""
+        multiple = baseline_size_multiple(cfg, build_degradation(cfg.task).cond_channels)
+        return multiple, f"baseline {cfg.baseline.name} (baseline.depth {cfg.baseline.depth})"
+
+    @staticmethod
+    def class_labels(cfg: Config, prepared) -> tuple[dict[str, int] | None, list[str]]:
+        return None, []
+
     def __init__(self, cfg: Config, runtime: Runtime, data: object = None):
         self.cfg, self.runtime = cfg, runtime
-        self.deg = build_degradation(cfg.task, training=True)
+        self.deg = self.degradation(cfg)
         if runtime.distributed:
             raise ConfigError("objective baseline trains in one process (not under torchrun)")
         self.in_channels = self.deg.cond_channels  # a baseline sees the condition planes only

@@ -33,9 +33,23 @@ class DDPMObjective:
     def describe_data(cfg: Config, train_set, labels, class_names) -> None:
         return None  # class labels are a VDM's; nothing to know before building
 
+    @staticmethod
+    def degradation(cfg: Config):
+        """The training degradation (condition planes of the task)."""
+        return build_degradation(cfg.task, training=True)
+
+    @staticmethod
+    def size_multiple(cfg: Config) -> tuple[int, str] | None:
+        """(the multiple training sizes must have, what needs it): the U-Net's downsampling."""
+        return 2 ** (len(cfg.model.channels) - 1), f"a U-Net with {len(cfg.model.channels)} levels"
+
+    @staticmethod
+    def class_labels(cfg: Config, prepared) -> tuple[dict[str, int] | None, list[str]]:
+        return None, []
+
     def __init__(self, cfg: Config, runtime: Runtime, data: object = None):
         self.cfg, self.runtime = cfg, runtime
-        self.deg = build_degradation(cfg.task, training=True)
+        self.deg = self.degradation(cfg)
         self.in_channels = 1 + self.deg.cond_channels
         self.net = build_unet(cfg.model, self.in_channels, 1).to(runtime.device)
         self.precision = resolved_precision(cfg.train.precision, runtime.device)

@@ -28,9 +28,11 @@ from ..checkpointing import VDM
 from ..config import Config
 from ..data.degrade import build_degradation
 from ..data.order import NOISE, TIME, VAL, mix_seed
+from ..data.split import SPLITS
 from ..errors import ConfigError, InputError
 from ..objective import Runtime, StepContext
-from .build import NoCondition, build_vdm, latent_shape
+from .build import NoCondition, build_vdm, case_labels, label_indices, latent_shape
+from .build import class_names as sorted_class_names
 from .checkpoint import vdm_metadata
 from .loss import VLBTerms, antithetic_times, backward_vlb, vlb_terms
 from .networks import VDMModel, to_levels
@@ -142,9 +144,31 @@ class VDMObjective:
                       class_names: Sequence[str]) -> VDMData:
         return vdm_data(cfg, train_set, labels, class_names)
 
+    @staticmethod
+    def degradation(cfg: Config):
+        """NoCondition for generation; the task's training degradation for an image-conditional VDM."""
+        return NoCondition() if not cfg.vdm.image_condition else build_degradation(cfg.task, training=True)
+
+    @staticmethod
+    def size_multiple(cfg: Config) -> tuple[int, str] | None:
+        """(the multiple training sizes must have, what needs it) of a U-Net score network; None for the
+        dense ScoreNet (fixed to the data shape)."""
+        if cfg.vdm.score != "unet":
+            return None
+        return 2 ** (len(cfg.model.channels) - 1), f"a U-Net with {len(cfg.model.channels)} levels"
+
+    @staticmethod
+    def class_labels(cfg: Config, prepared) -> tuple[dict[str, int] | None, list[str]]:
+        """(case_id -> class index over all splits, sorted class names), or (None, []) when unconditional."""
+        if cfg.vdm.n_classes == 0:
+            return None, []
+        by_case = case_labels(prepared, SPLITS, cfg.vdm.label_from, cfg.vdm.labels_csv)
+        names = sorted_class_names(list(by_case.values()), cfg.vdm.n_classes)
+        return dict(zip(by_case, label_indices(list(by_case.values()), names))), names
+
     def __init__(self, cfg: Config, runtime: Runtime, data: VDMData):
         self.cfg, self.runtime, self.data = cfg, runtime, data
-        self.deg = NoCondition() if not cfg.vdm.image_condition else build_degradation(cfg.task, training=True)
+        self.deg = self.degradation(cfg)
         self.in_channels = 1 + self.deg.cond_channels
         self.net = build_vdm(cfg, data.data_shape, self.deg.cond_channels).to(runtime.device)
 
