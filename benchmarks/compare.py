@@ -114,16 +114,16 @@ def parse_method(spec: str) -> tuple[str, Path]:
 
 def load_learned(name: str, run: Path, task: str) -> Learned:
     """Load NAME=RUN and check it restores `task` (InputError naming the run and both task kinds)."""
-    from meddiff.baselines.registry import is_baseline_checkpoint, load_baseline
-    from meddiff.commands.vdm_sample import is_vdm_checkpoint
-    from meddiff.train.checkpoint import load_model
+    from meddiff.baselines.registry import load_baseline
+    from meddiff.checkpointing import BASELINE, VDM, format_of
+    from meddiff.diffusion.checkpoint import load_model
 
     if not run.exists():
         raise InputError(f"--method {name}={run}: {run} does not exist; expected a run folder, checkpoint folder or "
                          "model.safetensors")
-    if is_vdm_checkpoint(run):
+    if format_of(run) == VDM.name:
         raise InputError(f"--method {name}={run}: a VDM (unconditional generator) checkpoint, not a restoration model")
-    if is_baseline_checkpoint(run):
+    if format_of(run) == BASELINE.name:
         cfg, model = load_baseline(run)
         kind = "baseline"
     else:
@@ -264,7 +264,7 @@ def budget(m: Learned) -> str:
     """'<steps> steps, <seconds> s training (<source>)' of the checkpoint the method uses, 'unknown' parts otherwise."""
     from safetensors import safe_open
 
-    from meddiff.train.checkpoint import resolve_model_file
+    from meddiff.checkpointing import resolve_model_file
 
     file = resolve_model_file(m.run)
     with safe_open(str(file), framework="pt", device="cpu") as f:

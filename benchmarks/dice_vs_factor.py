@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     seg, clf = Segmenter.load(args.segmenter), Classifier.load(args.classifier)
     model = None
     if args.checkpoint:
-        from meddiff.train.checkpoint import load_model
+        from meddiff.diffusion.checkpoint import load_model
 
         cfg, _, denoiser = load_model(args.checkpoint, expect_task="sr")
         model = (cfg, denoiser)

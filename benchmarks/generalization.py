@@ -42,7 +42,7 @@ from meddiff.inference import restore, sampler_options  # noqa: E402
 from meddiff.io.atomic import atomic_write_text  # noqa: E402
 from meddiff.metrics.image import psnr, ssim  # noqa: E402
 from meddiff.metrics.stats import bootstrap_ci, paired_comparison  # noqa: E402
-from meddiff.train.checkpoint import load_model  # noqa: E402
+from meddiff.diffusion.checkpoint import load_model  # noqa: E402
 
 FACTOR = 4.0
 

@@ -84,7 +84,7 @@ def run_mode(mode: str, slices: int, size: int, threads: int, workdir: Path) -> 
     from meddiff.inference import restore
     from meddiff.memory import peak_rss_bytes
     from meddiff.metrics.image import psnr, ssim
-    from meddiff.train.checkpoint import load_model
+    from meddiff.diffusion.checkpoint import load_model
 
     torch.set_num_threads(threads)
     cfg, _, den = load_model(DEFAULT_CHECKPOINT)

@@ -104,8 +104,9 @@ from meddiff.inference import SAMPLERS, restore
 from meddiff.io.atomic import atomic_path, atomic_write_text
 from meddiff.metrics.image import accutance, gradient_ratio, psnr, ssim
 from meddiff.samplers.consistency import check_request, measurement_for, replace_known, sr_consistency_error, sr_project
-from meddiff.samplers.grid import GRIDS
-from meddiff.train.checkpoint import load_model, resolve_model_file
+from meddiff.diffusion.grid import GRIDS
+from meddiff.checkpointing import resolve_model_file
+from meddiff.diffusion.checkpoint import load_model
 
 DATA_RANGE = 2.0
 PSNR_TOL, SSIM_TOL = 0.2, 0.005

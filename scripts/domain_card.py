@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from meddiff.data.dataset import load_prepared
     from meddiff.domain import card_from_training, write_card
-    from meddiff.train.checkpoint import load_model
+    from meddiff.diffusion.checkpoint import load_model
 
     cfg, _, denoiser = load_model(args.model, expect_task="sr")
     train = load_prepared(args.prepared).arrays["train"]

@@ -22,7 +22,7 @@ from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.samples import samples_dir
 from meddiff.inference import restore, sampler_options
 from meddiff.io import read_volume
-from meddiff.train.checkpoint import load_model
+from meddiff.diffusion.checkpoint import load_model
 
 REPO = Path(__file__).resolve().parent.parent
 FAST_EVAL = ["--evaluate-args", "--no-fid", "--lpips", "none", "--bootstrap", "100", "--report-images", "0"]

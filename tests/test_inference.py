@@ -10,7 +10,8 @@ from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import build_schedule
 from meddiff.inference import image_seed, pad_to_multiple, restore, summarise
 from meddiff.nn.unet import build_unet
-from meddiff.samplers.ancestral import generators_for, sample_ancestral
+from meddiff.samplers.ancestral import sample_ancestral
+from meddiff.samplers.noise import generators_for
 
 
 def tiny_denoiser(cond_channels=1, prediction="eps", residual=False) -> DDPMDenoiser:

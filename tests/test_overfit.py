@@ -18,7 +18,8 @@ from meddiff.diffusion.loss import diffusion_loss
 from meddiff.diffusion.schedule import build_schedule
 from meddiff.io import read_volume
 from meddiff.nn.unet import build_unet
-from meddiff.samplers.ancestral import generators_for, sample_ancestral
+from meddiff.samplers.ancestral import sample_ancestral
+from meddiff.samplers.noise import generators_for
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB for images in [-1, 1] (peak-to-peak 2)."""

@@ -16,7 +16,7 @@ from meddiff.data.dataset import load_prepared
 from meddiff.data.samples import samples_dir
 from meddiff.inference import restore
 from meddiff.metrics.image import psnr, ssim
-from meddiff.train.checkpoint import load_model
+from meddiff.diffusion.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from meddiff.errors import InputError
 from meddiff.inference import restore
 from meddiff.metrics.image import psnr
 from meddiff.tiling import TiledDenoiser, plan_sampling, ramp_weights, tile_grid, tile_starts
-from meddiff.train.checkpoint import load_model
+from meddiff.diffusion.checkpoint import load_model
 
 
 @pytest.mark.parametrize("size,tile,overlap,multiple", [(256, 64, 16, 4), (100, 32, 8, 4), (64, 64, 16, 4), (40, 64, 8, 4)])

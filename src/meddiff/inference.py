@@ -18,14 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from .diffusion.denoiser import DDPMDenoiser
+from .diffusion.denoiser import Denoiser
 from .errors import InputError
 from .progress import CountingDenoiser, Progress, calls_per_slice
-from .samplers.ancestral import generators_for, sample_ancestral
+from .samplers.ancestral import sample_ancestral
 from .samplers.consistency import Measurement
 from .samplers.ddim import sample_ddim
 from .samplers.dpm_solver import sample_dpm_solver_pp
+from .samplers.noise import generators_for
 from .tiling import TiledDenoiser, describe, plan_for
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ def pad_planes(cond: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
 
 @torch.no_grad()
 def restore(
-    denoiser: DDPMDenoiser,
+    denoiser: Denoiser,
     cond: Tensor,
     *,
     sampler: str = "ancestral",
@@ -100,6 +102,8 @@ def restore(
     progress: a bar of its own (True), none (False), or a run-wide Progress to advance.
     max_memory (bytes; None = a share of the free memory), tile_size, tile_overlap: the batch is
     lowered, or the denoiser tiled, to keep the estimated peak under max_memory (meddiff.tiling).
+    sampler_kwargs: the sampler's options (sampler_options); "grid" chooses the denoiser's time grid
+    (denoiser.time_grid(steps, grid)), built once for every batch.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; available: {sorted(SAMPLERS)}")
@@ -113,27 +117,48 @@ def restore(
         if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
             raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
     device = torch.device(device)
-    multiple = getattr(denoiser.net, "size_multiple", 1)
-    padded, (h, w) = pad_planes(cond, multiple)
-    n = cond.shape[0]
-    out = torch.empty(samples, n, 1, h, w)
+    times = denoiser.time_grid(steps, sampler_kwargs.pop("grid", "uniform"))
     bar = progress if isinstance(progress, Progress) else Progress(bool(progress), desc=f"{sampler} {steps} steps")
+    padded, _ = pad_planes(cond, denoiser.size_multiple)
     plan = plan_for(denoiser, padded, batch=batch_size, device=device, max_memory=max_memory, tile=tile_size, overlap=tile_overlap)
-    if plan.tile is not None or plan.batch < min(batch_size, n):
+    if plan.tile is not None or plan.batch < min(batch_size, cond.shape[0]):
         log.info("%s", describe(plan, padded.shape[2:]))
     net = (CountingDenoiser(denoiser, bar.advance) if plan.tile is None else
            TiledDenoiser(denoiser, plan.tile, plan.overlap, plan.batch * plan.tiles_per_call, bar.advance))
-    bar.expect(samples * n * calls_per_slice(steps or denoiser.sched.timesteps, consistency.resample if consistency is not None and consistency.mode == "repaint" else 1))
-    for s in range(samples):
-        for i in range(0, n, plan.batch):
-            c = padded[i : i + plan.batch].to(device)
-            gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
-            extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
-            x = SAMPLERS[sampler](net, c, steps=steps, generators=gens, **extra, **sampler_kwargs)
-            out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
-            bar.slices_done(c.shape[0] if s == samples - 1 else 0)
+    repaint = consistency.resample if consistency is not None and consistency.mode == "repaint" else 1
+    bar.expect(samples * cond.shape[0] * calls_per_slice(len(times.k), repaint))
+
+    def sample(c: Tensor, gens: list[torch.Generator], i: int) -> Tensor:
+        extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
+        return SAMPLERS[sampler](net, c, times, generators=gens, **extra, **sampler_kwargs)
+
+    out = restore_batches(sample, cond, denoiser.size_multiple, samples=samples, seed=seed, batch_size=plan.batch,
+                          device=device, progress=False, desc=f"{sampler} {steps} steps")
+    bar.slices_done(cond.shape[0])
     if not isinstance(progress, Progress):
         bar.close()
+    return out
+
+
+@torch.no_grad()
+def restore_batches(fn: Callable[[Tensor, list[torch.Generator], int], Tensor], cond: Tensor, multiple: int, *,
+                    samples: int = 1, seed: int = 0, batch_size: int = 8, device: torch.device | str = "cpu",
+                    progress: bool = False, desc: str = "restore") -> Tensor:
+    """The batch loop of every restorer: cond [N, C, H, W] padded to `multiple` (pad_planes), cut in
+    batches of `batch_size` slices moved to `device`, fn(batch, generators, first index) -> [b, 1, H', W']
+    called with one generator per slice seeded image_seed(seed, index, sample), cropped back; returns
+    [S, N, 1, H, W] on the CPU, float32."""
+    device = torch.device(device)
+    padded, (h, w) = pad_planes(cond, multiple)
+    n = cond.shape[0]
+    out = torch.empty(samples, n, 1, h, w)
+    jobs = [(s, i) for s in range(samples) for i in range(0, n, batch_size)]
+    bar = tqdm(jobs, desc=desc, disable=not progress, unit="batch")
+    for s, i in bar:
+        c = padded[i : i + batch_size].to(device)
+        gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
+        x = fn(c, gens, i)
+        out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
     return out
 
 

@@ -14,7 +14,7 @@ from meddiff.baselines.registry import restore_baseline
 from meddiff.data.degrade import SuperResolution
 from meddiff.errors import CheckpointError, ConfigError, TrainingError
 from meddiff.train import loop
-from meddiff.train.checkpoint import latest_checkpoint
+from meddiff.checkpointing import latest_checkpoint
 
 from .conftest import NoisyCrops, psnr, tiny_baseline_config
 
@@ -94,7 +94,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(name, tmp_path):
     else:
         assert torch.equal(a[0], a[1])
     # the DDPM loader refuses it by name
-    from meddiff.train.checkpoint import load_model
+    from meddiff.diffusion.checkpoint import load_model
     with pytest.raises(CheckpointError, match="is a learned baseline checkpoint .* but a DDPM"):
         load_model(out.checkpoint)
 

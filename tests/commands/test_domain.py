@@ -11,7 +11,7 @@ from meddiff.cli import main
 from meddiff.data.degrade import SuperResolution
 from meddiff.domain import (DomainCard, card_from_training, check_input, consistency_ratio, foreground_quantiles,
                             histogram_distance, model_score, read_card, write_card)
-from meddiff.train.checkpoint import load_model
+from meddiff.diffusion.checkpoint import load_model
 
 from .test_sample import make_checkpoint
 

@@ -12,12 +12,12 @@ from safetensors.torch import save_file
 
 from meddiff import config as config_mod
 from meddiff.cli import main
-from meddiff.commands.sample import output_path, scaled_geometry
+from meddiff.restore import output_path, scaled_geometry
 from meddiff.data.samples import samples_dir
 from meddiff.io import ImageItem, Volume, read_volume, write_volume
 from meddiff.io.dicom_write import MARKER_SYNTHETIC
 from meddiff.nn.unet import build_unet
-from meddiff.train.checkpoint import export_model, save_checkpoint
+from meddiff.checkpointing import export_model, save_checkpoint
 
 
 def make_checkpoint(root: Path, task: str = "sr", identity: bool = False, **diffusion) -> Path:

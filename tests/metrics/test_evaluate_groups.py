@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from meddiff.cli import main
-from meddiff.commands.evaluate import to_unit_range
+from meddiff.evaluation import to_unit_range
 from meddiff.metrics.fid import mmd2_unbiased, polynomial_kernel
 from meddiff.metrics.fid_lowrank import fid_low_rank
 from meddiff.metrics.image import ssim
@@ -90,7 +90,7 @@ def test_mismatched_groups_are_named(tmp_path, capsys, extra, message):
 
 
 def test_group_factor_parses_names():
-    from meddiff.commands.evaluate import group_factor
+    from meddiff.evaluation import group_factor
 
     assert group_factor("x4") == 4 and group_factor("x2.83") == 2.83 and group_factor("8") == 8
     assert group_factor("x2sqrt2") == pytest.approx(2 * math.sqrt(2)) and group_factor("high dose") is None

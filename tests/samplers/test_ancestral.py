@@ -16,7 +16,8 @@ from torch import nn
 
 from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import DiscreteSchedule, linear_betas
-from meddiff.samplers.ancestral import generators_for, randn_per_image, sample_ancestral
+from meddiff.samplers.ancestral import sample_ancestral
+from meddiff.samplers.noise import generators_for, randn_per_image
 
 T = 200
 B0, B1 = 1e-4 * 2000 / T, 0.02 * 2000 / T  # the paper's betas scaled to a 200-step chain

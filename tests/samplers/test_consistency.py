@@ -25,7 +25,8 @@ from meddiff.errors import InputError
 from meddiff.inference import restore
 from meddiff.io import read_volume, write_volume
 from meddiff.nn.unet import build_unet
-from meddiff.samplers.ancestral import generators_for, sample_ancestral
+from meddiff.samplers.ancestral import sample_ancestral
+from meddiff.samplers.noise import generators_for
 from meddiff.samplers.consistency import (
     KnownPixels, RePaint, SRProjection, check_request, measurement_for, resample_matrix, resample_pinv,
     sr_consistency_error, sr_forward, sr_pinv, sr_project,

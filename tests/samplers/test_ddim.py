@@ -12,7 +12,8 @@ import torch
 from test_ancestral import NP_AB, SCHED, S, T, M, ExactGaussianNet, chain_moments
 
 from meddiff.diffusion.denoiser import DDPMDenoiser
-from meddiff.samplers.ancestral import generators_for, randn_per_image, sample_ancestral
+from meddiff.samplers.ancestral import sample_ancestral
+from meddiff.samplers.noise import generators_for, randn_per_image
 from meddiff.samplers.ddim import sample_ddim
 
 

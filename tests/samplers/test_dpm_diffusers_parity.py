@@ -50,9 +50,9 @@ from diffusers import DPMSolverMultistepScheduler  # noqa: E402
 
 from meddiff.diffusion.denoiser import DDPMDenoiser  # noqa: E402
 from meddiff.diffusion.schedule import DiscreteSchedule, linear_betas  # noqa: E402
-from meddiff.samplers.ancestral import generators_for, randn_per_image  # noqa: E402
+from meddiff.samplers.noise import generators_for, randn_per_image  # noqa: E402
 from meddiff.samplers.dpm_solver import sample_dpm_solver_pp  # noqa: E402
-from meddiff.samplers.grid import time_grid  # noqa: E402
+from meddiff.diffusion.grid import time_grid  # noqa: E402
 
 T, BETA_START, BETA_END = 2000, 1e-4, 0.02
 SCHED = DiscreteSchedule(linear_betas(T, BETA_START, BETA_END))
@@ -104,6 +104,9 @@ class Float64MixtureDenoiser:
     .sched, .from_diffused, __call__(x_t, k, cond) -> (eps_hat, x0_hat))."""
 
     sched = SCHED
+
+    def time_grid(self, steps, kind="uniform"):  # the Denoiser contract: its own grid
+        return time_grid(self.sched, steps, kind)
 
     def from_diffused(self, z0, cond):
         return z0.double()
@@ -294,6 +297,9 @@ def gaussian_flow_error(n: int, solver: str) -> float:
 
     if solver == "meddiff":
         class Gaussian:
+            def time_grid(self, steps, kind="uniform"):  # the Denoiser contract: its own grid
+                return time_grid(self.sched, steps, kind)
+
             def from_diffused(self, z0, cond):
                 return z0.double()
 

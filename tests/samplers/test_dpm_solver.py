@@ -16,10 +16,10 @@ from test_ancestral import NP_AB, SCHED, S, T, M, ExactGaussianNet
 from torch import nn
 
 from meddiff.diffusion.denoiser import DDPMDenoiser
-from meddiff.samplers.ancestral import generators_for, randn_per_image
+from meddiff.samplers.noise import generators_for, randn_per_image
 from meddiff.samplers.ddim import sample_ddim
 from meddiff.samplers.dpm_solver import sample_dpm_solver_pp
-from meddiff.samplers.grid import kept_timesteps
+from meddiff.diffusion.grid import kept_timesteps, time_grid
 
 
 class FixedX0Net(nn.Module):
@@ -116,6 +116,9 @@ class Float64ExactDenoiser:
     .sched, .from_diffused and __call__ -> (eps, x0))."""
 
     sched = SCHED
+
+    def time_grid(self, steps, kind="uniform"):  # the Denoiser contract: its own grid
+        return time_grid(self.sched, steps, kind)
 
     def from_diffused(self, z0, cond):
         return z0.double()

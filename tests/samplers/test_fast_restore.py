@@ -14,7 +14,7 @@ from meddiff.io import read_volume
 from meddiff.nn.unet import build_unet
 from meddiff.samplers.ddim import sample_ddim
 from meddiff.samplers.dpm_solver import sample_dpm_solver_pp
-from meddiff.train.checkpoint import save_checkpoint
+from meddiff.checkpointing import save_checkpoint
 
 
 def tiny_config(**diffusion):

@@ -12,7 +12,9 @@ from safetensors.torch import save_file
 from meddiff import config as config_mod
 from meddiff.errors import CheckpointError
 from meddiff.nn.unet import build_unet
-from meddiff.train import checkpoint as ck
+from meddiff import checkpointing as ck
+from meddiff.checkpointing import folders
+from meddiff.diffusion.checkpoint import load_model
 from meddiff.train.ema import ema_copy, ema_update
 
 from .conftest import tiny_config
@@ -71,7 +73,7 @@ def test_model_file_metadata_and_load_model_from_dir_file_run_and_export(tmp_pat
     assert config_mod.from_dict(yaml.safe_load(meta["config"])) == cfg
     exported = ck.export_model(tmp_path, tmp_path / "demo" / "model.safetensors")  # run folder -> latest
     for source in (d, d / "model.safetensors", tmp_path, exported):
-        cfg2, net, den = ck.load_model(source, expect_task="denoise")
+        cfg2, net, den = load_model(source, expect_task="denoise")
         assert cfg2 == cfg and not net.training and den.sched.timesteps == 50
         for a, b in zip(parts[1].state_dict().values(), net.state_dict().values()):
             assert torch.equal(a, b)  # EMA weights, not the raw ones
@@ -82,42 +84,42 @@ def test_load_model_refuses_another_task(tmp_path):
     cfg = tiny_config(tmp_path)
     d = _save(cfg, tmp_path / "c", 1, _trained_parts(cfg, 1))
     with pytest.raises(CheckpointError, match="trained for task 'denoise', but task 'sr' was requested"):
-        ck.load_model(d, expect_task="sr")
+        load_model(d, expect_task="sr")
 
 
 def test_load_model_names_tensor_and_both_shapes_when_config_does_not_match(tmp_path):
     cfg = tiny_config(tmp_path)
     d = _save(cfg, tmp_path / "c", 1, _trained_parts(cfg, 1))
-    tensors, meta = ck._read_safetensors(d / "model.safetensors")
+    tensors, meta = ck.read_safetensors(d / "model.safetensors")
     values = config_mod.to_dict(cfg)
     values["model"]["channels"] = [4, 16]
     meta["config"] = yaml.safe_dump(values)
     bad = tmp_path / "bad.safetensors"
     save_file(tensors, str(bad), metadata=meta)
     with pytest.raises(CheckpointError, match=r"tensor time_mlp.0.weight has shape \(32, 8\) in the checkpoint but the configured model expects \(16, 4\)"):
-        ck.load_model(bad)
+        load_model(bad)
 
 
 def test_load_model_rejects_missing_corrupt_and_foreign_files(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
-        ck.load_model(tmp_path / "nope.safetensors")
+        load_model(tmp_path / "nope.safetensors")
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     with pytest.raises(CheckpointError, match="garbage.safetensors is corrupt or not a safetensors file"):
-        ck.load_model(garbage)
+        load_model(garbage)
     cfg = tiny_config(tmp_path)
     d = _save(cfg, tmp_path / "c", 1, _trained_parts(cfg, 1))
     data = (d / "model.safetensors").read_bytes()
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated.safetensors is corrupt"):
-        ck.load_model(truncated)
+        load_model(truncated)
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign))
     with pytest.raises(CheckpointError, match="not a meddiff checkpoint"):
-        ck.load_model(foreign)
+        load_model(foreign)
     with pytest.raises(CheckpointError, match="without model.safetensors"):
-        ck.load_model(tmp_path / "c" / "..")  # a folder with neither a model nor checkpoints/latest
+        load_model(tmp_path / "c" / "..")  # a folder with neither a model nor checkpoints/latest
 
 
 def test_full_disk_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -130,13 +132,13 @@ def test_full_disk_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     def full_disk(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ck, "save_file", full_disk)
+    monkeypatch.setattr(folders, "save_file", full_disk)
     with pytest.raises(CheckpointError, match=r"could not write checkpoint .*step_0000002: No space left on device"):
         _save(cfg, root, 2, parts)
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000001"]  # no temporary left behind
     assert ck.latest_checkpoint(root) == first
     assert (first / "model.safetensors").read_bytes() == before
-    ck.load_model(root)
+    load_model(root)
 
 
 def test_keep_last_prunes_only_older_complete_checkpoints(tmp_path):
@@ -156,12 +158,12 @@ def test_load_model_from_the_latest_pointer_file(tmp_path):
         parts = _trained_parts(cfg, 1, seed=seed)
         _save(cfg, root, step, parts)
     assert ck.resolve_model_file(root / "latest") == root / "step_0000002" / "model.safetensors"
-    _, net, _ = ck.load_model(root / "latest")
+    _, net, _ = load_model(root / "latest")
     for a, b in zip(parts[1].state_dict().values(), net.state_dict().values()):
         assert torch.equal(a, b)  # the EMA of step 2 (seed 1), not step 1's
     (root / "latest").write_text("step_0000009\n")
     with pytest.raises(CheckpointError, match="names 'step_0000009'"):
-        ck.load_model(root / "latest")
+        load_model(root / "latest")
 
 
 def test_latest_pointing_at_missing_folder_is_an_error(tmp_path):
@@ -187,7 +189,7 @@ def test_half_export_is_half_the_size_and_loads_within_fp16_rounding(tmp_path):
         assert f.metadata()["stored_dtype"] == "float16"
         assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
     assert half.stat().st_size < 0.6 * full.stat().st_size
-    _, net, _ = ck.load_model(half, expect_task="denoise")
+    _, net, _ = load_model(half, expect_task="denoise")
     for a, b in zip(parts[1].state_dict().values(), net.state_dict().values()):
         assert b.dtype == torch.float32
         torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0)  # exactly the fp16 rounding

@@ -10,7 +10,7 @@ import yaml
 
 from meddiff import config as config_mod
 from meddiff.errors import CheckpointError
-from meddiff.train.checkpoint import _config_from_yaml
+from meddiff.checkpointing import config_from_yaml
 
 
 def stored_config_text(**baseline_extra) -> str:
@@ -20,10 +20,10 @@ def stored_config_text(**baseline_extra) -> str:
 
 
 def test_old_unused_keys_at_their_only_value_are_dropped():
-    cfg = _config_from_yaml(stored_config_text(latent_levels=3, latent_dim=8, kl_weight=1.0), Path("old.safetensors"))
+    cfg = config_from_yaml(stored_config_text(latent_levels=3, latent_dim=8, kl_weight=1.0), Path("old.safetensors"))
     assert cfg == config_mod.from_dict({})
 
 
 def test_old_key_with_another_value_is_still_an_error_naming_it():
     with pytest.raises(CheckpointError, match=r"old.safetensors: the stored config is invalid .*latent_dim"):
-        _config_from_yaml(stored_config_text(latent_dim=4), Path("old.safetensors"))
+        config_from_yaml(stored_config_text(latent_dim=4), Path("old.safetensors"))

@@ -9,8 +9,9 @@ from safetensors.torch import load_file
 
 from meddiff.errors import CheckpointError, ConfigError, InputError, TrainingError
 from meddiff.train import loop
-from meddiff.train.checkpoint import latest_checkpoint, load_model
-from meddiff.train.order import StepBatches, index_at, loss_noise, rank_positions
+from meddiff.checkpointing import latest_checkpoint
+from meddiff.diffusion.checkpoint import load_model
+from meddiff.data.order import StepBatches, index_at, loss_noise, rank_positions
 
 from .conftest import TinyPairs, tiny_config, tiny_vdm_config
 
@@ -65,7 +66,9 @@ def test_vdm_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_
 
 
 def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    real = loop.diffusion_loss
+    from meddiff.diffusion import objective as ddpm_objective
+
+    real = ddpm_objective.diffusion_loss
     calls = {"n": 0}
 
     def nan_at_step_5(*a, **k):
@@ -73,7 +76,7 @@ def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path, mon
         out = real(*a, **k)
         return out * float("nan") if calls["n"] == 5 else out
 
-    monkeypatch.setattr(loop, "diffusion_loss", nan_at_step_5)
+    monkeypatch.setattr(ddpm_objective, "diffusion_loss", nan_at_step_5)
     with pytest.raises(TrainingError, match=r"loss is nan at step 5; training stopped \(last good checkpoint: .*step_0000003\)"):
         loop.train(tiny_config(tmp_path), TinyPairs(), progress=False)
     root = tmp_path / "checkpoints"

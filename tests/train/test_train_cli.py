@@ -6,7 +6,7 @@ from PIL import Image
 
 from meddiff import cli
 from meddiff.data.prepare import PrepareOptions, prepare
-from meddiff.train.checkpoint import load_model
+from meddiff.diffusion.checkpoint import load_model
 
 TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_groups=4",
         "model.num_res_blocks=1", "model.num_heads=2", "diffusion.timesteps=50", "sampler.steps=10",

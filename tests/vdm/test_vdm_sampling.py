@@ -87,3 +87,38 @@ def test_meddiff_samplers_on_a_vdm_return_the_gaussian(sampler):
     count = x.numel()
     assert abs(float(x.mean()) - MU) < 4 * S / math.sqrt(count)
     assert abs(float(x.var()) / S**2 - 1) < 4 * math.sqrt(2 / count) + 0.01
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpm_solver_pp"])
+def test_meddiff_samplers_on_a_continuous_time_vdm_return_the_gaussian(sampler):
+    """A continuous-time VDM samples on its own times (no T = 1000 discretisation): the denoiser is
+    called with float times t and evaluates gamma(t) itself."""
+    from meddiff.samplers import sample_ancestral
+
+    d = VDMDenoiser.continuous(gaussian_eps_hat(MU, S), build_gamma("fixed_linear"))
+    n = 400
+    cond = torch.zeros(n, 0, 4, 4, dtype=F64)
+    fn = {"ancestral": sample_ancestral, "ddim": sample_ddim, "dpm_solver_pp": sample_dpm_solver_pp}[sampler]
+    kw = {"variance": "beta_tilde"} if sampler == "ancestral" else {}
+    steps = 1000 if sampler == "ancestral" else 50  # the ancestral chain is exact only on a fine grid
+    x = fn(d, cond, d.time_grid(steps), generators=generators_for(range(n)), clip=False, **kw)
+    count = x.numel()
+    assert abs(float(x.mean()) - MU) < 4 * S / math.sqrt(count)
+    assert abs(float(x.var()) / S**2 - 1) < 4 * math.sqrt(2 / count) + 0.01
+
+
+def test_continuous_grid_times_are_the_models_own():
+    from meddiff.vdm.sampling import continuous_grid
+
+    gam = build_gamma("learned_nnet")
+    g = continuous_grid(gam, 7)
+    t = torch.arange(7, 0, -1, dtype=F64) / 7
+    assert torch.equal(g.k, t) and g.k.dtype == F64
+    with torch.no_grad():
+        assert torch.allclose(g.alpha_bar, torch.sigmoid(-gam(t).double()), rtol=1e-12)
+        lg = continuous_grid(gam, 7, "logsnr")
+        steps = torch.diff(-torch.log(lg.alpha_bar) + torch.log1p(-lg.alpha_bar))  # gamma at the grid points
+    assert lg.k[0] == 1.0 and lg.k[-1] == pytest.approx(1 / 7) and torch.all(torch.diff(lg.k) < 0)
+    assert torch.allclose(steps, steps.mean().expand_as(steps), rtol=1e-6)  # evenly spaced in gamma
+    with pytest.raises(InputError, match="no finest grid"):
+        VDMDenoiser.continuous(gaussian_eps_hat(MU, S), gam).time_grid(None)

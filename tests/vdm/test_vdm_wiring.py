@@ -13,7 +13,7 @@ import torch
 from meddiff import config as config_mod
 from meddiff.errors import CheckpointError, ConfigError, InputError
 from meddiff.train import loop
-from meddiff.train.checkpoint import load_model
+from meddiff.diffusion.checkpoint import load_model
 from meddiff.vdm.build import build_vdm, class_names, label_indices, slice_labels
 from meddiff.vdm.checkpoint import load_vdm
 from meddiff.vdm.generate import heldout_bpd

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
+from ..checkpointing import BASELINE, frozen, load_weights, read_model_file
 from ..config import Config
 from ..errors import CheckpointError, ConfigError
+from ..inference import restore_batches
 from .base import Baseline
 
 # name -> "module:Class" (modules relative to meddiff.baselines)
@@ -56,39 +58,18 @@ def baseline_size_multiple(cfg: Config, in_channels: int) -> int:
         return int(build_baseline(cfg, in_channels).size_multiple)
 
 
-def is_baseline_checkpoint(path: str | Path) -> bool:
-    """True if the checkpoint's model file has the baseline format (reads only the safetensors header)."""
-    from safetensors import safe_open
-
-    from ..train.checkpoint import BASELINE_FORMAT, resolve_model_file
-
-    try:
-        file = resolve_model_file(path)
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            return (f.metadata() or {}).get("format") == BASELINE_FORMAT
-    except Exception:  # unreadable: the DDPM loader reports it as it always has
-        return False
-
-
 def load_baseline(path: str | Path, device: str | torch.device = "cpu") -> tuple[Config, Baseline]:
     """(config, baseline with the EMA weights, eval mode) from a "meddiff-baseline-v1" model file,
     checkpoint folder or run folder."""
-    from ..train.checkpoint import (BASELINE_FORMAT, _config_from_yaml, _load_weights, _read_safetensors, check_format,
-                                    resolve_model_file)
-
-    file = resolve_model_file(path)
-    tensors, meta = _read_safetensors(file)
-    check_format(file, meta, BASELINE_FORMAT)
-    cfg = _config_from_yaml(meta.get("config", ""), file)
+    mf = read_model_file(path, BASELINE.name)
+    file, tensors, meta, cfg = mf.file, mf.tensors, mf.meta, mf.cfg
     try:
         in_ch = int(meta["in_channels"])
     except (KeyError, ValueError):
         raise CheckpointError(f"{file}: metadata lacks an integer in_channels") from None
     model = build_baseline(cfg, in_ch)
-    _load_weights(model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, file)
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    load_weights(model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, file)
+    model = frozen(model, device)
     return cfg, model
 
 
@@ -98,17 +79,10 @@ def restore_baseline(model: Baseline, planes: torch.Tensor, *, samples: int = 1,
     """`samples` predictions of each of the N slices of `planes` [N, C, H, W] -> [S, N, 1, H, W] (CPU, float32),
     as `meddiff.inference.restore` does for the DDPM: slices padded to model.size_multiple (image plane with -1,
     mask plane with 0) and cropped back; sample s of slice j uses the generator seeded image_seed(seed, j, s)."""
-    from ..inference import generators_for, image_seed, pad_planes
+    def predict(c: torch.Tensor, gens: list[torch.Generator], i: int) -> torch.Tensor:
+        mask = c[:, 1:2] if c.shape[1] > 1 else torch.ones_like(c[:, :1])
+        # one generator per image: predict each image with its own (batch composition does not matter)
+        return torch.cat([model.predict(c[k: k + 1], mask[k: k + 1], g) for k, g in enumerate(gens)])
 
-    padded, (h, w) = pad_planes(planes, model.size_multiple)
-    n = planes.shape[0]
-    out = torch.empty(samples, n, 1, h, w)
-    for s in range(samples):
-        for i in range(0, n, batch_size):
-            c = padded[i: i + batch_size].to(device)
-            mask = c[:, 1:2] if c.shape[1] > 1 else torch.ones_like(c[:, :1])
-            gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
-            # one generator per image: predict each image with its own (batch composition does not matter)
-            x = torch.cat([model.predict(c[k: k + 1], mask[k: k + 1], g) for k, g in enumerate(gens)])
-            out[s, i: i + c.shape[0]] = x[..., :h, :w].float().cpu()
-    return out
+    return restore_batches(predict, planes, model.size_multiple, samples=samples, seed=seed, batch_size=batch_size,
+                           device=device)

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics.compare import evaluate_arrays
     from ..metrics.report import write_html_report
     from ..metrics.table import write_table
-    from ..train.checkpoint import load_model
+    from ..diffusion.checkpoint import load_model
     from ..io.outdir import check_output_dir, mark
     from ..train.distributed import pick_device
 
@@ -124,12 +124,10 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite)
     device = pick_device(args.device)
-    cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device)
+    cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device, precision=args.precision)
     steps = cfg.sampler.steps if args.steps is None else args.steps
     sampler = args.sampler or cfg.sampler.name
     eta = cfg.sampler.eta if args.eta is None else args.eta
-    if args.precision is not None:
-        denoiser.precision = args.precision
     if sampler not in SAMPLERS:
         raise InputError(f"--sampler {sampler!r}: expected one of {sorted(SAMPLERS)}")
     if args.slices < 1 or args.samples < 1:

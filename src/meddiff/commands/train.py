@@ -16,8 +16,7 @@ import os
 from pathlib import Path
 
 from .. import config as config_mod
-from ..config import AugmentConfig, Config
-from ..errors import ConfigError, InputError
+from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -52,71 +51,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def check_sizes(cfg: Config, slice_size: int) -> None:
-    """The prepared slices must have data.size, and the trained size must suit the U-Net."""
-    if slice_size != cfg.data.size:
-        raise ConfigError(f"data.size is {cfg.data.size} but the slices in {cfg.data.prepared} are {slice_size}x{slice_size} "
-                          f"(set data.size={slice_size} or re-run `meddiff prepare --size {cfg.data.size}`)")
-    multiple = 2 ** (len(cfg.model.channels) - 1)
-    size = cfg.data.crop or cfg.data.size
-    if cfg.objective == "vdm" and cfg.vdm.score != "unet":
-        return
-    if cfg.objective == "baseline":
-        from ..baselines.registry import baseline_size_multiple
-        from ..data.degrade import build_degradation
-        multiple = baseline_size_multiple(cfg, build_degradation(cfg.task).cond_channels)
-        if size % multiple:
-            raise ConfigError(f"data.crop/data.size: training size {size} must be a multiple of {multiple} "
-                              f"for baseline {cfg.baseline.name} (baseline.depth {cfg.baseline.depth})")
-        return
-    if size % multiple:
-        raise ConfigError(f"data.crop/data.size: training size {size} must be a multiple of {multiple} "
-                          f"for a U-Net with {len(cfg.model.channels)} levels")
-
-
-def class_labels(cfg: Config, prep) -> tuple[dict[str, int] | None, list[str]]:
-    """VDM class labels: (case_id -> class index over all splits, sorted class names), or (None, [])."""
-    from ..data.split import SPLITS
-    from ..vdm.build import case_labels, class_names, label_indices
-
-    if cfg.objective != "vdm" or cfg.vdm.n_classes == 0:
-        return None, []
-    by_case = case_labels(prep, SPLITS, cfg.vdm.label_from, cfg.vdm.labels_csv)
-    names = class_names(list(by_case.values()), cfg.vdm.n_classes)
-    return dict(zip(by_case, label_indices(list(by_case.values()), names))), names
-
-
-def build_datasets(cfg: Config):
-    """(train set, val set or None) from data.prepared."""
-    from ..data.dataset import PairDataset, load_prepared
-    from ..data.degrade import build_degradation
-
-    prep = load_prepared(cfg.data.prepared)
-    if cfg.objective == "vdm" and not cfg.vdm.image_condition:
-        from ..vdm.build import NoCondition
-        deg = NoCondition()
-    else:
-        deg = build_degradation(cfg.task, training=True)
-    train_deg = deg
-    if cfg.augment != AugmentConfig():  # acquisition variety (SR) for the training pairs only
-        from ..data.augment import acquisition_changed, build_acquisition
-        if acquisition_changed(cfg.augment):
-            train_deg = build_acquisition(cfg.task, cfg.augment)  # refuses a task other than sr
-    train_set = PairDataset(prep, cfg.data.train_split, train_deg, crop=cfg.data.crop, train=True, seed=cfg.train.seed)
-    check_sizes(cfg, int(train_set.array.shape[-1]))
-    if cfg.augment != AugmentConfig():
-        from ..data.augment import build_appearance
-        from ..data.synth import MixedPairs
-        train_set = MixedPairs(train_set, fraction=cfg.augment.synth_fraction, shapes=cfg.augment.synth_shapes,
-                               appearance=build_appearance(cfg.augment))
-    try:
-        val_set = PairDataset(prep, cfg.data.val_split, deg, crop=0, train=False, seed=cfg.train.seed)
-    except InputError as e:
-        log.info("no validation loss: %s", e)
-        val_set = None
-    return train_set, val_set
-
-
 def claim_out_dir(cfg, resume: bool) -> None:
     """train.out_dir must not be or hold the prepared data, and a non-empty one must be meddiff's
     (a run folder: the loop then refuses existing checkpoints without --resume); marked as meddiff's."""
@@ -133,14 +67,12 @@ def claim_out_dir(cfg, resume: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.atomic import check_writable_dir
+    from ..objectives import training_data
     from ..train.loop import train
 
     cfg = resolve_config(args)
-    check_writable_dir(cfg.train.out_dir, "training output folder (--out / train.out_dir)")
     claim_out_dir(cfg, args.resume)
-    train_set, val_set = build_datasets(cfg)
-    labels, names = class_labels(cfg, train_set.prepared)
+    train_set, val_set, labels, names = training_data(cfg)
     result = train(cfg, train_set, val_set=val_set, resume=args.resume, progress=not args.no_progress,
                    labels=labels, class_names=names)
     out = Path(cfg.train.out_dir)

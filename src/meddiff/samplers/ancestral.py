@@ -2,7 +2,9 @@
 
     x_T ~ N(0, I);  x_{t-1} = mu_theta(x_t, y, t) + sigma_t z,  z ~ N(0, I) (z = 0 at the last step)
 
-on the full chain (T steps) or a respaced one (any number of steps, Nichol & Dhariwal 2021).
+on the full chain (T steps) or a respaced one (any number of steps, Nichol & Dhariwal 2021): the
+chain through the points of a time grid (diffusion.grid.chain_schedule; the denoiser's own
+grid, so a continuous-time VDM runs on its own times).
 mu_theta is computed as the posterior mean q(x_{t-1} | x_t, x0_hat), which for the full chain
 equals the paper's 1/sqrt(alpha_t)(x_t - beta_t/sqrt(1-ab_t) eps_theta) exactly.
 sigma_t^2 = beta_t (the paper) or the posterior variance beta~_t.
@@ -22,26 +24,17 @@ import torch
 from torch import Tensor
 
 from ..diffusion.ddpm import posterior_variance, q_posterior_mean
-from ..diffusion.denoiser import DDPMDenoiser
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.grid import TimeGrid, chain_schedule
 from .consistency import Consistency, RePaint, constrain_x0, finalize, jump_back, noised_known
-
-
-def randn_per_image(shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device) -> Tensor:
-    """Standard normal noise [B, *shape[1:]], image i drawn from generators[i] (CPU), so a result
-    depends only on its own seed, not on the batch it was sampled in."""
-    if len(generators) != shape[0]:
-        raise ValueError(f"need one generator per image: {len(generators)} generators for batch {shape[0]}")
-    return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in generators]).to(device)
-
-
-def generators_for(seeds: Sequence[int]) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+from .noise import randn_per_image
 
 
 @torch.no_grad()
 def sample_ancestral(
-    denoiser: DDPMDenoiser,
+    denoiser: Denoiser,
     cond: Tensor,
+    times: TimeGrid | None = None,
     *,
     steps: int | None = None,
     variance: str = "beta",
@@ -52,7 +45,8 @@ def sample_ancestral(
 ) -> Tensor:
     """Sample x0 [B, 1, *spatial] (image space, [-1, 1]) given condition planes cond [B, C_cond, *spatial].
 
-    steps: length of the respaced chain (None = the full T). generators: one per image.
+    times: the time grid (None: denoiser.time_grid(steps), the respaced chain of `steps` steps, None =
+    the full T). generators: one per image.
     variance: "beta" (sigma_t^2 = beta_t, the paper) or "beta_tilde" (posterior variance).
     clip: clamp each x0 estimate to [-1, 1] in image space (Ho et al. do this when sampling).
     callback(i, x_t, x0_hat) is called after each step (x0_hat in image space).
@@ -61,11 +55,15 @@ def sample_ancestral(
     """
     if variance not in ("beta", "beta_tilde"):
         raise ValueError(f"variance {variance!r}: expected 'beta' or 'beta_tilde'")
-    kept, sched = denoiser.sched.respaced(steps or denoiser.sched.timesteps)
+    times = times if times is not None else denoiser.time_grid(steps, "uniform")
+    kept, sched = times.k.flip(0), chain_schedule(times)
     var = sched.betas if variance == "beta" else posterior_variance(sched)
     shape = (cond.shape[0], 1, *cond.shape[2:])
     base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
-    x = randn_per_image(shape, generators, cond.device)
+    # dtype (fidelity decision, issue 18): the chain runs in cond's dtype, as DDIM and DPM-Solver++ do
+    # (float32 in use; float64 condition planes give a float64 chain, e.g. for parity tests). The
+    # schedule's coefficients are float64 and are cast to that dtype where they meet x.
+    x = randn_per_image(shape, generators, cond.device).to(cond.dtype)
     n = len(kept)
     repaint = consistency if isinstance(consistency, RePaint) else None
     on_x0 = None if repaint is not None else consistency
@@ -78,7 +76,7 @@ def sample_ancestral(
         for u in range(rounds):
             # the network sees the original timestep kept[i]; alpha_bar there equals the respaced
             # chain's alpha_bar[i], so x0_hat is the same whichever schedule converts it.
-            _, z0 = denoiser(x, torch.full((shape[0],), int(kept[i]), dtype=torch.long, device=cond.device), cond)
+            _, z0 = denoiser(x, times.at(n - 1 - i, shape[0], cond.device), cond)
             if clip:
                 z0 = (z0 + base).clamp(-1, 1) - base
             z0 = constrain_x0(z0, base, on_x0)

@@ -1,6 +1,6 @@
 """DDIM sampling (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models").
 
-On a grid of timesteps k_{n-1} > ... > k_0 > clean end (samplers.grid), with alpha = sqrt(alpha_bar),
+On a grid of timesteps k_{n-1} > ... > k_0 > clean end (diffusion.grid), with alpha = sqrt(alpha_bar),
 sigma = sqrt(1 - alpha_bar):
 
     x0_hat = f_theta(x_t);  eps_hat = (x_t - alpha_t x0_hat) / sigma_t
@@ -22,15 +22,15 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..diffusion.denoiser import DDPMDenoiser
-from .ancestral import randn_per_image
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.grid import TimeGrid
 from .consistency import Consistency, RePaint, constrain_x0, finalize
-from .grid import time_grid
+from .noise import randn_per_image
 
 
-def predict_x0(denoiser: DDPMDenoiser, x: Tensor, k: int, cond: Tensor, base: Tensor, clip: bool) -> Tensor:
-    """x0_hat (diffused space) at timestep k for every image; clip: clamp base + x0_hat to [-1, 1]."""
-    _, z0 = denoiser(x, torch.full((x.shape[0],), int(k), dtype=torch.long, device=x.device), cond)
+def predict_x0(denoiser: Denoiser, x: Tensor, k: Tensor, cond: Tensor, base: Tensor, clip: bool) -> Tensor:
+    """x0_hat (diffused space) at times k [B] for every image; clip: clamp base + x0_hat to [-1, 1]."""
+    _, z0 = denoiser(x, k, cond)
     return (z0 + base).clamp(-1, 1) - base if clip else z0
 
 
@@ -41,8 +41,9 @@ def ddim_sigma(eta: float, alpha_t: float, sigma_t: float, alpha_s: float, sigma
 
 @torch.no_grad()
 def sample_ddim(
-    denoiser: DDPMDenoiser,
+    denoiser: Denoiser,
     cond: Tensor,
+    times: TimeGrid | None = None,
     *,
     steps: int | None = None,
     eta: float = 0.0,
@@ -54,8 +55,9 @@ def sample_ddim(
 ) -> Tensor:
     """Sample x0 [B, 1, *spatial] (image space, [-1, 1]) given condition planes cond [B, C_cond, *spatial].
 
-    steps: network evaluations (None = every timestep T); grid: "uniform" (the respaced chain of
-    the ancestral sampler) or "logsnr" (see samplers.grid). eta in [0, 1]: 0 deterministic given
+    times: the time grid (None: denoiser.time_grid(steps, grid)); steps: network evaluations (None =
+    every timestep T); grid: "uniform" (the respaced chain of the ancestral sampler) or "logsnr"
+    (see diffusion.grid). eta in [0, 1]: 0 deterministic given
     x_T, 1 = ancestral with the posterior variance. generators: one per image (x_T and the
     per-step noise come from them). clip: clamp each x0 estimate to [-1, 1] in image space.
     callback(i, x, x0_hat) after each step i = 0..steps-1 (x0_hat in image space).
@@ -66,16 +68,20 @@ def sample_ddim(
         raise ValueError(f"eta {eta!r}: expected a number in [0, 1]")
     if isinstance(consistency, RePaint):
         raise ValueError("RePaint works with the ancestral sampler only, not ddim")
-    g = time_grid(denoiser.sched, steps, grid)
+    g = times if times is not None else denoiser.time_grid(steps, grid)
     shape = (cond.shape[0], 1, *cond.shape[2:])
     base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
     x = randn_per_image(shape, generators, cond.device).to(cond.dtype)  # float64 cond -> float64 sampling
     a, s = g.alpha.tolist(), g.sigma.tolist()
     for i in range(len(g)):
-        z0 = constrain_x0(predict_x0(denoiser, x, int(g.k[i]), cond, base, clip), base, consistency)
+        z0 = constrain_x0(predict_x0(denoiser, x, g.at(i, x.shape[0], x.device), cond, base, clip), base, consistency)
         if s[i + 1] == 0.0:  # clean end
             x = z0
         else:
+            # eps is re-derived from the clipped (and consistency-projected) x0 estimate, not taken from
+            # the network (fidelity decision, issue 18; diffusers' DDIMScheduler does the same when it
+            # clips): x = a_t x0 + s_t eps stays exact for the pair used in the update, so eta = 1 is
+            # exactly the ancestral step with beta~ and a projection acts on the whole update.
             eps = (x - a[i] * z0) / s[i]
             s_eta = ddim_sigma(eta, a[i], s[i], a[i + 1], s[i + 1])
             x = a[i + 1] * z0 + math.sqrt(max(0.0, s[i + 1] ** 2 - s_eta**2)) * eps

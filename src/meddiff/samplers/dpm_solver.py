@@ -28,11 +28,11 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..diffusion.denoiser import DDPMDenoiser
-from .ancestral import randn_per_image
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.grid import TimeGrid
 from .consistency import Consistency, RePaint, constrain_x0, finalize
 from .ddim import predict_x0
-from .grid import time_grid
+from .noise import randn_per_image
 
 ORDERS = (1, 2, 3)
 
@@ -66,8 +66,9 @@ def dpmpp_3m_update(x: Tensor, m0: Tensor, m1: Tensor, m2: Tensor, sigma_ratio: 
 
 @torch.no_grad()
 def sample_dpm_solver_pp(
-    denoiser: DDPMDenoiser,
+    denoiser: Denoiser,
     cond: Tensor,
+    times: TimeGrid | None = None,
     *,
     steps: int | None = None,
     order: int = 2,
@@ -81,7 +82,8 @@ def sample_dpm_solver_pp(
 
     Deterministic given x_T ~ N(0, I), which is drawn from `generators` (one per image).
     steps: network evaluations (None = every timestep); order: 1 (= DDIM eta=0), 2 (2M) or 3 (3M);
-    grid: "uniform" (respaced timesteps, even in t) or "logsnr" (even in lambda; samplers.grid).
+    grid: "uniform" (respaced timesteps, even in t) or "logsnr" (even in lambda; diffusion.grid);
+    times: the time grid to use instead (None: denoiser.time_grid(steps, grid)).
     clip: clamp each x0 estimate to [-1, 1] in image space before it enters the update.
     callback(i, x, x0_hat) after each step i = 0..steps-1 (x0_hat in image space).
     consistency: a callable image -> image (samplers.consistency) applied to each x0 estimate after
@@ -91,14 +93,14 @@ def sample_dpm_solver_pp(
         raise ValueError(f"order {order!r}: expected one of {list(ORDERS)}")
     if isinstance(consistency, RePaint):
         raise ValueError("RePaint works with the ancestral sampler only, not dpm_solver_pp")
-    g = time_grid(denoiser.sched, steps, grid)
+    g = times if times is not None else denoiser.time_grid(steps, grid)
     shape = (cond.shape[0], 1, *cond.shape[2:])
     base = denoiser.from_diffused(torch.zeros(shape, device=cond.device), cond)
     x = randn_per_image(shape, generators, cond.device).to(cond.dtype)  # float64 cond -> float64 sampling
     a, s, lam = g.alpha.tolist(), g.sigma.tolist(), g.lam.tolist()
     history: list[Tensor] = []  # x0 estimates, newest first
     for i in range(len(g)):
-        m = constrain_x0(predict_x0(denoiser, x, int(g.k[i]), cond, base, clip), base, consistency)
+        m = constrain_x0(predict_x0(denoiser, x, g.at(i, x.shape[0], x.device), cond, base, clip), base, consistency)
         history = [m, *history[: order - 1]]
         if s[i + 1] == 0.0:  # clean end: e^{-h} = 0, sigma_t = 0, alpha_t = 1
             x = m

@@ -45,9 +45,9 @@ from meddiff.io import ImageItem, find_images, read_volume
 from meddiff.data.slices import to_slices
 from meddiff.io.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from meddiff.io.outdir import check_not_input, mark
+from meddiff.io.suffixes import image_suffix
 from meddiff.study import db
 
-SUFFIXES = (".nii.gz", ".nii", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 PRODUCT_TAG = re.compile(r"_(restored|mean|sample\d+)$")
 METHOD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
@@ -145,7 +145,7 @@ def image_key(item: ImageItem, folder: Path, generated: bool) -> str:
     generated images, without a trailing ``_restored`` / ``_mean`` / ``_sample<k>`` tag)."""
     rel = item.path.relative_to(folder).as_posix()
     if item.path.is_file():
-        suffix = next((s for s in SUFFIXES if rel.lower().endswith(s)), "")
+        suffix = image_suffix(rel)
         rel = rel[: len(rel) - len(suffix)]
     return PRODUCT_TAG.sub("", rel) if generated else rel
 

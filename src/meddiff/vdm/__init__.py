@@ -7,11 +7,13 @@ negative VLB in three terms, ancestral sampling over any number of steps.
                   times, bits/dim, backward_vlb (schedule shape trained on the variance)
     networks.py   ScoreNet (the paper's FiLM ResNet), UNetScore (meddiff's U-Net), level and ResNet
                   encoder/decoder pairs, VDMModel (holds the parts for one state_dict)
-    objective.py  model_vlb: one batch -> VLBTerms (what a training loop calls)
-    sampling.py   sample_z0 (ancestral), decode_levels, VDMDenoiser (meddiff's DDIM/DPM-Solver++ on a VDM)
+    objective.py  model_vlb: one batch -> VLBTerms; VDMObjective (the VDM under meddiff's training loop)
+    sampling.py   sample_z0 (ancestral), decode_levels, VDMDenoiser (meddiff's samplers on a VDM, on a
+                  discrete grid of T times or on its own continuous times), continuous_grid
+    checkpoint.py load_vdm (format "meddiff-vdm-v1", read through meddiff.checkpointing)
 
-Design note: plugging into the trainer (train/loop.py, not wired yet)
----------------------------------------------------------------------
+Design note: the VDM under the trainer (as wired in objective.py, VDMObjective)
+-------------------------------------------------------------------------------
 - Build: a config section (e.g. ``vdm:``) names the gamma ("fixed_linear" | "learned_linear" |
   "learned_nnet", gamma_min/max), the score network ("scorenet" with embedding_dim/n_layers, or
   "unet" reusing ``model:`` and build_unet with in_channels = 1 + condition channels), the
@@ -33,7 +35,8 @@ Design note: plugging into the trainer (train/loop.py, not wired yet)
   config, and loading must refuse a DDPM checkpoint (and vice versa).
 - Sampling: ``sample_z0(net.score, net.gamma, shape, steps=N, generators=...)`` then
   ``decode_levels(net.decoder.logits(z0 / alpha(g0), g0))``; or the existing samplers through
-  ``VDMDenoiser.from_gamma(net.score, net.gamma, T)``.
+  ``VDMDenoiser.from_gamma(net.score, net.gamma, T)`` (a grid of T times) or
+  ``VDMDenoiser.continuous(net.score, net.gamma)`` (its own times, ``denoiser.time_grid(steps)``).
 """
 
 from .loss import (VLBTerms, antithetic_times, backward_vlb, bits_per_dim, diffusion_loss_continuous,

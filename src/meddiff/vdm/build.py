@@ -22,12 +22,11 @@ from torch import Tensor
 
 from ..config import Config
 from ..errors import ConfigError, InputError
+from ..io.suffixes import strip_image_suffix
 from ..nn.unet import build_unet
 from .networks import LevelDecoder, LevelEncoder, ResNetDecoder, ResNetEncoder, ScoreNet, UNetScore, VDMModel
 from .schedule import build_gamma
 
-# format suffixes stripped from a file name to give its label with label_from "file"
-_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".png", ".tif", ".tiff", ".npy", ".npz", ".jpg", ".jpeg", ".bmp")
 
 
 def latent_shape(cfg: Config, data_shape: Sequence[int]) -> tuple[int, ...]:
@@ -78,12 +77,8 @@ class NoCondition:
 
 
 def _file_label(source: str) -> str:
-    name = Path(source).name
-    low = name.lower()
-    for suf in _SUFFIXES:
-        if low.endswith(suf):
-            return name[: -len(suf)]
-    return name
+    """The label of label_from "file": the file name without its image suffix."""
+    return strip_image_suffix(Path(source).name)
 
 
 def _column_values(rows: Sequence[Mapping[str, str]], column: str, labels_csv: str, where: Path) -> list[str]:

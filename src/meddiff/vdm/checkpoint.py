@@ -1,4 +1,4 @@
-"""VDM checkpoints: meddiff's checkpoint folders (train.checkpoint) with format "meddiff-vdm-v1".
+"""VDM checkpoints: meddiff's checkpoint folders (meddiff.checkpointing) with format "meddiff-vdm-v1".
 
 model.safetensors holds the EMA weights of the whole VDMModel (gamma's parameters or fixed
 buffers, score network, encoder/decoder, class embedding) and, besides the config, the
@@ -9,7 +9,7 @@ metadata keys
     vdm_classes       JSON list of class names (index = label); "[]" when unconditional
     vdm_cond_channels condition planes of an image-conditional U-Net ("0" otherwise)
 
-The DDPM loader (train.checkpoint.load_model) refuses these files and `load_vdm` refuses DDPM
+The DDPM loader (diffusion.checkpoint.load_model) refuses these files and `load_vdm` refuses DDPM
 files, each naming what the file is.
 """
 
@@ -24,8 +24,7 @@ import torch
 
 from ..config import Config
 from ..errors import CheckpointError
-from ..train.checkpoint import (VDM_FORMAT, _config_from_yaml, _load_weights, _read_safetensors, check_format,
-                                resolve_model_file)
+from ..checkpointing import VDM, frozen, load_weights, read_model_file
 from .build import build_vdm
 from .networks import VDMModel
 
@@ -53,10 +52,8 @@ class LoadedVDM:
 
 def load_vdm(path: str | Path, device: str | torch.device = "cpu") -> LoadedVDM:
     """The EMA VDMModel of a checkpoint (model file, checkpoint folder, run folder or `latest` file)."""
-    file = resolve_model_file(path)
-    tensors, meta = _read_safetensors(file)
-    check_format(file, meta, VDM_FORMAT)
-    cfg = _config_from_yaml(meta.get("config", ""), file)
+    mf = read_model_file(path, VDM.name)
+    file, tensors, meta, cfg = mf.file, mf.tensors, mf.meta, mf.cfg
     try:
         shape = tuple(int(s) for s in meta["vdm_data_shape"].split("x"))
         names = tuple(str(n) for n in json.loads(meta["vdm_classes"]))
@@ -68,8 +65,6 @@ def load_vdm(path: str | Path, device: str | torch.device = "cpu") -> LoadedVDM:
         raise CheckpointError(f"{file}: {len(names)} class names stored but vdm.n_classes is {cfg.vdm.n_classes}")
     model = build_vdm(cfg, shape, cond_channels)
     tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}  # half exports
-    _load_weights(model, tensors, file)
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    load_weights(model, tensors, file)
+    model = frozen(model, device)
     return LoadedVDM(cfg, model, shape, names, cond_channels, step, file)

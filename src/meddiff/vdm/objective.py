@@ -1,20 +1,43 @@
-"""The VDM objective of a `VDMModel` on one batch: noise drawn reproducibly, then `loss.vlb_terms`.
+"""The VDM objective of a `VDMModel` on one batch: noise drawn reproducibly, then `loss.vlb_terms`;
+and `VDMObjective`, the VDM under meddiff's training loop (meddiff.objective.Objective).
 
 This is what a training loop calls (see the package docstring):
 
     terms = model_vlb(model, x_levels, labels=..., image_cond=..., generator=g, timesteps=0)
     bpd = backward_vlb(terms, model.gamma)        # gradients set; returns bits/dim per term
     optimiser.step()
+
+Under `meddiff train` with ``objective: vdm`` (Kingma et al. 2021): the step is ``model_vlb`` (noise
+keyed by each example's global position and one antithetic time offset per step, `position_noise`,
+so 2 ranks draw what one process with the double batch draws) then ``backward_vlb`` in place of
+``loss.backward()``; the loss is the negative VLB in bits/dim, logged with its three terms;
+checkpoints have format "meddiff-vdm-v1". Under torchrun the VDM is not wrapped in DDP (the VLB
+calls its parts, not its forward); its gradients are averaged over the ranks explicitly instead.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
-from ..errors import InputError
-from .loss import VLBTerms, antithetic_times, vlb_terms
-from .networks import VDMModel
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..checkpointing import VDM
+from ..config import Config
+from ..data.degrade import build_degradation
+from ..data.order import NOISE, TIME, VAL, mix_seed
+from ..data.split import SPLITS
+from ..errors import ConfigError, InputError
+from ..objective import Runtime, StepContext
+from .build import NoCondition, build_vdm, case_labels, label_indices, latent_shape
+from .build import class_names as sorted_class_names
+from .checkpoint import vdm_metadata
+from .loss import VLBTerms, antithetic_times, backward_vlb, vlb_terms
+from .networks import VDMModel, to_levels
+
+VLB_TERMS = ("reconstruction", "latent", "diffusion")  # logged in bits/dim as <term>_bpd
 
 
 @torch.no_grad()
@@ -42,8 +65,6 @@ def position_noise(seed: int, step: int, positions: Tensor, global_batch: int, f
     times interleave into one evenly spaced set, so a 2-rank run draws the same noise as one
     process with the double batch. Without antithetic sampling t_p is uniform from p's generator.
     """
-    from ..train.order import NOISE, TIME, mix_seed
-
     if positions.ndim != 1 or positions.shape[0] != f_shape[0]:
         raise InputError(f"positions of shape {tuple(positions.shape)}: expected [{f_shape[0]}]")
     ts, eps, eps_0 = [], [], []
@@ -82,3 +103,128 @@ def model_vlb(model: VDMModel, x: Tensor, *, labels: Tensor | None = None, image
         t=t.to(f.device), eps=eps.to(f.device, f.dtype), eps_0=eps_0.to(f.device, f.dtype), cond=score_cond,
         timesteps=timesteps,
     )
+
+
+@dataclass(frozen=True)
+class VDMData:
+    """What a VDM run needs to know about its data: the shape of one example [C, H, W], the class
+    index of each case_id (None: unconditional) and the class names (index = label)."""
+
+    data_shape: tuple[int, ...]
+    labels: Mapping[str, int] | None = None
+    class_names: tuple[str, ...] = ()
+
+
+def vdm_data(cfg: Config, train_set: Dataset, labels: Mapping[str, int] | None, class_names: Sequence[str]) -> VDMData:
+    """VDMData for a run, checking the labels against vdm.n_classes."""
+    v = cfg.vdm
+    if v.n_classes > 0:
+        if labels is None or len(class_names) != v.n_classes:
+            raise ConfigError(f"vdm.n_classes is {v.n_classes}: give labels (case_id -> index) and {v.n_classes} class "
+                              f"names, got {len(class_names)} names")
+        bad = sorted({i for i in labels.values() if not 0 <= i < v.n_classes})
+        if bad:
+            raise InputError(f"class indices {bad[:5]}: expected 0..{v.n_classes - 1}")
+    elif labels is not None:
+        raise ConfigError("class labels were given but vdm.n_classes is 0 (unconditional)")
+    shape = tuple(int(s) for s in train_set[0].x0.shape)  # type: ignore[index]
+    return VDMData(shape, labels if v.n_classes > 0 else None, tuple(class_names))
+
+
+class VDMObjective:
+    """The VDM under meddiff's training loop (module docstring); fp32, AdamW over all parameters
+    (gamma's included)."""
+
+    format = VDM.name
+    log_terms = tuple(f"{k}_bpd" for k in VLB_TERMS)
+    precision = "fp32"
+
+    @staticmethod
+    def describe_data(cfg: Config, train_set: Dataset, labels: Mapping[str, int] | None,
+                      class_names: Sequence[str]) -> VDMData:
+        return vdm_data(cfg, train_set, labels, class_names)
+
+    @staticmethod
+    def degradation(cfg: Config):
+        """NoCondition for generation; the task's training degradation for an image-conditional VDM."""
+        return NoCondition() if not cfg.vdm.image_condition else build_degradation(cfg.task, training=True)
+
+    @staticmethod
+    def size_multiple(cfg: Config) -> tuple[int, str] | None:
+        """(the multiple training sizes must have, what needs it) of a U-Net score network; None for the
+        dense ScoreNet (fixed to the data shape)."""
+        if cfg.vdm.score != "unet":
+            return None
+        return 2 ** (len(cfg.model.channels) - 1), f"a U-Net with {len(cfg.model.channels)} levels"
+
+    @staticmethod
+    def class_labels(cfg: Config, prepared) -> tuple[dict[str, int] | None, list[str]]:
+        """(case_id -> class index over all splits, sorted class names), or (None, []) when unconditional."""
+        if cfg.vdm.n_classes == 0:
+            return None, []
+        by_case = case_labels(prepared, SPLITS, cfg.vdm.label_from, cfg.vdm.labels_csv)
+        names = sorted_class_names(list(by_case.values()), cfg.vdm.n_classes)
+        return dict(zip(by_case, label_indices(list(by_case.values()), names))), names
+
+    def __init__(self, cfg: Config, runtime: Runtime, data: VDMData):
+        self.cfg, self.runtime, self.data = cfg, runtime, data
+        self.deg = self.degradation(cfg)
+        self.in_channels = 1 + self.deg.cond_channels
+        self.net = build_vdm(cfg, data.data_shape, self.deg.cond_channels).to(runtime.device)
+
+    def optimisers(self, lr: float, betas: tuple[float, float], weight_decay: float, grad_clip: float):
+        return torch.optim.AdamW(self.net.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+
+    def attach(self, ema: nn.Module) -> None:
+        pass
+
+    def inputs(self, batch) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(integer levels x, class labels or None, condition planes or None) of a batch, on the device."""
+        dev = self.runtime.device
+        x = to_levels(batch.x0, self.cfg.vdm.vocab_size).to(dev)
+        labels = None
+        if self.data.labels is not None:
+            try:
+                labels = torch.tensor([self.data.labels[c] for c in batch.case_id], dtype=torch.long, device=dev)
+            except KeyError as e:
+                raise InputError(f"no class label for slice {e.args[0]!r}") from None
+        cond = self.deg.model_condition(batch.cond, batch.mask).to(dev) if self.cfg.vdm.image_condition else None
+        return x, labels, cond
+
+    def step(self, ctx: StepContext, batch, opt, scaler) -> tuple[float, dict[str, float]]:
+        """model_vlb then backward_vlb (right after zero_grad: it sets the schedule shape parameters'
+        gradients, so gradients must not be accumulated across calls); returns the total bits/dim
+        averaged over ranks and the terms."""
+        v, rt = self.cfg.vdm, self.runtime
+        x, labels, cond = self.inputs(batch)
+        # noise keyed by global position, one antithetic offset per step: independent of the rank split
+        f_shape = (x.shape[0], *latent_shape(self.cfg, self.data.data_shape))  # shape of the encoder output f
+        noise = position_noise(ctx.seed, ctx.step, batch.position, ctx.batch_size * rt.world_size, f_shape, v.antithetic)
+        opt.zero_grad(set_to_none=True)
+        terms = model_vlb(self.net, x, labels=labels, image_cond=cond, noise=noise, timesteps=v.timesteps)
+        bpd = backward_vlb(terms, self.net.gamma)
+        means = {k: float(rt.mean_over_ranks(bpd[k])) for k in (*VLB_TERMS, "total")}
+        value = means.pop("total")
+        ctx.check_finite("loss", value)
+        if rt.distributed:  # not DDP-wrapped: average the gradients (the VLB and the variance term alike)
+            for p in self.net.parameters():
+                if p.grad is not None:
+                    p.grad.copy_(rt.mean_over_ranks(p.grad))
+        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), ctx.grad_clip)
+        if not torch.isfinite(norm):
+            raise ctx.failure("gradient norm", float(norm))
+        opt.step()
+        return value, {f"{k}_bpd": means[k] for k in VLB_TERMS}
+
+    def val_batch(self, ema: nn.Module, batch, start: int, seed: int) -> dict[str, float]:
+        """Negative VLB (bits/dim, total and terms) of the EMA model, noise from (seed, VAL, start)."""
+        x, labels, cond = self.inputs(batch)
+        g = torch.Generator().manual_seed(mix_seed(seed, VAL, start))
+        v = self.cfg.vdm
+        terms = model_vlb(ema, x, labels=labels, image_cond=cond, generator=g, timesteps=v.timesteps,
+                          antithetic=v.antithetic)
+        bpd = terms.bpd()
+        return {"total": float(bpd["total"]), **{f"{k}_bpd": float(bpd[k]) for k in VLB_TERMS}}
+
+    def metadata(self) -> dict[str, str] | None:
+        return vdm_metadata(self.cfg, self.data.data_shape, self.data.class_names, self.deg.cond_channels)

@@ -11,22 +11,25 @@ x ~ p(x | z_0) by the decoder. One torch.Generator per image, so a sample depend
 own seed (as samplers.ancestral).
 
 `VDMDenoiser` presents a VDM score network under meddiff's denoiser contract
-(diffusion.denoiser): the continuous schedule is read on a grid of T times, t_k = (k+1)/T, as a
-DiscreteSchedule with alpha_bar_k = sigmoid(-gamma(t_k)), so the DDPM ancestral, DDIM and
-DPM-Solver++ samplers run on a VDM unchanged (they see only alpha_bar and (eps_hat, x0_hat)).
+(diffusion.denoiser.Denoiser), so the ancestral, DDIM and DPM-Solver++ samplers run on a VDM
+unchanged (they see only its time grid and (eps_hat, x0_hat)). Its grid is either discrete, T times
+t_k = (k+1)/T read as a DiscreteSchedule with alpha_bar_k = sigmoid(-gamma(t_k)) (`from_gamma`;
+what `meddiff sample` uses, T = vdm.timesteps or 1000), or continuous (`continuous`): `steps` times
+in (0, 1] of the model's own gamma(t) (`continuous_grid`), evaluated at those exact times.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..diffusion.grid import GRIDS, TimeGrid, grid_from_alpha_bar, time_grid
 from ..diffusion.schedule import DiscreteSchedule
 from ..errors import InputError
-from ..samplers.ancestral import randn_per_image
+from ..samplers.noise import randn_per_image
 from .loss import ScoreFn, _bcast
 from .schedule import alpha, sigma, sigma2
 
@@ -94,13 +97,30 @@ class VDMDenoiser:
     """
 
     score: ScoreFn
-    sched: DiscreteSchedule
+    sched: DiscreteSchedule | None  # the discrete grid of T times; None: continuous times of `gamma`
     labels: Tensor | None = None
-    net: Any = None  # the score network, read by meddiff.inference.restore for its size_multiple (padding)
+    gamma: nn.Module | None = None
+    size_multiple: int = 1  # of the score network (restore pads to it)
 
     @classmethod
-    def from_gamma(cls, score: ScoreFn, gamma: nn.Module, timesteps: int, labels: Tensor | None = None) -> "VDMDenoiser":
-        return cls(score, discrete_schedule(gamma, timesteps), labels)
+    def from_gamma(cls, score: ScoreFn, gamma: nn.Module, timesteps: int, labels: Tensor | None = None,
+                   size_multiple: int = 1) -> "VDMDenoiser":
+        """On the discrete grid of `timesteps` times t_k = (k+1)/T."""
+        return cls(score, discrete_schedule(gamma, timesteps), labels, gamma, size_multiple)
+
+    @classmethod
+    def continuous(cls, score: ScoreFn, gamma: nn.Module, labels: Tensor | None = None,
+                   size_multiple: int = 1) -> "VDMDenoiser":
+        """On continuous times: the samplers' grid is `continuous_grid` of the model's gamma."""
+        return cls(score, None, labels, gamma, size_multiple)
+
+    def time_grid(self, steps: int | None, kind: str = "uniform") -> TimeGrid:
+        if self.sched is not None:
+            return time_grid(self.sched, steps, kind)
+        if steps is None:
+            raise InputError("a continuous-time VDM has no finest grid: give the number of steps")
+        assert self.gamma is not None
+        return continuous_grid(self.gamma, steps, kind)
 
     def from_diffused(self, z0: Tensor, cond: Tensor) -> Tensor:
         return z0
@@ -109,7 +129,12 @@ class VDMDenoiser:
         return x0
 
     def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-        g = -self.sched.log_snr.to(x_t.device)[k.to(x_t.device)].to(x_t.dtype)  # gamma(t_k)
+        if k.is_floating_point():  # continuous times t
+            assert self.gamma is not None
+            g = self.gamma(k.to(x_t.device)).to(x_t.dtype)
+        else:
+            assert self.sched is not None
+            g = -self.sched.log_snr.to(x_t.device)[k.to(x_t.device)].to(x_t.dtype)  # gamma(t_k)
         net_cond = self.labels if self.labels is not None else (cond if cond.shape[1] > 0 else None)
         eps_hat = self.score(x_t, g, net_cond)
         x0_hat = (x_t - _bcast(sigma(g), x_t) * eps_hat) / _bcast(alpha(g), x_t)
@@ -125,3 +150,26 @@ def discrete_schedule(gamma: nn.Module, timesteps: int) -> DiscreteSchedule:
     ab = torch.sigmoid(-gamma(t).double().cpu())
     prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
     return DiscreteSchedule(1.0 - ab / prev)
+
+
+@torch.no_grad()
+def continuous_grid(gamma: nn.Module, steps: int, kind: str = "uniform") -> TimeGrid:
+    """`steps` continuous times from t = 1 down to t = 1/steps, then the clean end: "uniform" evenly
+    spaced in t (t_i = (steps - i)/steps, the times of `sample_z0`), "logsnr" evenly spaced in
+    gamma between gamma(1) and gamma(1/steps) (times found by bisection: gamma is monotone);
+    alpha_bar = sigmoid(-gamma(t)) in float64."""
+    if kind not in GRIDS:
+        raise ValueError(f"grid {kind!r}: expected one of {list(GRIDS)}")
+    if steps < 1:
+        raise InputError(f"steps {steps!r}: expected an integer >= 1")
+    t = torch.arange(steps, 0, -1, dtype=torch.float64) / steps
+    if kind == "logsnr" and steps > 1:
+        g = lambda u: gamma(u).double().cpu()  # noqa: E731
+        targets = torch.linspace(float(g(t[:1])[0]), float(g(t[-1:])[0]), steps, dtype=torch.float64)
+        lo, hi = torch.zeros(steps, dtype=torch.float64), torch.ones(steps, dtype=torch.float64)
+        for _ in range(60):  # bisection of gamma(t) = target on [0, 1]
+            mid = (lo + hi) / 2
+            above = g(mid) > targets
+            lo, hi = torch.where(above, lo, mid), torch.where(above, mid, hi)
+        t = torch.cat([t[:1], ((lo + hi) / 2)[1:-1], t[-1:]])
+    return grid_from_alpha_bar(t, torch.sigmoid(-gamma(t).double().cpu()))

@@ -131,6 +131,17 @@ class NoiseNetGamma(_LearnedEndpoints):
     gamma~(t) = l1(t) + l3(phi(l2(l1(t)))), phi = sigmoid; l1: 1 -> 1, l2: 1 -> n_features,
     l3: n_features -> 1 (no bias); all weights |W| >= 0, and l1's weight > 0 makes gamma~ strictly
     increasing. Initialised near the straight line (l1 = identity, l3 small).
+
+    Fidelity decision (issue 18), kept as is: the reference (google-research/vdm, NoiseSchedule_NNet)
+    draws l3's weights from N(0, 1) and divides l3's output by n_features in the forward pass; here the
+    1/n_features is baked into l3's initial weights and the forward pass does not divide. Both start
+    near the straight line, but Adam's step is about lr per weight whatever the weight's scale, so
+    l3's effective weights (and the schedule's shape) move up to n_features times faster here at the
+    same lr (the fidelity review measured ~170x on a training run). We keep it: trained checkpoints
+    store l3's weights in this convention (dividing in the forward pass would change every one of
+    them), fixed-seed training is reproduced bit for bit, and the endpoint rescaling above already
+    departs from the reference. To follow the reference's dynamics, train with a lower lr on
+    shape_parameters() rather than changing this module.
     """
 
     def __init__(self, gamma_min: float = GAMMA_MIN, gamma_max: float = GAMMA_MAX, n_features: int = 1024):

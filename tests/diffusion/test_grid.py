@@ -5,9 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_ancestral import NP_AB, SCHED, T
 
-from meddiff.samplers.grid import kept_timesteps, time_grid
+from meddiff.diffusion.grid import kept_timesteps, time_grid
+from meddiff.diffusion.schedule import DiscreteSchedule, linear_betas
+
+T = 200
+B0, B1 = 1e-4 * 2000 / T, 0.02 * 2000 / T  # the paper's betas scaled to a 200-step chain (as tests/samplers)
+SCHED = DiscreteSchedule(linear_betas(T, B0, B1))
+NP_AB = np.cumprod(1 - np.linspace(B0, B1, T))
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7, 50, T])

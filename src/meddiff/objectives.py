@@ -1,0 +1,74 @@
+"""The model families meddiff trains, by the config's ``objective``: each implements
+`meddiff.objective.Objective` in its own package. The training loop asks this registry for the
+family of a config and never names one itself."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+from torch.utils.data import Dataset
+
+from .baselines.objective import BaselineObjective
+from .config import AugmentConfig, Config
+from .data.augment import acquisition_changed, build_acquisition, build_appearance
+from .diffusion.objective import DDPMObjective
+from .data.dataset import PairDataset, load_prepared
+from .data.synth import MixedPairs
+from .errors import ConfigError, InputError
+from .objective import Objective, Runtime
+from .vdm.objective import VDMObjective
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES: dict[str, type] = {"ddpm": DDPMObjective, "vdm": VDMObjective, "baseline": BaselineObjective}
+
+
+def objective_class(cfg: Config) -> type:
+    if cfg.objective not in OBJECTIVES:
+        raise ConfigError(f"objective: {cfg.objective!r} is not one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[cfg.objective]
+
+
+def describe_data(cfg: Config, train_set: Dataset, labels: Mapping[str, int] | None, class_names: Sequence[str]) -> Any:
+    """What the family needs to know about the training data before it builds its model (the VDM: the
+    example shape and class labels, checked against the config; None for the others)."""
+    return objective_class(cfg).describe_data(cfg, train_set, labels, class_names)
+
+
+def build_objective(cfg: Config, runtime: Runtime, data: Any = None) -> Objective:
+    """The Objective of cfg.objective, its network built on runtime.device (seed torch first)."""
+    return objective_class(cfg)(cfg, runtime, data)
+
+
+def check_sizes(cfg: Config, slice_size: int) -> None:
+    """The prepared slices must have data.size, and the trained size must suit the network."""
+    if slice_size != cfg.data.size:
+        raise ConfigError(f"data.size is {cfg.data.size} but the slices in {cfg.data.prepared} are {slice_size}x{slice_size} "
+                          f"(set data.size={slice_size} or re-run `meddiff prepare --size {cfg.data.size}`)")
+    rule = objective_class(cfg).size_multiple(cfg)
+    size = cfg.data.crop or cfg.data.size
+    if rule is not None and size % rule[0]:
+        raise ConfigError(f"data.crop/data.size: training size {size} must be a multiple of {rule[0]} for {rule[1]}")
+
+
+def training_data(cfg: Config) -> tuple[PairDataset, PairDataset | None, dict[str, int] | None, list[str]]:
+    """(train set, val set or None, class labels case_id -> index or None, class names) from data.prepared,
+    with the family's training degradation, sizes checked."""
+    prep = load_prepared(cfg.data.prepared)
+    deg = objective_class(cfg).degradation(cfg)
+    train_deg = deg
+    if cfg.augment != AugmentConfig() and acquisition_changed(cfg.augment):  # acquisition variety: training pairs only
+        train_deg = build_acquisition(cfg.task, cfg.augment)  # refuses a task other than sr
+    train_set = PairDataset(prep, cfg.data.train_split, train_deg, crop=cfg.data.crop, train=True, seed=cfg.train.seed)
+    check_sizes(cfg, int(train_set.array.shape[-1]))
+    if cfg.augment != AugmentConfig():  # appearance variety and synthetic contrasts (meddiff.data.synth)
+        train_set = MixedPairs(train_set, fraction=cfg.augment.synth_fraction, shapes=cfg.augment.synth_shapes,
+                               appearance=build_appearance(cfg.augment))
+    try:
+        val_set = PairDataset(prep, cfg.data.val_split, deg, crop=0, train=False, seed=cfg.train.seed)
+    except InputError as e:
+        log.info("no validation loss: %s", e)
+        val_set = None
+    labels, names = objective_class(cfg).class_labels(cfg, train_set.prepared)
+    return train_set, val_set, labels, names

@@ -1,0 +1,22 @@
+"""The one restore pipeline: files -> slices -> samples -> files, for every kind of model.
+
+    from pathlib import Path
+    from meddiff.restore import Request, restore
+
+    written = restore(Request(output=Path("out"), input=Path("scan.nii.gz"),
+                              checkpoint="src/meddiff/checkpoints/demo_sr_x4.safetensors", steps=20))
+
+files.py    Request (what `meddiff sample` takes), restore_files (read, normalise, slice, condition
+            planes, restore, denormalise, write with the input's geometry), output naming
+models.py   the restorers (DDPM sampler, image-conditional VDM, learned and classical baselines)
+            and `restore`, which picks one from the checkpoint's format
+
+Batching, padding and per-image seeds of the slices live in `meddiff.inference.restore` (DDPM/VDM
+samplers) and the baselines' `restore_baseline`, which share its batch loop.
+"""
+
+from .files import Request, output_path, restore_files, safe_folder_name, scaled_geometry
+from .models import CLASSICAL, baseline_restorer, classical_restorer, ddpm_restorer, restore, sr_task, vdm_restorer
+
+__all__ = ["CLASSICAL", "Request", "baseline_restorer", "classical_restorer", "ddpm_restorer", "output_path", "restore",
+           "restore_files", "safe_folder_name", "scaled_geometry", "sr_task", "vdm_restorer"]

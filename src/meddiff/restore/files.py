@@ -1,0 +1,313 @@
+"""The restore pipeline on files: read each input (meddiff.io), normalise per image to [-1, 1], cut
+2D slices along an axis, build the condition planes of the task, restore the slices (any
+`restore_slices(planes, lowres, name) -> [S, N, 1, H, W]`: a DDPM's sampler, a VDM's, a learned or
+classical baseline, see restore.models), undo the normalisation and write in the input's format
+with the input's geometry (super-resolution: spacing and affine scaled to the finer grid).
+
+Products per input: ``restored`` (one sample), or ``mean``, ``std`` and ``sample<k>`` (several).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..config import TaskConfig
+from ..data.degrade import SuperResolution, build_degradation
+from ..data.normalise import Normalisation
+from ..data.slices import from_slices, to_slices
+from ..errors import InputError
+from ..inference import summarise
+from ..io import Volume, find_images, read_volume, write_volume
+from ..io.readers import ImageItem
+from ..io.suffixes import strip_image_suffix
+
+log = logging.getLogger(__name__)
+
+_EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".tif", "raster": ".png", "numpy": ".npy"}
+# restore_slices(planes, lowres, name, bar) -> [S, N, 1, H, W]; bar: the run's Progress (meddiff.progress)
+RestoreSlices = Callable[[torch.Tensor, "torch.Tensor | None", Path, Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to restore and how (the fields of `meddiff sample`; None = the checkpoint's setting).
+
+    checkpoint: a model file / checkpoint folder / run folder, or method: a classical baseline;
+    input: an image file, a DICOM series folder or a folder of them; output: the output folder."""
+
+    output: Path
+    input: Path | None = None
+    checkpoint: str | None = None
+    method: str | None = None
+    sampler: str | None = None
+    steps: int | None = None
+    eta: float | None = None
+    grid: str | None = None
+    samples: int = 1
+    seed: int = 0
+    batch_size: int = 8
+    precision: str | None = None
+    sr_factor: float | None = None
+    axis: int = 0
+    input_kind: str = "lowres"  # super-resolution: "lowres" input, or "upsampled" (already on the target grid)
+    consistency: str = "none"
+    resample: int = 1
+    mask: Path | None = None
+    clip_percentiles: tuple[float, float] | None = None
+    format: str = "same"
+    keep_patient_tags: bool = False
+    progress: bool = True
+    overwrite: bool = False  # write into a non-empty output folder meddiff wrote (meddiff.io.outdir)
+    strict_domain: bool = False  # refuse, not warn about, inputs unlike the training data (meddiff.domain)
+    max_memory: str | None = None  # e.g. "3GB": lower the batch or tile to stay under it (meddiff.tiling)
+    tile_size: int | None = None
+    tile_overlap: int | None = None
+    compile: bool = False
+    argv: tuple[str, ...] = ()  # the command line, recorded as provenance
+
+    @classmethod
+    def from_namespace(cls, args: Any) -> "Request":
+        """The request of parsed `meddiff sample` arguments (--no-progress -> progress=False)."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name) and f.name != "argv"}
+        values["progress"] = not getattr(args, "no_progress", False)
+        return cls(**values, argv=tuple(getattr(args, "argv", ()) or ()))
+
+
+class Written(list):
+    """The files a run wrote (a list of Path), with `summary`: slices, network calls, seconds, peak memory."""
+
+    summary: str = ""
+
+
+def safe_folder_name(name: str) -> str:
+    """A patient id as one folder name: characters other than letters, digits, '.', '_', '-'
+    become '_' (a DICOM PatientID like '../x' or 'a/b' must not leave the output folder)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name.strip())
+    return "unknown" if safe.strip(".") == "" else safe
+
+
+def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str, *, input_root: Path | None = None,
+                patient_folder: bool = False) -> Path:
+    """Output file for one input and one product (restored / mean / std / sample_k):
+    ``out_dir/<input's folder relative to input_root>/<input stem>_<tag><ext>``, so no patient data
+    from the image's tags reaches a path; with ``patient_folder`` (``--keep-patient-tags``)
+    ``out_dir/<patient id, made safe>/<input stem>_<tag><ext>``."""
+    kind = item.kind if fmt == "same" else fmt
+    stem = strip_image_suffix(item.path.name)
+    ext = _EXT.get(kind, ".nii.gz")
+    if patient_folder:
+        return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
+    rel = Path()
+    if input_root is not None and input_root in item.path.parents:
+        rel = item.path.relative_to(input_root).parent
+    return out_dir / rel / f"{stem}_{tag}{ext}"
+
+
+def unique_suffix(args: Request, item: ImageItem, used: set[Path]) -> str:
+    """'' or '_2', '_3', ...: inputs sharing a path (several DICOM series in one folder) get distinct
+    outputs; records the chosen name in `used`."""
+    k = 1
+    while True:
+        suffix = "" if k == 1 else f"_{k}"
+        key = output_path(args.output, item, args.format, suffix, input_root=args.input, patient_folder=args.keep_patient_tags)
+        if key not in used:
+            used.add(key)
+            return suffix
+        k += 1
+
+
+def run_provenance(args: Request, describe: str) -> dict:
+    """What made this run's outputs (recorded by the writers beside and, for DICOM, inside each output)."""
+    import shlex
+
+    from ..checkpointing import resolve_model_file
+    from ..io.provenance import file_sha256
+
+    sha = None
+    if args.checkpoint is not None:
+        try:
+            sha = file_sha256(resolve_model_file(args.checkpoint))
+        except Exception:  # a baseline/VDM layout: the command line still names the checkpoint
+            sha = file_sha256(args.checkpoint) if Path(args.checkpoint).is_file() else None
+    return {"checkpoint": None if args.checkpoint is None else str(args.checkpoint), "checkpoint_sha256": sha,
+            "method": args.method, "restoration": describe, "sampler": args.sampler, "steps": args.steps,
+            "seed": args.seed, "precision": args.precision, "samples": args.samples,
+            **({"command": shlex.join(args.argv)} if args.argv else {})}
+
+
+def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...]) -> tuple[tuple[float, ...], np.ndarray]:
+    """Spacing and affine of the super-resolved grid: in-plane axes get `factor`x more voxels.
+
+    Voxel centres: new index j' sits at old continuous index (j' + 0.5) / f - 0.5, so the field
+    of view is unchanged.
+    """
+    in_plane = [a for a in range(vol.ndim) if vol.ndim == 2 or a != axis]
+    scale = np.ones(vol.ndim)
+    for a in in_plane:
+        scale[a] = vol.shape[a] / shape[a]
+    m = np.eye(4)
+    for a in range(vol.ndim):
+        m[a, a] = scale[a]
+        m[a, 3] = (scale[a] - 1) / 2
+    spacing = tuple(float(s * scale[a]) for a, s in enumerate(vol.spacing))
+    return spacing, np.asarray(vol.affine, float) @ m
+
+
+def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices, describe: str) -> Written:
+    """Read each input, normalise, build the condition planes, call restore_slices(planes, lowres, name, bar)
+    -> [S, N, 1, H, W], undo the normalisation and write in the input's format (the path shared by
+    DDPM and VDM checkpoints, learned and classical baselines). Returns the files written.
+
+    The output folder must not be or hold an input, and must be new, empty or (with overwrite) one
+    meddiff wrote (meddiff.io.outdir); it is marked as meddiff's just before the first write."""
+    from ..io.outdir import check_output_dir
+    from ..progress import Progress
+
+    if args.mask is not None and task.kind != "inpaint":
+        raise InputError(f"--mask {args.mask}: this model does {task.kind}, not inpainting; a mask applies to inpainting models only")
+    if task.kind == "inpaint" and args.mask is None:
+        what = f"--method {args.method}" if args.method else "this checkpoint"
+        raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing)")
+    if args.input is None:
+        raise InputError("--input is required to restore images")
+    check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite)
+    items = [args.input] if args.input.is_file() else find_images(args.input)
+    if not items:
+        raise InputError(f"{args.input}: no readable image found")
+    run = Run(args, task, build_degradation(task), restore_slices, describe, run_provenance(args, describe),
+              Progress(args.progress, files=len(items)))
+    written = Written()
+    for item in items:
+        written += restore_file(run, item)
+    run.bar.close()
+    if run.reports:
+        write_domain_reports(args.output, run.reports)
+    written.summary = run.bar.summary()
+    return written
+
+
+@dataclass
+class Run:
+    """One restore run's shared state: request, task, degradation, restorer, provenance, progress bar,
+    the output names used so far and the domain reports (meddiff.domain)."""
+
+    args: Request
+    task: TaskConfig
+    deg: Any
+    restore_slices: RestoreSlices
+    describe: str
+    provenance: dict
+    bar: Any
+    used: set = field(default_factory=set)
+    reports: list = field(default_factory=list)
+
+
+def read_item(item: ImageItem | Path) -> tuple[Volume, ImageItem]:
+    """The volume of one input and its ImageItem (a plain file path gets one, its kind from the suffix)."""
+    vol = read_volume(item)
+    if not isinstance(item, ImageItem):
+        name = str(item).lower()
+        kind = "nifti" if name.endswith((".nii", ".nii.gz")) else (
+            "dicom" if name.endswith(".dcm") else "tiff" if name.endswith((".tif", ".tiff"))
+            else "raster" if name.endswith(".png") else "numpy")
+        item = ImageItem(path=Path(item), patient_id=vol.patient_id, kind=kind, files=(Path(item),))
+    return vol, item
+
+
+def condition_planes(args: Request, task: TaskConfig, deg: Any, vol: Volume, item: ImageItem, x: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(cond, mask, model condition planes, low-resolution slices or None) of the normalised slices x
+    [N, 1, h, w]: super-resolution upsamples a low-resolution input, inpainting reads --mask."""
+    if task.kind == "sr" and args.input_kind == "lowres":
+        assert isinstance(deg, SuperResolution)
+        size = (round(x.shape[-2] * task.sr_factor), round(x.shape[-1] * task.sr_factor))
+        cond = deg.upsample(x, size)
+        mask = torch.ones_like(cond)
+    elif task.kind == "inpaint":
+        mvol = read_volume(args.mask)
+        if mvol.shape != vol.shape:
+            raise InputError(f"--mask {args.mask} has shape {mvol.shape}, expected {vol.shape} like {item.path}")
+        mask = torch.from_numpy(to_slices((mvol.array != 0).astype(np.float32), args.axis).copy())[:, None]
+        cond = x * (1 - mask)
+    else:
+        cond, mask = x, torch.ones_like(x)
+    lowres = x if task.kind == "sr" and args.input_kind == "lowres" else None
+    return cond, mask, deg.model_condition(cond, mask), lowres
+
+
+def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
+    """One input through the pipeline (restore_files); returns the files written."""
+    from .domain import domain_postcheck, domain_precheck
+
+    args, task = run.args, run.task
+    vol, item = read_item(item)
+    norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
+    x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]
+    cond, mask, planes, lowres = condition_planes(args, task, run.deg, vol, item, x)
+    domain = getattr(run.restore_slices, "domain", None)
+    report = None if domain is None else domain_precheck(args, domain, item.path, vol, x, lowres is not None)
+    before = run.bar.slices
+    out = run.restore_slices(planes, lowres, item.path, run.bar)
+    run.bar.slices_done(planes.shape[0] - (run.bar.slices - before))  # restorers that do not count slices
+    if report is not None:
+        domain_postcheck(args, domain, report, out, x if lowres is not None else None)
+        run.reports.append(report)
+    if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
+        out = out * mask + cond * (1 - mask)
+    written = write_products(run, vol, item, norm, out, report)
+    log.info("%s -> %s", item.path, written[0].parent if written else args.output)
+    return written
+
+
+def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, out: torch.Tensor, report=None) -> list[Path]:
+    """Write the restored / mean / std / sample<k> (and, with a calibrated model, uncertainty)
+    volumes of out [S, N, 1, H, W] (normalised units)."""
+    from ..io.outdir import mark
+    from .domain import calibrated_error_scale
+
+    args, task = run.args, run.task
+    mean, std = summarise(out)
+    out_shape = from_slices(mean[:, 0].numpy(), vol.ndim, args.axis).shape
+    spacing, affine = (vol.spacing, vol.affine) if out_shape == vol.shape else scaled_geometry(vol, task.sr_factor, args.axis, out_shape)
+    flag = "" if report is None or report.in_domain else "; OUT OF THE MODEL'S DOMAIN: " + "; ".join(report.reasons)
+
+    def volume_of(arr: torch.Tensor, what: str) -> Volume:
+        a = from_slices(arr[:, 0].numpy(), vol.ndim, args.axis).astype(np.float32)
+        return Volume(a, spacing, affine, vol.patient_id, vol.source,
+                      {**vol.meta, "derived": f"meddiff {task.kind} {what}, {run.describe}{flag}"})
+
+    products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
+    if args.samples > 1:
+        products.update({f"sample{s}": norm.inverse(out[s]) for s in range(args.samples)})
+        scale = calibrated_error_scale(getattr(run.restore_slices, "domain", None), args.samples)
+        if scale:  # the model card's calibration: the expected error of the mean, in the image's units
+            products["uncertainty"] = std * scale * norm.scale()
+    if not run.used:
+        mark(args.output, "sample")
+    suffix = unique_suffix(args, item, run.used)
+    written: list[Path] = []
+    for tag, arr in products.items():
+        path = output_path(args.output, item, args.format, f"{tag}{suffix}", input_root=args.input,
+                           patient_folder=args.keep_patient_tags)
+        v = volume_of(arr, tag)
+        ref = vol if v.shape == vol.shape else None
+        written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
+                                description=f"meddiff {task.kind} ({tag}){flag}", overwrite=True, provenance=run.provenance)
+    return written
+
+
+def write_domain_reports(out: Path, reports: list) -> None:
+    """OUT/domain_check.json: each input's domain findings (empty reasons = in domain)."""
+    import json
+    from dataclasses import asdict
+
+    from ..io.atomic import atomic_write_text
+
+    atomic_write_text(out / "domain_check.json", json.dumps([asdict(r) for r in reports], indent=1) + "\n")

@@ -1,0 +1,220 @@
+"""The models that restore slices in the restore pipeline (restore.files), each as
+``(task, restore_slices(planes, lowres, name) -> [S, N, 1, H, W], description)``:
+
+- a DDPM checkpoint: its sampler (ancestral, DDIM, DPM-Solver++) through `meddiff.inference.restore`,
+  optionally with data consistency (project / RePaint);
+- an image-conditional VDM checkpoint: its score network and gamma under the same samplers;
+- a learned baseline's checkpoint (pix2pix, SRGAN, ...): its prediction per slice;
+- a classical baseline (`Request.method`): median / nlm (denoising), biharmonic (inpainting),
+  bicubic / bilinear (super-resolution).
+
+`restore(request, device)` picks the model from the checkpoint's format and runs the pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+
+from ..baselines.classical import classical_restore
+from ..baselines.registry import load_baseline, restore_baseline
+from ..checkpointing import BASELINE, VDM, format_of
+from ..config import TaskConfig
+from ..diffusion.checkpoint import load_model
+from ..errors import InputError
+from ..inference import SAMPLERS, restore as restore_planes, sampler_options
+from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
+from ..vdm.checkpoint import LoadedVDM, load_vdm
+from ..vdm.sampling import VDMDenoiser
+from .files import Request, Written, restore_files
+
+log = logging.getLogger(__name__)
+
+CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bicubic": "sr", "bilinear": "sr"}
+
+
+def sr_task(task: TaskConfig, factor: float | None) -> TaskConfig:
+    """The task with --sr-factor applied (a warning if the model was not trained for it)."""
+    if factor is None:
+        return task
+    if task.kind != "sr":
+        raise InputError(f"--sr-factor applies to super-resolution checkpoints, this one is {task.kind!r}")
+    if not factor > 1:
+        raise InputError(f"--sr-factor {factor}: expected a factor > 1")
+    trained = task.sr_factors or (task.sr_factor,)
+    if not any(abs(factor - f) < 1e-6 * f for f in trained):
+        log.warning("--sr-factor %g: this model was trained for %s only", factor, ", ".join(f"x{f:g}" for f in trained))
+    return dataclasses.replace(task, sr_factor=factor)
+
+
+def _not_for(args: Request, what: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(args, key) not in (None, "none"):
+            raise InputError(f"--{key.replace('_', '-')} applies to DDPM checkpoints only, not to {what}")
+
+
+def ddpm_restorer(args: Request, device):
+    """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of a DDPM checkpoint: its sampler."""
+    cfg, net, denoiser = load_model(args.checkpoint, device=device, precision=args.precision or "auto")
+    if args.compile:
+        from ..diffusion.denoiser import compile_network
+
+        denoiser = dataclasses.replace(denoiser, net=compile_network(denoiser.net))
+    task = sr_task(cfg.task, args.sr_factor)
+    sampler = args.sampler or cfg.sampler.name
+    steps = args.steps if args.steps is not None else cfg.sampler.steps
+    if sampler not in SAMPLERS:
+        raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
+    if args.eta is not None and sampler != "ddim":
+        raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
+    eta = cfg.sampler.eta if args.eta is None else args.eta
+    if sampler == "ddim" and not 0 <= eta <= 1:
+        raise InputError(f"--eta {eta}: expected a number in [0, 1]")
+    grid = args.grid or cfg.sampler.grid
+    if args.grid is not None and sampler not in ("ddim", "dpm_solver_pp"):
+        raise InputError(f"--grid applies to --sampler ddim or dpm_solver_pp, not {sampler}")
+    options = sampler_options(sampler, cfg.diffusion.variance, eta, grid)
+    if not 1 <= steps <= cfg.diffusion.timesteps:
+        raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
+    check_request(task.kind, args.consistency, args.resample)
+    if args.consistency == "repaint" and sampler != "ancestral":
+        raise InputError(f"--consistency repaint needs --sampler ancestral, not {sampler}")
+
+    memory = memory_options(args)
+
+    def run_sampler(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path, bar=None) -> torch.Tensor:
+        measured = measurement_for(task.kind, args.consistency, planes, factor=task.sr_factor if task.kind == "sr" else None,
+                                   lowres=lowres, resample=args.resample)
+        out = restore_planes(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
+                             batch_size=args.batch_size, device=device, progress=args.progress if bar is None else bar,
+                             consistency=measured, **memory, **options)
+        if measured is not None and measured.lowres is not None:
+            err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
+            log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", name, err)
+        return out
+
+    describe = f"{sampler} {steps} steps, seed {args.seed}" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
+    if task.kind == "sr":  # the domain check of meddiff.domain (restore.files runs it)
+        from ..checkpointing import resolve_model_file
+        from ..domain import read_card
+
+        run_sampler.domain = (denoiser, read_card(resolve_model_file(args.checkpoint)), task.sr_factor)  # type: ignore[attr-defined]
+    return task, run_sampler, describe
+
+
+def memory_options(args: Request) -> dict:
+    """restore()'s max_memory / tile_size / tile_overlap from the request."""
+    from ..memory import parse_size
+
+    try:
+        limit = None if args.max_memory is None else parse_size(args.max_memory)
+    except ValueError as e:
+        raise InputError(f"--max-memory: {e}") from None
+    for key in ("tile_size", "tile_overlap"):
+        value = getattr(args, key)
+        if value is not None and value < (1 if key == "tile_size" else 0):
+            raise InputError(f"--{key.replace('_', '-')} {value}: expected a {'positive' if key == 'tile_size' else 'non-negative'} number of pixels")
+    return {"max_memory": limit, "tile_size": args.tile_size, "tile_overlap": args.tile_overlap}
+
+
+def baseline_restorer(args: Request, device):
+    """(task, restore, description) of a learned baseline's checkpoint: its prediction per slice."""
+    _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
+    cfg, model = load_baseline(args.checkpoint, device=device)
+
+    def predict(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path, bar=None) -> torch.Tensor:
+        return restore_baseline(model, planes, samples=args.samples, seed=args.seed, batch_size=args.batch_size, device=device)
+
+    return sr_task(cfg.task, args.sr_factor), predict, f"{cfg.baseline.name} baseline, seed {args.seed}"
+
+
+def classical_restorer(args: Request):
+    """(task, restore, description) of a classical baseline (--method): deterministic, one sample."""
+    _not_for(args, f"--method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
+    if args.samples != 1:
+        raise InputError(f"--samples {args.samples}: --method {args.method} is deterministic, expected 1")
+    kind = CLASSICAL[args.method]
+    if args.sr_factor is not None and kind != "sr":
+        raise InputError(f"--sr-factor applies to --method bicubic or bilinear, not {args.method}")
+    if args.sr_factor is not None and not args.sr_factor > 1:
+        raise InputError(f"--sr-factor {args.sr_factor}: expected a factor > 1")
+    task = TaskConfig(kind=kind, sr_factor=args.sr_factor or 4.0,
+                      sr_upsample=args.method if kind == "sr" else "bicubic")
+
+    def apply(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path, bar=None) -> torch.Tensor:
+        if kind == "sr":  # the shared path already upsampled the input with this method
+            return planes[None, :, :1].clamp(-1, 1)
+        return classical_restore(args.method, planes, planes[:, 1:] if kind == "inpaint" else torch.ones_like(planes))
+
+    return task, apply, args.method
+
+
+def vdm_restorer(args: Request, vdm: LoadedVDM, device):
+    """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of an image-conditional VDM:
+    its score network and gamma read as a discrete schedule of T = vdm.timesteps (1000 for a
+    continuous-time model) under meddiff's samplers (VDMDenoiser.from_gamma), so `--sampler
+    ancestral|ddim|dpm_solver_pp --steps S` work as for a DDPM. The output is z_0, the image in
+    [-1, 1] up to the half-level offset of the level encoder (no decoder sampling)."""
+    cfg = vdm.cfg
+    if args.consistency != "none":
+        raise InputError(f"--consistency {args.consistency}: not available for VDM checkpoints (use none)")
+    sampler = args.sampler or "ancestral"
+    if sampler not in SAMPLERS:
+        raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
+    timesteps = cfg.vdm.timesteps or 1000
+    steps = args.steps if args.steps is not None else min(cfg.vdm.sample_steps, timesteps)
+    if not 1 <= steps <= timesteps:
+        raise InputError(f"--steps {steps}: expected 1..{timesteps} (the VDM's grid, vdm.timesteps or 1000)")
+    eta = 0.0 if args.eta is None else args.eta
+    if args.eta is not None and sampler != "ddim":
+        raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
+    options = sampler_options(sampler, "beta_tilde", eta, args.grid or "auto")
+    score = vdm.model.score
+    multiple = getattr(getattr(score, "unet", score), "size_multiple", 1)
+    denoiser = VDMDenoiser.from_gamma(score, vdm.model.gamma, timesteps, size_multiple=multiple)
+    task = sr_task(cfg.task, args.sr_factor)
+
+    def run_sampler(planes: torch.Tensor, lowres, name: Path, bar=None) -> torch.Tensor:
+        return restore_planes(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
+                              batch_size=args.batch_size, device=device, progress=args.progress if bar is None else bar,
+                              **options)
+
+    return task, run_sampler, f"VDM {sampler} {steps} steps of T = {timesteps}, seed {args.seed}, step {vdm.step}"
+
+
+def restore(args: Request, device: torch.device | str = "cpu") -> Written:
+    """Restore the inputs of `args` with its checkpoint (DDPM, image-conditional VDM or learned baseline,
+    told apart by the checkpoint's format) or classical method; returns the files written (a list,
+    with `.summary`: slices, network calls, seconds, peak memory)."""
+    if args.method is not None and args.checkpoint is not None:
+        raise InputError(f"give --checkpoint or --method, not both (got --method {args.method})")
+    if args.method is None and args.checkpoint is None:
+        raise InputError(f"give --checkpoint (a trained model) or --method (one of {', '.join(sorted(CLASSICAL))})")
+    if args.input is None:
+        raise InputError("--input is required to restore images")
+    if args.samples < 1:
+        raise InputError(f"--samples {args.samples}: expected >= 1")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
+    fmt = format_of(args.checkpoint) if args.checkpoint is not None else None
+    if args.method is not None:
+        task, restore_slices, describe = classical_restorer(args)
+    elif fmt == BASELINE.name:
+        task, restore_slices, describe = baseline_restorer(args, device)
+    elif fmt == VDM.name:
+        task, restore_slices, describe = vdm_restorer_of(args, device)
+    else:
+        task, restore_slices, describe = ddpm_restorer(args, device)
+    return restore_files(args, task, restore_slices, describe)
+
+
+def vdm_restorer_of(args: Request, device):
+    """vdm_restorer of the checkpoint, refusing a VDM trained without an image condition."""
+    vdm = load_vdm(args.checkpoint, device=device)
+    if not vdm.cfg.vdm.image_condition:
+        raise InputError(f"--input: {vdm.file} is a VDM trained without an image condition, which generates "
+                         "images (--num N [--label L]); restoring needs one trained with vdm.image_condition: true")
+    return vdm_restorer(args, vdm, device)

@@ -1,0 +1,65 @@
+"""The package graph of src/meddiff (imports inside functions included) has no loops, the training
+loop names no model family, and every objective names its checkpoint format (issue 18)."""
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+from meddiff.checkpointing import DDPM, REGISTRY, format_for, format_of
+from meddiff.objectives import OBJECTIVES
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "meddiff"
+
+
+def _imports(path: Path, src: Path = SRC) -> set[str]:
+    """Absolute module names `path` (a file under `src`, the meddiff folder) imports, anywhere in the
+    file (relative imports resolved)."""
+    parts = list(path.relative_to(src.parent).with_suffix("").parts)
+    package = parts[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            out.add(".".join(base + ([node.module] if node.module else [])))
+    return out
+
+
+def package_loops(src: Path = SRC) -> list[tuple[str, str]]:
+    """Pairs of packages (top-level modules count as packages) each reachable from the other."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for path in src.rglob("*.py"):
+        here = path.relative_to(src).parts[0].removesuffix(".py")
+        for mod in _imports(path, src):
+            names = mod.split(".")
+            if names[0] == "meddiff" and len(names) > 1 and names[1] != here:
+                graph[here].add(names[1])
+
+    def reaches(a: str, b: str, seen: set[str]) -> bool:
+        return any(n == b or (n not in seen and reaches(n, b, seen | {n})) for n in graph.get(a, ()))
+
+    return sorted({tuple(sorted((a, b))) for a in list(graph) for b in graph[a] if reaches(b, a, {b})})
+
+
+def test_no_package_imports_one_that_imports_it_back():
+    assert package_loops() == []
+
+
+def test_the_training_loop_names_no_model_family():
+    imported = _imports(SRC / "train" / "loop.py")
+    assert not [m for m in imported if m.split(".")[1:2] in (["vdm"], ["baselines"], ["diffusion"], ["nn"])], imported
+
+
+def test_every_objective_has_a_registered_format_and_the_protocol_members():
+    for name, cls in OBJECTIVES.items():
+        assert REGISTRY[cls.format].objective == name and format_for(name) == cls.format
+        for member in ("describe_data", "degradation", "size_multiple", "class_labels", "optimisers", "attach", "step",
+                       "val_batch", "metadata"):
+            assert callable(getattr(cls, member)), (name, member)
+
+
+def test_format_of_reads_the_header_and_says_none_for_unreadable_files(tmp_path):
+    assert format_of(SRC / "checkpoints" / "demo_sr_x4.safetensors") == DDPM.name
+    (tmp_path / "x.safetensors").write_bytes(b"not a safetensors file")
+    assert format_of(tmp_path / "x.safetensors") is None and format_of(tmp_path / "missing") is None
