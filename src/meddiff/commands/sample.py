@@ -90,6 +90,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num", type=int, default=16, help="VDM checkpoints: number of images to generate (default 16)")
     p.add_argument("--label", default=None,
                    help="VDM class-conditional checkpoints: class name or index of every sample (default: cycle the classes)")
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                   help="checkpoint weights to sample: ema (the moving average, default) or raw (the training weights "
+                        "in train_state.safetensors, e.g. after a short run whose EMA is still mostly initialisation)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -161,8 +164,10 @@ def ddpm_restorer(args: argparse.Namespace, device):
     from ..inference import SAMPLERS, restore, sampler_options
     from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
     from ..train.checkpoint import load_model
+    from ..train.weights import use_weights
 
     cfg, net, denoiser = load_model(args.checkpoint, device=device)
+    use_weights(net, args.checkpoint, cfg, args.weights)
     if args.precision:
         denoiser.precision = args.precision
     task = sr_task(cfg.task, args.sr_factor)
@@ -206,6 +211,8 @@ def baseline_restorer(args: argparse.Namespace, device):
 
     _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
     cfg, model = load_baseline(args.checkpoint, device=device)
+    from ..train.weights import use_weights
+    use_weights(model, args.checkpoint, cfg, args.weights)
 
     def predict(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path) -> torch.Tensor:
         return restore_baseline(model, planes, samples=args.samples, seed=args.seed, batch_size=args.batch_size, device=device)

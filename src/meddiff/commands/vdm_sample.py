@@ -3,7 +3,7 @@ from a variational diffusion model (meddiff.vdm), called by `meddiff sample` whe
 has format "meddiff-vdm-v1". With --input, a VDM trained with vdm.image_condition restores the
 input through `meddiff sample`'s shared reading/writing path (vdm_restorer).
 
-Writes DIR/grid.png (all samples tiled, row-major) and one file per sample,
+Writes DIR/grid.png (all samples tiled, row-major, enlarged without interpolation to >= 512 px wide) and one file per sample,
 DIR/sample_0000[_<class>].<png|nii.gz|dcm> (--format same = png). Intensities are the model's
 levels 0..V-1 (PNG: 8 bit when V <= 256, window 0..V-1). Every file carries meddiff's synthetic
 marker (DICOM DerivationDescription/ImageComments, NIfTI descrip, PNG text). Sample i uses the
@@ -63,11 +63,13 @@ def run(args: argparse.Namespace) -> int:
     from ..train.distributed import pick_device
     from ..vdm.build import latent_shape
     from ..vdm.checkpoint import load_vdm
-    from ..vdm.generate import generate_levels, image_grid
+    from ..vdm.generate import generate_levels, grid_for_viewing
 
     device = pick_device(args.device)
     vdm = load_vdm(args.checkpoint, device=device)
     cfg = vdm.cfg
+    from ..train.weights import use_weights
+    weights = use_weights(vdm.model, args.checkpoint, cfg, getattr(args, "weights", "ema"))
     if args.input is not None:
         if not cfg.vdm.image_condition:
             raise InputError(f"--input: {vdm.file} is a VDM trained without an image condition, which generates "
@@ -99,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     bits = 8 if v <= 256 else 16
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
-    what = f"VDM sample, {steps} ancestral steps, seed {args.seed}, step {vdm.step}"
-    written = write_volume(_volume(image_grid(x, fill=0.0), vdm.file, what), out / "grid.png", synthetic=True,
+    what = f"VDM sample, {steps} ancestral steps, seed {args.seed}, step {vdm.step}, {weights}"
+    written = write_volume(_volume(grid_for_viewing(x, fill=0.0), vdm.file, what), out / "grid.png", synthetic=True,
                            description=f"meddiff {what} (grid)", bits=bits, window=(0.0, v - 1.0))
     ext = _EXT[args.format]
     for i in range(n):

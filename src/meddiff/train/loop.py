@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -46,7 +47,7 @@ from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..nn.unet import build_unet
 from . import distributed as D
 from .checkpoint import BASELINE_FORMAT, FORMAT, VDM_FORMAT, init_weights, latest_checkpoint, load_train_state, read_config, save_checkpoint
-from .ema import ema_copy, ema_update
+from .ema import EMAWarning, ema_copy, ema_decay_at, ema_update, init_share_warning
 from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log
 from .order import STEP, VAL, SeededItems, StepBatches, collate, loss_noise, mix_seed, seed_global_rngs
 
@@ -251,7 +252,7 @@ class _Run:
             raise TrainingError(f"gradient norm is {float(norm)} at step {step + 1}; training stopped{self._last_good()}")
         self.scaler.step(self.opt)
         self.scaler.update()
-        ema_update(self.ema, self.net, t.ema_decay)
+        ema_update(self.ema, self.net, ema_decay_at(step, t.ema_decay, t.ema_warmup))
         return value
 
     def baseline_step(self, step: int, batch) -> float:
@@ -269,7 +270,7 @@ class _Run:
         value = float(losses["loss"])
         if not math.isfinite(value):
             raise TrainingError(f"loss is {value} at step {step + 1}; training stopped{self._last_good()}")
-        ema_update(self.ema, self.net, t.ema_decay)
+        ema_update(self.ema, self.net, ema_decay_at(step, t.ema_decay, t.ema_warmup))
         return value
 
     def vdm_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -322,7 +323,7 @@ class _Run:
         if not torch.isfinite(norm):
             raise TrainingError(f"gradient norm is {float(norm)} at step {step + 1}; training stopped{self._last_good()}")
         self.opt.step()
-        ema_update(self.ema, self.net, t.ema_decay)
+        ema_update(self.ema, self.net, ema_decay_at(step, t.ema_decay, t.ema_warmup))
         return value
 
     @torch.no_grad()
@@ -415,9 +416,13 @@ def train(cfg: Config, train_set: Dataset, *, val_set: Dataset | None = None, re
     vdm = vdm_data(cfg, train_set, labels, class_names) if cfg.objective == "vdm" else None
     env = D.setup(cfg.train.device)
     try:
-        return _train(cfg, env, train_set, val_set, resume, progress, vdm)
+        result = _train(cfg, env, train_set, val_set, resume, progress, vdm)
     finally:
         D.cleanup(env)
+    warning = init_share_warning(result.step, cfg.train.ema_decay, cfg.train.ema_warmup)
+    if warning and env.is_main:
+        warnings.warn(warning, EMAWarning, stacklevel=2)
+    return result
 
 
 def _prepare_out(run: _Run, resume: bool) -> tuple[Path, Path]:

@@ -62,6 +62,21 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2, fill: 
     return out
 
 
+VIEW_WIDTH = 512  # grids for viewing are enlarged to at least this many pixels wide
+
+
+def upscale_nearest(img: np.ndarray, min_width: int = VIEW_WIDTH) -> np.ndarray:
+    """[H, W] enlarged by the smallest integer factor that makes it >= min_width wide, each pixel
+    repeated (nearest neighbour: no interpolation, every level unchanged)."""
+    k = max(1, math.ceil(min_width / img.shape[1]))
+    return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
+
+
+def grid_for_viewing(images: np.ndarray, fill: float = -1.0) -> np.ndarray:
+    """image_grid of [N, H, W] enlarged with upscale_nearest (what grid PNGs show)."""
+    return upscale_nearest(image_grid(images, fill=fill))
+
+
 @dataclass(frozen=True)
 class HeldoutBPD:
     """Per-slice bits/dim of each term (arrays [N]) and their mean and standard error."""
