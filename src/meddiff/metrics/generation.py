@@ -94,7 +94,8 @@ def _to_unit(vol) -> np.ndarray:
 
 def read_image_set(folder: str | Path, split: str = "test") -> list[np.ndarray]:
     """2D images on [-1, 1] (see the module docstring) from a folder of image files or from a
-    `meddiff prepare` folder (its `split`); 3D volumes give one image per slice along axis 0."""
+    `meddiff prepare` folder (its `split`); 3D volumes give one image per slice along axis 0. Files
+named grid* (the tiled grids `meddiff sample` and this module write) are skipped."""
     from ..io import find_images, read_volume
 
     root = Path(folder)
@@ -104,6 +105,8 @@ def read_image_set(folder: str | Path, split: str = "test") -> list[np.ndarray]:
     elif root.is_dir():
         images = []
         for item in find_images(root):
+            if Path(item.path).name.startswith("grid"):  # the tiled grids meddiff writes beside samples
+                continue
             vol = read_volume(item)
             unit = _to_unit(vol)
             images += [unit] if unit.ndim == 2 else [s for s in unit]

@@ -79,9 +79,10 @@ def init_share_warning(steps: int, decay: float, warmup: bool, where: str = "the
     if share <= threshold:
         return None
     rule = f"min({decay}, (1 + t)/(10 + t))" if warmup else f"a constant {decay}"
-    return (f"{where} still hold {share:.1%} of the random initial weights ({steps} steps of EMA decay {rule}): "
-            "samples from them may be noise. Train longer, use train.ema_warmup: true (the default) or a "
-            "lower train.ema_decay, or sample the raw weights (meddiff sample --weights raw).")
+    fix = "train longer" if warmup else "train with train.ema_warmup: true (the default), a lower train.ema_decay or longer"
+    return (f"{where} still hold {share:.1%} of the initial weights ({steps} steps of EMA decay {rule}): "
+            f"samples from them may be noise. {fix[0].upper() + fix[1:]}, or sample the raw weights "
+            "(meddiff sample --weights raw).")
 
 
 @torch.no_grad()
