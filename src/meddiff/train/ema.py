@@ -13,7 +13,7 @@ stored config lacks the key were trained so and keep that rule, see
 Why a warm-up. The EMA after n steps still holds the initial (random) weights with the weight
 prod_{t<n} beta_t (`init_share`). With a constant 0.995 that is 0.995^300 = 22% after 300
 steps: the averaged model samples noise while the raw model already makes images. With the
-warm-up the product is 9! n! / (n + 9)! = 1 / C(n + 9, 9) until the cap: 4e-5 after 10 steps.
+warm-up the product is 9! n! / (n + 9)! = 1 / C(n + 9, 9) until the cap: 1e-5 after 10 steps.
 Until the cap is reached the weight of step s in the average is about 9 (s + 1)^8 / (n + 1)^9:
 a power-function EMA (EDM2, Karras et al. 2024) with exponent 9, i.e. an average over roughly
 the last 10% of the run, whatever the run's length; after the cap it is the usual EMA of
