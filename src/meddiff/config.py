@@ -122,7 +122,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.999  # the EMA's long-run decay (its cap under the warm-up)
+    ema_warmup: bool = True  # EMA decay min(ema_decay, (1 + t)/(10 + t)) at step t (meddiff.train.ema)
     grad_clip: float = 1.0
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU
     lr_schedule: Literal["constant", "cosine"] = "constant"  # after the warm-up

@@ -56,7 +56,11 @@ def test_sample_writes_grid_and_files_marked_synthetic(brains, tmp_path, capsys)
     # no --label: classes cycle through the sorted names
     assert files == ["grid.png", "sample_0000_axial.png", "sample_0001_coronal.png", "sample_0002_sagittal.png",
                      "sample_0003_axial.png", "sample_0004_coronal.png"]
-    grid = np.asarray(Image.open(tmp_path / "png" / "grid.png"))
+    big = np.asarray(Image.open(tmp_path / "png" / "grid.png"))
+    k = -(-512 // (2 + 3 * 18))  # enlarged for viewing by the smallest integer factor reaching 512 px wide
+    assert big.shape == (k * (2 + 2 * 18), k * (2 + 3 * 18)) and big.shape[1] >= 512
+    grid = big[::k, ::k]
+    assert np.array_equal(np.repeat(np.repeat(grid, k, 0), k, 1), big)  # nearest: each pixel a k x k block
     assert grid.shape == (2 + 2 * 18, 2 + 3 * 18)  # 3 columns x 2 rows of 16 px tiles, 2 px gaps
     one = np.asarray(Image.open(tmp_path / "png" / "sample_0001_coronal.png"))
     assert one.shape == (16, 16) and np.array_equal(grid[2:18, 20:36], one)  # tile 1 = sample 1, levels unchanged

@@ -71,7 +71,13 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 LEGACY_KEYS = {("baseline", "latent_levels"): 3, ("baseline", "latent_dim"): 8, ("baseline", "kl_weight"): 1.0}
 
 
+# Keys a later meddiff added whose default changed what training does, with the value every
+# checkpoint written before them was trained with (filled in when a stored config lacks them).
+ADDED_KEYS = {("train", "ema_warmup"): False}  # issue 19: the EMA was a constant decay before
+
+
 def drop_legacy_keys(values: object) -> object:
+    """A stored config's dict with LEGACY_KEYS (at their only value) dropped and ADDED_KEYS filled in."""
     if not isinstance(values, dict):
         return values
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
@@ -79,6 +85,10 @@ def drop_legacy_keys(values: object) -> object:
         sec = out.get(section)
         if isinstance(sec, dict) and key in sec and sec[key] == default:
             del sec[key]
+    for (section, key), before in ADDED_KEYS.items():
+        sec = out.get(section)
+        if isinstance(sec, dict) and key not in sec:
+            sec[key] = before
     return out
 
 

@@ -53,6 +53,10 @@ per class in the CSV files) against --seg-labels label images, else against the 
 of the ground truth. --classifier [FILE] --labels CSV (columns case, label; case = the image
 file stem) adds the classifier's accuracy on each method's images.
 
+    meddiff evaluate --generated DIR --real DIR [--checkpoint VDM --prepared DIR] [--out DIR]
+
+scores unpaired generated images against real ones (meddiff.commands.evaluate_generation).
+
     meddiff evaluate --likelihood --checkpoint CKPT --prepared DIR [--split test] [--seed S] [--out DIR]
 
 gives instead the negative VLB in bits/dim of a VDM checkpoint on a held-out split of a prepared
@@ -117,6 +121,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ds.add_argument("--classifier", nargs="?", const=DEFAULT_MODEL, default=None, metavar="FILE",
                     help="classify every image and add accuracy (no FILE: the shipped classifier); needs --labels")
     ds.add_argument("--labels", type=Path, default=None, help="CSV with columns case (image file stem) and label, for --classifier")
+    from .evaluate_generation import add_arguments as add_generation_arguments
+    add_generation_arguments(p)
     lk = p.add_argument_group("likelihood of a VDM checkpoint (instead of --pred/--truth)")
     lk.add_argument("--likelihood", action="store_true", help="bits/dim of --checkpoint on --split of --prepared")
     lk.add_argument("--checkpoint", default=None, help="VDM model.safetensors, checkpoint folder or run folder")
@@ -129,6 +135,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.generated is not None or args.real is not None:
+        from .evaluate_generation import run as run_generation
+
+        return run_generation(args)
     if args.likelihood:
         from .vdm_likelihood import run as run_likelihood
 

@@ -89,6 +89,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num", type=int, default=16, help="VDM checkpoints: number of images to generate (default 16)")
     p.add_argument("--label", default=None,
                    help="VDM class-conditional checkpoints: class name or index of every sample (default: cycle the classes)")
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                   help="checkpoint weights to sample: ema (the moving average, default) or raw (the training weights "
+                        "in train_state.safetensors, e.g. after a short run whose EMA is still mostly initialisation)")
     p.add_argument("--strict-domain", action="store_true",
                    help="refuse (instead of warn about) an input that looks unlike the model's training data "
                         "(modality, pixel spacing, intensities, model-based score; see meddiff.domain)")

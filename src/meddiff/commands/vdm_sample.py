@@ -26,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     vdm = load_vdm(args.checkpoint, device=device)
     cfg = vdm.cfg
+    from ..train.weights import use_weights
+
+    weights = use_weights(vdm.model, args.checkpoint, cfg, getattr(args, "weights", "ema"))
     if cfg.vdm.image_condition:
         raise InputError(f"{vdm.file}: an image-conditional VDM (restoration) cannot generate without an input")
     steps = args.steps if args.steps is not None else cfg.vdm.sample_steps
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
     labels, names = resolve_labels(args.label, vdm.class_names, n)
     x = generate_images(vdm, n, steps=steps, seed=args.seed, labels=labels, batch_size=args.batch_size, device=device)
-    what = f"VDM sample, {steps} ancestral steps, seed {args.seed}, step {vdm.step}"
+    what = f"VDM sample, {steps} ancestral steps, seed {args.seed}, step {vdm.step}, {weights}"
     import shlex
 
     prov = {"sampler": "ancestral", "steps": steps, "seed": args.seed,

@@ -70,6 +70,7 @@ class Request:
     tile_size: int | None = None
     tile_overlap: int | None = None
     compile: bool = False
+    weights: str = "ema"  # "ema" or "raw" (the training weights of a checkpoint folder; meddiff.train.weights)
     argv: tuple[str, ...] = ()  # the command line, recorded as provenance
 
     @classmethod

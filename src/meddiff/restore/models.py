@@ -27,6 +27,7 @@ from ..diffusion.checkpoint import load_model
 from ..errors import InputError
 from ..inference import SAMPLERS, restore as restore_planes, sampler_options
 from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
+from ..train.weights import use_weights
 from ..vdm.checkpoint import LoadedVDM, load_vdm
 from ..vdm.sampling import VDMDenoiser
 from .files import Request, Written, restore_files
@@ -59,6 +60,7 @@ def _not_for(args: Request, what: str, keys: tuple[str, ...]) -> None:
 def ddpm_restorer(args: Request, device):
     """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of a DDPM checkpoint: its sampler."""
     cfg, net, denoiser = load_model(args.checkpoint, device=device, precision=args.precision or "auto")
+    use_weights(net, args.checkpoint, cfg, args.weights)
     if args.compile:
         from ..diffusion.denoiser import compile_network
 
@@ -124,6 +126,7 @@ def baseline_restorer(args: Request, device):
     """(task, restore, description) of a learned baseline's checkpoint: its prediction per slice."""
     _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
     cfg, model = load_baseline(args.checkpoint, device=device)
+    use_weights(model, args.checkpoint, cfg, args.weights)
 
     def predict(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path, bar=None) -> torch.Tensor:
         return restore_baseline(model, planes, samples=args.samples, seed=args.seed, batch_size=args.batch_size, device=device)
@@ -214,6 +217,7 @@ def restore(args: Request, device: torch.device | str = "cpu") -> Written:
 def vdm_restorer_of(args: Request, device):
     """vdm_restorer of the checkpoint, refusing a VDM trained without an image condition."""
     vdm = load_vdm(args.checkpoint, device=device)
+    use_weights(vdm.model, args.checkpoint, vdm.cfg, args.weights)
     if not vdm.cfg.vdm.image_condition:
         raise InputError(f"--input: {vdm.file} is a VDM trained without an image condition, which generates "
                          "images (--num N [--label L]); restoring needs one trained with vdm.image_condition: true")

@@ -14,6 +14,7 @@ validation loss and names its checkpoint format; this loop never asks which fami
 from __future__ import annotations
 
 import math
+import warnings
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..objective import Runtime, StepContext, optimiser_list
 from ..objectives import build_objective, describe_data
 from . import distributed as D
-from .ema import ema_copy, ema_update
+from .ema import EMAWarning, ema_copy, ema_decay_at, ema_update, init_share_warning
 from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log
 
 # keys that may change when resuming (they do not change what the steps compute)
@@ -160,7 +161,7 @@ class _Run:
         ctx = StepContext(step, t.seed, t.batch_size, t.grad_clip if t.grad_clip > 0 else math.inf, self.runtime,
                           self._last_good())
         value, self.terms = self.objective.step(ctx, batch, self.opt, self.scaler)
-        ema_update(self.ema, self.net, t.ema_decay)
+        ema_update(self.ema, self.net, ema_decay_at(step, t.ema_decay, t.ema_warmup))
         return value
 
     def _last_good(self) -> str:
@@ -226,9 +227,13 @@ def train(cfg: Config, train_set: Dataset, *, val_set: Dataset | None = None, re
     data = describe_data(cfg, train_set, labels, class_names)
     env = D.setup(cfg.train.device)
     try:
-        return _train(cfg, env, train_set, val_set, resume, progress, data)
+        result = _train(cfg, env, train_set, val_set, resume, progress, data)
     finally:
         D.cleanup(env)
+    warning = init_share_warning(result.step, cfg.train.ema_decay, cfg.train.ema_warmup)
+    if warning and env.is_main:
+        warnings.warn(warning, EMAWarning, stacklevel=2)
+    return result
 
 
 def _prepare_out(run: _Run, resume: bool) -> tuple[Path, Path]:

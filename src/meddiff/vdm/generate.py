@@ -71,6 +71,21 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2, fill: 
     return out
 
 
+VIEW_WIDTH = 512  # grids for viewing are enlarged to at least this many pixels wide
+
+
+def upscale_nearest(img: np.ndarray, min_width: int = VIEW_WIDTH) -> np.ndarray:
+    """[H, W] enlarged by the smallest integer factor that makes it >= min_width wide, each pixel
+    repeated (nearest neighbour: no interpolation, every level unchanged)."""
+    k = max(1, math.ceil(min_width / img.shape[1]))
+    return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
+
+
+def grid_for_viewing(images: np.ndarray, fill: float = -1.0) -> np.ndarray:
+    """image_grid of [N, H, W] enlarged with upscale_nearest (what grid PNGs show)."""
+    return upscale_nearest(image_grid(images, fill=fill))
+
+
 @dataclass(frozen=True)
 class HeldoutBPD:
     """Per-slice bits/dim of each term (arrays [N]) and their mean and standard error."""
@@ -170,7 +185,7 @@ def write_generated(vdm: LoadedVDM, x: np.ndarray, out: Path, names: list[str], 
     mark(out, "sample")
     prov = {"checkpoint": str(vdm.file), "checkpoint_sha256": file_sha256(vdm.file), "checkpoint_step": vdm.step,
             **(provenance or {})}
-    written = write_volume(_volume(image_grid(x, fill=0.0), vdm.file, what), out / "grid.png", synthetic=True,
+    written = write_volume(_volume(grid_for_viewing(x, fill=0.0), vdm.file, what), out / "grid.png", synthetic=True,
                            description=f"meddiff {what} (grid)", bits=bits, window=(0.0, v - 1.0), provenance=prov)
     ext = EXTENSIONS[fmt]
     for i in range(len(x)):

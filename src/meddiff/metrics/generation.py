@@ -1,0 +1,260 @@
+"""Scores of unconditional generation: a set of generated images against a set of real ones
+(`meddiff evaluate --generated DIR --real DIR`), no pairing by file name.
+
+One table of: FID and KID (meddiff.metrics.fid, Inception-v3 pool3 features), improved precision
+and recall (Kynkaanniemi et al., "Improved Precision and Recall Metric for Assessing Generative
+Models", NeurIPS 2019) in the same feature space, and, given a VDM checkpoint and a prepared
+folder, the held-out negative VLB in bits/dim (meddiff.vdm.generate.heldout_bpd).
+
+Small-n caveats, stated in the table rather than hidden: FID is biased upwards below ~50
+images per set (its covariance is a rank-(n-1) estimate of a 2048-d one), so it is given with a
+note and only comparable between sets of one n; KID is unbiased, so at small n its estimate can
+fall below 0 when the sets are indistinguishable at that n: the table then says "n too small"
+with the estimate and its spread instead of a negative distance. Precision/recall with k
+neighbours need n > k in each set.
+
+Intensities (`read_image_set`): each image becomes [N, H, W] on [-1, 1]. A `meddiff prepare`
+folder is already there; files written by meddiff with a stored window (the VDM's PNG samples,
+levels 0..V-1) are mapped by that window; other 8-bit images map 0..255; anything else (16-bit
+PNG, DICOM, NIfTI) is scaled by its own 0.5 and 99.5 percentiles, as `meddiff prepare
+--clip-percentiles 0.5 99.5` does for a radiograph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+PERCENTILES = (0.5, 99.5)
+FID_MIN_N = 50  # below this per set FID is reported with the bias note
+PR_K = 3  # Kynkaanniemi et al.: k = 3 nearest neighbours
+
+
+# --------------------------------------------------------------------------- precision / recall
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances [Na, Nb] between the rows of a [Na, D] and b [Nb, D] (float64)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.clip(d2, 0.0, None))
+
+
+def knn_radii(features: np.ndarray, k: int = PR_K) -> np.ndarray:
+    """Radius of each sample's hypersphere [N]: the distance to its k-th nearest other sample of
+    the same set (Kynkaanniemi et al. 2019, eq. 1; the sample itself is not its own neighbour)."""
+    n = features.shape[0]
+    if not 1 <= k < n:
+        raise InputError(f"k-NN manifold with k = {k} needs more than k samples, got {n}")
+    d = pairwise_distances(features, features)
+    np.fill_diagonal(d, np.inf)
+    return np.partition(d, k - 1, axis=1)[:, k - 1]
+
+
+def manifold_coverage(queries: np.ndarray, support: np.ndarray, radii: np.ndarray) -> float:
+    """Share of `queries` inside the manifold of `support`: f(q) = 1 if ||q - s|| <= radius(s) for
+    some support sample s (eq. 1), averaged over the queries (eq. 2 / eq. 3)."""
+    d = pairwise_distances(queries, support)
+    return float(np.mean((d <= radii[None, :]).any(axis=1)))
+
+
+def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = PR_K) -> tuple[float, float]:
+    """(precision, recall): the share of generated samples inside the real manifold, and of real
+    samples inside the generated manifold, both with k-NN radii in feature space [N, D]."""
+    precision = manifold_coverage(generated, real, knn_radii(real, k))
+    recall = manifold_coverage(real, generated, knn_radii(generated, k))
+    return precision, recall
+
+
+# --------------------------------------------------------------------------- image sets
+
+
+def percentile_scale(a: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
+    """a scaled to [-1, 1] by its own (low, high) percentiles, values outside clipped."""
+    lo, hi = (float(v) for v in np.percentile(a, percentiles))
+    if not hi > lo:
+        return np.zeros_like(a, dtype=np.float32)
+    return np.clip(2.0 * (a - lo) / (hi - lo) - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def _to_unit(vol) -> np.ndarray:
+    arr = np.asarray(vol.array, np.float64)
+    window = vol.meta.get("window_mapped")
+    if window is not None:  # written by meddiff with its window (e.g. VDM levels 0..V-1)
+        lo, hi = window
+        return np.clip(2.0 * (arr - lo) / (hi - lo) - 1.0, -1.0, 1.0).astype(np.float32)
+    if vol.meta.get("bits") == 8:
+        return (arr / 127.5 - 1.0).astype(np.float32)
+    return percentile_scale(arr)
+
+
+def read_image_set(folder: str | Path, split: str = "test") -> list[np.ndarray]:
+    """2D images on [-1, 1] (see the module docstring) from a folder of image files or from a
+    `meddiff prepare` folder (its `split`); 3D volumes give one image per slice along axis 0. Files
+named grid* (the tiled grids `meddiff sample` and this module write) are skipped."""
+    from ..io import find_images, read_volume
+
+    root = Path(folder)
+    if (root / "manifest.csv").is_file() and (root / f"{split}.npy").is_file():
+        arr = np.load(root / f"{split}.npy")
+        images = [np.asarray(a, np.float32).reshape(a.shape[-2:]) for a in arr]
+    elif root.is_dir():
+        images = []
+        for item in find_images(root):
+            if Path(item.path).name.startswith("grid"):  # the tiled grids meddiff writes beside samples
+                continue
+            vol = read_volume(item)
+            unit = _to_unit(vol)
+            images += [unit] if unit.ndim == 2 else [s for s in unit]
+    else:
+        raise InputError(f"{root}: expected a folder of images or a `meddiff prepare` folder")
+    if len(images) < 2:
+        raise InputError(f"{root}: found {len(images)} image(s); generation metrics need at least 2 per set")
+    return images
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass
+class GenerationScores:
+    n_generated: int
+    n_real: int
+    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (metric, value, note)
+    values: dict[str, float] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        lines = [f"generated n = {self.n_generated}, real n = {self.n_real}", "",
+                 "| metric | value | note |", "|---|---:|---|"]
+        lines += [f"| {m} | {v} | {note} |" for m, v, note in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def kid_row(kid: float, kid_std: float, n: int) -> tuple[str, str]:
+    """(value, note) of KID: the estimate, or "n too small" when it is below 0 (see the module docstring)."""
+    if kid < 0:
+        return "n too small", (f"estimate {kid:.4f} +- {kid_std:.4f} is below 0: the sets are indistinguishable "
+                               f"at n = {n}; more images are needed")
+    return f"{kid:.4f} +- {kid_std:.4f}", f"unbiased MMD^2, subsets of {n} (mean +- std over subsets)"
+
+
+def score_features(f_gen: np.ndarray, f_real: np.ndarray, k: int = PR_K, seed: int = 0) -> GenerationScores:
+    """FID, KID and precision/recall rows from Inception features [N, D] of each set."""
+    from .fid import fid_from_features, kid_from_features
+
+    ng, nr = f_gen.shape[0], f_real.shape[0]
+    s = GenerationScores(ng, nr)
+    fid = fid_from_features(f_gen, f_real)
+    note = f"biased upwards below {FID_MIN_N} images per set; compare only at equal n, read KID" if min(ng, nr) < FID_MIN_N else ""
+    s.rows.append(("FID", f"{fid:.2f}", note))
+    m = min(ng, nr, 1000)
+    kid, kid_std = kid_from_features(f_gen, f_real, subsets=100, subset_size=m, seed=seed)
+    s.rows.append(("KID", *kid_row(kid, kid_std, m)))
+    s.values.update(fid=fid, kid=kid, kid_std=kid_std)
+    if min(ng, nr) > k:
+        p, r = precision_recall(f_real, f_gen, k)
+        s.rows += [("precision", f"{p:.3f}", f"generated inside the real k-NN manifold (k = {k})"),
+                   ("recall", f"{r:.3f}", f"real inside the generated k-NN manifold (k = {k})")]
+        s.values.update(precision=p, recall=r)
+    else:
+        s.rows.append(("precision / recall", "n too small", f"needs more than k = {k} images per set"))
+    return s
+
+
+def heldout_bits_per_dim(checkpoint: str | Path, prepared: str | Path, split: str = "test", draws: int = 1,
+                         seed: int = 0) -> tuple[float, float, int]:
+    """(mean, standard error, slices) of the negative VLB in bits/dim of an unconditional VDM
+    checkpoint's EMA weights on `split` of a prepared folder (centre crops of data.crop, as in training)."""
+    from ..data.dataset import PairDataset, load_prepared
+    from ..vdm.build import NoCondition
+    from ..vdm.checkpoint import load_vdm
+    from ..vdm.generate import heldout_bpd
+
+    vdm = load_vdm(checkpoint)
+    cfg = vdm.cfg
+    if vdm.class_names or cfg.vdm.image_condition:
+        raise InputError(f"{vdm.file}: held-out bits/dim here is for unconditional VDMs; use "
+                         "`meddiff evaluate --likelihood` for class- or image-conditional ones")
+    prep = load_prepared(prepared)
+    size = int(prep.arrays[split].shape[-1])
+    crop = cfg.data.crop if cfg.vdm.score == "unet" else vdm.data_shape[-1]
+    ds = PairDataset(prep, split, NoCondition(), crop=crop if 0 < crop < size else 0, train=False, seed=seed)
+    res = heldout_bpd(vdm.model, ds, timesteps=cfg.vdm.timesteps, vocab_size=cfg.vdm.vocab_size, seed=seed,
+                      draws=draws)
+    return res.mean("total"), res.stderr("total"), len(res.case_ids)
+
+
+def evaluate_generation(generated: str | Path, real: str | Path, out: str | Path, *, split: str = "test",
+                        checkpoint: str | Path | None = None, prepared: str | Path | None = None, draws: int = 1,
+                        k: int = PR_K, seed: int = 0) -> GenerationScores:
+    """The whole `meddiff evaluate --generated --real` run: read both sets, score them in the
+    Inception feature space, add held-out bits/dim when `checkpoint` and `prepared` are given,
+    and write OUT/generation.{md,csv,json} and OUT/grid_{generated,real}.png (nearest-upscaled)."""
+    from .fid import inception_features
+
+    gen, ref = read_image_set(generated, split), read_image_set(real, split)
+    scores = score_features(_features(gen, inception_features), _features(ref, inception_features), k, seed)
+    if checkpoint is not None:
+        if prepared is None:
+            raise InputError("held-out bits/dim needs --prepared DIR beside --checkpoint")
+        bpd, se, n = heldout_bits_per_dim(checkpoint, prepared, split, draws, seed)
+        scores.rows.append(("bits/dim (held out)", f"{bpd:.3f} +- {se:.3f}",
+                            f"negative VLB of the EMA weights on {n} slices of split {split!r}, {draws} draw(s) each"))
+        scores.values.update(bits_per_dim=bpd, bits_per_dim_se=se)
+    write_generation_outputs(scores, gen, ref, Path(out))
+    return scores
+
+
+def _features(images: list[np.ndarray], inception_features) -> np.ndarray:
+    """Inception features of images of any sizes (batched by shape, original order kept)."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(im.shape, []).append(i)
+    feats: list[np.ndarray | None] = [None] * len(images)
+    for idx in by_shape.values():
+        f = inception_features(np.stack([images[i] for i in idx]), value_range=(-1.0, 1.0))
+        for i, row in zip(idx, f):
+            feats[i] = row
+    return np.stack(feats)  # type: ignore[arg-type]
+
+
+def write_generation_outputs(scores: GenerationScores, gen: list[np.ndarray], ref: list[np.ndarray], out: Path) -> None:
+    """generation.md / .csv / .json and the two viewing grids, each written atomically."""
+    import csv
+    import io
+    import json
+
+    from ..io.atomic import atomic_write_text
+    from ..vdm.generate import grid_for_viewing
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "generation.md", scores.markdown())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["metric", "value", "note"])
+    w.writerows(scores.rows)
+    atomic_write_text(out / "generation.csv", buf.getvalue())
+    doc = {"n_generated": scores.n_generated, "n_real": scores.n_real, **scores.values}
+    atomic_write_text(out / "generation.json", json.dumps(doc, indent=1) + "\n")
+    for name, images in (("generated", gen), ("real", ref)):
+        _write_png(grid_for_viewing(_common_size(images[:64])), out / f"grid_{name}.png")
+
+
+def _common_size(images: list[np.ndarray]) -> np.ndarray:
+    """[N, H, W] of the first images, every one cropped to the smallest height and width."""
+    h, w = min(im.shape[0] for im in images), min(im.shape[1] for im in images)
+    return np.stack([im[:h, :w] for im in images])
+
+
+def _write_png(img: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    from ..io.atomic import atomic_path
+
+    u8 = np.round((np.clip(img, -1, 1) + 1) * 127.5).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(u8).save(tmp, format="PNG")
