@@ -61,7 +61,8 @@ class TinyPairs(torch.utils.data.Dataset):
 
 
 def _train_cfg(out: Path, **extra) -> dict:
-    return {"train": {"out_dir": str(out), "steps": 3, "batch_size": 3, "lr": 1e-3, "ema_decay": 0.9, "log_every": 1,
+    return {"train": {"out_dir": str(out), "steps": 3, "batch_size": 3, "lr": 1e-3, "ema_decay": 0.9, "ema_warmup": False,  # pins the constant-decay EMA path too
+                      "log_every": 1,
                       "ckpt_every": 3, "device": "cpu", "threads": 1, "warmup_steps": 1, **extra}}
 
 
@@ -158,14 +159,15 @@ def sample_files(tmp: Path, how: list[str]) -> torch.Tensor:
     dest = tmp / "out"
     if main(["sample", "--input", str(src), "--output", str(dest), "--no-progress", *how]) != 0:
         raise RuntimeError("meddiff sample failed")
-    files = sorted(p for p in dest.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in dest.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix != ".json")
     return torch.stack([torch.from_numpy(np.asarray(read_volume(f).array, dtype=np.float32)) for f in files])
 
 
 def ddpm_files(out: dict[str, torch.Tensor]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out["ddpm.files"] = sample_files(Path(tmp), ["--checkpoint", str(SHIPPED), "--steps", "3", "--samples", "2",
-                                                     "--sampler", "ddim", "--seed", "2"])
+                                                     "--sampler", "ddim", "--seed", "2",
+                                                     "--precision", "fp32"])  # the CLI default is bf16 where native
 
 
 def record() -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from .conftest import NoisyCrops, psnr, tiny_baseline_config
 
 OVERFIT = {  # name -> (baseline section, steps, lr, betas)
     "pix2pix": ({"name": "pix2pix", "width": 16, "disc_width": 16, "depth": 5, "disc_layers": 2}, 300, 2e-4, (0.5, 0.999)),
-    "srgan": ({"name": "srgan", "width": 16, "n_blocks": 4, "disc_width": 8}, 250, 1e-3, (0.9, 0.999)),
+    "srgan": ({"name": "srgan", "width": 16, "n_blocks": 4, "disc_width": 8}, 400, 1e-3, (0.9, 0.999)),
 }
 
 

@@ -333,7 +333,7 @@ def test_cli_sr_lowres_output_downsamples_to_the_input(tmp_path):
     errs = {}
     for mode in ("none", "project"):
         assert run_cli("--checkpoint", ck, "--input", inp, "--output", tmp_path / mode, "--consistency", mode) == 0
-        out = read_volume(tmp_path / mode / "v" / "v_restored.nii.gz")
+        out = read_volume(tmp_path / mode / "v_restored.nii.gz")
         assert out.shape == (3, 64, 64)
         lo, hi = float(vol.array.min()), float(vol.array.max())  # the CLI's min/max normalisation
         norm = lambda a: torch.from_numpy((a.astype(np.float64) - lo) / (hi - lo) * 2 - 1)[:, None]  # noqa: E731
