@@ -47,23 +47,36 @@ from meddiff.diffusion.checkpoint import load_model  # noqa: E402
 FACTOR = 4.0
 
 
+LOWRES: dict[int, torch.Tensor] = {}  # id(condition) -> its measurement (for --consistency)
+
+
 def condition(x: np.ndarray, kernel: str) -> torch.Tensor:
     """Truth [H, W] -> the model condition [1, 1, H, W]: x4 measurement, bicubic back to full size."""
     sr = SuperResolution(FACTOR)
     t = torch.from_numpy(x)[None, None]
-    lr = kspace_truncate(t, sr.low_res_size(t.shape[-2:])) if kernel == "kspace" else sr.downsample(t)
-    return sr.upsample(lr.clamp(-1, 1), t.shape[-2:])
+    lr = (kspace_truncate(t, sr.low_res_size(t.shape[-2:])) if kernel == "kspace" else sr.downsample(t)).clamp(-1, 1)
+    c = sr.upsample(lr, t.shape[-2:])
+    LOWRES[id(c)] = lr
+    return c
 
 
-def restorer(path: str, steps: int | None, threads: int):
+def restorer(path: str, steps: int | None, threads: int, consistency: str = "none"):
+    from meddiff.samplers.consistency import measurement_for
+
     cfg, _, denoiser = load_model(path, expect_task="sr")
     s = cfg.sampler
     opts = sampler_options(s.name, cfg.diffusion.variance, s.eta, s.grid)
+    sr = SuperResolution(FACTOR)
 
     def run(conds: list[torch.Tensor]) -> list[np.ndarray]:
         out = []
         for c in conds:  # one by one: images differ in size
-            x = restore(denoiser, c, sampler=s.name, steps=steps or s.steps, seed=0, batch_size=1, progress=False, **opts)
+            m = None
+            if consistency != "none":  # the measurement: the low-resolution image the condition was upsampled from
+                lowres = sr.downsample(c) if LOWRES.get(id(c)) is None else LOWRES[id(c)]
+                m = measurement_for("sr", consistency, c, factor=FACTOR, lowres=lowres, resample=1)
+            x = restore(denoiser, c, sampler=s.name, steps=steps or s.steps, seed=0, batch_size=1, progress=False,
+                        consistency=m, **opts)
             out.append(x[0, 0, 0].numpy())
         return out
 
@@ -160,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: each checkpoint's)")
     p.add_argument("--kernel", choices=("bicubic", "kspace"), default="bicubic")
     p.add_argument("--through-plane", action="store_true", help="restore whole stacks for the through-plane error")
+    p.add_argument("--consistency", choices=("none", "project"), default="none",
+                   help="project: every sampler step projected onto the measurement (meddiff sample --consistency project)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/generalization"))
     args = p.parse_args(argv)
@@ -169,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, path = spec.partition("=")
         if not path:
             p.error(f"--checkpoint {spec!r}: expected NAME=PATH")
-        methods[name] = restorer(path, args.steps, args.threads)
+        methods[name] = restorer(path, args.steps, args.threads, args.consistency)
     sources = [s for s in all_sources(args.slices) if args.sources is None or s.name in args.sources]
     rows: list[dict[str, object]] = []
     for src in sources:

@@ -118,7 +118,7 @@ def test_shipped_general_config_loads():
     from pathlib import Path
 
     cfg = config_mod.load(Path(__file__).resolve().parents[2] / "configs" / "sr_x4_general.yaml")
-    assert cfg.augment.synth_fraction > 0 and "kspace" in cfg.augment.sr_kernels
+    assert cfg.augment.synth_fraction > 0 and cfg.train.init_from.endswith("demo_sr_x4.safetensors")
 
 
 def test_mixed_pairs_replace_a_fraction_with_synthetic_images(tmp_path):
