@@ -23,9 +23,10 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "d
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="super-resolve held-out real MRI slices with the shipped model and write an HTML report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output folder (only one meddiff wrote)")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help="super-resolution model: a name from `meddiff models` or a file/folder (default: the shipped demo_sr_x4)")
     p.add_argument("--slices", type=int, default=8, help="number of held-out slices (evenly spaced)")
     p.add_argument("--samples", type=int, default=4, help="samples per slice (mean and std maps)")
     p.add_argument("--sampler", default=None, help="ancestral | ddim | dpm_solver_pp (default: the checkpoint's sampler.name)")
@@ -37,9 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="network precision (default: the checkpoint's sampler.precision)")
     p.add_argument("--consistency", choices=["none", "project"], default="none",
                    help="project: every x0 estimate (so the output) downsamples exactly to the low-res input")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
+    p.add_argument("--device", default="auto", help="auto (a GPU if there is one) | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
