@@ -24,6 +24,7 @@ VERBS = {
     "evaluate": "evaluate",
     "demo": "demo",
     "study": "study",
+    "models": "models",
 }
 
 

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output folder (only one meddiff wrote)")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                    help="super-resolution model: a name from `meddiff models` or a file/folder (default: the shipped demo_sr_x4)")
     p.add_argument("--slices", type=int, default=8, help="number of held-out slices (evenly spaced)")
     p.add_argument("--samples", type=int, default=4, help="samples per slice (mean and std maps)")
@@ -121,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
     from ..io.outdir import check_output_dir, mark
     from ..train.distributed import pick_device
 
+    from ..models import resolve_checkpoint
+
     t0 = time.perf_counter()
+    args.checkpoint = resolve_checkpoint(args.checkpoint)  # a model name -> its file
     out: Path = args.out
     check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite)
     device = pick_device(args.device)

@@ -273,6 +273,9 @@ def run(args: argparse.Namespace) -> int:
     from .vdm_sample import is_vdm_checkpoint
     from .vdm_sample import run as run_vdm
 
+    from ..models import resolve_checkpoint
+
+    args.checkpoint = resolve_checkpoint(args.checkpoint)  # a model name -> its file
     if args.method is not None and args.checkpoint is not None:
         raise InputError(f"give --checkpoint or --method, not both (got --method {args.method})")
     if args.method is None and args.checkpoint is None:
