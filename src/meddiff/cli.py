@@ -25,6 +25,7 @@ VERBS = {
     "demo": "demo",
     "study": "study",
     "models": "models",
+    "export": "export",
 }
 
 
