@@ -19,6 +19,7 @@ from .errors import MeddiffError
 # verb -> module in meddiff.commands (imported lazily so `meddiff --help` stays fast)
 VERBS = {
     "prepare": "prepare",
+    "degrade": "degrade",
     "train": "train",
     "sample": "sample",
     "evaluate": "evaluate",

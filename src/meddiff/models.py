@@ -178,6 +178,17 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, roots: list[str |
                           f"local models are looked up in {where}, set ${MODELS_ENV}); see `meddiff models`")
 
 
+def model_config(name_or_path: str | os.PathLike):
+    """The resolved config stored in a DDPM/VDM/baseline model file (weights not loaded)."""
+    from .train.checkpoint import _config_from_yaml, resolve_model_file  # (drops legacy keys as the loaders do)
+
+    file = resolve_model_file(resolve_checkpoint(name_or_path))
+    meta = _metadata(file)
+    if "config" not in meta:
+        raise CheckpointError(f"{file}: no stored config (format {meta.get('format')!r}); expected a meddiff model file")
+    return _config_from_yaml(meta["config"], file)
+
+
 def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu", expect_task: str | None = None):
     """(config, denoiser) of a DDPM model by name or path, ready for meddiff.samplers.
 
