@@ -68,3 +68,28 @@ def test_export_command_and_refusals(tmp_path, capsys):
         export_denoiser("seg_mni152_tissue", tmp_path / "s.pt", "torchscript")  # not a DDPM denoiser
     assert main(["export", "--checkpoint", "nosuch", "-o", str(tmp_path / "x.pt")]) == 2
     assert "demo_sr_x4" in capsys.readouterr().err
+
+
+def test_monai_bundle_layout_and_parse(tmp_path, eager):
+    import json
+
+    bundle = tmp_path / "bundle"
+    assert main(["export", "--checkpoint", "demo_sr_x4", "--format", "monai-bundle", "-o", str(bundle)]) == 0
+    for rel in ("configs/metadata.json", "configs/inference.json", "models/model.ts", "docs/README.md", "LICENSE"):
+        assert (bundle / rel).is_file(), rel
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    for key in ("version", "monai_version", "pytorch_version", "numpy_version", "task", "description", "authors",
+                "copyright", "network_data_format"):
+        assert meta[key], key
+    assert meta["network_data_format"]["inputs"]["x"]["num_channels"] == 2
+    assert "MNI" in (bundle / "LICENSE").read_text()  # the shipped model's licence travels with it
+    monai_bundle = pytest.importorskip("monai.bundle")
+    parser = monai_bundle.ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    net, denoiser = parser.get_parsed_content("network"), parser.get_parsed_content("denoiser")
+    x, k = example_inputs(eager[1].net, 2, 5, seed=9)
+    with torch.no_grad():
+        assert (net(x, k) - eager[1].net(x, k)).abs().max() <= TOLERANCE
+    assert (denoiser.prediction, denoiser.residual) == (eager[1].prediction, eager[1].residual)
+    assert main(["export", "--checkpoint", "demo_sr_x4", "--format", "monai-bundle", "-o", str(bundle)]) == 2  # not without --overwrite

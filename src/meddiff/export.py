@@ -71,6 +71,7 @@ def contract(cfg, net: nn.Module, checkpoint: Path) -> dict:
                        "k": f"int64 [B]: timestep index 0..{d.timesteps - 1}"},
             "output": f"float32 [B, {net.out_channels}, H, W]: {d.prediction} prediction" + (" of the residual" if d.residual else ""),
             "size_multiple": int(getattr(net, "size_multiple", 1)), "task": cfg.task.kind,
+            "in_channels": int(net.in_channels), "out_channels": int(net.out_channels),
             "config": config_mod.to_dict(cfg)}
 
 

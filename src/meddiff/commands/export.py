@@ -15,17 +15,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "against PyTorch on an input of another batch and size (see meddiff.export).")
     p.add_argument("--checkpoint", required=True,
                    help="a model name (see `meddiff models`), model.safetensors, a checkpoint folder or a run folder")
-    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript",
-                   help="torchscript (.pt, needs only PyTorch) or onnx (.onnx, needs the onnx package; default torchscript)")
+    p.add_argument("--format", choices=("torchscript", "onnx", "monai-bundle"), default="torchscript",
+                   help="torchscript (.pt, needs only PyTorch), onnx (.onnx, needs the onnx package) or monai-bundle "
+                        "(a MONAI bundle folder around the TorchScript network; default torchscript)")
     p.add_argument("-o", "--output", "--out", dest="output", type=Path, required=True,
-                   help="file to write (replaced if it exists)")
+                   help="file to write (replaced if it exists); for monai-bundle a new folder")
+    p.add_argument("--overwrite", action="store_true", help="monai-bundle: replace a bundle folder meddiff wrote")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..export import TOLERANCE, export_denoiser
 
-    res = export_denoiser(args.checkpoint, args.output, args.format)
+    if args.format == "monai-bundle":
+        from ..export_bundle import export_monai_bundle
+
+        res = export_monai_bundle(args.checkpoint, args.output, overwrite=args.overwrite)
+    else:
+        res = export_denoiser(args.checkpoint, args.output, args.format)
     print(f"wrote {res.path} ({res.format}); largest difference from PyTorch on a {list(res.check_shape)} input: "
           f"{res.max_abs_diff:.2e} (tolerance {TOLERANCE:g})")
     return 0
