@@ -134,6 +134,7 @@ class TrainConfig:
     keep_last: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch default)
+    tensorboard: bool = False  # also write the logged scalars to OUT/tensorboard (needs the tensorboard package)
     init_from: str = ""  # start from these weights (a model file or checkpoint; fresh optimiser), e.g. fine-tuning
 
 

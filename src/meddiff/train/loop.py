@@ -47,11 +47,11 @@ from ..nn.unet import build_unet
 from . import distributed as D
 from .checkpoint import BASELINE_FORMAT, FORMAT, VDM_FORMAT, init_weights, latest_checkpoint, load_train_state, read_config, save_checkpoint
 from .ema import ema_copy, ema_update
-from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log
+from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log, with_tensorboard
 from .order import STEP, VAL, SeededItems, StepBatches, collate, loss_noise, mix_seed, seed_global_rngs
 
 # keys that may change when resuming (they do not change what the steps compute)
-RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_last", "train.out_dir",
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_last", "train.out_dir", "train.tensorboard",
                   "train.device", "train.threads", "data.num_workers", "sampler.*")
 VAL_ITEMS = 32  # validation loss: up to this many evenly spaced items of the val split
 VLB_TERMS = ("reconstruction", "latent", "diffusion")  # VDM: logged in bits/dim as <term>_bpd
@@ -442,8 +442,9 @@ def _train(cfg: Config, env: D.DistEnv, train_set: Dataset, val_set: Dataset | N
     log_path, val_path = _prepare_out(run, resume)
     plot_path = run.out / "loss.png"
     train_fields, val_fields = (VDM_TRAIN_FIELDS, VDM_VAL_FIELDS) if vdm is not None else (TRAIN_FIELDS, VAL_FIELDS)
-    log = CsvLog(log_path, train_fields) if env.is_main else None
-    vlog = CsvLog(val_path, val_fields) if env.is_main and val_set is not None else None
+    tb = run.out / "tensorboard" if t.tensorboard else None
+    log = with_tensorboard(CsvLog(log_path, train_fields), tb, "train") if env.is_main else None
+    vlog = with_tensorboard(CsvLog(val_path, val_fields), tb, "val") if env.is_main and val_set is not None else None
     win_terms = dict.fromkeys(VLB_TERMS, 0.0)
     bar = tqdm(total=t.steps, initial=run.start, disable=not (progress and env.is_main), unit="step", dynamic_ncols=True)
     t0 = tick = time.perf_counter()
