@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     extra = {}
     if args.samples > 1:
-        extra["Per-pixel standard deviation over the samples (uncertainty)"] = std_figure([s[0].numpy() for s in std], out / "std_maps.png")
+        std_figure([s[0].numpy() for s in std], out / "std_maps.png")  # also shown in the grid, at full size
         if float(std.max()) == 0.0:
             notes.append("All samples are identical (zero std everywhere): no uncertainty calibration to measure.")
         else:
@@ -243,10 +243,12 @@ def run(args: argparse.Namespace) -> int:
                          "the error)" if ratio > 1.2 else "") + "; calibration.md has the details [4].")
     norm = prep.normalisation_of("test", int(idx[0]))  # Colin27 is one patient: one map back to its own units
     images = [{k: norm.inverse(v) for k, v in row.items()} for row in images]
+    stds = ([{f"meddiff mean of {args.samples}": std[i, 0].numpy() * norm.scale()} for i in range(len(idx))]
+            if args.samples > 1 else None)  # per-pixel std of the samples, beside the error it should predict
     report = write_html_report(
         out / "report.html", title="meddiff demo: MRI super-resolution x4 on a held-out brain", rows_of_images=images,
         row_labels=[f"{r['source'].split('/')[-1]} slice {r['slice_index']}" for r in rows],
-        table_rows=table, notes=notes, extra_images=extra, footnotes=FOOTNOTES,
+        table_rows=table, notes=notes, extra_images=extra, footnotes=FOOTNOTES, std_maps=stds,
         window=(norm.lo, norm.hi), units=f"{norm.units} MR signal units of the Colin27 file",
     )
     print(md)
