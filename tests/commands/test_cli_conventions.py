@@ -142,3 +142,11 @@ def test_rtstruct_and_seg_are_refused(tmp_path, capsys):
 def test_override_typo_blamed_on_the_override(tmp_path, capsys, override, expected):
     err = _error(capsys, ["train", "--config", str(CONFIG), override, "-o", str(tmp_path / "o")])
     assert expected in err and "demo_sr_x4.yaml" not in err
+
+
+def test_every_help_page_renders(capsys):
+    for verb, _ in _verbs(build_parser()):
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args([*verb, "--help"])
+        assert e.value.code == 0, verb
+        assert "-v, --verbose" in capsys.readouterr().out, verb
