@@ -478,6 +478,9 @@ def _train(cfg: Config, env: D.DistEnv, train_set: Dataset, val_set: Dataset | N
                         vlog.write(step=done, val_loss=val["total"], **{f"{k}_bpd": val[k] for k in VLB_TERMS})
                     elif vlog is not None:
                         vlog.write(step=done, val_loss=run.val_loss(val_set))
+                        if hasattr(vlog, "writer") and not run.baseline:  # train.tensorboard: a sample grid too
+                            from .tensorboard import log_sample_grid
+                            log_sample_grid(vlog.writer, run, val_set, done)
                     run.save(done, elapsed)
                     plot_loss(log_path, plot_path, val_path if val_set is not None else None)
                 D.barrier(env)
