@@ -136,7 +136,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--data-range", default="auto",
                    help="intensity range R for PSNR/SSIM/accutance: 'auto' (2 for data in [-1, 1], 1 for [0, 1], "
-                        "else max - min of all ground truth) or a number (default: auto)")
+                        "else max - min of all ground truth), 'per-image' (each ground-truth file's own max - min: for "
+                        "sets that mix modalities, e.g. CT and MR) or a number (default: auto)")
     p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None, help="output folder (default: <pred>/../evaluation); new or empty, "
                    "or one meddiff wrote with --overwrite; never an input folder")
     p.add_argument("--overwrite", action="store_true", help="replace the results in a non-empty output folder meddiff wrote")
@@ -204,8 +205,9 @@ def load_array(item: ImageItem) -> np.ndarray:
 
 
 def resolve_data_range(spec: str, truths: list[np.ndarray]) -> tuple[float, tuple[float, float] | None, str]:
-    """(R, clamp range for baselines or None, a note saying how R was chosen) from --data-range."""
-    if spec != "auto":
+    """(R, clamp range for baselines or None, a note saying how R was chosen) from --data-range
+    ('per-image' is resolved per file by the caller; here it gives the pooled window for display)."""
+    if spec not in ("auto", "per-image"):
         try:
             r = float(spec)
         except ValueError:
@@ -222,7 +224,15 @@ def resolve_data_range(spec: str, truths: list[np.ndarray]) -> tuple[float, tupl
         return 1.0, (0.0, 1.0), f"data range R = 1 (auto: ground truth in [{lo:.3g}, {hi:.3g}], taken as [0, 1])"
     if hi <= lo:
         raise InputError(f"ground truth is constant ({lo:g}); give --data-range")
-    return hi - lo, (lo, hi), f"data range R = {hi - lo:g} (auto: max - min of all ground truth, [{lo:g}, {hi:g}])"
+    if spec == "per-image":
+        return hi - lo, (lo, hi), "data range R = each ground-truth file's own max - min (--data-range per-image)"
+    note = f"data range R = {hi - lo:g} (auto: max - min of all ground truth, [{lo:g}, {hi:g}])"
+    own = [float(t.max() - t.min()) for t in truths]
+    if min(own) > 0 and max(own) / min(own) > 4:  # e.g. CT (thousands of HU) pooled with MR (hundreds)
+        note += (f"; WARNING: the ground-truth files' own ranges differ {max(own) / min(own):.0f}-fold "
+                 f"({min(own):g} to {max(own):g}): PSNR/SSIM of the narrow-range images are inflated; "
+                 "use --data-range per-image")
+    return hi - lo, (lo, hi), note
 
 
 def _slices(a: np.ndarray) -> list[np.ndarray]:
@@ -546,6 +556,7 @@ class Collected:
     samples: dict[str, int | None] = field(default_factory=dict)  # method -> samples averaged (None: unknown)
     seg_labels: list[np.ndarray] | None = None  # reference labels per slice, with --seg-labels
     cases: list[str] = field(default_factory=list)  # pairing key of the file each slice comes from
+    ranges: list[float] = field(default_factory=list)  # --data-range per-image: R of each slice's file
 
 
 def _expected_task(g: GroupSpec, shapes_differ: bool) -> str | None:
@@ -636,6 +647,7 @@ def collect(args: argparse.Namespace, g: GroupSpec) -> Collected:
                                      f"{where} is {expected!r} ({'--mask given' if expected == 'inpaint' else 'super-resolution'}); "
                                      "is it the right run folder?")
     r, clamp, range_note = resolve_data_range(args.data_range, [row[2] for row in loaded])
+    per_image = args.data_range == "per-image"
     window = intensity_window(r, clamp, [row[2] for row in loaded])
     c = Collected({n: [] for n, _ in g.methods}, [], [], [], [], r, window, [n for n, _ in g.methods])
     c.holes = [] if masks else None
@@ -656,6 +668,8 @@ def collect(args: argparse.Namespace, g: GroupSpec) -> Collected:
                 skipped += 1
                 continue
             c.truths.append(ti)
+            if per_image:
+                c.ranges.append(float(t.max() - t.min()))
             c.names.append(k if t.ndim == 2 else f"{k}[z={z}]")
             c.patients.append(patient_of[k])
             c.cases.append(k)
@@ -950,7 +964,7 @@ def score_group(args: argparse.Namespace, g: GroupSpec, out: Path, suffix: str, 
         raise InputError(f"--reference {reference!r} is not one of the methods {list(c.preds)}"
                          + (f" of group {g.name!r}" if g.name else ""))
     progress = not args.no_progress
-    records = per_image_metrics(c.preds, c.truths, c.data_range, names=c.names, holes=c.holes)
+    records = per_image_metrics(c.preds, c.truths, c.ranges or c.data_range, names=c.names, holes=c.holes)
     notes = list(c.notes)
     labels: dict[str, str] = {}
     if args.lpips != "none":
