@@ -19,11 +19,14 @@ from .errors import MeddiffError
 # verb -> module in meddiff.commands (imported lazily so `meddiff --help` stays fast)
 VERBS = {
     "prepare": "prepare",
+    "degrade": "degrade",
     "train": "train",
     "sample": "sample",
     "evaluate": "evaluate",
     "demo": "demo",
     "study": "study",
+    "models": "models",
+    "export": "export",
 }
 
 
@@ -36,7 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, module in VERBS.items():
         mod = importlib.import_module(f"meddiff.commands.{module}")
         mod.add_parser(sub)
+    for p in sub.choices.values():
+        add_common_flags(p)
     return parser
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """`-v/--verbose` on every verb (and sub-verb), so it works before or after the verb: the
+    sub-parser's default is SUPPRESS, so `meddiff -v sample` is not reset to False by `sample`."""
+    if "--verbose" not in p._option_string_actions:
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show debug logging and full tracebacks (same as before the verb)")
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                add_common_flags(child)
 
 
 _OS_HINTS = {

@@ -135,6 +135,7 @@ class TrainConfig:
     keep_last: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch default)
+    tensorboard: bool = False  # also write the logged scalars to OUT/tensorboard (needs the tensorboard package)
     init_from: str = ""  # start from these weights (a model file or checkpoint; fresh optimiser), e.g. fine-tuning
 
 
@@ -319,6 +320,28 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
+def check_override(text: str, path: list[str], value: Any) -> None:
+    """ConfigError naming the override (not the YAML file) if its key is unknown or its value has the wrong type."""
+    hints = typing.get_type_hints(Config)
+    section = path[0]
+    if section not in hints:
+        raise ConfigError(f"override {text!r}: unknown key {section!r}; expected one of {sorted(hints)}")
+    tp = hints[section]
+    if len(path) == 1 or not dataclasses.is_dataclass(tp):
+        where, tp = section, (tp if len(path) == 1 else None)
+    else:
+        sub = typing.get_type_hints(tp)
+        if path[1] not in sub:
+            raise ConfigError(f"override {text!r}: unknown key {path[1]!r} in section {section!r}; "
+                              f"expected one of {[f.name for f in dataclasses.fields(tp)]}")
+        where, tp = f"{section}.{path[1]}", sub[path[1]]
+    if tp is not None:
+        try:
+            _coerce(value, tp, where)
+        except ConfigError as e:
+            raise ConfigError(f"override {text!r}: {e}") from None
+
+
 def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (or start from defaults) and apply SECTION.KEY=VALUE overrides."""
     values: dict[str, Any] = {}
@@ -338,6 +361,7 @@ def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Confi
     values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in values.items()}
     for text in overrides:
         path_, value = parse_override(text)
+        check_override(text, path_, value)
         if len(path_) == 1:
             values[path_[0]] = value
             continue

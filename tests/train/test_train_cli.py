@@ -14,10 +14,10 @@ TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.n
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.bogus=1", "unknown key(s) ['bogus']"),
-    ("bogus.steps=1", "unknown key(s) ['bogus']"),
-    ("train.steps=abc", "train.steps: expected an integer, got 'abc'"),
-    ("task.kind=deblur", "task.kind: 'deblur' is not one of"),
+    ("train.bogus=1", "override 'train.bogus=1': unknown key 'bogus' in section 'train'"),
+    ("bogus.steps=1", "override 'bogus.steps=1': unknown key 'bogus'"),
+    ("train.steps=abc", "override 'train.steps=abc': train.steps: expected an integer, got 'abc'"),
+    ("task.kind=deblur", "override 'task.kind=deblur': task.kind: 'deblur' is not one of"),
     ("train.steps", "expected KEY=VALUE"),
 ])
 def test_bad_config_override_exits_2_with_one_line_naming_the_key(override, message, capsys):

@@ -23,9 +23,10 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "d
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="super-resolve held-out real MRI slices with the shipped model and write an HTML report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output folder (only one meddiff wrote)")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                   help="super-resolution model: a name from `meddiff models` or a file/folder (default: the shipped demo_sr_x4)")
     p.add_argument("--slices", type=int, default=8, help="number of held-out slices (evenly spaced)")
     p.add_argument("--samples", type=int, default=4, help="samples per slice (mean and std maps)")
     p.add_argument("--sampler", default=None, help="ancestral | ddim | dpm_solver_pp (default: the checkpoint's sampler.name)")
@@ -37,9 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="network precision (default: the checkpoint's sampler.precision)")
     p.add_argument("--consistency", choices=["none", "project"], default="none",
                    help="project: every x0 estimate (so the output) downsamples exactly to the low-res input")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
+    p.add_argument("--device", default="auto", help="auto (a GPU if there is one) | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
@@ -101,7 +102,34 @@ def uncertainty_calibration(samples: torch.Tensor, x0: torch.Tensor, out: Path) 
     atomic_write_text(out / "calibration.md", md)
     atomic_write_text(out / "calibration.csv", "method,pixels," + ",".join(keys) + "\n" + "".join(
         f"{name},{row['pixels']}," + ",".join(repr(float(row[k])) for k in keys) + "\n" for name, row in rows.items()))
-    return md
+    return md, float(cal.ratio)
+
+
+FOOTNOTES = [
+    "PSNR = 10 log10(R² / MSE) with R the full intensity range of the image (2 on the [-1, 1] scale the model works on); "
+    "SSIM as Wang et al. 2004 with the same R.",
+    "Sharpness (accutance) = 1000 · mean squared Sobel gradient / R² (meddiff.metrics.image.accutance); "
+    "gradient ratio = accutance / accutance of the truth.",
+    "Agreement with the measurement = RMS of clamp(A x) − y, where A is the anti-aliased downsampling that made the "
+    "low-resolution input y from the truth.",
+    "Uncertainty calibration: predicted error of the mean = std of the S samples · sqrt(1 + 1/S); RMSE / predicted error "
+    "> 1 means overconfident; AUSE = area between the sparsification curve and its oracle (lower is better).",
+]
+
+
+def plain_notes(n: int, factor: float, lr_shape, sampler: str, steps: int, samples: int, seed: int, seconds: float,
+                device, cons: dict[str, float]) -> list[str]:
+    """The report's notes in plain words (the formulas are the FOOTNOTES)."""
+    better = "closer to" if cons["meddiff sample"] <= cons["bicubic"] else "further from"
+    return [
+        f"What was tested: {n} slices of Colin27, a brain MRI of one person the model never saw (it learned from the "
+        f"MNI152 template only). Each slice was shrunk {factor:g} times (to {lr_shape[0]} x {lr_shape[1]} pixels) and the model "
+        "was asked to restore the full size; the original slice is the truth it is compared with.",
+        f"How: {sampler} sampler, {steps} steps, {samples} sample(s) per slice, seed {seed}; {seconds:.0f} s on {device}.",
+        "Higher PSNR and SSIM mean closer to the truth [1]; a gradient ratio near 1 means as sharp as the truth [2].",
+        f"Shrinking the meddiff result again gives an image {better} the measured low-resolution input than "
+        f"shrinking the bicubic one ({cons['meddiff sample']:.2e} vs {cons['bicubic']:.2e}) [3].",
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
     from ..io.outdir import check_output_dir, mark
     from ..train.distributed import pick_device
 
+    from ..models import resolve_checkpoint
+
     t0 = time.perf_counter()
+    args.checkpoint = resolve_checkpoint(args.checkpoint)  # a model name -> its file
     out: Path = args.out
     check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite)
     device = pick_device(args.device)
@@ -187,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
         "gradient_ratio = accutance / accutance of the ground truth (1 = as sharp as the truth).",
     ]
     md = write_table(table, out / "results.md", out / "results.csv", notes=notes)
+    notes = plain_notes(len(idx), cfg.task.sr_factor, lr.shape[-2:], sampler, steps, args.samples, args.seed, t_sample,
+                        device, cons)  # the HTML report's: plain words, formulas in its footnotes
     images = [
         {"low-res (x4)": interpolate_baseline(lr[i : i + 1], x0.shape[-2:], "nearest")[0, 0].numpy(),
          "bicubic": bicubic[i, 0].numpy(), "meddiff sample": samples[0, i, 0].numpy(),
@@ -196,19 +229,25 @@ def run(args: argparse.Namespace) -> int:
     ]
     extra = {}
     if args.samples > 1:
-        extra["Per-pixel standard deviation over the samples (uncertainty)"] = std_figure([s[0].numpy() for s in std], out / "std_maps.png")
+        std_figure([s[0].numpy() for s in std], out / "std_maps.png")  # also shown in the grid, at full size
         if float(std.max()) == 0.0:
             notes.append("All samples are identical (zero std everywhere): no uncertainty calibration to measure.")
         else:
-            cal_md = uncertainty_calibration(samples, x0, out)
+            cal_md, ratio = uncertainty_calibration(samples, x0, out)
             extra["Uncertainty calibration: error against predicted std, sparsification"] = out / "calibration.png"
             print(cal_md)
-            notes.append("Uncertainty calibration (brain foreground; std of the samples scaled by sqrt(1+1/S) as the predicted "
-                         "error of the mean; RMSE/std > 1 = overconfident; AUSE lower is better): see calibration.md")
+            notes.append(f"How far to trust the uncertainty map: on the brain, the real error is {ratio:.1f} times what the "
+                         "spread of the samples predicts" + (" (the map is overconfident: read it as a lower bound of "
+                         "the error)" if ratio > 1.2 else "") + "; calibration.md has the details [4].")
+    norm = prep.normalisation_of("test", int(idx[0]))  # Colin27 is one patient: one map back to its own units
+    images = [{k: norm.inverse(v) for k, v in row.items()} for row in images]
+    stds = ([{f"meddiff mean of {args.samples}": std[i, 0].numpy() * norm.scale()} for i in range(len(idx))]
+            if args.samples > 1 else None)  # per-pixel std of the samples, beside the error it should predict
     report = write_html_report(
         out / "report.html", title="meddiff demo: MRI super-resolution x4 on a held-out brain", rows_of_images=images,
         row_labels=[f"{r['source'].split('/')[-1]} slice {r['slice_index']}" for r in rows],
-        table_rows=table, notes=notes, extra_images=extra,
+        table_rows=table, notes=notes, extra_images=extra, footnotes=FOOTNOTES, std_maps=stds,
+        window=(norm.lo, norm.hi), units=f"{norm.units} MR signal units of the Colin27 file",
     )
     print(md)
     print(f"report: {report}  ({time.perf_counter() - t0:.0f} s in all)")

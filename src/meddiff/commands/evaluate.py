@@ -81,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "NAME@GROUP=DIR puts it in a group (e.g. meddiff@x4=DIR), one table per group")
     p.add_argument("--truth", action="append", metavar="[GROUP=]DIR",
                    help="folder of ground-truth images/volumes (same names); GROUP=DIR once per group with @GROUP predictions")
-    p.add_argument("--input", action="append", default=None, metavar="[GROUP=]DIR",
+    p.add_argument("-i", "--input", action="append", default=None, metavar="[GROUP=]DIR",
                    help="folder of the degraded inputs (low-resolution or upsampled condition); adds bicubic/bilinear baselines")
     p.add_argument("--mask", action="append", default=None, metavar="[GROUP=]PATH",
                    help="inpainting holes (nonzero = missing): a folder of masks paired like the predictions, or one file for "
@@ -108,8 +108,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--data-range", default="auto",
                    help="intensity range R for PSNR/SSIM/accutance: 'auto' (2 for data in [-1, 1], 1 for [0, 1], "
-                        "else max - min of all ground truth) or a number (default: auto)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: <pred>/../evaluation); new or empty, "
+                        "else max - min of all ground truth), 'per-image' (each ground-truth file's own max - min: for "
+                        "sets that mix modalities, e.g. CT and MR) or a number (default: auto)")
+    p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None, help="output folder (default: <pred>/../evaluation); new or empty, "
                    "or one meddiff wrote with --overwrite; never an input folder")
     p.add_argument("--overwrite", action="store_true", help="replace the results in a non-empty output folder meddiff wrote")
     p.add_argument("--keep-empty", action="store_true", help="also score slices whose ground truth is constant (skipped by default)")
@@ -125,7 +126,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_generation_arguments(p)
     lk = p.add_argument_group("likelihood of a VDM checkpoint (instead of --pred/--truth)")
     lk.add_argument("--likelihood", action="store_true", help="bits/dim of --checkpoint on --split of --prepared")
-    lk.add_argument("--checkpoint", default=None, help="VDM model.safetensors, checkpoint folder or run folder")
+    lk.add_argument("--checkpoint", default=None, help="VDM model name (see `meddiff models`), model.safetensors, "
+                                                       "checkpoint folder or run folder")
     lk.add_argument("--prepared", type=Path, default=None, help="folder written by `meddiff prepare`")
     lk.add_argument("--split", default="test", help="split of --prepared to score (default test)")
     lk.add_argument("--batch-size", type=int, default=16, help="slices per batch (default 16)")

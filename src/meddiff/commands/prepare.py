@@ -1,4 +1,4 @@
-"""`meddiff prepare INPUT_DIR OUTPUT_DIR`: images -> normalised 2D slices split by patient."""
+"""`meddiff prepare -i INPUT_DIR -o OUTPUT_DIR` (or the positional form `meddiff prepare INPUT_DIR OUTPUT_DIR`): images -> normalised 2D slices split by patient."""
 
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "manifest.csv, normalisation.json, prepare.json, skipped.csv)."
         ),
     )
-    p.add_argument("input_dir", metavar="INPUT_DIR")
-    p.add_argument("output_dir", metavar="OUTPUT_DIR")
+    p.add_argument("-i", "--input", dest="input_flag", metavar="INPUT_DIR", default=None,
+                   help="folder of images (DICOM, NIfTI, PNG, TIFF, NPY), one subfolder per patient")
+    p.add_argument("-o", "--output", "--out", dest="output_flag", metavar="OUTPUT_DIR", default=None,
+                   help="new output folder (or one meddiff wrote, with --overwrite)")
+    p.add_argument("input_dir", metavar="INPUT_DIR", nargs="?", default=None, help="same as -i (older positional form)")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR", nargs="?", default=None, help="same as -o (older positional form)")
     p.add_argument("--patient-from", choices=("subfolder", "file"), default="subfolder",
                    help="patient id = first-level subfolder name (default) or each file is its own patient")
     p.add_argument("--axis", choices=("0", "1", "2", "all"), default="0",
@@ -35,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                    help="on an unreadable file: stop with an error (default) or skip it and list it in skipped.csv")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists")
+    p.add_argument("--allow-rgb", action="store_true",
+                   help="convert colour (RGB) images to gray with BT.601 luma weights instead of refusing them")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -56,14 +62,31 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
         min_foreground=args.min_foreground,
         on_error=args.on_error,
         overwrite=args.overwrite,
+        allow_rgb_to_gray=getattr(args, "allow_rgb", False),
     )
+
+
+def input_output(args: argparse.Namespace) -> tuple[str, str]:
+    """INPUT_DIR and OUTPUT_DIR from -i/-o or the positional form (not both, not neither)."""
+    from ..errors import InputError
+
+    pos = [a for a in (args.input_dir, args.output_dir) if a is not None]
+    flags = [a for a in (args.input_flag, args.output_flag) if a is not None]
+    if pos and flags:
+        raise InputError(f"give the folders as -i INPUT_DIR -o OUTPUT_DIR or as two positional arguments, not both "
+                         f"(got {' '.join(pos)} and -i/-o {' '.join(flags)})")
+    inp, out = (args.input_flag, args.output_flag) if flags else (args.input_dir, args.output_dir)
+    if inp is None or out is None:
+        raise InputError("give the input and output folders: meddiff prepare -i INPUT_DIR -o OUTPUT_DIR")
+    return inp, out
 
 
 def run(args: argparse.Namespace) -> int:
     from ..io.atomic import check_writable_dir
 
+    input_dir, output_dir = input_output(args)
     options = options_from_args(args)
-    check_writable_dir(args.output_dir)
-    summary = prepare(args.input_dir, args.output_dir, options, progress=not args.no_progress)
+    check_writable_dir(output_dir)
+    summary = prepare(input_dir, output_dir, options, progress=not args.no_progress)
     print("\n".join(summary.lines()))
     return 0

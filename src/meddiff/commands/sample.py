@@ -46,13 +46,15 @@ log = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="restore images with a trained model (super-resolution, denoising, inpainting)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=None, help="model.safetensors, a checkpoint folder or a run folder")
+    p.add_argument("--checkpoint", default=None,
+                   help="a shipped model's name (see `meddiff models`, e.g. demo_sr_x4), model.safetensors, "
+                        "a checkpoint folder or a run folder")
     p.add_argument("--method", default=None, choices=sorted(CLASSICAL),
                    help="a classical baseline instead of --checkpoint: median, nlm (denoising), biharmonic (inpainting), "
                         "bicubic, bilinear (super-resolution)")
-    p.add_argument("--input", type=Path, default=None,
+    p.add_argument("-i", "--input", type=Path, default=None,
                    help="an image file, a DICOM series folder, or a folder of them (required for DDPM checkpoints)")
-    p.add_argument("--output", required=True, type=Path,
+    p.add_argument("-o", "--output", "--out", dest="output", required=True, type=Path,
                    help="output folder: new or empty (or one meddiff wrote, with --overwrite); never an input folder")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty output folder, replacing earlier results; only a folder meddiff wrote")
@@ -62,12 +64,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", choices=["auto", "uniform", "logsnr"], default=None,
                    help="ddim / dpm_solver_pp time grid (default: the checkpoint's sampler.grid; auto = log-SNR for dpm_solver_pp, uniform for ddim)")
     p.add_argument("--samples", type=int, default=1, help="samples per slice; >1 also writes the mean and per-pixel std")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the sampler's noise; the same seed and input give the same output (default 0)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices sampled together; lower it if memory runs out (default 8)")
+    p.add_argument("--device", default="auto", help="auto (a GPU if there is one) | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
-                   help="DDPM checkpoints: network precision (default auto: bf16 autocast where the CPU/GPU runs bf16 "
-                        "natively, fp32 elsewhere; measured within 0.01 dB PSNR of fp32 on the shipped model)")
+                   help="arithmetic of the network (default auto: bf16 autocast where the CPU/GPU runs bf16 natively, "
+                        "fp32 elsewhere; measured within 0.01 dB PSNR of fp32 on the shipped model)")
     p.add_argument("--sr-factor", type=float, default=None,
                    help="super-resolution: the factor of this input (default: the checkpoint's task.sr_factor; "
                         "a model trained with task.sr_factors accepts any of those)")
@@ -104,7 +107,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="DDPM checkpoints: torch.compile the network for sampling (inductor; the first call of each "
                         "batch/window shape compiles: 21-101 s, and measured no faster on a 2-core CPU)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--allow-rgb", action="store_true",
+                   help="convert colour (RGB) inputs to gray with BT.601 luma weights instead of refusing them")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
@@ -114,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     from ..train.distributed import pick_device
     from .vdm_sample import run as generate
 
+    from ..models import resolve_checkpoint
+
+    args.checkpoint = resolve_checkpoint(args.checkpoint)  # a model name -> its file
     fmt = format_of(args.checkpoint) if args.checkpoint is not None else None
     if fmt == VDM.name and args.method is None and args.input is None:
         claim_output(args)

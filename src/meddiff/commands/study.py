@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--axis", type=int, default=0, help="slice axis of 3D volumes ([Z,Y,X] order, default 0)")
     c.add_argument("--window", action="append", default=None, metavar="SPEC",
                    help="display window from the real image: auto (percentiles, default), dicom, LO:HI, or MODALITY=LO:HI (repeatable)")
-    c.add_argument("--percentiles", type=float, nargs=2, default=(0.5, 99.5), metavar=("LO", "HI"),
-                   help="percentiles of the auto window (default 0.5 99.5)")
+    c.add_argument("--clip-percentiles", "--percentiles", dest="percentiles", type=float, nargs=2, default=(0.5, 99.5),
+                   metavar=("LO", "HI"), help="percentiles of the auto window (default 0.5 99.5; --percentiles is the old spelling)")
     c.add_argument("--min-foreground", type=float, default=0.1,
                    help="skip slices with less than this fraction of pixels above 5%% of their range (default 0.1)")
     c.add_argument("--product", default=None, help="generated product tag to use when a run folder has several (restored, mean, sample0, ...)")
@@ -56,18 +56,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_create)
 
     s = ss.add_parser("serve", help="run the reader web app")
-    s.add_argument("study", type=Path)
+    s.add_argument("study", type=Path, help="study folder written by `meddiff study create`")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000; 0 = any free port)")
     s.set_defaults(func=run_serve)
 
     r = ss.add_parser("results", help="accuracy, exact intervals, binomial tests, kappa; CSV and HTML report")
-    r.add_argument("study", type=Path)
-    r.add_argument("--out", type=Path, default=None, help="output folder (default STUDY/results)")
+    r.add_argument("study", type=Path, help="study folder written by `meddiff study create`")
+    r.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None, help="output folder (default STUDY/results)")
     r.set_defaults(func=run_results)
 
     a = ss.add_parser("readers", help="list readers and their codes, or add readers")
-    a.add_argument("study", type=Path)
+    a.add_argument("study", type=Path, help="study folder written by `meddiff study create`")
     g = a.add_mutually_exclusive_group()
     g.add_argument("--add", type=int, default=0, help="add N readers with random codes")
     g.add_argument("--add-codes", default=None, help="add readers with these comma-separated codes")

@@ -1,4 +1,4 @@
-"""`meddiff train --config configs/sr_x4.yaml [SECTION.KEY=VALUE ...] [--resume] [--out DIR]`.
+"""`meddiff train --config configs/sr_x4.yaml [SECTION.KEY=VALUE ...] [-i PREPARED] [-o DIR] [--device D] [--resume]`.
 
 Trains the conditional DDPM of the config (or, with ``objective: vdm``, the variational
 diffusion model of the ``vdm`` section, e.g. configs/vdm_cxr.yaml; with ``objective: baseline``
@@ -36,7 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", metavar="YAML", default=None, help="config file (default: built-in defaults)")
     p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="config overrides")
-    p.add_argument("--out", metavar="DIR", default=None, help="output folder (overrides train.out_dir)")
+    p.add_argument("-i", "--input", metavar="DIR", default=None,
+                   help="folder written by `meddiff prepare` (overrides data.prepared)")
+    p.add_argument("-o", "--output", "--out", dest="out", metavar="DIR", default=None,
+                   help="output folder (overrides train.out_dir)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/latest (the config may differ only in train.steps, "
                         "logging/checkpoint/device settings and the sampler section)")
@@ -46,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     cfg = config_mod.load(args.config, args.overrides)
+    if getattr(args, "input", None) is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, prepared=str(args.input)))
+    if getattr(args, "device", None) is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=str(args.device)))
     if args.out is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(args.out)))
     return cfg

@@ -40,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
     if args.draws < 1:
         raise InputError(f"--draws {args.draws}: expected >= 1")
+    from ..models import resolve_checkpoint
+
     device = pick_device("auto")
-    vdm = load_vdm(args.checkpoint, device=device)
+    vdm = load_vdm(resolve_checkpoint(args.checkpoint), device=device)
     cfg = vdm.cfg
     prep = load_prepared(args.prepared)
     deg = build_degradation(cfg.task) if cfg.vdm.image_condition else NoCondition()

@@ -60,6 +60,7 @@ class PrepareOptions:
     min_foreground: float = 0.05
     on_error: str = "stop"  # "stop" | "skip"
     overwrite: bool = False
+    allow_rgb_to_gray: bool = False  # colour inputs -> BT.601 luma (else refused)
 
 
 @dataclass
@@ -102,13 +103,13 @@ def check_volume(vol: Any) -> None:
         raise InputError(f"{vol.source}: constant image (every voxel = {lo}); nothing to learn from")
 
 
-def _read(item: Any) -> Any:
+def _read(item: Any, allow_rgb_to_gray: bool = False) -> Any:
     """read_volume(item) + check_volume; any failure becomes an InputError naming the file."""
     from ..io import read_volume
 
     path = Path(item.path)
     try:
-        vol = read_volume(item)
+        vol = read_volume(item, allow_rgb_to_gray=allow_rgb_to_gray)
         check_volume(vol)
         return vol
     except Exception as e:  # corrupt files raise all sorts of errors inside the readers
@@ -143,7 +144,7 @@ def _prepare_patient(
         path = Path(item.path)
         bar.set_postfix_str(f"{pid}: {path.name}"[:40])
         try:
-            volumes.append(_read(item))
+            volumes.append(_read(item, opts.allow_rgb_to_gray))
         except InputError as e:
             if opts.on_error == "stop":
                 raise
@@ -230,8 +231,11 @@ def prepare(input_dir: str | Path, output_dir: str | Path, opts: PrepareOptions 
 
     t0 = time.perf_counter()
     input_dir, output = Path(input_dir), Path(output_dir)
+    if not input_dir.exists():
+        from ..io.readers import missing
+        raise InputError(f"input {missing(input_dir, 'a folder of images')}")
     if not input_dir.is_dir():
-        raise InputError(f"input folder {input_dir} does not exist or is not a folder")
+        raise InputError(f"input folder {input_dir} is a file; expected a folder of images (put the file in a folder)")
     check_output_dir(output, [input_dir], overwrite=opts.overwrite, inside_input_ok=False)  # never an input, only a folder meddiff wrote
     if opts.on_error not in ("stop", "skip"):
         raise InputError(f"--on-error: expected 'stop' or 'skip', got {opts.on_error!r}")

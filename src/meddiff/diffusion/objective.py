@@ -89,5 +89,10 @@ class DDPMObjective:
         k, eps = loss_noise(seed, batch.position, self.sched.timesteps, x0.shape[1:], stream=VAL)
         return {"total": float(diffusion_loss(ema_denoiser, x0, cond, weighting=d.loss_weight, k=k, eps=eps))}
 
+    def ema_denoiser(self, ema: nn.Module) -> DDPMDenoiser:
+        """The EMA network as a sampler's denoiser (train.tensorboard's sample grids)."""
+        d = self.cfg.diffusion
+        return DDPMDenoiser(ema, self.sched, d.prediction, d.residual, self.precision)
+
     def metadata(self) -> dict[str, str] | None:
         return None

@@ -20,8 +20,9 @@ from .pairing import (GroupSpec, MethodFiles, check_geometry, describe_names, fi
 
 
 def resolve_data_range(spec: str, truths: list[np.ndarray]) -> tuple[float, tuple[float, float] | None, str]:
-    """(R, clamp range for baselines or None, a note saying how R was chosen) from --data-range."""
-    if spec != "auto":
+    """(R, clamp range for baselines or None, a note saying how R was chosen) from --data-range
+    ('per-image' is resolved per file by the caller; here it gives the pooled window for display)."""
+    if spec not in ("auto", "per-image"):
         try:
             r = float(spec)
         except ValueError:
@@ -38,7 +39,15 @@ def resolve_data_range(spec: str, truths: list[np.ndarray]) -> tuple[float, tupl
         return 1.0, (0.0, 1.0), f"data range R = 1 (auto: ground truth in [{lo:.3g}, {hi:.3g}], taken as [0, 1])"
     if hi <= lo:
         raise InputError(f"ground truth is constant ({lo:g}); give --data-range")
-    return hi - lo, (lo, hi), f"data range R = {hi - lo:g} (auto: max - min of all ground truth, [{lo:g}, {hi:g}])"
+    if spec == "per-image":
+        return hi - lo, (lo, hi), "data range R = each ground-truth file's own max - min (--data-range per-image)"
+    note = f"data range R = {hi - lo:g} (auto: max - min of all ground truth, [{lo:g}, {hi:g}])"
+    own = [float(t.max() - t.min()) for t in truths]
+    if min(own) > 0 and max(own) / min(own) > 4:  # e.g. CT (thousands of HU) pooled with MR (hundreds)
+        note += (f"; WARNING: the ground-truth files' own ranges differ {max(own) / min(own):.0f}-fold "
+                 f"({min(own):g} to {max(own):g}): PSNR/SSIM of the narrow-range images are inflated; "
+                 "use --data-range per-image")
+    return hi - lo, (lo, hi), note
 
 
 def _slices(a: np.ndarray) -> list[np.ndarray]:
@@ -103,6 +112,7 @@ class Collected:
     samples: dict[str, int | None] = field(default_factory=dict)  # method -> samples averaged (None: unknown)
     seg_labels: list[np.ndarray] | None = None  # reference labels per slice, with --seg-labels
     cases: list[str] = field(default_factory=list)  # pairing key of the file each slice comes from
+    ranges: list[float] = field(default_factory=list)  # --data-range per-image: R of each slice's file
 
 
 def _expected_task(g: GroupSpec, shapes_differ: bool) -> str | None:
@@ -265,6 +275,7 @@ def add_slices(c: Collected, keep_empty: bool, patient: str, row: tuple, clamp: 
             skipped += 1
             continue
         c.truths.append(ti)
+        c.ranges.append(float(t.max() - t.min()))  # the file's own R (used with --data-range per-image)
         c.names.append(k if t.ndim == 2 else f"{k}[z={z}]")
         c.patients.append(patient)
         c.cases.append(k)

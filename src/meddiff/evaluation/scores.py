@@ -154,9 +154,13 @@ def import_downstream(option: str, names: tuple[str, ...]) -> tuple[object, ...]
 
 
 def model_path(option: str, value: str) -> Path | None:
+    from ..models import resolve_checkpoint
+
     if value == DEFAULT_MODEL:
         return None
     path = Path(value)
+    if not path.exists() and "/" not in value and not value.endswith(".safetensors"):
+        return resolve_checkpoint(value)  # a shipped model's name, e.g. seg_mni152_tissue
     if not path.exists():
         raise InputError(f"{option} {value}: no such file; give a model file or {option} alone for the shipped default")
     return path

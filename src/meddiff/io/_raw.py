@@ -40,7 +40,8 @@ def colour_to_gray(arr: np.ndarray, source: Path, allow_rgb_to_gray: bool, what:
     if not allow_rgb_to_gray:
         raise InputError(
             f"{source}: {what} is a colour (RGB) image of shape {arr.shape}; expected a grayscale "
-            "image (pass allow_rgb_to_gray=True to convert it with BT.601 luma weights)"
+            "image (add --allow-rgb to `meddiff sample` or `meddiff prepare`, or allow_rgb_to_gray=True in Python, "
+            "to convert it with BT.601 luma weights)"
         )
     gray = rgb.astype(np.float64) @ _LUMA
     return gray, {"converted_from_rgb": True}

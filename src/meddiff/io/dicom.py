@@ -30,6 +30,9 @@ from meddiff.io.geometry import affine_2d, affine_3d, default_affine
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dc3"}
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# objects with pixel data that are not images: Modality -> SOP Class UID
+NOT_IMAGES = {"SEG": "1.2.840.10008.5.1.4.1.1.66.4"}
+NOT_IMAGE_NAMES = {"SEG": "segmentation"}
 PATIENT_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 # Acquisition attributes a derived image keeps (PS3.3 C.8.3.1 MR Image, C.8.2.1 CT Image, C.7.3.1 General Series).
 ACQUISITION_TAGS = (
@@ -65,7 +68,7 @@ def read_dataset(path: Path, *, pixels: bool = True) -> Dataset:
             return pydicom.dcmread(path, stop_before_pixels=not pixels)
         except InvalidDicomError:
             ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
-            if "Rows" not in ds and not any(t in ds for t in PIXEL_TAGS):
+            if "Rows" not in ds and not any(t in ds for t in PIXEL_TAGS) and "SOPClassUID" not in ds:
                 raise InvalidDicomError("no DICOM preamble and no image attributes")
             return ds
     except FileNotFoundError:
@@ -156,10 +159,14 @@ def _quiet_pydicom():
 
 def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.ndarray:
     """Decoded, rescaled pixels: ``[F, Y, X]`` for multi-frame, ``[Y, X]`` otherwise (float64)."""
+    modality = str(ds.get("Modality", "") or "")
+    sop = ds.get("SOPClassUID", "unknown SOP class")
+    kind = ", ".join(x for x in (modality, str(getattr(sop, "name", sop))) if x)
     if not any(t in ds for t in PIXEL_TAGS):
-        kind = ds.get("SOPClassUID", "unknown SOP class")
-        kind = getattr(kind, "name", kind)
         raise InputError(f"{path}: DICOM file has no pixel data ({kind}); expected an image")
+    if modality in NOT_IMAGES or str(sop) in NOT_IMAGES.values():
+        raise InputError(f"{path}: DICOM file is a {NOT_IMAGE_NAMES.get(modality, modality)} ({kind}), a label map rather "
+                         "than an image to restore; expected an image (CT, MR, CR, ...)")
     _ensure_transfer_syntax(ds)
     try:
         with _quiet_pydicom():

@@ -46,6 +46,14 @@ class ImageItem:
     series_uid: str = ""
 
 
+def missing(path: Path, expected: str) -> str:
+    """Message for a path that does not exist: 'no such file' when its name is an image file's
+    (a suffix we read), else 'no such folder', then what was expected."""
+    suffix = "".join(path.suffixes[-2:]).lower()
+    is_file = path.suffix.lower() in (".dcm", ".npy", ".npz", ".tif", ".tiff", *raster.PIL_SUFFIXES) or suffix.endswith((".nii", ".nii.gz"))
+    return f"{path}: no such {'file' if is_file else 'folder'}; expected {expected}"
+
+
 def _kind_of(path: Path) -> str | None:
     """Format of a file from its name (and DICOM preamble); None if not an image we read."""
     suffix = path.suffix.lower()
@@ -202,7 +210,7 @@ def find_images(folder: str | os.PathLike, *, patient_from: Literal["subfolder",
     if patient_from not in ("subfolder", "file"):
         raise InputError(f"patient_from={patient_from!r}; expected 'subfolder' or 'file'")
     if not folder.exists():
-        raise InputError(f"{folder}: no such folder; expected a folder of images")
+        raise InputError(missing(folder, "a folder of images"))
     if not folder.is_dir():
         raise InputError(f"{folder}: is a file; expected a folder of images (use read_volume for one file)")
     items: list[ImageItem] = []

@@ -57,7 +57,7 @@ def hole_metrics(pred: np.ndarray, target: np.ndarray, data_range: float, hole: 
 def per_image_metrics(
     preds: Mapping[str, Sequence[np.ndarray]],
     truth: Sequence[np.ndarray],
-    data_range: float,
+    data_range: float | Sequence[float],
     *,
     names: Sequence[str] | None = None,
     masks: Sequence[np.ndarray | None] | None = None,
@@ -67,7 +67,8 @@ def per_image_metrics(
 
     preds:  method name -> list of ``[H, W]`` arrays, aligned with ``truth`` (same length/order).
     truth:  list of ``[H, W]`` ground-truth arrays, same intensity scale as the predictions.
-    data_range: max - min of that scale (2.0 for [-1, 1]).
+    data_range: max - min of that scale (2.0 for [-1, 1]); or one range per image (e.g. each image's
+            own max - min, when the set mixes modalities such as CT and MR).
     names:  image identifiers for the records (default "0", "1", ...).
     masks:  optional per-image masks restricting every metric to their pixels.
     holes:  optional per-image inpainting holes (nonzero = missing): adds psnr_hole, ssim_hole,
@@ -78,6 +79,9 @@ def per_image_metrics(
         raise InputError(f"got {len(truth)} ground-truth images but {len(holes)} hole masks")
     if len(names) != len(truth) or (masks is not None and len(masks) != len(truth)):
         raise InputError(f"got {len(truth)} ground-truth images but {len(names)} names / {len(masks) if masks is not None else 0} masks")
+    ranges = [float(data_range)] * len(truth) if np.ndim(data_range) == 0 else [float(r) for r in data_range]  # type: ignore[arg-type]
+    if len(ranges) != len(truth):
+        raise InputError(f"got {len(truth)} ground-truth images but {len(ranges)} data ranges")
     records: list[dict[str, object]] = []
     for method, images in preds.items():
         if len(images) != len(truth):
@@ -86,9 +90,9 @@ def per_image_metrics(
             p, t = np.asarray(p, dtype=np.float64), np.asarray(t, dtype=np.float64)
             check_prediction(p, t, f"{method} / {names[i]}")
             m = None if masks is None else masks[i]
-            rec = {"method": method, "image": names[i], **image_metrics(p, t, data_range, m)}
+            rec = {"method": method, "image": names[i], **image_metrics(p, t, ranges[i], m)}
             if holes is not None:
-                rec.update(hole_metrics(p, t, data_range, holes[i]))
+                rec.update(hole_metrics(p, t, ranges[i], holes[i]))
             records.append(rec)
     return records
 

@@ -98,10 +98,18 @@ def metric_columns(rows: Iterable[TableRow], details: bool = True) -> list[str]:
     return [k for k in METRIC_ORDER if k in seen] + [k for k in seen if k not in METRIC_ORDER]
 
 
+def too_few(name: str, s: MetricStats) -> bool:
+    """True for an estimate that only says the sample was too small: a negative KID (the unbiased
+    MMD² estimate goes below 0 when the true value is near 0 and n is small; KID itself is >= 0)."""
+    return name == "kid" and s.mean < 0
+
+
 def _cell(name: str, s: MetricStats | None) -> str:
     if s is None:
         return ""
     fmt = (CI_FORMATS if s.has_ci else FORMATS).get(name, DEFAULT_FORMAT)
+    if too_few(name, s):
+        return f"n too small ({format(s.mean, fmt)} < 0)"
     if s.has_ci:
         return f"{format(s.mean, fmt)} [{format(s.lo, fmt)}, {format(s.hi, fmt)}]"
     if math.isnan(s.std) or s.n < 2:
@@ -113,7 +121,8 @@ def best_methods(rows: Sequence[TableRow], metric: str) -> set[str]:
     """Methods whose mean of ``metric`` is best by :data:`BETTER` (ties all count; empty if the
     direction is unknown or fewer than two rows have a finite value)."""
     rule = BETTER.get(metric)
-    vals = {r.method: r.metrics[metric].mean for r in rows if metric in r.metrics and math.isfinite(r.metrics[metric].mean)}
+    vals = {r.method: r.metrics[metric].mean for r in rows if metric in r.metrics and math.isfinite(r.metrics[metric].mean)
+            and not too_few(metric, r.metrics[metric])}
     if rule is None or len(vals) < 2:
         return set()
     score = {m: (-v if rule == "higher" else v if rule == "lower" else abs(v - float(rule))) for m, v in vals.items()}

@@ -70,6 +70,7 @@ class Request:
     tile_size: int | None = None
     tile_overlap: int | None = None
     compile: bool = False
+    allow_rgb: bool = False  # colour inputs converted to gray (BT.601) instead of refused
     weights: str = "ema"  # "ema" or "raw" (the training weights of a checkpoint folder; meddiff.train.weights)
     argv: tuple[str, ...] = ()  # the command line, recorded as provenance
 
@@ -210,9 +211,9 @@ class Run:
     reports: list = field(default_factory=list)
 
 
-def read_item(item: ImageItem | Path) -> tuple[Volume, ImageItem]:
+def read_item(item: ImageItem | Path, allow_rgb: bool = False) -> tuple[Volume, ImageItem]:
     """The volume of one input and its ImageItem (a plain file path gets one, its kind from the suffix)."""
-    vol = read_volume(item)
+    vol = read_volume(item, allow_rgb_to_gray=allow_rgb)
     if not isinstance(item, ImageItem):
         name = str(item).lower()
         kind = "nifti" if name.endswith((".nii", ".nii.gz")) else (
@@ -248,7 +249,7 @@ def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     from .domain import domain_postcheck, domain_precheck
 
     args, task = run.args, run.task
-    vol, item = read_item(item)
+    vol, item = read_item(item, args.allow_rgb)
     norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
     x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]
     cond, mask, planes, lowres = condition_planes(args, task, run.deg, vol, item, x)

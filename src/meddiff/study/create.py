@@ -155,7 +155,8 @@ def collect(folder: Path, generated: bool, product: str | None = None) -> dict[s
     files with that tag (e.g. "mean", "sample0") are kept. Two images with one key are an error."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder; expected a folder of images")
+        from ..io.readers import missing
+        raise InputError(missing(folder, "a folder of images"))
     found: dict[str, ImageItem] = {}
     for item in find_images(folder):
         rel = image_key(item, folder, generated=False)

@@ -35,6 +35,47 @@ class CsvLog:
         self._f.close()
 
 
+class TeeLog:
+    """A CsvLog whose rows also go to TensorBoard as scalars ``<tag>/<field>`` at their ``step``."""
+
+    def __init__(self, csv_log: CsvLog, folder: Path, tag: str):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.csv, self.tag = csv_log, tag
+        self.writer = SummaryWriter(log_dir=str(folder), filename_suffix=f".{tag}")
+
+    @property
+    def path(self) -> Path:
+        return self.csv.path
+
+    def write(self, **row: float | int) -> None:
+        self.csv.write(**row)
+        step = int(row["step"])
+        for k, v in row.items():
+            if k != "step":
+                self.writer.add_scalar(f"{self.tag}/{k}", float(v), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.csv.close()
+        self.writer.close()
+
+
+def with_tensorboard(csv_log: CsvLog, folder: Path | None, tag: str) -> CsvLog | TeeLog:
+    """`csv_log`, teed to TensorBoard event files in `folder` when it is given (train.tensorboard)."""
+    if folder is None:
+        return csv_log
+    try:
+        import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+    except ImportError:
+        csv_log.close()
+        from ..errors import ConfigError
+
+        raise ConfigError("train.tensorboard: true needs the tensorboard package (pip install 'meddiff[tensorboard]'), "
+                          "or set train.tensorboard=false") from None
+    return TeeLog(csv_log, folder, tag)
+
+
 def _fmt(v: float | int) -> str:
     return str(v) if isinstance(v, int) else f"{v:.6g}"
 

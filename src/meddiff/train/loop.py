@@ -33,10 +33,10 @@ from ..objective import Runtime, StepContext, optimiser_list
 from ..objectives import build_objective, describe_data
 from . import distributed as D
 from .ema import EMAWarning, ema_copy, ema_decay_at, ema_update, init_share_warning
-from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log
+from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log, with_tensorboard
 
 # keys that may change when resuming (they do not change what the steps compute)
-RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_last", "train.out_dir",
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_last", "train.out_dir", "train.tensorboard",
                   "train.device", "train.threads", "data.num_workers", "sampler.*")
 VAL_ITEMS = 32  # validation loss: up to this many evenly spaced items of the val split
 
@@ -259,8 +259,9 @@ def _train(cfg: Config, env: D.DistEnv, train_set: Dataset, val_set: Dataset | N
     plot_path = run.out / "loss.png"
     terms = run.objective.log_terms  # the objective's extra log columns (a VDM's VLB terms in bits/dim)
     train_fields, val_fields = (*TRAIN_FIELDS, *terms), (*VAL_FIELDS, *terms)
-    log = CsvLog(log_path, train_fields) if env.is_main else None
-    vlog = CsvLog(val_path, val_fields) if env.is_main and val_set is not None else None
+    tb = run.out / "tensorboard" if t.tensorboard else None
+    log = with_tensorboard(CsvLog(log_path, train_fields), tb, "train") if env.is_main else None
+    vlog = with_tensorboard(CsvLog(val_path, val_fields), tb, "val") if env.is_main and val_set is not None else None
     win_terms = dict.fromkeys(terms, 0.0)
     bar = tqdm(total=t.steps, initial=run.start, disable=not (progress and env.is_main), unit="step", dynamic_ncols=True)
     t0 = tick = time.perf_counter()
@@ -292,6 +293,9 @@ def _train(cfg: Config, env: D.DistEnv, train_set: Dataset, val_set: Dataset | N
                     if vlog is not None:
                         val = run.validate(val_set)  # type: ignore[arg-type]
                         vlog.write(step=done, val_loss=val["total"], **{k: val[k] for k in terms})
+                        if hasattr(vlog, "writer"):  # train.tensorboard: a sample grid too (objectives that sample)
+                            from .tensorboard import log_sample_grid
+                            log_sample_grid(vlog.writer, run, val_set, done)
                     run.save(done, elapsed)
                     plot_loss(log_path, plot_path, val_path if val_set is not None else None)
                 D.barrier(env)
