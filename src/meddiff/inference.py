@@ -6,7 +6,8 @@ network's size multiple and cropped back); results ``[S, N, 1, H, W]`` for S sam
 Seeds: sample s of slice n draws from a generator seeded by numpy's SeedSequence of
 (seed, n, s), so a slice's result depends only on (seed, its index, s), never on the batch
 size or the device batch it ran in, and different (seed, n, s) give unrelated noise (a plain
-``seed + n`` would make seed 1 reuse seed 0's noise one slice later).
+``seed + n`` would make seed 1 reuse seed 0's noise one slice later). With ``noise="shared"``
+every slice of the call uses slice 0's seed (meddiff.volume_noise): one noise for the volume.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .samplers.consistency import Measurement
 from .samplers.ddim import sample_ddim
 from .samplers.dpm_solver import sample_dpm_solver_pp
 from .tiling import TiledDenoiser, describe, plan_for
+from .volume_noise import check_noise, seed_index
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ def restore(
     max_memory: int | None = None,
     tile_size: int | None = None,
     tile_overlap: int | None = None,
+    noise: str = "independent",
     **sampler_kwargs,
 ) -> Tensor:
     """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32).
@@ -100,7 +103,10 @@ def restore(
     progress: a bar of its own (True), none (False), or a run-wide Progress to advance.
     max_memory (bytes; None = a share of the free memory), tile_size, tile_overlap: the batch is
     lowered, or the denoiser tiled, to keep the estimated peak under max_memory (meddiff.tiling).
+    noise: "independent" (each slice its own seed) or "shared" (the slices of `cond` are one volume:
+    the same noise for every slice, per sample; meddiff.volume_noise).
     """
+    check_noise(noise)
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; available: {sorted(SAMPLERS)}")
     if not torch.isfinite(cond).all():
@@ -127,7 +133,7 @@ def restore(
     for s in range(samples):
         for i in range(0, n, plan.batch):
             c = padded[i : i + plan.batch].to(device)
-            gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
+            gens = generators_for([image_seed(seed, seed_index(noise, j), s) for j in range(i, i + c.shape[0])])
             extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
             x = SAMPLERS[sampler](net, c, steps=steps, generators=gens, **extra, **sampler_kwargs)
             out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()

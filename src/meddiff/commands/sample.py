@@ -74,6 +74,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="ddim / dpm_solver_pp time grid (default: the checkpoint's sampler.grid; auto = log-SNR for dpm_solver_pp, uniform for ddim)")
     p.add_argument("--samples", type=int, default=1, help="samples per slice; >1 also writes the mean and per-pixel std")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", choices=["independent", "shared"], default=None,
+                   help="DDPM checkpoints: independent = each slice its own noise; shared = one noise for all slices of a "
+                        "volume, so added detail lines up across slices (default: %s; meddiff.volume_noise, "
+                        "benchmarks/volumes.py)" % DEFAULT_NOISE)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
@@ -116,6 +120,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+DEFAULT_NOISE = "independent"  # --noise default (README "Volumes": chosen from benchmarks/volumes.py)
 CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bicubic": "sr", "bilinear": "sr"}
 _EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".tif", "raster": ".png", "numpy": ".npy"}
 
@@ -223,13 +228,13 @@ def ddpm_restorer(args: argparse.Namespace, device):
                                    lowres=lowres, resample=args.resample)
         out = restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
                       batch_size=args.batch_size, device=device, progress=getattr(args, "progress", not args.no_progress),
-                      consistency=measured, **memory_options(args), **options)
+                      consistency=measured, noise=args.noise or DEFAULT_NOISE, **memory_options(args), **options)
         if measured is not None and measured.lowres is not None:
             err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
             log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", name, err)
         return out
 
-    describe = f"{sampler} {steps} steps, seed {args.seed}" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
+    describe = f"{sampler} {steps} steps, seed {args.seed}, {args.noise or DEFAULT_NOISE} noise" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
     if task.kind == "sr":  # the domain check of meddiff.domain (restore_files runs it)
         from ..domain import read_card
         from ..train.checkpoint import resolve_model_file
@@ -257,7 +262,7 @@ def baseline_restorer(args: argparse.Namespace, device):
     """(task, restore, description) of a learned baseline's checkpoint: its prediction per slice."""
     from ..baselines.registry import load_baseline, restore_baseline
 
-    _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
+    _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency", "noise"))
     cfg, model = load_baseline(args.checkpoint, device=device)
 
     def predict(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path) -> torch.Tensor:
@@ -270,7 +275,7 @@ def classical_restorer(args: argparse.Namespace):
     """(task, restore, description) of a classical baseline (--method): deterministic, one sample."""
     from ..baselines.classical import classical_restore
 
-    _not_for(args, f"--method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
+    _not_for(args, f"--method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency", "noise"))
     if args.samples != 1:
         raise InputError(f"--samples {args.samples}: --method {args.method} is deterministic, expected 1")
     kind = CLASSICAL[args.method]
