@@ -203,7 +203,11 @@ def ddpm_restorer(args: argparse.Namespace, device):
         from ..diffusion.denoiser import compile_network
 
         denoiser.net = compile_network(denoiser.net)
-    task = sr_task(cfg.task, args.sr_factor)
+    if cfg.model.spatial_dims == 3:
+        raise InputError(f"{args.checkpoint}: a 3D model (model.spatial_dims 3); meddiff sample restores with 2D and 2.5D "
+                         "models only (3D sliding-window sampling is not built yet, README \"Volumes\")")
+    context = cfg.task.context_slices  # 2.5D: restore_files builds one plane per slice, run_sampler adds the neighbours
+    task = sr_task(dataclasses.replace(cfg.task, context_slices=0), args.sr_factor)
     sampler = args.sampler or cfg.sampler.name
     steps = args.steps if args.steps is not None else cfg.sampler.steps
     if sampler not in SAMPLERS:
@@ -226,6 +230,9 @@ def ddpm_restorer(args: argparse.Namespace, device):
     def run_sampler(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path) -> torch.Tensor:
         measured = measurement_for(task.kind, args.consistency, planes, factor=task.sr_factor if task.kind == "sr" else None,
                                    lowres=lowres, resample=args.resample)
+        if context:
+            from ..data.volume_dataset import context_planes
+            planes = context_planes(planes, context)
         out = restore(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
                       batch_size=args.batch_size, device=device, progress=getattr(args, "progress", not args.no_progress),
                       consistency=measured, noise=args.noise or DEFAULT_NOISE, **memory_options(args), **options)
@@ -235,7 +242,7 @@ def ddpm_restorer(args: argparse.Namespace, device):
         return out
 
     describe = f"{sampler} {steps} steps, seed {args.seed}, {args.noise or DEFAULT_NOISE} noise" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
-    if task.kind == "sr":  # the domain check of meddiff.domain (restore_files runs it)
+    if task.kind == "sr" and not context:  # the domain check of meddiff.domain (restore_files runs it)
         from ..domain import read_card
         from ..train.checkpoint import resolve_model_file
 

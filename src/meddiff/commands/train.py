@@ -91,6 +91,9 @@ def build_datasets(cfg: Config):
     from ..data.dataset import PairDataset, load_prepared
     from ..data.degrade import build_degradation
 
+    if cfg.data.mode == "volume":  # 3D patches / 2.5D stacks from `meddiff prepare --mode volume`
+        from ..data.volume_dataset import build_volume_datasets
+        return build_volume_datasets(cfg, build_degradation(cfg.task, training=True), build_degradation(cfg.task))
     prep = load_prepared(cfg.data.prepared)
     if cfg.objective == "vdm" and not cfg.vdm.image_condition:
         from ..vdm.build import NoCondition
