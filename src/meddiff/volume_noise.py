@@ -12,6 +12,10 @@ deterministic function of the condition alone, so similar conditions in neighbou
 similar added detail. Sample s of --samples N still has its own noise (s stays in the seed), so
 the spread over samples measures uncertainty as before.
 
+Defaults: `meddiff sample --noise` is "shared" (its slices are the slices of one volume; in
+benchmarks/volumes.py shared noise kept PSNR/SSIM and lowered the through-plane error, README
+"Volumes"); meddiff.inference.restore keeps "independent" (a batch there may hold unrelated images).
+
 Slice 0's noise is the same in both modes (shared mode reuses slice 0's seed), so slice 0's result
 does not depend on the mode.
 """
