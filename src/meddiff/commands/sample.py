@@ -206,6 +206,9 @@ def ddpm_restorer(args: argparse.Namespace, device):
     if cfg.model.spatial_dims == 3:
         raise InputError(f"{args.checkpoint}: a 3D model (model.spatial_dims 3); meddiff sample restores with 2D and 2.5D "
                          "models only (3D sliding-window sampling is not built yet, README \"Volumes\")")
+    if cfg.task.sr_axis == "through":
+        raise InputError(f"{args.checkpoint}: a thick-slice (task.sr_axis through) model; meddiff sample does not restore "
+                         "thick-slice series yet (README \"Volumes\")")
     context = cfg.task.context_slices  # 2.5D: restore_files builds one plane per slice, run_sampler adds the neighbours
     task = sr_task(dataclasses.replace(cfg.task, context_slices=0), args.sr_factor)
     sampler = args.sampler or cfg.sampler.name
