@@ -34,6 +34,8 @@ class DataConfig:
     size: int = 128  # model input size (slices are prepared at this size)
     crop: int = 0  # random square training crops of this size (0 = whole slice)
     num_workers: int = 0
+    mode: Literal["slices", "volume"] = "slices"  # volume: data.prepared from `meddiff prepare --mode volume` (3D / 2.5D)
+    patch: tuple[int, ...] = ()  # volume mode, model.spatial_dims 3: training patch [D, H, W] (voxels)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class TaskConfig:
     salt_pepper: tuple[float, float] = (0.0, 0.05)  # fraction of pixels hit
     mask_kinds: tuple[str, ...] = ("box", "stroke")
     mask_coverage: tuple[float, float] = (0.1, 0.4)
+    sr_axis: Literal["inplane", "through"] = "inplane"  # through: thick slices along the first spatial axis (meddiff.data.thick)
+    context_slices: int = 0  # 2.5D: the condition also carries K neighbouring slices either side (data.mode volume)
 
 
 @dataclass(frozen=True)
@@ -409,6 +413,23 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"train.lr_min and train.lr_decay_steps: expected >= 0, got {t.lr_min}, {t.lr_decay_steps}")
     _validate_vdm(cfg)
     _validate_baseline(cfg)
+    _validate_volume(cfg)
+
+
+def _validate_volume(cfg: Config) -> None:
+    """3D and 2.5D training (meddiff.data.volume_dataset): what each needs from data and task."""
+    d, t = cfg.data, cfg.task
+    if t.context_slices < 0:
+        raise ConfigError(f"task.context_slices: expected an integer >= 0, got {t.context_slices}")
+    if t.sr_axis == "through" and (t.kind != "sr" or t.sr_factor != int(t.sr_factor) or t.sr_factors):
+        raise ConfigError(f"task.sr_axis through: thick slices need task.kind sr and one integer task.sr_factor, "
+                          f"got kind {t.kind!r}, sr_factor {t.sr_factor}, sr_factors {list(t.sr_factors)}")
+    if t.context_slices and (cfg.model.spatial_dims != 2 or t.sr_axis != "inplane"):
+        raise ConfigError("task.context_slices (2.5D) needs model.spatial_dims 2 and task.sr_axis inplane")
+    if (t.context_slices or cfg.model.spatial_dims == 3) and d.mode != "volume":
+        raise ConfigError("2.5D (task.context_slices) and 3D (model.spatial_dims 3) training read volumes: set data.mode volume")
+    if cfg.model.spatial_dims == 3 and (len(d.patch) != 3 or min(d.patch) < 1):
+        raise ConfigError(f"data.patch: 3D training needs a patch [D, H, W] of positive sizes, got {list(d.patch)}")
 
 
 def _validate_vdm(cfg: Config) -> None:

@@ -6,7 +6,8 @@ network's size multiple and cropped back); results ``[S, N, 1, H, W]`` for S sam
 Seeds: sample s of slice n draws from a generator seeded by numpy's SeedSequence of
 (seed, n, s), so a slice's result depends only on (seed, its index, s), never on the batch
 size or the device batch it ran in, and different (seed, n, s) give unrelated noise (a plain
-``seed + n`` would make seed 1 reuse seed 0's noise one slice later).
+``seed + n`` would make seed 1 reuse seed 0's noise one slice later). With ``noise="shared"``
+every slice of the call uses slice 0's seed (meddiff.volume_noise): one noise for the volume.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .samplers.ddim import sample_ddim
 from .samplers.dpm_solver import sample_dpm_solver_pp
 from .samplers.noise import generators_for
 from .tiling import TiledDenoiser, describe, plan_for
+from .volume_noise import check_noise, seed_index
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ def restore(
     max_memory: int | None = None,
     tile_size: int | None = None,
     tile_overlap: int | None = None,
+    noise: str = "independent",
     **sampler_kwargs,
 ) -> Tensor:
     """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32).
@@ -104,7 +107,10 @@ def restore(
     lowered, or the denoiser tiled, to keep the estimated peak under max_memory (meddiff.tiling).
     sampler_kwargs: the sampler's options (sampler_options); "grid" chooses the denoiser's time grid
     (denoiser.time_grid(steps, grid)), built once for every batch.
+    noise: "independent" (each slice its own seed) or "shared" (the slices of `cond` are one volume:
+    the same noise for every slice, per sample; meddiff.volume_noise).
     """
+    check_noise(noise)
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; available: {sorted(SAMPLERS)}")
     if not torch.isfinite(cond).all():
@@ -133,7 +139,7 @@ def restore(
         return SAMPLERS[sampler](net, c, times, generators=gens, **extra, **sampler_kwargs)
 
     out = restore_batches(sample, cond, denoiser.size_multiple, samples=samples, seed=seed, batch_size=plan.batch,
-                          device=device, progress=False, desc=f"{sampler} {steps} steps")
+                          device=device, progress=False, desc=f"{sampler} {steps} steps", noise=noise)
     bar.slices_done(cond.shape[0])
     if not isinstance(progress, Progress):
         bar.close()
@@ -143,7 +149,7 @@ def restore(
 @torch.no_grad()
 def restore_batches(fn: Callable[[Tensor, list[torch.Generator], int], Tensor], cond: Tensor, multiple: int, *,
                     samples: int = 1, seed: int = 0, batch_size: int = 8, device: torch.device | str = "cpu",
-                    progress: bool = False, desc: str = "restore") -> Tensor:
+                    progress: bool = False, desc: str = "restore", noise: str = "independent") -> Tensor:
     """The batch loop of every restorer: cond [N, C, H, W] padded to `multiple` (pad_planes), cut in
     batches of `batch_size` slices moved to `device`, fn(batch, generators, first index) -> [b, 1, H', W']
     called with one generator per slice seeded image_seed(seed, index, sample), cropped back; returns
@@ -156,7 +162,7 @@ def restore_batches(fn: Callable[[Tensor, list[torch.Generator], int], Tensor], 
     bar = tqdm(jobs, desc=desc, disable=not progress, unit="batch")
     for s, i in bar:
         c = padded[i : i + batch_size].to(device)
-        gens = generators_for([image_seed(seed, j, s) for j in range(i, i + c.shape[0])])
+        gens = generators_for([image_seed(seed, seed_index(noise, j), s) for j in range(i, i + c.shape[0])])
         x = fn(c, gens, i)
         out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
     return out

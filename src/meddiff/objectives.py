@@ -55,6 +55,12 @@ def check_sizes(cfg: Config, slice_size: int) -> None:
 def training_data(cfg: Config) -> tuple[PairDataset, PairDataset | None, dict[str, int] | None, list[str]]:
     """(train set, val set or None, class labels case_id -> index or None, class names) from data.prepared,
     with the family's training degradation, sizes checked."""
+    if cfg.data.mode == "volume":  # 3D patches / 2.5D stacks from `meddiff prepare --mode volume`
+        from .data.degrade import build_degradation
+        from .data.volume_dataset import build_volume_datasets
+
+        train_set, val_set = build_volume_datasets(cfg, build_degradation(cfg.task, training=True), build_degradation(cfg.task))
+        return train_set, val_set, None, []
     prep = load_prepared(cfg.data.prepared)
     deg = objective_class(cfg).degradation(cfg)
     train_deg = deg

@@ -38,6 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="drop slices whose fraction of non-background pixels is below this (default 0.05)")
     p.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                    help="on an unreadable file: stop with an error (default) or skip it and list it in skipped.csv")
+    p.add_argument("--mode", choices=("slices", "volume"), default="slices",
+                   help="slices (default): 2D slices as above; volume: whole volumes resampled to --spacing on a RAS grid "
+                        "for 3D / 2.5D training (volumes/*.npy, volumes.csv; --axis, --size, --min-foreground do not apply)")
+    p.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
+                   help="--mode volume: target voxel size in mm, one value (isotropic) or three (Z Y X = S A R); default 1")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists")
     p.add_argument("--allow-rgb", action="store_true",
                    help="convert colour (RGB) images to gray with BT.601 luma weights instead of refusing them")
@@ -85,8 +90,32 @@ def run(args: argparse.Namespace) -> int:
     from ..io.atomic import check_writable_dir
 
     input_dir, output_dir = input_output(args)
+    if args.mode == "volume":
+        return run_volume(args, input_dir, output_dir)
+    if args.spacing is not None:
+        from ..errors import InputError
+        raise InputError("--spacing applies to --mode volume only")
     options = options_from_args(args)
     check_writable_dir(output_dir)
     summary = prepare(input_dir, output_dir, options, progress=not args.no_progress)
     print("\n".join(summary.lines()))
+    return 0
+
+
+def run_volume(args: argparse.Namespace, input_dir, output_dir) -> int:
+    """`meddiff prepare --mode volume`: meddiff.data.volumes.prepare_volumes."""
+    from ..data.volumes import VolumeOptions, prepare_volumes
+    from ..errors import InputError
+    from ..io.atomic import check_writable_dir
+
+    spacing = tuple(args.spacing or (1.0,))
+    if len(spacing) not in (1, 3):
+        raise InputError(f"--spacing: expected one or three values in mm, got {list(spacing)}")
+    options = VolumeOptions(spacing=spacing * 3 if len(spacing) == 1 else spacing, patient_from=args.patient_from,
+                            percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
+                            split=tuple(args.split), seed=args.seed, overwrite=args.overwrite)
+    check_writable_dir(output_dir)
+    counts = prepare_volumes(input_dir, output_dir, options)
+    print(f"volumes on a {'x'.join(f'{s:g}' for s in options.spacing)} mm RAS grid: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {output_dir}")
     return 0

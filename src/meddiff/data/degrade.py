@@ -231,6 +231,14 @@ def build_degradation(task: TaskConfig, *, training: bool = False) -> AnyDegrada
     training=True with task.sr_factors set: MultiFactorSR over those factors (the training pairs
     of a blind multi-factor model); otherwise task.sr_factor (what sampling and evaluation use).
     """
+    if task.context_slices:  # 2.5D: the same degradation of each of the 2K+1 slices (meddiff.data.volume_dataset)
+        from dataclasses import replace
+
+        from .volume_dataset import ContextCondition
+        return ContextCondition(build_degradation(replace(task, context_slices=0), training=training), task.context_slices)
+    if task.kind == "sr" and task.sr_axis == "through":  # thick slices along the first spatial axis
+        from .volume_dataset import ThickSliceSR
+        return ThickSliceSR(int(task.sr_factor))
     if task.kind == "sr" and training and task.sr_factors:
         return MultiFactorSR(factors=tuple(task.sr_factors), upsample_mode=task.sr_upsample)
     if task.kind == "sr":

@@ -70,6 +70,7 @@ class Request:
     tile_size: int | None = None
     tile_overlap: int | None = None
     compile: bool = False
+    noise: str | None = None  # "shared" (one noise for every slice of a volume; the default) or "independent"
     allow_rgb: bool = False  # colour inputs converted to gray (BT.601) instead of refused
     weights: str = "ema"  # "ema" or "raw" (the training weights of a checkpoint folder; meddiff.train.weights)
     argv: tuple[str, ...] = ()  # the command line, recorded as provenance

@@ -34,6 +34,7 @@ from .files import Request, Written, restore_files
 
 log = logging.getLogger(__name__)
 
+DEFAULT_NOISE = "shared"  # --noise default: same PSNR, lower through-plane error (README "Volumes", benchmarks/volumes.py)
 CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bicubic": "sr", "bilinear": "sr"}
 
 
@@ -65,7 +66,15 @@ def ddpm_restorer(args: Request, device):
         from ..diffusion.denoiser import compile_network
 
         denoiser = dataclasses.replace(denoiser, net=compile_network(denoiser.net))
-    task = sr_task(cfg.task, args.sr_factor)
+    if cfg.model.spatial_dims == 3:
+        raise InputError(f"{args.checkpoint}: a 3D model (model.spatial_dims 3); meddiff sample restores with 2D and 2.5D "
+                         "models only (3D sliding-window sampling is not built yet, README \"Volumes\")")
+    if cfg.task.sr_axis == "through":
+        raise InputError(f"{args.checkpoint}: a thick-slice (task.sr_axis through) model; meddiff sample does not restore "
+                         "thick-slice series yet (README \"Volumes\")")
+    context = cfg.task.context_slices  # 2.5D: restore_files builds one plane per slice, run_sampler adds the neighbours
+    task = sr_task(dataclasses.replace(cfg.task, context_slices=0), args.sr_factor)
+    noise = args.noise or DEFAULT_NOISE
     sampler = args.sampler or cfg.sampler.name
     steps = args.steps if args.steps is not None else cfg.sampler.steps
     if sampler not in SAMPLERS:
@@ -90,16 +99,19 @@ def ddpm_restorer(args: Request, device):
     def run_sampler(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path, bar=None) -> torch.Tensor:
         measured = measurement_for(task.kind, args.consistency, planes, factor=task.sr_factor if task.kind == "sr" else None,
                                    lowres=lowres, resample=args.resample)
+        if context:
+            from ..data.volume_dataset import context_planes
+            planes = context_planes(planes, context)
         out = restore_planes(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
                              batch_size=args.batch_size, device=device, progress=args.progress if bar is None else bar,
-                             consistency=measured, **memory, **options)
+                             consistency=measured, noise=noise, **memory, **options)
         if measured is not None and measured.lowres is not None:
             err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
             log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", name, err)
         return out
 
-    describe = f"{sampler} {steps} steps, seed {args.seed}" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
-    if task.kind == "sr":  # the domain check of meddiff.domain (restore.files runs it)
+    describe = f"{sampler} {steps} steps, seed {args.seed}, {noise} noise" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
+    if task.kind == "sr" and not context:  # the domain check of meddiff.domain (restore.files runs it)
         from ..checkpointing import resolve_model_file
         from ..domain import read_card
 
@@ -124,7 +136,7 @@ def memory_options(args: Request) -> dict:
 
 def baseline_restorer(args: Request, device):
     """(task, restore, description) of a learned baseline's checkpoint: its prediction per slice."""
-    _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
+    _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency", "noise"))
     cfg, model = load_baseline(args.checkpoint, device=device)
     use_weights(model, args.checkpoint, cfg, args.weights)
 
@@ -136,7 +148,7 @@ def baseline_restorer(args: Request, device):
 
 def classical_restorer(args: Request):
     """(task, restore, description) of a classical baseline (--method): deterministic, one sample."""
-    _not_for(args, f"--method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency"))
+    _not_for(args, f"--method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency", "noise"))
     if args.samples != 1:
         raise InputError(f"--samples {args.samples}: --method {args.method} is deterministic, expected 1")
     kind = CLASSICAL[args.method]
