@@ -60,12 +60,13 @@ def condition(x: np.ndarray, kernel: str) -> torch.Tensor:
     return c
 
 
-def restorer(path: str, steps: int | None, threads: int, consistency: str = "none"):
+def restorer(path: str, steps: int | None, threads: int, consistency: str = "none", sampler: str | None = None):
     from meddiff.samplers.consistency import measurement_for
 
     cfg, _, denoiser = load_model(path, expect_task="sr")
     s = cfg.sampler
-    opts = sampler_options(s.name, cfg.diffusion.variance, s.eta, s.grid)
+    name = sampler or s.name
+    opts = sampler_options(name, cfg.diffusion.variance, s.eta, s.grid)
     sr = SuperResolution(FACTOR)
 
     def run(conds: list[torch.Tensor]) -> list[np.ndarray]:
@@ -75,7 +76,7 @@ def restorer(path: str, steps: int | None, threads: int, consistency: str = "non
             if consistency != "none":  # the measurement: the low-resolution image the condition was upsampled from
                 lowres = sr.downsample(c) if LOWRES.get(id(c)) is None else LOWRES[id(c)]
                 m = measurement_for("sr", consistency, c, factor=FACTOR, lowres=lowres, resample=1)
-            x = restore(denoiser, c, sampler=s.name, steps=steps or s.steps, seed=0, batch_size=1, progress=False,
+            x = restore(denoiser, c, sampler=name, steps=steps or s.steps, seed=0, batch_size=1, progress=False,
                         consistency=m, **opts)
             out.append(x[0, 0, 0].numpy())
         return out
@@ -167,7 +168,8 @@ def markdown(rows: list[dict[str, object]], kernel: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH", help="a model to score (repeatable)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH[@SAMPLER]",
+                   help="a model to score (repeatable); @SAMPLER overrides its sampler, e.g. @posterior_mean")
     p.add_argument("--sources", nargs="*", default=None, help="subset of source names (default: all)")
     p.add_argument("--slices", type=int, default=12, help="images per volume source (default 12)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: each checkpoint's)")
@@ -182,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     methods = {}
     for spec in args.checkpoint:
         name, _, path = spec.partition("=")
+        path, _, sampler = path.partition("@")
         if not path:
-            p.error(f"--checkpoint {spec!r}: expected NAME=PATH")
-        methods[name] = restorer(path, args.steps, args.threads, args.consistency)
+            p.error(f"--checkpoint {spec!r}: expected NAME=PATH[@SAMPLER]")
+        methods[name] = restorer(path, args.steps, args.threads, args.consistency, sampler or None)
     sources = [s for s in all_sources(args.slices) if args.sources is None or s.name in args.sources]
     rows: list[dict[str, object]] = []
     for src in sources:

@@ -29,6 +29,7 @@ from .samplers.consistency import Measurement
 from .samplers.ddim import sample_ddim
 from .samplers.dpm_solver import sample_dpm_solver_pp
 from .samplers.noise import generators_for
+from .samplers.posterior_mean import sample_posterior_mean
 from .tiling import TiledDenoiser, describe, plan_for
 from .volume_noise import check_noise, seed_index
 
@@ -38,6 +39,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ancestral": sample_ancestral,
     "ddim": sample_ddim,
     "dpm_solver_pp": sample_dpm_solver_pp,
+    "posterior_mean": sample_posterior_mean,  # one network call: the MMSE estimate (samplers/posterior_mean.py)
 }
 
 
@@ -123,6 +125,8 @@ def restore(
         if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
             raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
     device = torch.device(device)
+    if sampler == "posterior_mean":
+        steps = 1  # always one network call
     times = denoiser.time_grid(steps, sampler_kwargs.pop("grid", "uniform"))
     bar = progress if isinstance(progress, Progress) else Progress(bool(progress), desc=f"{sampler} {steps} steps")
     padded, _ = pad_planes(cond, denoiser.size_multiple)

@@ -77,6 +77,8 @@ def ddpm_restorer(args: Request, device):
     noise = args.noise or DEFAULT_NOISE
     sampler = args.sampler or cfg.sampler.name
     steps = args.steps if args.steps is not None else cfg.sampler.steps
+    if sampler == "posterior_mean":
+        steps = 1  # one network call whatever --steps says
     if sampler not in SAMPLERS:
         raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
     if args.eta is not None and sampler != "ddim":
