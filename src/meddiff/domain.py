@@ -53,6 +53,7 @@ class DomainCard:
     score_reference: tuple[float, float] = (math.nan, math.nan)  # median and 95th percentile of the score on training images
     licence: str = ""
     std_scale: float = 0.0  # calibration of --samples N: expected |mean - truth| = std_scale * sqrt(1 + 1/N) * std (0 = none)
+    std_sampler: str = ""  # the sampler (and steps) std_scale was fitted with, e.g. "dpm_solver_pp 10"; it applies to it only
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> str:

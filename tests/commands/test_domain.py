@@ -97,3 +97,24 @@ def test_sample_warns_and_strict_domain_refuses(identity, tmp_path, capsys):
     assert rep["source"].endswith("ct.dcm") and any("modality CT" in r for r in rep["reasons"])
     out = pydicom.dcmread(tmp_path / "warn" / "ct_restored.dcm")
     assert "OUT OF THE MODEL'S DOMAIN" in str(out.get("DerivationDescription", "")) + str(out.get("ImageComments", ""))
+
+
+def test_calibrated_uncertainty_is_written_only_for_the_calibrated_sampler(identity, tmp_path):
+    import math
+    import shutil
+
+    from meddiff.io import read_volume, write_volume, Volume
+
+    model = tmp_path / "m.safetensors"
+    shutil.copy(identity / "model.safetensors", model)
+    write_card(model, DomainCard(modalities=("MR",), std_scale=2.0, std_sampler="dpm_solver_pp 2"))
+    img = (_image(32)[0, 0].numpy() + 1) * 100
+    write_volume(Volume(img, (1.0, 1.0), np.eye(4), "p", tmp_path / "x", {}), tmp_path / "in" / "a.nii.gz")
+    base = ["sample", "--checkpoint", str(model), "--input", str(tmp_path / "in"), "--samples", "2", "--sampler",
+            "dpm_solver_pp", "--no-progress", "--device", "cpu", "--input-kind", "upsampled", "--precision", "fp32"]
+    assert main(base + ["--steps", "2", "--output", str(tmp_path / "o2")]) == 0
+    std = read_volume(tmp_path / "o2" / "a_std.nii.gz").array
+    unc = read_volume(tmp_path / "o2" / "a_uncertainty.nii.gz").array
+    np.testing.assert_allclose(unc, 2.0 * math.sqrt(1.5) * std, rtol=1e-4, atol=1e-4)
+    assert main(base + ["--steps", "3", "--output", str(tmp_path / "o3")]) == 0
+    assert not (tmp_path / "o3" / "a_uncertainty.nii.gz").exists()  # fitted for 2 steps, not 3

@@ -21,7 +21,7 @@ def domain_precheck(args, domain, name: Path, vol: Volume, slices: torch.Tensor,
     from ..data.slices import in_plane_spacing
     from ..domain import check_input
 
-    denoiser, card, factor = domain
+    denoiser, card, factor = domain[:3]
     spacing = None
     src = str(vol.source).lower()
     known = vol.meta.get("modality") or src.endswith((".nii", ".nii.gz"))  # PNG/TIFF/NPY carry no real spacing
@@ -41,6 +41,9 @@ def calibrated_error_scale(domain, samples: int) -> float:
 
     card = None if domain is None else domain[1]
     if card is None or not card.std_scale:
+        return 0.0
+    if card.std_sampler and len(domain) > 3 and domain[3] != card.std_sampler:
+        log.info("no calibrated uncertainty: the model's std scale was fitted for %s, not %s", card.std_sampler, domain[3])
         return 0.0
     return float(card.std_scale * error_std_factor(samples))
 

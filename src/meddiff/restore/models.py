@@ -117,7 +117,8 @@ def ddpm_restorer(args: Request, device):
         from ..checkpointing import resolve_model_file
         from ..domain import read_card
 
-        run_sampler.domain = (denoiser, read_card(resolve_model_file(args.checkpoint)), task.sr_factor)  # type: ignore[attr-defined]
+        run_sampler.domain = (denoiser, read_card(resolve_model_file(args.checkpoint)), task.sr_factor,  # type: ignore[attr-defined]
+                              f"{sampler} {steps}")
     return task, run_sampler, describe
 
 
