@@ -369,7 +369,7 @@ def test_cli_inpaint_repaint_keeps_known_pixels(tmp_path):
     write_volume(vol.with_array(mask), mpath)
     assert run_cli("--checkpoint", ck, "--input", inp, "--output", tmp_path / "o", "--mask", mpath,
                    "--consistency", "repaint", "--resample", "2") == 0
-    out = read_volume(tmp_path / "o" / "i" / "i_restored.nii.gz").array
+    out = read_volume(tmp_path / "o" / "i_restored.nii.gz").array
     known = mask == 0
     np.testing.assert_allclose(out[known], vol.array[known], rtol=0, atol=1e-4 * np.ptp(vol.array))
     assert np.abs(out[~known] - vol.array[~known]).mean() > 0.01 * np.ptp(vol.array)
