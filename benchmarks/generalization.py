@@ -82,20 +82,28 @@ def restorer(path: str, steps: int | None, threads: int, consistency: str = "non
         return out
 
     run.denoiser = denoiser  # type: ignore[attr-defined]
+    from meddiff.checkpointing import resolve_model_file
+    from meddiff.domain import read_card
+
+    run.card = read_card(resolve_model_file(path))  # type: ignore[attr-defined]
     return run
 
 
 def domain_flags(run, src: Source, preds: list[np.ndarray]) -> tuple[float, float, int]:
     """(median model score of the low-resolution inputs, median consistency ratio, images flagged)
-    as `meddiff sample` computes them (meddiff.domain)."""
-    from meddiff.domain import SCORE_LIMIT, consistency_ratio, model_score
+    as `meddiff sample` computes them (meddiff.domain; with the model's card when it has one: the
+    source's modality, MR or CT, and the intensity histogram too; pixel spacing is not checked here)."""
+    from meddiff.domain import SCORE_LIMIT, check_input, consistency_ratio
 
     sr = SuperResolution(FACTOR)
     lows = [sr.downsample(torch.from_numpy(x)[None, None]) for x in src.images]
-    score = [float(model_score(run.denoiser, lr, FACTOR)[0]) for lr in lows]
+    modality = "CT" if src.contrast == "CT" else "MR"
+    reports = [check_input(src.name, lr, modality, None, FACTOR, run.denoiser, run.card, score=min(lr.shape[-2:]) >= 32)
+               for lr in lows]
+    score = [r.score if r.score is not None else float("nan") for r in reports]
     cons = [consistency_ratio(torch.from_numpy(p)[None, None], lr, FACTOR) for p, lr in zip(preds, lows)]
-    flagged = sum(a > SCORE_LIMIT or b > SCORE_LIMIT for a, b in zip(score, cons))
-    return float(np.median(score)), float(np.median(cons)), flagged
+    flagged = sum(bool(r.reasons) or b > SCORE_LIMIT for r, b in zip(reports, cons))
+    return float(np.nanmedian(score)) if not all(np.isnan(score)) else float("nan"), float(np.median(cons)), flagged
 
 
 def scores(preds: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, list[float]]:
@@ -168,8 +176,9 @@ def markdown(rows: list[dict[str, object]], kernel: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH[@SAMPLER]",
-                   help="a model to score (repeatable); @SAMPLER overrides its sampler, e.g. @posterior_mean")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH[@SAMPLER[:STEPS]]",
+                   help="a model to score (repeatable); @SAMPLER[:STEPS] overrides its sampler, e.g. @posterior_mean, "
+                        "@dpm_solver_pp:10")
     p.add_argument("--sources", nargs="*", default=None, help="subset of source names (default: all)")
     p.add_argument("--slices", type=int, default=12, help="images per volume source (default 12)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: each checkpoint's)")
@@ -185,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.checkpoint:
         name, _, path = spec.partition("=")
         path, _, sampler = path.partition("@")
+        sampler, _, steps = sampler.partition(":")
         if not path:
-            p.error(f"--checkpoint {spec!r}: expected NAME=PATH[@SAMPLER]")
-        methods[name] = restorer(path, args.steps, args.threads, args.consistency, sampler or None)
+            p.error(f"--checkpoint {spec!r}: expected NAME=PATH[@SAMPLER[:STEPS]]")
+        methods[name] = restorer(path, int(steps) if steps else args.steps, args.threads, args.consistency, sampler or None)
     sources = [s for s in all_sources(args.slices) if args.sources is None or s.name in args.sources]
     rows: list[dict[str, object]] = []
     for src in sources:

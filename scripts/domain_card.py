@@ -8,7 +8,7 @@ What it measures, on the model's *training distribution* (never on the held-out 
 benchmarks/generalization.py):
 - pixel spacing range of the prepared training slices (manifest.csv: source spacing x padded side / size);
 - foreground intensity quantiles and the model score's median / 95th percentile (low-resolution
-  versions of the prepared training slices);
+  versions of the prepared training slices, and with --synthetic of 64 synthetic draws too);
 - the std scale that calibrates `meddiff sample --samples N`'s per-pixel std: s = RMSE / RMS(std)
   of the mean of N samples against the truth (meddiff.metrics.calibration), on --calib-images
   images drawn half from the prepared slices and half from the synthetic generator
@@ -66,6 +66,29 @@ def fit_std_scale(denoiser, cfg, images: np.ndarray, samples: int, sampler: str,
     return float(res.ratio)
 
 
+def set_default_sampler(model: Path, name: str) -> None:
+    """Rewrite the sampler section of the config stored in `model`'s metadata (tensors unchanged)."""
+    import dataclasses
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from meddiff import config as config_mod
+    from meddiff.checkpointing import config_from_yaml
+    from meddiff.io.atomic import atomic_path
+
+    with safe_open(str(model), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    cfg = config_from_yaml(meta["config"], model)
+    sampler = dataclasses.replace(cfg.sampler, name=name, steps=1 if name == "posterior_mean" else cfg.sampler.steps)
+    import yaml
+
+    meta["config"] = yaml.safe_dump(config_mod.to_dict(dataclasses.replace(cfg, sampler=sampler)), sort_keys=False)
+    with atomic_path(model) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path)
@@ -80,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--contrasts", nargs="*", default=["T1"])
     p.add_argument("--training-data", default="")
     p.add_argument("--licence", default="")
+    p.add_argument("--default-sampler", default=None, metavar="NAME",
+                   help="also store this as the model's default sampler (config sampler.name; posterior_mean sets steps 1)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -94,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     degradation = (f"x{cfg.task.sr_factor:g}: kernels {'/'.join(aug.sr_kernels)}, extra blur {list(aug.blur)} px, "
                    f"{aug.noise_kind} noise {list(aug.hr_noise)} (before) / {list(aug.lr_noise)} (after downsampling), "
                    f"gamma {list(aug.gamma)}, bias field {aug.bias_field}, synthetic share {aug.synth_fraction}")
-    card = card_from_training(np.asarray(train), denoiser, cfg.task.sr_factor, spacing_mm=spacing_range(args.prepared),
+    mix = np.asarray(train)
+    if args.synthetic > 0:  # the intensities the model trained on include the synthetic contrasts
+        mix = np.concatenate([mix, calibration_images(mix, 64, 1.0, seed=321)])
+    card = card_from_training(mix, denoiser, cfg.task.sr_factor, spacing_mm=spacing_range(args.prepared),
                               modalities=tuple(m.upper() for m in args.modality), anatomy=args.anatomy,
                               contrasts=tuple(args.contrasts), training_data=args.training_data,
                               degradation=degradation, licence=args.licence)
@@ -107,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    f"{len(imgs)} training-distribution images, {args.samples} samples each "
                                                    f"of {args.std_sampler} {args.std_steps} steps",))
     write_card(args.model, card)
+    if args.default_sampler:
+        set_default_sampler(args.model, args.default_sampler)
     print(card.to_json())
     return 0
 
