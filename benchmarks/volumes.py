@@ -199,7 +199,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench_volumes"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from meddiff.train.checkpoint import load_model
+    from meddiff.diffusion.checkpoint import load_model
 
     _, _, denoiser = load_model(args.checkpoint, expect_task="sr")
     args.out.mkdir(parents=True, exist_ok=True)

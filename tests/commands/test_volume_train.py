@@ -11,7 +11,7 @@ from meddiff.data.samples import samples_dir
 from meddiff.errors import ConfigError
 from meddiff.nn.unet import build_unet
 from meddiff.samplers.dpm_solver import sample_dpm_solver_pp
-from meddiff.train.checkpoint import load_model
+from meddiff.diffusion.checkpoint import load_model
 
 TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_groups=4",
         "train.steps=2", "train.batch_size=2", "train.ckpt_every=2", "train.log_every=1"]

@@ -83,6 +83,14 @@ def test_reader_in_chromium_mouse_keyboard_reload_resume_and_results(tmp_path, r
             expect(progress).to_have_text("Pair 2 of 6")
             images_loaded()
             pair = shown_pair()
+            # zoom and window/level change both images alike and answer nothing
+            page.keyboard.press("+")
+            page.keyboard.press("]")
+            styles = page.eval_on_selector_all(".side img", "els => els.map(i => [i.style.transform, i.style.filter])")
+            assert styles == [["scale(1.25)", "contrast(1.2) brightness(1)"]] * 2, styles
+            page.keyboard.press("0")
+            assert page.eval_on_selector("#left img", "i => i.style.transform") == "scale(1)"
+            expect(progress).to_have_text("Pair 2 of 6")
             page.keyboard.press("e")
             page.keyboard.press("ArrowRight")
             given.append((pair, "right", 3))

@@ -39,7 +39,9 @@ PAIR = """{% extends base %}{% block body %}
 </header>
 <main>
 <p class="prompt">Which image is <b>real</b>? Click it, or press <kbd>&larr;</kbd>/<kbd>1</kbd> for left,
-<kbd>&rarr;</kbd>/<kbd>2</kbd> for right.{% if confidence %} First rate your confidence below
+<kbd>&rarr;</kbd>/<kbd>2</kbd> for right.
+<span class="view-help">View (both images alike): zoom <kbd>+</kbd>/<kbd>-</kbd>, window width
+<kbd>[</kbd>/<kbd>]</kbd>, level <kbd>,</kbd>/<kbd>.</kbd>, reset <kbd>0</kbd>.</span>{% if confidence %} First rate your confidence below
 (click, or press the letter shown).{% endif %}</p>
 <form id="answer" method="post" action="/answer" data-confidence="{{ confidence }}">
 <input type="hidden" name="token" value="{{ token }}">
@@ -88,7 +90,8 @@ header progress { flex: 1; }
 main { padding: 1em; }
 .narrow { max-width: 40em; margin: 2em auto; }
 .pair { display: flex; gap: 2vw; justify-content: center; }
-.side { background: #000; border: 3px solid #333; padding: 0; cursor: pointer; }
+.side { background: #000; border: 3px solid #333; padding: 0; cursor: pointer; overflow: hidden; }
+.view-help { display: block; color: #aaa; font-size: .9em; }
 .side:hover, .side:focus { border-color: #6af; }
 .side img { display: block; width: min(45vw, calc(100vh - 18em)); height: auto; image-rendering: auto; }
 .prompt { text-align: center; }
@@ -118,6 +121,23 @@ JS = """
     if (sent) { e.preventDefault(); return; }
     sent = true;
     document.getElementById('rt_ms').value = Math.round(performance.now() - t0);
+  });
+  // Zoom and window/level of the displayed images, applied to both sides alike (CSS scale, and
+  // contrast/brightness of the 8-bit display values: a viewer's window/level on what was served).
+  var view = { zoom: 1, width: 1, level: 1 };
+  function show() {
+    form.querySelectorAll('.side img').forEach(function (img) {
+      img.style.transform = 'scale(' + view.zoom + ')';
+      img.style.filter = 'contrast(' + view.width + ') brightness(' + view.level + ')';
+    });
+  }
+  var VIEW_KEYS = { '+': ['zoom', 1.25], '=': ['zoom', 1.25], '-': ['zoom', 0.8], ']': ['width', 1.2], '[': ['width', 1 / 1.2],
+                    '.': ['level', 1.1], ',': ['level', 1 / 1.1] };
+  document.addEventListener('keydown', function (e) {
+    if (e.altKey || e.ctrlKey || e.metaKey) return;
+    var v = VIEW_KEYS[e.key];
+    if (v) { view[v[0]] = Math.min(8, Math.max(0.125, view[v[0]] * v[1])); show(); e.preventDefault(); return; }
+    if (e.key === '0') { view = { zoom: 1, width: 1, level: 1 }; show(); e.preventDefault(); }
   });
   document.addEventListener('keydown', function (e) {
     if (e.repeat || e.altKey || e.ctrlKey || e.metaKey) return;
