@@ -113,6 +113,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None, help="output folder (default: <pred>/../evaluation); new or empty, "
                    "or one meddiff wrote with --overwrite; never an input folder")
     p.add_argument("--overwrite", action="store_true", help="replace the results in a non-empty output folder meddiff wrote")
+    p.add_argument("--device", default="cpu",
+                   help="device of the metric networks (LPIPS, FID's Inception): cpu (default), auto (a GPU if there is "
+                        "one), cuda or cuda:N; the downstream segmenter and classifier run on the CPU")
     p.add_argument("--keep-empty", action="store_true", help="also score slices whose ground truth is constant (skipped by default)")
     ds = p.add_argument_group("downstream tasks (meddiff.downstream)")
     ds.add_argument("--segmenter", nargs="?", const=DEFAULT_MODEL, default=None, metavar="FILE",

@@ -65,7 +65,7 @@ def score_group(args: argparse.Namespace, g: GroupSpec, out: Path, suffix: str, 
     notes = list(c.notes)
     labels: dict[str, str] = {}
     if args.lpips != "none":
-        scores, note, label = lpips_scores(c, args.lpips, args.lpips_backbone, progress)
+        scores, note, label = lpips_scores(c, args.lpips, args.lpips_backbone, progress, device=_device(args))
         notes.append(note)
         if scores is not None:
             labels["lpips"] = label
@@ -86,7 +86,7 @@ def score_group(args: argparse.Namespace, g: GroupSpec, out: Path, suffix: str, 
         notes.append(str(msg))
     rows = rows_from_records(records, ci=True, patients=c.patients, n_resamples=args.bootstrap, seed=args.seed)
     if args.fid:
-        sets, fid_notes = fid_kid(c, progress, args.seed, args.set_bootstrap)
+        sets, fid_notes = fid_kid(c, progress, args.seed, args.set_bootstrap, device=_device(args))
         notes += fid_notes
         if sets is not None:
             n = len(c.truths)
@@ -248,6 +248,13 @@ def check_options(args: argparse.Namespace) -> None:
     if args.lpips == "alex" and args.lpips_backbone is None:
         raise InputError("--lpips alex needs --lpips-backbone FILE (a local torchvision alexnet state dict); "
                          "or use --lpips alex-st, whose weights ship in stlpips-pytorch")
+
+
+def _device(args: argparse.Namespace):
+    """The device of the metric networks (LPIPS, Inception): --device (auto: a GPU if there is one)."""
+    from ..train.distributed import pick_device
+
+    return pick_device(getattr(args, "device", "cpu") or "cpu")
 
 
 def claim_output(out: Path, groups: list[GroupSpec], overwrite: bool) -> None:

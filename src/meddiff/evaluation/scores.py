@@ -30,7 +30,8 @@ FID_MIN_IMAGES = 50
 DEFAULT_MODEL = ""  # --segmenter / --classifier without FILE: the shipped model
 
 
-def lpips_scores(c: Collected, net: str, backbone: Path | None, progress: bool) -> tuple[dict[str, list[float]] | None, str, str]:
+def lpips_scores(c: Collected, net: str, backbone: Path | None, progress: bool, device: str = "cpu"
+                 ) -> tuple[dict[str, list[float]] | None, str, str]:
     """Per-image LPIPS of every method against the truth (images mapped to [-1, 1] from the window).
 
     Returns (method -> values, or None when LPIPS cannot run; a note; the column label).
@@ -54,7 +55,7 @@ def lpips_scores(c: Collected, net: str, backbone: Path | None, progress: bool) 
         for idx in groups.values():
             a = np.stack([to_unit_range(images[i], c.window) for i in idx])[:, None]
             b = np.stack([truth[i] for i in idx])[:, None]
-            vals[idx] = L.lpips_distance(a, b, net=net, backbone=backbone).double().numpy()
+            vals[idx] = L.lpips_distance(a, b, net=net, backbone=backbone, device=device).double().numpy()
         out[method] = vals.tolist()
     lo, hi = c.window
     note = (f"LPIPS: {name}; per image, intensities [{lo:g}, {hi:g}] mapped to [-1, 1] (clipped), grayscale "
@@ -78,7 +79,7 @@ def ci_notes(patients: list[str], n_resamples: int, seed: int) -> list[str]:
     return [f"95% CIs of means: percentile bootstrap, {n_resamples} resamples, seed {seed}; {unit}", test]
 
 
-def fid_kid(c: Collected, progress: bool, seed: int, n_boot: int = 0
+def fid_kid(c: Collected, progress: bool, seed: int, n_boot: int = 0, device: str = "cpu"
             ) -> tuple[dict[str, tuple[float, float, float, SetBootstrap | None]] | None, list[str]]:
     """Set-level FID and KID (mean, std over subsets) of each method against the truth set, with
     bootstrap CIs over patients when ``n_boot`` > 0 (:func:`meddiff.metrics.stats.set_bootstrap`).
@@ -99,7 +100,7 @@ def fid_kid(c: Collected, progress: bool, seed: int, n_boot: int = 0
     def features(images: list[np.ndarray]) -> np.ndarray:
         feats = np.zeros((len(images), F.FEATURE_DIM))
         for idx in by_shape(images).values():
-            feats[idx] = F.inception_features(np.stack([images[i] for i in idx]), value_range=c.window)
+            feats[idx] = F.inception_features(np.stack([images[i] for i in idx]), value_range=c.window, device=device)
         return feats
 
     bar = tqdm(total=len(c.preds) + 1, desc="FID features", unit="set", disable=not progress)
