@@ -118,3 +118,22 @@ class Objective(Protocol):
 def optimiser_list(opt: Optimisers) -> list[torch.optim.Optimizer]:
     """The optimisers of `opt` (one, or several by name) in a list."""
     return list(opt.values()) if isinstance(opt, Mapping) else [opt]
+
+
+class TaskConditioned:
+    """Defaults shared by the objectives conditioned on the task's degradation (DDPM, baselines):
+    no data to describe before building, the task's training degradation."""
+
+    log_terms: tuple[str, ...] = ()
+
+    @staticmethod
+    def describe_data(cfg, train_set, labels, class_names) -> None:
+        return None  # class labels are a VDM's; nothing to know before building
+
+    @staticmethod
+    def degradation(cfg):
+        """The training degradation (condition planes of the task)."""
+        from .data.degrade import build_degradation
+
+        return build_degradation(cfg.task, training=True)
+

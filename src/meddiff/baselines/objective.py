@@ -20,23 +20,13 @@ from ..config import Config
 from ..data.degrade import build_degradation
 from ..data.order import VAL, mix_seed
 from ..errors import ConfigError
-from ..objective import Runtime, StepContext
+from ..objective import Runtime, StepContext, TaskConditioned
 from .registry import baseline_size_multiple, build_baseline
 
 
-class BaselineObjective:
+class BaselineObjective(TaskConditioned):
     format = BASELINE.name
-    log_terms: tuple[str, ...] = ()
     precision = "fp32"
-
-    @staticmethod
-    def describe_data(cfg: Config, train_set, labels, class_names) -> None:
-        return None  # class labels are a VDM's; nothing to know before building
-
-    @staticmethod
-    def degradation(cfg: Config):
-        """The training degradation (condition planes of the task)."""
-        return build_degradation(cfg.task, training=True)
 
     @staticmethod
     def size_multiple(cfg: Config) -> tuple[int, str] | None:

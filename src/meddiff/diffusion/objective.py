@@ -16,27 +16,16 @@ from torch import nn
 
 from ..checkpointing import DDPM
 from ..config import Config
-from ..data.degrade import build_degradation
 from ..data.order import VAL, loss_noise
 from ..nn.unet import build_unet
-from ..objective import Runtime, StepContext
+from ..objective import Runtime, StepContext, TaskConditioned
 from .denoiser import DDPMDenoiser, resolved_precision
 from .loss import diffusion_loss
 from .schedule import build_schedule
 
 
-class DDPMObjective:
+class DDPMObjective(TaskConditioned):
     format = DDPM.name
-    log_terms: tuple[str, ...] = ()
-
-    @staticmethod
-    def describe_data(cfg: Config, train_set, labels, class_names) -> None:
-        return None  # class labels are a VDM's; nothing to know before building
-
-    @staticmethod
-    def degradation(cfg: Config):
-        """The training degradation (condition planes of the task)."""
-        return build_degradation(cfg.task, training=True)
 
     @staticmethod
     def size_multiple(cfg: Config) -> tuple[int, str] | None:
