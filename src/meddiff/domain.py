@@ -89,33 +89,37 @@ def histogram_distance(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.mean(np.abs(np.asarray(a) - np.asarray(b))))
 
 
+SCORE_BATCH = 8  # images per network call of model_score (memory stays that of sampling one batch)
+
+
 @torch.no_grad()
 def model_score(denoiser, images: Tensor, factor: float, *, t_fraction: float = 0.5, seed: int = 0) -> np.ndarray:
     """Per-image score (see the module docstring, 4) of images [N, 1, H, W] in [-1, 1] -> [N].
 
     The model's one-step x0 estimate at timestep round(t_fraction * T) from y' = up(down(y)),
-    relative to y' itself (bicubic). Deterministic for a given seed.
+    relative to y' itself (bicubic). Image i's noise comes from its own generator
+    (inference.image_seed(seed, i, 0)), so the score does not depend on how images are batched.
     """
+    from .inference import image_seed, pad_planes
+    from .samplers.noise import generators_for, randn_per_image
+
     sr = SuperResolution(factor)
     y = images.float()
     cond = sr.upsample(sr.downsample(y), tuple(y.shape[-2:]))
-    multiple = getattr(denoiser.net, "size_multiple", 1)
-    ph, pw = (-y.shape[-2]) % multiple, (-y.shape[-1]) % multiple
-    if ph or pw:  # pad like inference.restore (background -1) and score the original pixels only
-        pad = torch.nn.functional.pad
-        y_p, cond_p = pad(y, (0, pw, 0, ph), value=-1.0), pad(cond, (0, pw, 0, ph), value=-1.0)
-    else:
-        y_p, cond_p = y, cond
+    y_p, _ = pad_planes(y, denoiser.size_multiple)  # padded like inference.restore; the original pixels are scored
+    cond_p, (h, w) = pad_planes(cond, denoiser.size_multiple)
     sched = denoiser.sched
     k = int(round(t_fraction * (sched.timesteps - 1)))
     ab = float(sched.alpha_bar[k])
-    g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(y_p.shape, generator=g)
-    z0 = denoiser.to_diffused(y_p, cond_p)
-    x_t = math.sqrt(ab) * z0 + math.sqrt(1 - ab) * eps
     device = next(denoiser.net.parameters()).device
-    _, x0_hat = denoiser(x_t.to(device), torch.full((y.shape[0],), k, dtype=torch.long, device=device), cond_p.to(device))
-    est = denoiser.from_diffused(x0_hat.cpu(), cond_p).clamp(-1, 1)[..., : y.shape[-2], : y.shape[-1]]
+    est = torch.empty_like(y)
+    for i in range(0, len(y), SCORE_BATCH):
+        yb, cb = y_p[i : i + SCORE_BATCH], cond_p[i : i + SCORE_BATCH]
+        gens = generators_for([image_seed(seed, j, 0) for j in range(i, i + len(yb))])
+        x_t = math.sqrt(ab) * denoiser.to_diffused(yb, cb) + math.sqrt(1 - ab) * randn_per_image(yb.shape, gens, torch.device("cpu"))
+        kb = torch.full((len(yb),), k, dtype=torch.long, device=device)
+        _, x0_hat = denoiser(x_t.to(device), kb, cb.to(device))
+        est[i : i + SCORE_BATCH] = denoiser.from_diffused(x0_hat.cpu(), cb).clamp(-1, 1)[..., :h, :w]
     err_model = ((est - y) ** 2).mean(dim=(1, 2, 3))
     err_bicubic = ((cond - y) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-8)
     return (err_model / err_bicubic).numpy()

@@ -129,7 +129,8 @@ def restore(
         steps = 1  # always one network call
     times = denoiser.time_grid(steps, sampler_kwargs.pop("grid", "uniform"))
     bar = progress if isinstance(progress, Progress) else Progress(bool(progress), desc=f"{sampler} {steps} steps")
-    padded, _ = pad_planes(cond, denoiser.size_multiple)
+    m = denoiser.size_multiple  # the plan needs the padded shape only (restore_batches pads the data)
+    padded = torch.empty(*cond.shape[:2], *(-(-s // m) * m for s in cond.shape[2:]), device="meta")
     plan = plan_for(denoiser, padded, batch=batch_size, device=device, max_memory=max_memory, tile=tile_size, overlap=tile_overlap)
     if plan.tile is not None or plan.batch < min(batch_size, cond.shape[0]):
         log.info("%s", describe(plan, padded.shape[2:]))

@@ -64,7 +64,7 @@ def training_data(cfg: Config) -> tuple[PairDataset, PairDataset | None, dict[st
     prep = load_prepared(cfg.data.prepared)
     deg = objective_class(cfg).degradation(cfg)
     train_deg = deg
-    if cfg.augment != AugmentConfig() and acquisition_changed(cfg.augment):  # acquisition variety: training pairs only
+    if acquisition_changed(cfg.augment):  # acquisition variety: training pairs only
         train_deg = build_acquisition(cfg.task, cfg.augment)  # refuses a task other than sr
     train_set = PairDataset(prep, cfg.data.train_split, train_deg, crop=cfg.data.crop, train=True, seed=cfg.train.seed)
     check_sizes(cfg, int(train_set.array.shape[-1]))

@@ -87,8 +87,6 @@ def input_output(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.atomic import check_writable_dir
-
     input_dir, output_dir = input_output(args)
     if args.mode == "volume":
         return run_volume(args, input_dir, output_dir)
@@ -96,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import InputError
         raise InputError("--spacing applies to --mode volume only")
     options = options_from_args(args)
-    check_writable_dir(output_dir)
     summary = prepare(input_dir, output_dir, options, progress=not args.no_progress)
     print("\n".join(summary.lines()))
     return 0
@@ -106,7 +103,6 @@ def run_volume(args: argparse.Namespace, input_dir, output_dir) -> int:
     """`meddiff prepare --mode volume`: meddiff.data.volumes.prepare_volumes."""
     from ..data.volumes import VolumeOptions, prepare_volumes
     from ..errors import InputError
-    from ..io.atomic import check_writable_dir
 
     spacing = tuple(args.spacing or (1.0,))
     if len(spacing) not in (1, 3):
@@ -114,7 +110,6 @@ def run_volume(args: argparse.Namespace, input_dir, output_dir) -> int:
     options = VolumeOptions(spacing=spacing * 3 if len(spacing) == 1 else spacing, patient_from=args.patient_from,
                             percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
                             split=tuple(args.split), seed=args.seed, overwrite=args.overwrite)
-    check_writable_dir(output_dir)
     counts = prepare_volumes(input_dir, output_dir, options)
     print(f"volumes on a {'x'.join(f'{s:g}' for s in options.spacing)} mm RAS grid: "
           + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {output_dir}")
