@@ -39,7 +39,7 @@ def source_row(src, denoiser, cfg, sampler: str, steps: int, samples: int, scale
     stds, errs, masks = [], [], []
     opts = sampler_options(sampler, cfg.diffusion.variance, cfg.sampler.eta, cfg.sampler.grid)
     for x in src.images:
-        c = condition(x, "bicubic")
+        c = condition(x, "bicubic").cond
         out = restore(denoiser, c, sampler=sampler, steps=steps, samples=samples, seed=0, batch_size=1, progress=False, **opts)
         mean, std = summarise(out.clamp(-1, 1))
         t = torch.from_numpy(x)[None, None]

@@ -28,6 +28,7 @@ import csv
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -47,17 +48,17 @@ from meddiff.diffusion.checkpoint import load_model  # noqa: E402
 FACTOR = 4.0
 
 
-LOWRES: dict[int, torch.Tensor] = {}  # id(condition) -> its measurement (for --consistency)
+class Measured(NamedTuple):
+    cond: torch.Tensor  # [1, 1, H, W]: the measurement upsampled back to full size (the model condition)
+    lowres: torch.Tensor  # [1, 1, h, w]: the x4 measurement itself
 
 
-def condition(x: np.ndarray, kernel: str) -> torch.Tensor:
-    """Truth [H, W] -> the model condition [1, 1, H, W]: x4 measurement, bicubic back to full size."""
+def condition(x: np.ndarray, kernel: str) -> Measured:
+    """Truth [H, W] -> its x4 measurement and the model condition (bicubic back to full size)."""
     sr = SuperResolution(FACTOR)
     t = torch.from_numpy(x)[None, None]
     lr = (kspace_truncate(t, sr.low_res_size(t.shape[-2:])) if kernel == "kspace" else sr.downsample(t)).clamp(-1, 1)
-    c = sr.upsample(lr, t.shape[-2:])
-    LOWRES[id(c)] = lr
-    return c
+    return Measured(sr.upsample(lr, t.shape[-2:]), lr)
 
 
 def restorer(path: str, steps: int | None, threads: int, consistency: str = "none", sampler: str | None = None):
@@ -67,14 +68,12 @@ def restorer(path: str, steps: int | None, threads: int, consistency: str = "non
     s = cfg.sampler
     name = sampler or s.name
     opts = sampler_options(name, cfg.diffusion.variance, s.eta, s.grid)
-    sr = SuperResolution(FACTOR)
 
-    def run(conds: list[torch.Tensor]) -> list[np.ndarray]:
+    def run(measured: list[Measured]) -> list[np.ndarray]:
         out = []
-        for c in conds:  # one by one: images differ in size
+        for c, lowres in measured:  # one by one: images differ in size
             m = None
-            if consistency != "none":  # the measurement: the low-resolution image the condition was upsampled from
-                lowres = sr.downsample(c) if LOWRES.get(id(c)) is None else LOWRES[id(c)]
+            if consistency != "none":
                 m = measurement_for("sr", consistency, c, factor=FACTOR, lowres=lowres, resample=1)
             x = restore(denoiser, c, sampler=name, steps=steps or s.steps, seed=0, batch_size=1, progress=False,
                         consistency=m, **opts)
@@ -89,14 +88,13 @@ def restorer(path: str, steps: int | None, threads: int, consistency: str = "non
     return run
 
 
-def domain_flags(run, src: Source, preds: list[np.ndarray]) -> tuple[float, float, int]:
+def domain_flags(run, src: Source, measured: list[Measured], preds: list[np.ndarray]) -> tuple[float, float, int]:
     """(median model score of the low-resolution inputs, median consistency ratio, images flagged)
     as `meddiff sample` computes them (meddiff.domain; with the model's card when it has one: the
     source's modality, MR or CT, and the intensity histogram too; pixel spacing is not checked here)."""
     from meddiff.domain import SCORE_LIMIT, check_input, consistency_ratio
 
-    sr = SuperResolution(FACTOR)
-    lows = [sr.downsample(torch.from_numpy(x)[None, None]) for x in src.images]
+    lows = [m.lowres for m in measured]
     modality = "CT" if src.contrast == "CT" else "MR"
     reports = [check_input(src.name, lr, modality, None, FACTOR, run.denoiser, run.card, score=min(lr.shape[-2:]) >= 32)
                for lr in lows]
@@ -129,7 +127,7 @@ def fmt_ci(c) -> str:
 
 def source_rows(src: Source, methods: dict, kernel: str, through: bool) -> list[dict[str, object]]:
     conds = [condition(x, kernel) for x in src.images]
-    preds = {"bicubic": [c[0, 0].numpy() for c in conds]}
+    preds = {"bicubic": [m.cond[0, 0].numpy() for m in conds]}
     secs = {"bicubic": 0.0}
     for name, run in methods.items():
         t0 = time.perf_counter()
@@ -139,7 +137,7 @@ def source_rows(src: Source, methods: dict, kernel: str, through: bool) -> list[
     tpe = {}
     if through and src.volume is not None:
         vc = [condition(x, kernel) for x in src.volume]
-        ref = through_plane_error(np.stack([c[0, 0].numpy() for c in vc]), src.volume)
+        ref = through_plane_error(np.stack([m.cond[0, 0].numpy() for m in vc]), src.volume)
         tpe = {"bicubic": 1.0} | {m: through_plane_error(np.clip(np.stack(run(vc)), -1, 1), src.volume) / ref
                                   for m, run in methods.items()}
     rows = []
@@ -155,7 +153,7 @@ def source_rows(src: Source, methods: dict, kernel: str, through: bool) -> list[
                                  else f"{sc[m][k][0] - sc['bicubic'][k][0]:+.3f}")
         row["through_plane"] = f"{tpe[m]:.3f}" if m in tpe else ""
         if m in methods:
-            sc_med, cons_med, flagged = domain_flags(methods[m], src, preds[m])
+            sc_med, cons_med, flagged = domain_flags(methods[m], src, conds, preds[m])
             row["domain"] = f"{sc_med:.2f} / {cons_med:.2f} / {flagged} of {len(src.images)}"
         rows.append(row)
     return rows

@@ -70,23 +70,14 @@ def set_default_sampler(model: Path, name: str) -> None:
     """Rewrite the sampler section of the config stored in `model`'s metadata (tensors unchanged)."""
     import dataclasses
 
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from meddiff import config as config_mod
-    from meddiff.checkpointing import config_from_yaml
-    from meddiff.io.atomic import atomic_path
-
-    with safe_open(str(model), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    cfg = config_from_yaml(meta["config"], model)
-    sampler = dataclasses.replace(cfg.sampler, name=name, steps=1 if name == "posterior_mean" else cfg.sampler.steps)
     import yaml
 
-    meta["config"] = yaml.safe_dump(config_mod.to_dict(dataclasses.replace(cfg, sampler=sampler)), sort_keys=False)
-    with atomic_path(model) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    from meddiff import config as config_mod
+    from meddiff.checkpointing import read_model_file, update_metadata
+
+    cfg = read_model_file(model, "meddiff-ddpm-v1").cfg
+    sampler = dataclasses.replace(cfg.sampler, name=name, steps=1 if name == "posterior_mean" else cfg.sampler.steps)
+    update_metadata(model, config=yaml.safe_dump(config_mod.to_dict(dataclasses.replace(cfg, sampler=sampler)), sort_keys=False))
 
 
 def main(argv: list[str] | None = None) -> int:

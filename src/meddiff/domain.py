@@ -181,17 +181,9 @@ def check_input(source: str, slices: Tensor, modality: str | None, spacing: Sequ
 
 def write_card(model_file: str | Path, card: DomainCard) -> None:
     """Store `card` in the metadata of a safetensors model file (rewritten atomically; tensors unchanged)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    from .checkpointing import update_metadata
 
-    from .io.atomic import atomic_path
-
-    with safe_open(str(model_file), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    meta["domain"] = card.to_json()
-    with atomic_path(model_file) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    update_metadata(model_file, domain=card.to_json())
 
 
 def card_from_training(images: np.ndarray, denoiser, factor: float, *, spacing_mm: tuple[float, float] = (0.0, 0.0),

@@ -137,3 +137,7 @@ class TaskConditioned:
 
         return build_degradation(cfg.task, training=True)
 
+    @staticmethod
+    def class_labels(cfg, prepared) -> tuple[dict[str, int] | None, list[str]]:
+        return None, []  # no class-conditional models among these
+

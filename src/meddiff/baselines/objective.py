@@ -34,10 +34,6 @@ class BaselineObjective(TaskConditioned):
         multiple = baseline_size_multiple(cfg, build_degradation(cfg.task).cond_channels)
         return multiple, f"baseline {cfg.baseline.name} (baseline.depth {cfg.baseline.depth})"
 
-    @staticmethod
-    def class_labels(cfg: Config, prepared) -> tuple[dict[str, int] | None, list[str]]:
-        return None, []
-
     def __init__(self, cfg: Config, runtime: Runtime, data: object = None):
         self.cfg, self.runtime = cfg, runtime
         self.deg = self.degradation(cfg)

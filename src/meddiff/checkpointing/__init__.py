@@ -16,7 +16,7 @@ from .folders import (STATE_FILE, STATE_JSON, TrainState, checkpoint_name, expor
 from .formats import (BASELINE, BASELINE_FORMAT, CONFIG_FILE, DDPM, FORMAT, FORMATS, LATEST, MODEL_FILE, REGISTRY, VDM,
                       VDM_FORMAT, Format, ModelFile, check_format, config_from_yaml, format_for, format_of, frozen,
                       latest_checkpoint, load_weights, read_config, read_model_file, read_safetensors,
-                      resolve_model_file)
+                      resolve_model_file, update_metadata)
 
 __all__ = [
     "STATE_FILE", "STATE_JSON", "TrainState", "checkpoint_name", "export_model", "init_weights", "list_checkpoints",
@@ -24,4 +24,5 @@ __all__ = [
     "BASELINE", "BASELINE_FORMAT", "CONFIG_FILE", "DDPM", "FORMAT", "FORMATS", "LATEST", "MODEL_FILE", "REGISTRY", "VDM",
     "VDM_FORMAT", "Format", "ModelFile", "check_format", "config_from_yaml", "format_for", "format_of", "frozen",
     "latest_checkpoint", "load_weights", "read_config", "read_model_file", "read_safetensors", "resolve_model_file",
+    "update_metadata",
 ]

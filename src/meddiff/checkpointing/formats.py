@@ -209,3 +209,16 @@ def frozen(module: nn.Module, device: str | torch.device) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+def update_metadata(model_file: str | Path, **items: str) -> None:
+    """Set metadata entries of a safetensors model file, rewriting it atomically (tensors unchanged):
+    a model card (meddiff.domain.write_card), a config's sampler defaults."""
+    from safetensors.torch import save_file
+
+    from ..io.atomic import atomic_path
+
+    tensors, meta = read_safetensors(Path(model_file))
+    with atomic_path(model_file) as tmp:
+        save_file(tensors, str(tmp), metadata={**meta, **items})
+

@@ -32,10 +32,6 @@ class DDPMObjective(TaskConditioned):
         """(the multiple training sizes must have, what needs it): the U-Net's downsampling."""
         return 2 ** (len(cfg.model.channels) - 1), f"a U-Net with {len(cfg.model.channels)} levels"
 
-    @staticmethod
-    def class_labels(cfg: Config, prepared) -> tuple[dict[str, int] | None, list[str]]:
-        return None, []
-
     def __init__(self, cfg: Config, runtime: Runtime, data: object = None):
         self.cfg, self.runtime = cfg, runtime
         self.deg = self.degradation(cfg)

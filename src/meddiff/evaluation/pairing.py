@@ -43,16 +43,19 @@ def find_images(folder: Path, patient_from: str = "subfolder") -> dict[str, Imag
 
 def pair_files(pred: dict[str, ImageItem], truth: dict[str, ImageItem], pred_dir: Path, truth_dir: Path) -> list[str]:
     """Keys present in both; InputError naming the unpaired files otherwise."""
-    only_pred = sorted(set(pred) - set(truth))
-    only_truth = sorted(set(truth) - set(pred))
-    if only_pred or only_truth:
-        msg = []
-        if only_pred:
-            msg.append(f"no ground truth in {truth_dir} for {describe_names(pred, only_pred)}")
-        if only_truth:
-            msg.append(f"no prediction in {pred_dir} for {describe_names(truth, only_truth)}")
-        raise InputError("; ".join(msg))
+    check_paired(pred, sorted(set(pred) - set(truth)), truth, sorted(set(truth) - set(pred)), pred_dir, truth_dir)
     return sorted(pred)
+
+
+def check_paired(pred: dict, only_pred: list[str], truth: dict, only_truth: list[str], pred_dir: Path, truth_dir: Path) -> None:
+    """InputError naming the predictions without a truth and the truths without a prediction, if any."""
+    msg = []
+    if only_pred:
+        msg.append(f"no ground truth in {truth_dir} for {describe_names(pred, only_pred)}")
+    if only_truth:
+        msg.append(f"no prediction in {pred_dir} for {describe_names(truth, only_truth)}")
+    if msg:
+        raise InputError("; ".join(msg))
 
 
 def describe_names(files: dict[str, ImageItem], keys: list[str], limit: int = 10) -> str:
@@ -213,14 +216,7 @@ def match_method_files(folder: Path, truth: dict[str, ImageItem], truth_dir: Pat
             raise InputError(f"{folder}: two {'std maps' if tag == 'std' else 'predictions'} for {target!r}: "
                              f"{slot[target].path} and {item.path}")
         slot[target] = item
-    only_truth = sorted(set(truth) - set(out.pred))
-    if unmatched or only_truth:
-        msg = []
-        if unmatched:
-            msg.append(f"no ground truth in {truth_dir} for {describe_names(files, unmatched)}")
-        if only_truth:
-            msg.append(f"no prediction in {folder} for {describe_names(truth, only_truth)}")
-        raise InputError("; ".join(msg))
+    check_paired(files, unmatched, truth, sorted(set(truth) - set(out.pred)), folder, truth_dir)
     if out.std and (no_std := sorted(set(out.pred) - set(out.std))):
         raise InputError(f"{folder}: per-pixel std (<stem>_std) for {len(out.std)} case(s) but not for {describe_names(truth, no_std)}; "
                          "expected one for every case or none")
