@@ -73,3 +73,9 @@ def test_bf16_sampling_call_is_close_to_fp32_and_training_keeps_autocast():
     out = fast.net_output(x, k, cond)  # with autograd (training): autocast on the fp32 weights
     out.sum().backward()
     assert fast.net.conv_in.weight.grad is not None
+
+
+def test_compiled_network_is_not_cast():
+    net = small_denoiser("fp32").net
+    compiled = dn.compile_network(net, backend="eager")
+    assert dn.cast_network(compiled, torch.bfloat16) is compiled  # its callers keep autocast

@@ -109,7 +109,7 @@ def cast_network(net: nn.Module, dtype: torch.dtype) -> nn.Module:
     benchmarks/unet_calls.py). Made on first use and reused while `net`'s parameters are the same
     tensors with the same version counters (an optimiser step or load_state_dict makes a new copy).
     Compiled networks (torch.compile) are returned unchanged: their callers keep autocast."""
-    if isinstance(net, torch._dynamo.eval_frame.OptimizedModule):
+    if hasattr(net, "_orig_mod"):  # torch.compile's wrapper (not isinstance: importing torch._dynamo takes seconds)
         return net
     params = list(net.parameters()) + list(net.buffers())
     key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
