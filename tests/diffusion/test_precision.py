@@ -54,6 +54,9 @@ def test_cast_network_is_made_once_and_renewed_when_the_weights_change():
     renewed = dn.cast_network(net, torch.bfloat16)
     assert renewed is not low
     assert torch.equal(renewed.conv_in.bias, net.conv_in.bias.bfloat16())
+    net.train(not net.training)
+    flipped = dn.cast_network(net, torch.bfloat16)
+    assert flipped is not renewed and flipped.training == net.training
 
 
 def test_bf16_sampling_call_is_close_to_fp32_and_training_keeps_autocast():

@@ -107,16 +107,17 @@ def cast_network(net: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A copy of `net` with its floating parameters and buffers in `dtype`, for sampling in bf16
     with weights cast once instead of autocast re-casting every weight at every call (measured in
     benchmarks/unet_calls.py). Made on first use and reused while `net`'s parameters are the same
-    tensors with the same version counters (an optimiser step or load_state_dict makes a new copy).
+    tensors with the same version counters in the same train/eval mode (an optimiser step,
+    load_state_dict or .train() makes a new copy).
     Compiled networks (torch.compile) are returned unchanged: their callers keep autocast."""
     if hasattr(net, "_orig_mod"):  # torch.compile's wrapper (not isinstance: importing torch._dynamo takes seconds)
         return net
     params = list(net.parameters()) + list(net.buffers())
-    key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
+    key = (dtype, net.training, tuple((p.data_ptr(), p._version) for p in params))
     hit = _CAST.get(net)
     if hit is not None and hit[0] == key:
         return hit[1]
-    low = copy.deepcopy(net).to(dtype).eval().requires_grad_(False)
+    low = copy.deepcopy(net).to(dtype).requires_grad_(False)  # same train/eval mode as net
     _CAST[net] = (key, low)
     return low
 
