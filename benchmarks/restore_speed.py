@@ -3,17 +3,22 @@
 Modes, each in a fresh subprocess (its peak resident set is the mode's own):
   meddiff_fp32    meddiff.inference.restore, the checkpoint's sampler (DPM-Solver++ 2M, 10 steps,
                   log-SNR grid), fp32
-  meddiff_bf16    the same under bf16 autocast
+  meddiff_bf16    the same in bf16 (sampling runs a bf16 copy of the network, cast once)
   meddiff_auto    precision "auto" (bf16 where the device runs it natively, else fp32)
   meddiff_tiled   bf16 in 128x128 windows (overlap 32) through meddiff.tiling
   meddiff_bf16_20 bf16, 20 steps (the peer's step count)
+  meddiff_linspace20  meddiff's DPM-Solver++ 2M, fp32, on the peer's 20 timesteps (diffusers'
+                  default "linspace" spacing: 1999, 1899, ..., 100, then the x0 estimate at 100)
+  meddiff_posterior_mean  one network call (the posterior_mean sampler, sr_x4_general's default), auto
   diffusers_dpm20 the same network weights under diffusers' DPMSolverMultistepScheduler
                   (dpmsolver++, order 2, 20 steps, its default spacing, prediction "sample" on the
                   residual x0 - bicubic(y) as the model was trained; no clipping), fp32
 
 Truth: central Colin27 slices (never seen in training) prepared at 256x256; degraded by the
-model's own x4 anti-aliased bicubic downsampling. Reported: s per slice (sampling only, model
-loaded), per 180-slice volume (x 180), peak RSS, PSNR/SSIM against the truth.
+model's own x4 anti-aliased bicubic downsampling. Reported: network calls, s per slice (sampling
+only, model loaded), per 180-slice volume (x 180), peak RSS, and against the truth PSNR, SSIM,
+LPIPS (shift-tolerant AlexNet, meddiff.metrics.lpips; lower is closer) and the gradient ratio
+(sharpness relative to the truth's, 1 = as sharp; below 1 = smoother).
 
 Usage::
 
@@ -30,7 +35,33 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("meddiff_fp32", "meddiff_bf16", "meddiff_auto", "meddiff_tiled", "meddiff_bf16_20", "diffusers_dpm20")
+MODES = ("meddiff_fp32", "meddiff_bf16", "meddiff_auto", "meddiff_tiled", "meddiff_bf16_20", "diffusers_dpm20",
+         "meddiff_linspace20", "meddiff_posterior_mean")
+
+
+def linspace_timesteps(timesteps: int, steps: int) -> list[int]:
+    """diffusers' default "linspace" spacing: round(linspace(0, T - 1, steps + 1)) without 0, descending."""
+    import numpy as np
+
+    return [int(k) for k in np.linspace(0, timesteps - 1, steps + 1).round()[::-1][:-1]]
+
+
+def on_timesteps(denoiser, ks: list[int]):
+    """The denoiser with its time_grid fixed to the timesteps `ks` (noisy to clean)."""
+    import dataclasses
+
+    import torch
+
+    from meddiff.diffusion.denoiser import DDPMDenoiser
+    from meddiff.diffusion.grid import grid_from_alpha_bar
+
+    @dataclasses.dataclass
+    class Fixed(DDPMDenoiser):
+        def time_grid(self, steps, kind="uniform"):
+            k = torch.tensor(ks, dtype=torch.int64)
+            return grid_from_alpha_bar(k, self.sched.alpha_bar[k])
+
+    return Fixed(**{f.name: getattr(denoiser, f.name) for f in dataclasses.fields(denoiser)})
 
 
 def colin_cond(slices: int, size: int, workdir: Path):
@@ -83,24 +114,33 @@ def run_mode(mode: str, slices: int, size: int, threads: int, workdir: Path) -> 
     from meddiff.commands.demo import DEFAULT_CHECKPOINT
     from meddiff.inference import restore
     from meddiff.memory import peak_rss_bytes
-    from meddiff.metrics.image import psnr, ssim
+    from meddiff.metrics.image import gradient_ratio, psnr, ssim
+    from meddiff.metrics.lpips import lpips_distance
     from meddiff.diffusion.checkpoint import load_model
 
     torch.set_num_threads(threads)
     cfg, _, den = load_model(DEFAULT_CHECKPOINT)
     truth, cond = colin_cond(slices, size, workdir)
     start = time.perf_counter()
+    sampler, steps = cfg.sampler.name, 20 if mode.endswith("_20") else cfg.sampler.steps
     if mode == "diffusers_dpm20":
-        out = diffusers_dpm(den, cond, 20, 0)
+        out, steps = diffusers_dpm(den, cond, 20, 0), 20
     else:
-        den.precision = {"meddiff_fp32": "fp32", "meddiff_auto": "auto"}.get(mode, "bf16")
+        den.precision = {"meddiff_fp32": "fp32", "meddiff_linspace20": "fp32"}.get(mode, "auto" if "auto" in mode
+                                                                                    or "posterior" in mode else "bf16")
         tiles = dict(tile_size=128, tile_overlap=32) if mode == "meddiff_tiled" else {}
-        steps = 20 if mode.endswith("_20") else cfg.sampler.steps
-        out = restore(den, cond, sampler=cfg.sampler.name, steps=steps, grid="logsnr",
+        if mode == "meddiff_linspace20":
+            steps = 20
+            den = on_timesteps(den, linspace_timesteps(den.sched.timesteps, steps))
+        if mode == "meddiff_posterior_mean":
+            sampler, steps = "posterior_mean", 1
+        out = restore(den, cond, sampler=sampler, steps=steps, grid="logsnr",
                       progress=False, batch_size=slices, **tiles)
     sec = (time.perf_counter() - start) / slices
-    return {"mode": mode, "s_per_slice": sec, "peak_rss": peak_rss_bytes(),
-            "psnr": float(np.mean(psnr(out[0], truth, 2.0))), "ssim": float(np.mean(ssim(out[0], truth, 2.0)))}
+    return {"mode": mode, "calls": steps, "s_per_slice": sec, "peak_rss": peak_rss_bytes(),
+            "psnr": float(np.mean(psnr(out[0], truth, 2.0))), "ssim": float(np.mean(ssim(out[0], truth, 2.0))),
+            "lpips": float(torch.as_tensor(lpips_distance(out[0], truth)).float().mean()),
+            "grad": float(np.mean(gradient_ratio(out[0], truth)))}
 
 
 def main() -> None:
@@ -127,12 +167,13 @@ def main() -> None:
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     base = next((r["s_per_slice"] for r in rows if r["mode"] == "meddiff_fp32"), None)
     print(f"\n{a.slices} Colin27 slices, {a.size}x{a.size} (x4 from {a.size // 4}), {a.threads} thread(s)\n")
-    print("| mode | s per slice | s per 180-slice volume | speed-up vs meddiff_fp32 | peak RSS GB | PSNR dB | SSIM |")
-    print("|---|---|---|---|---|---|---|")
+    print("| mode | calls | s per slice | s per 180-slice volume | speed-up vs meddiff_fp32 | peak RSS GB | PSNR dB | SSIM "
+          "| LPIPS | gradient ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         up = f"{base / r['s_per_slice']:.2f}x" if base else "-"
-        print(f"| {r['mode']} | {r['s_per_slice']:.2f} | {180 * r['s_per_slice']:.0f} | {up} | "
-              f"{r['peak_rss'] / 1e9:.2f} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+        print(f"| {r['mode']} | {r['calls']} | {r['s_per_slice']:.2f} | {180 * r['s_per_slice']:.0f} | {up} | "
+              f"{r['peak_rss'] / 1e9:.2f} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['lpips']:.4f} | {r['grad']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -189,3 +189,12 @@ def test_query_chunk_bounds_the_score_matrix():
     assert unet_query_chunk(1, 4, 65_536, 4, 2**28) == 256  # 1 x 4 x 256 x 65536 x 4 B = 256 MiB
     assert unet_query_chunk(8, 4, 4_096, 4, 2**40) == 4_096  # fits: one call
     assert unet_query_chunk(1, 1, 10, 4, 1) == 1  # never zero
+
+
+def test_network_is_one_graph_for_torch_compile():
+    """No graph break (SDPA's kernel switches are read outside the traced graph): torch.compile
+    gets the whole network as one graph instead of one per block, recompiled per level size."""
+    net = UNet(2, 1, **SMALL).eval()
+    with torch.no_grad():
+        explained = torch._dynamo.explain(net)(torch.randn(1, 2, 8, 8), torch.tensor([3]))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1

@@ -18,6 +18,8 @@ image at full size), so a sample is x0 = y + r. This is the formulation of SRDif
 from __future__ import annotations
 
 import contextlib
+import copy
+import weakref
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -97,6 +99,29 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
+#: net -> (key, copy in a low precision): cast_network's cache (weak: it goes with the net)
+_CAST: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def cast_network(net: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of `net` with its floating parameters and buffers in `dtype`, for sampling in bf16
+    with weights cast once instead of autocast re-casting every weight at every call (measured in
+    benchmarks/unet_calls.py). Made on first use and reused while `net`'s parameters are the same
+    tensors with the same version counters in the same train/eval mode (an optimiser step,
+    load_state_dict or .train() makes a new copy).
+    Compiled networks (torch.compile) are returned unchanged: their callers keep autocast."""
+    if hasattr(net, "_orig_mod"):  # torch.compile's wrapper (not isinstance: importing torch._dynamo takes seconds)
+        return net
+    params = list(net.parameters()) + list(net.buffers())
+    key = (dtype, net.training, tuple((p.data_ptr(), p._version) for p in params))
+    hit = _CAST.get(net)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    low = copy.deepcopy(net).to(dtype).requires_grad_(False)  # same train/eval mode as net
+    _CAST[net] = (key, low)
+    return low
+
+
 def compile_network(net: nn.Module, backend: str = "inductor") -> nn.Module:
     """torch.compile for sampling (static shapes: a new shape compiles again); `backend` "eager"
     runs the same wrapping without code generation (tests)."""
@@ -132,9 +157,17 @@ class DDPMDenoiser:
         return time_grid(self.sched, steps, kind)
 
     def net_output(self, x_t: Tensor, k: Tensor, cond: Tensor) -> Tensor:
-        """Raw network output for input cat(x_t, cond), in float32."""
-        with autocast(x_t.device, self.precision):
-            out = self.net(torch.cat([x_t, cond], dim=1), k)
+        """Raw network output for input cat(x_t, cond), in float32. bf16 without autograd (sampling):
+        a bf16 copy of the network (cast_network) on bf16 input, weights cast once; otherwise
+        autocast (training, fp16, compiled networks)."""
+        x = torch.cat([x_t, cond], dim=1)
+        precision = resolve_precision(x.device, self.precision)
+        if precision == "bf16" and not torch.is_grad_enabled():
+            net = cast_network(self.net, torch.bfloat16)
+            if net is not self.net:
+                return net(x.to(torch.bfloat16), k).float()
+        with autocast(x_t.device, precision):
+            out = self.net(x, k)
         return out.float()
 
     def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:

@@ -141,9 +141,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, budget: int | None = None) -> Ten
     score matrix stays under `budget` bytes (default ATTENTION_CHUNK_BYTES, read at call time;
     exact: rows of the softmax are independent). Efficient kernels are never chunked: the CPU
     flash kernel in bf16 takes a [queries, tokens] scratch per call that the allocator kept,
-    4.3 GB over 256 chunks at 65,536 tokens.
+    4.3 GB over 256 chunks at 65,536 tokens. Under torch.compile SDPA is called directly: reading
+    the kernel switches is a graph break that split the network into one graph per block.
     """
-    if efficient_attention_available(q.device):
+    if torch.compiler.is_compiling() or efficient_attention_available(q.device):
         return F.scaled_dot_product_attention(q, k, v)
     b, heads, n, _ = q.shape
     budget = ATTENTION_CHUNK_BYTES if budget is None else budget
