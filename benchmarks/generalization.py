@@ -69,18 +69,23 @@ def restorer(path: str, steps: int | None, threads: int, consistency: str = "non
     name = sampler or s.name
     opts = sampler_options(name, cfg.diffusion.variance, s.eta, s.grid)
 
+    context = cfg.task.context_slices  # a 2.5D model given one image: its neighbours are the image itself
+
     def run(measured: list[Measured]) -> list[np.ndarray]:
+        from meddiff.data.volume_dataset import context_planes
+
         out = []
         for c, lowres in measured:  # one by one: images differ in size
             m = None
             if consistency != "none":
                 m = measurement_for("sr", consistency, c, factor=FACTOR, lowres=lowres, resample=1)
-            x = restore(denoiser, c, sampler=name, steps=steps or s.steps, seed=0, batch_size=1, progress=False,
-                        consistency=m, **opts)
+            x = restore(denoiser, context_planes(c, context) if context else c, sampler=name, steps=steps or s.steps,
+                        seed=0, batch_size=1, progress=False, consistency=m, **opts)
             out.append(x[0, 0, 0].numpy())
         return out
 
     run.denoiser = denoiser  # type: ignore[attr-defined]
+    run.context = context  # type: ignore[attr-defined]
     from meddiff.checkpointing import resolve_model_file
     from meddiff.domain import read_card
 
@@ -96,7 +101,7 @@ def domain_flags(run, src: Source, measured: list[Measured], preds: list[np.ndar
 
     lows = [m.lowres for m in measured]
     modality = "CT" if src.contrast == "CT" else "MR"
-    reports = [check_input(src.name, lr, modality, None, FACTOR, run.denoiser, run.card, score=min(lr.shape[-2:]) >= 32)
+    reports = [check_input(src.name, lr, modality, None, FACTOR, run.denoiser, run.card, score=min(lr.shape[-2:]) >= 32 and not run.context)
                for lr in lows]
     score = [r.score if r.score is not None else float("nan") for r in reports]
     cons = [consistency_ratio(torch.from_numpy(p)[None, None], lr, FACTOR) for p, lr in zip(preds, lows)]

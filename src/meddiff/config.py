@@ -36,6 +36,8 @@ class DataConfig:
     num_workers: int = 0
     mode: Literal["slices", "volume"] = "slices"  # volume: data.prepared from `meddiff prepare --mode volume` (3D / 2.5D)
     patch: tuple[int, ...] = ()  # volume mode, model.spatial_dims 3: training patch [D, H, W] (voxels)
+    stack_axes: tuple[int, ...] = (0,)  # volume mode, 2.5D: volume axes whose planes are training slices (0 axial, 1 coronal, 2 sagittal)
+    context_stride: tuple[int, int] = (1, 1)  # volume mode, 2.5D: neighbour slices this many voxels apart, drawn per stack (0: the slice repeated, as a single image gives)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,12 @@ def training_data(cfg: Config) -> tuple[PairDataset, PairDataset | None, dict[st
         from .data.degrade import build_degradation
         from .data.volume_dataset import build_volume_datasets
 
-        train_set, val_set = build_volume_datasets(cfg, build_degradation(cfg.task, training=True), build_degradation(cfg.task))
+        if acquisition_changed(cfg.augment):
+            raise ConfigError("augment: acquisition variety (sr_kernels, blur, noise) is not built for data.mode volume; "
+                              "appearance (gamma, bias_field) and synth_fraction are")
+        train_set, val_set = build_volume_datasets(cfg, build_degradation(cfg.task, training=True), build_degradation(cfg.task),
+                                                   appearance=build_appearance(cfg.augment),
+                                                   synth_fraction=cfg.augment.synth_fraction)
         return train_set, val_set, None, []
     prep = load_prepared(cfg.data.prepared)
     deg = objective_class(cfg).degradation(cfg)

@@ -86,3 +86,64 @@ def test_patch_and_stack_datasets(prepared):
     assert big.shape == (4, 5) and big[:2, :3].eq(0).all() and big[2:].eq(-1).all()
     with pytest.raises(InputError, match="no volumes"):
         VolumePatchDataset(prepared, "val", ThickSliceSR(4), (8, 8, 8))
+
+
+def test_stacks_along_every_axis_with_a_drawn_neighbour_stride(prepared):
+    """stack_axes / context_stride: a stack is the planes z + s*(-K..K) along the item's axis, s drawn in
+    [low, high] when training, the low value otherwise."""
+    deg = ContextCondition(SuperResolution(4.0), 1)
+    ds = SliceStackDataset(prepared, "train", deg, 64, train=False, axes=(0, 1, 2), stride=(2, 2))
+    assert {a for _, a, _ in ds.items} == {0, 1, 2}
+    for index in (0, len(ds) // 2, len(ds) - 1):
+        v, a, z = ds.items[index]
+        vol = np.moveaxis(prepared.array("train", v), a, 0)
+        want = crop_padded(vol[np.clip([z - 2, z, z + 2], 0, vol.shape[0] - 1)], (64, 64), False)
+        torch.testing.assert_close(ds.stack(index), want)
+        assert ds.case(index).endswith(f"_{'zyx'[a]}{z:04d}")
+    drawn = SliceStackDataset(prepared, "train", deg, 16, train=True, stride=(1, 3))
+    torch.manual_seed(0)
+    assert {drawn.draw_stride() for _ in range(80)} == {1, 2, 3}
+    flat = SliceStackDataset(prepared, "train", deg, 16, train=False, stride=(0, 0))
+    assert all(torch.equal(p, flat.stack(5)[1]) for p in flat.stack(5))  # stride 0: the slice repeated, no neighbours
+
+
+def test_mixed_stacks_are_synthetic_stacks_with_one_contrast_and_one_appearance_per_stack(prepared):
+    from meddiff.data.augment import Appearance
+    from meddiff.data.volume_dataset import MixedStacks
+
+    deg = ContextCondition(SuperResolution(4.0), 2)
+    real = SliceStackDataset(prepared, "train", deg, 32, train=True)
+    torch.manual_seed(0)
+    synth = MixedStacks(real, fraction=1.0, appearance=Appearance(gamma=(0.7, 1.4), bias=0.2))
+    for i in range(3):
+        x0, cond, mask, case = synth[i]
+        assert case == "synthetic" and x0.shape == (1, 32, 32) and cond.shape == (5, 32, 32)
+        torch.testing.assert_close(cond[:1], SuperResolution(4.0)(x0[None])[0][0])
+    none = MixedStacks(real, fraction=0.0)
+    assert all(none[i].case_id != "synthetic" for i in range(5))
+    # one gamma and one bias field per stack: identical planes stay identical, and one maximum for the stack
+    flat = torch.rand(1, 1, 16, 16) * 2 - 1
+    out = Appearance(gamma=(0.5, 2.0), bias=0.3)(flat.repeat(1, 3, 1, 1) * torch.tensor([1.0, 0.5, 0.25])[:, None, None])
+    assert out.amax().item() == pytest.approx(1.0) and out[0, 1:].amax() < 1.0
+
+
+def test_rendered_stack_planes_share_texture_and_window():
+    from meddiff.data.synth import render, render_stack
+
+    probs = torch.rand(3, 16, 16)
+    g = torch.Generator().manual_seed(1)
+    stack = render_stack(probs[None].repeat(4, 1, 1, 1), torch.tensor([0.2, 0.5, 0.9]), torch.full((3,), 0.05), g)
+    assert stack.shape == (4, 16, 16) and all(torch.equal(stack[0], s) for s in stack)
+    g = torch.Generator().manual_seed(1)
+    torch.testing.assert_close(render(probs, torch.tensor([0.2, 0.5, 0.9]), torch.full((3,), 0.05), g), stack[:1])
+
+
+def test_acquisition_augmentation_is_refused_for_volumes_naming_what_is_supported(tmp_path):
+    from meddiff import config as config_mod
+    from meddiff.errors import ConfigError
+    from meddiff.objectives import training_data
+
+    cfg = config_mod.from_dict({"data": {"mode": "volume", "prepared": str(tmp_path)}, "task": {"context_slices": 1},
+                                "augment": {"blur": [0.0, 0.3]}})
+    with pytest.raises(ConfigError, match="not built for data.mode volume"):
+        training_data(cfg)

@@ -38,3 +38,23 @@ def test_init_from_a_missing_file_is_an_error_naming_it(tmp_path):
     cfg = tiny_config(tmp_path / "b", steps=1, init_from=str(tmp_path / "nope.safetensors"))
     with pytest.raises(CheckpointError, match="nope.safetensors"):
         loop.train(cfg, TinyPairs(), progress=False)
+
+
+def test_a_2d_model_initialises_a_2p5d_model_that_starts_identical_and_ignores_the_neighbours():
+    """widen_input_planes: the 2.5D model's extra condition planes start at zero weight, so before any
+    training it is the 2D model exactly, whatever the neighbouring slices hold."""
+    from meddiff.checkpointing.folders import widen_input_planes
+    from meddiff.nn.unet import build_unet
+
+    cfg = tiny_config("unused")
+    torch.manual_seed(0)
+    flat, wide = build_unet(cfg.model, 2, 1).eval(), build_unet(cfg.model, 6, 1).eval()
+    tensors = widen_input_planes(dict(flat.state_dict()), wide.state_dict(), "flat.safetensors")
+    wide.load_state_dict(tensors)
+    x, cond, t = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.tensor([3, 7])
+    with torch.no_grad():
+        want = flat(torch.cat([x, cond], 1), t)
+        for neighbours in (torch.zeros(2, 4, 8, 8), torch.randn(2, 4, 8, 8)):
+            torch.testing.assert_close(wide(torch.cat([x, cond, neighbours], 1), t), want, rtol=0, atol=1e-6)
+    narrower = widen_input_planes(dict(wide.state_dict()), flat.state_dict(), "wide.safetensors")
+    assert narrower["conv_in.weight"].shape[1] == 6  # fewer planes is not a widening: left for load_weights to refuse

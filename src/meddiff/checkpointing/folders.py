@@ -28,6 +28,7 @@ to sample (`meddiff.diffusion.checkpoint.load_model`, `meddiff.vdm.checkpoint.lo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from ..errors import CheckpointError
 from ..io.atomic import atomic_path, atomic_write_text
 from .formats import (CONFIG_FILE, FORMAT, FORMATS, LATEST, MODEL_FILE, check_format, latest_checkpoint, load_weights,
                       read_safetensors, resolve_model_file)
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.safetensors"
 STATE_JSON = "train_state.json"
@@ -227,8 +230,28 @@ def init_weights(module: nn.Module, path: str | Path, fmt: str = FORMAT) -> Path
     tensors, meta = read_safetensors(file)
     check_format(file, meta, fmt)
     ref = next(iter(module.parameters()))
+    tensors = widen_input_planes(tensors, module.state_dict(), file)
     load_weights(module, {k: v.to(ref.dtype) for k, v in tensors.items()}, file)
     return file
+
+
+INPUT_CONV = "conv_in.weight"  # the U-Net's first convolution: input planes = [x_t, condition planes]
+
+
+def widen_input_planes(tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
+    """A model whose condition carries more planes (2.5D: the slice and its neighbours) initialised from
+    one with fewer (2D): the first convolution's extra input planes start at zero, so the new model
+    starts as exactly the old one and learns to use the neighbours. Every other shape must match."""
+    got, want = tensors.get(INPUT_CONV), own.get(INPUT_CONV)
+    if got is None or want is None or got.shape == want.shape:
+        return tensors
+    if got.shape[0] != want.shape[0] or got.shape[2:] != want.shape[2:] or got.shape[1] > want.shape[1]:
+        return tensors  # not a widening: load_weights names the mismatch
+    wide = torch.zeros(want.shape, dtype=got.dtype)
+    wide[:, : got.shape[1]] = got
+    log.info("%s: %s widened from %d to %d input planes (the new planes start at zero)", where, INPUT_CONV,
+             got.shape[1], want.shape[1])
+    return {**tensors, INPUT_CONV: wide}
 
 
 def export_model(ckpt: str | Path, dest_file: str | Path, *, half: bool = False) -> Path:

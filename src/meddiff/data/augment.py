@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AugmentConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from .degrade import SuperResolution, _check_x0, _rand, _randn
 
 Tensor = torch.Tensor
@@ -60,9 +60,9 @@ def bias_field(shape: tuple[int, ...], strength: Tensor, generator: torch.Genera
 
 def apply_bias(x: Tensor, field: Tensor) -> Tensor:
     """u * field on u = (x + 1) / 2, re-normalised to [0, 1] by the image's own maximum (as
-    per-image min/max normalisation would), back to [-1, 1]."""
+    per-image min/max normalisation would; over all planes of a [B, 2K+1, H, W] stack), back to [-1, 1]."""
     u = ((x + 1) / 2).clamp(0, 1) * field
-    u = u / u.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+    u = u / u.amax(dim=tuple(range(1, u.ndim)), keepdim=True).clamp_min(1e-6)  # per image (a 2.5D stack: one scale)
     return u * 2 - 1
 
 
@@ -74,7 +74,9 @@ class Appearance:
     bias: float = 0.0
 
     def __call__(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        _check_x0(x0)
+        """x0 [B, C, H, W]: C = 1, or the 2K+1 planes of a 2.5D stack (one gamma and field per stack)."""
+        if x0.ndim != 4:
+            raise InputError(f"appearance augmentation expects x0 of shape [B, C, H, W], got {tuple(x0.shape)}")
         out = x0
         if self.gamma != (1.0, 1.0):
             out = gamma_contrast(out, torch.exp(_uniform(tuple(math.log(g) for g in self.gamma), x0.shape[0], generator, x0)))

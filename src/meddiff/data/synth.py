@@ -32,11 +32,11 @@ from .dataset import Pair
 Tensor = torch.Tensor
 
 
-@functools.lru_cache(maxsize=2)
-def mni_tissue_slices(size: int = 128, step: int = 2, min_brain: float = 0.1) -> np.ndarray:
-    """[N, 3, size, size] float32 probabilities (CSF, GM, WM) of MNI152 2009a slices along all
-    three axes every `step` mm, cropped to the brain's bounding box (+4 voxels), padded square,
-    resized (anti-aliased). Needs nilearn (its wheel ships the maps; nothing is downloaded)."""
+@functools.lru_cache(maxsize=1)
+def mni_tissue_volume() -> tuple[np.ndarray, np.ndarray]:
+    """(maps [3, X, Y, Z] float32 probabilities CSF, GM, WM; brain mask [X, Y, Z]) of MNI152 2009a at
+    1 mm, cropped to the brain's bounding box (+4 voxels). Needs nilearn (its wheel ships the maps;
+    nothing is downloaded)."""
     try:
         from nilearn import datasets
     except ImportError:
@@ -50,7 +50,28 @@ def mni_tissue_slices(size: int = 128, step: int = 2, min_brain: float = 0.1) ->
     maps = np.stack([csf, gm, wm])  # [3, X, Y, Z]
     idx = np.argwhere(brain > 0)
     lo, hi = np.maximum(idx.min(0) - 4, 0), np.minimum(idx.max(0) + 5, brain.shape)
-    maps, brain = maps[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], brain[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    return maps[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], brain[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+
+
+def brain_planes(brain: np.ndarray, axis: int, min_brain: float = 0.1) -> np.ndarray:
+    """Indices of the planes along `axis` whose brain fraction is at least `min_brain`."""
+    other = tuple(a for a in range(3) if a != axis)
+    return np.flatnonzero(brain.mean(axis=other) >= min_brain)
+
+
+@functools.lru_cache(maxsize=3)
+def tissue_planes(axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the MNI152 tissue maps as planes along `axis`, contiguous [D, 3, a, b]; the brain planes' indices)."""
+    maps, brain = mni_tissue_volume()
+    return np.ascontiguousarray(np.moveaxis(maps, axis + 1, 0)), brain_planes(brain, axis)
+
+
+@functools.lru_cache(maxsize=2)
+def mni_tissue_slices(size: int = 128, step: int = 2, min_brain: float = 0.1) -> np.ndarray:
+    """[N, 3, size, size] float32 probabilities (CSF, GM, WM) of MNI152 2009a slices along all
+    three axes every `step` mm, cropped to the brain's bounding box (+4 voxels), padded square,
+    resized (anti-aliased)."""
+    maps, brain = mni_tissue_volume()
     out = []
     for axis in range(3):
         for i in range(0, brain.shape[axis], step):
@@ -94,9 +115,15 @@ def random_warp(maps: Tensor, g: torch.Generator, max_disp: float = 0.06, max_ro
 def render(probs: Tensor, means: Tensor, texture: Tensor, g: torch.Generator) -> Tensor:
     """Image sum_k p_k (mu_k + tau_k * smooth noise_k) from probabilities [K, H, W] (need not sum to 1:
     the rest is background 0), means [K], texture stds [K] -> [1, H, W] in [-1, 1] (min/max)."""
-    k, h, w = probs.shape
+    return render_stack(probs[None], means, texture, g)
+
+
+def render_stack(probs: Tensor, means: Tensor, texture: Tensor, g: torch.Generator) -> Tensor:
+    """`render` for the planes of a stack, probabilities [N, K, H, W] -> [N, H, W]: one texture field for
+    every plane and one min/max over the stack, so neighbouring planes keep their relation."""
+    k, h, w = probs.shape[-3:]
     tex = smooth_field((h, w), 3.0, g, channels=k) * texture[:, None, None]
-    img = (probs * (means[:, None, None] + tex)).sum(0, keepdim=True).clamp_min(0)
+    img = (probs * (means[:, None, None] + tex)).sum(-3).clamp_min(0)
     lo, hi = img.min(), img.max()
     return (img - lo) / (hi - lo).clamp_min(1e-6) * 2 - 1
 
@@ -107,6 +134,25 @@ def synth_brain(tissue: np.ndarray, g: torch.Generator) -> Tensor:
     probs = random_warp(torch.from_numpy(np.array(tissue[i])), g)
     means = _rand((3,), g) * 0.9 + 0.1  # CSF, GM, WM: any order -> T1-, T2-, PD-, FLAIR-like
     return render(probs, means, _rand((3,), g) * 0.06, g)
+
+
+def synth_brain_stack(planes: int, stride: int, g: torch.Generator | None, window: int = 0) -> Tensor:
+    """A random-contrast stack [planes, A, B] of MNI152 tissue planes `stride` mm apart (1 mm voxels),
+    centred on a random brain plane along a random axis; one warp, one contrast for every plane.
+    window > 0: only a random window of at most that side is warped and rendered (training crops)."""
+    axis = int(_rand((), g) * 3) % 3
+    along, centres = tissue_planes(axis)
+    z = int(centres[int(_rand((), g) * len(centres)) % len(centres)])
+    k = planes // 2
+    idx = np.clip(z + stride * (np.arange(planes) - k), 0, along.shape[0] - 1)
+    stack = torch.from_numpy(along[idx])  # [N, 3, a, b]
+    if window > 0:
+        top = int(_rand((), g) * max(stack.shape[-2] - window + 1, 1))
+        left = int(_rand((), g) * max(stack.shape[-1] - window + 1, 1))
+        stack = stack[..., top : top + window, left : left + window]
+    n, c, a, b = stack.shape
+    probs = random_warp(stack.reshape(n * c, a, b), g).reshape(n, c, a, b)
+    return render_stack(probs, _rand((3,), g) * 0.9 + 0.1, _rand((3,), g) * 0.06, g)
 
 
 def synth_shapes(size: int, g: torch.Generator) -> Tensor:

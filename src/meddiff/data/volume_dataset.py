@@ -110,31 +110,87 @@ class VolumePatchDataset(torch.utils.data.Dataset):
 
 
 class SliceStackDataset(torch.utils.data.Dataset):
-    """2.5D: every slice (with foreground) of the split's volumes, with K neighbours either side."""
+    """2.5D: every slice (with foreground) of the split's volumes, with K neighbours either side.
+
+    axes: the volume axes whose planes are slices (0 = the prepared volumes' S axis: axial; 1 coronal,
+    2 sagittal); stride (low, high): the neighbours are `stride` voxels apart, drawn per item in
+    training (the low value otherwise), so one model serves series of different slice spacings;
+    stride 0 repeats the slice itself (what a single 2D image gives the model: no neighbours).
+    """
 
     def __init__(self, prepared: PreparedVolumes, split: str, degradation: ContextCondition, size: int, *,
-                 train: bool = True, min_foreground: float = 0.05):
+                 train: bool = True, min_foreground: float = 0.05, axes: tuple[int, ...] = (0,),
+                 stride: tuple[int, int] = (1, 1)):
         self.prepared, self.split, self.degradation, self.size, self.train = prepared, split, degradation, size, train
-        self.items = [(v, z) for v in range(len(prepared.rows[split]))
-                      for z, fg in enumerate((prepared.array(split, v) > -0.9).mean((1, 2))) if fg >= min_foreground]
+        self.axes, self.stride = tuple(axes), tuple(stride)
+        self.items = [(v, a, z) for v in range(len(prepared.rows[split])) for a in self.axes
+                      for z, fg in enumerate(_foreground(prepared.array(split, v), a)) if fg >= min_foreground]
         if not self.items:
             raise InputError(f"split {split!r} of {prepared.root} has no slices with foreground >= {min_foreground}")
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> Pair:
-        v, z = self.items[index]
-        vol = self.prepared.array(self.split, v)
+    def draw_stride(self) -> int:
+        lo, hi = self.stride
+        return int(torch.randint(lo, hi + 1, ())) if self.train and hi > lo else lo
+
+    def stack(self, index: int) -> Tensor:
+        """The (cropped) target stack [2K+1, size, size] of item `index`, slice order."""
+        v, a, z = self.items[index]
+        vol = np.moveaxis(self.prepared.array(self.split, v), a, 0)
         k = self.degradation.context
-        stack = vol[np.clip(np.arange(z - k, z + k + 1), 0, vol.shape[0] - 1)]
-        x = crop_padded(stack, (self.size, self.size), self.train)
+        idx = np.clip(z + self.draw_stride() * np.arange(-k, k + 1), 0, vol.shape[0] - 1)
+        return crop_padded(vol[idx], (self.size, self.size), self.train)
+
+    def case(self, index: int) -> str:
+        v, a, z = self.items[index]
+        return f"{self.prepared.rows[self.split][v]['case_id']}_{'zyx'[a]}{z:04d}"
+
+    def __getitem__(self, index: int) -> Pair:
+        x = self.stack(index)
         cond, mask = self.degradation(x[None])
-        return Pair(x[k : k + 1], cond[0], mask[0], f"{self.prepared.rows[self.split][v]['case_id']}_z{z:04d}")
+        k = self.degradation.context
+        return Pair(x[k : k + 1], cond[0], mask[0], self.case(index))
 
 
-def build_volume_datasets(cfg, train_deg, val_deg):
-    """(train set, val set or None) of data.mode volume: 3D patches or 2.5D stacks from data.prepared."""
+def _foreground(vol: np.ndarray, axis: int) -> np.ndarray:
+    other = tuple(i for i in range(3) if i != axis)
+    return (vol > -0.9).mean(other)
+
+
+class MixedStacks(torch.utils.data.Dataset):
+    """2.5D training stacks of a SliceStackDataset, a `fraction` of them replaced by synthetic
+    random-contrast MNI152 tissue stacks (meddiff.data.synth.synth_brain_stack, planes `stride` mm
+    apart), each passed through `appearance` (one gamma and bias field per stack) and the degradation.
+    Randomness from torch's global RNG, as the other training sets."""
+
+    def __init__(self, real: SliceStackDataset, *, fraction: float = 0.0, appearance=None):
+        if not 0.0 <= fraction <= 1.0:
+            raise InputError(f"augment.synth_fraction: expected a fraction in [0, 1], got {fraction}")
+        self.real, self.fraction, self.appearance = real, fraction, appearance
+
+    def __len__(self) -> int:
+        return len(self.real)
+
+    def __getitem__(self, index: int) -> Pair:
+        from .synth import synth_brain_stack
+
+        k = self.real.degradation.context
+        if self.fraction > 0 and float(torch.rand(())) < self.fraction:
+            planes = synth_brain_stack(2 * k + 1, self.real.draw_stride(), None, window=self.real.size + self.real.size // 2)
+            x, case = crop_padded(planes.numpy(), (self.real.size, self.real.size), True), "synthetic"
+        else:
+            x, case = self.real.stack(index), self.real.case(index)
+        if self.appearance is not None:
+            x = self.appearance(x[None])[0]
+        cond, mask = self.real.degradation(x[None])
+        return Pair(x[k : k + 1].contiguous(), cond[0], mask[0], case)
+
+
+def build_volume_datasets(cfg, train_deg, val_deg, *, appearance=None, synth_fraction: float = 0.0):
+    """(train set, val set or None) of data.mode volume: 3D patches or 2.5D stacks from data.prepared;
+    2.5D training stacks may get an appearance augmentation and a fraction of synthetic stacks."""
     from ..errors import ConfigError
 
     prep = load_volumes(cfg.data.prepared)
@@ -144,13 +200,23 @@ def build_volume_datasets(cfg, train_deg, val_deg):
         raise ConfigError(f"data.patch / data.crop: {list(sizes)} must be multiples of {multiple} for a U-Net with "
                           f"{len(cfg.model.channels)} levels")
 
+    axes, stride = tuple(cfg.data.stack_axes), tuple(cfg.data.context_stride)
+    if not axes or any(a not in (0, 1, 2) for a in axes):
+        raise ConfigError(f"data.stack_axes: expected volume axes among 0, 1, 2, got {list(axes)}")
+    if len(stride) != 2 or not 0 <= stride[0] <= stride[1]:
+        raise ConfigError(f"data.context_stride: expected [low, high] with 0 <= low <= high, got {list(stride)}")
+
     def make(split: str, deg, train: bool):
         if cfg.model.spatial_dims == 3:
             return VolumePatchDataset(prep, split, deg, cfg.data.patch, train=train)
         deg = deg if isinstance(deg, ContextCondition) else ContextCondition(deg, 0)
-        return SliceStackDataset(prep, split, deg, sizes[0], train=train)
+        return SliceStackDataset(prep, split, deg, sizes[0], train=train, axes=axes if train else (0,), stride=stride)
 
     train_set = make(cfg.data.train_split, train_deg, True)
+    if appearance is not None or synth_fraction > 0:
+        if cfg.model.spatial_dims == 3:
+            raise ConfigError("augment: appearance and synthetic contrasts apply to 2.5D stacks only, not to 3D patches")
+        train_set = MixedStacks(train_set, fraction=synth_fraction, appearance=appearance)
     try:
         val_set = make(cfg.data.val_split, val_deg, False)
     except InputError:
