@@ -153,3 +153,56 @@ def test_compiled_network_samples_the_same_and_is_still_planned(shipped, monkeyp
     torch.testing.assert_close(restore(compiled, cond, **kw), restore(shipped, cond, **kw), atol=1e-6, rtol=0)
     with pytest.raises(InputError, match="raise --max-memory"):
         restore(compiled, cond, max_memory=used_bytes(torch.device("cpu")) + 10**5, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_3d():
+    """A random 3D U-Net (two levels, attention in the lower one) as a DDPM denoiser (x0 prediction)."""
+    from meddiff import config as config_mod
+    from meddiff.diffusion.denoiser import DDPMDenoiser
+    from meddiff.diffusion.schedule import build_schedule
+    from meddiff.nn.unet import build_unet
+
+    cfg = config_mod.from_dict({"data": {"mode": "volume", "patch": [8, 8, 8]}, "diffusion": {"timesteps": 100, "prediction": "x0"},
+                                "model": {"spatial_dims": 3, "channels": [8, 16], "attention_levels": [False, True], "norm_groups": 4}})
+    torch.manual_seed(0)
+    net = build_unet(cfg.model, 2, 1).eval()
+    net.conv_out.weight.data.normal_(0, 0.05)
+    return DDPMDenoiser(net, build_schedule(cfg.diffusion), "x0", False)
+
+
+def test_3d_tiled_sampling_matches_whole_volume_sampling(tiny_3d):
+    """A 3D network on a 24x32x28 volume: a window as large as the volume is bit-equal to no tiling;
+    16^3 windows overlapping by 8 (12 windows, every voxel in several) agree with the whole-volume
+    sample to 35 dB on [-1, 1] (measured 39.8 dB: the network sees less context near window
+    edges only), while a different seed differs by far more (measured 19.9 dB)."""
+    torch.manual_seed(1)
+    cond = torch.rand(1, 1, 24, 32, 28) * 2 - 1
+    kw = dict(sampler="dpm_solver_pp", steps=3, grid="logsnr", progress=False)
+    whole = restore(tiny_3d, cond, **kw)
+    assert whole.shape == (1, 1, 1, 24, 32, 28)
+    assert torch.equal(restore(tiny_3d, cond, tile_size=32, **kw), whole)
+    tiled = restore(tiny_3d, cond, tile_size=16, tile_overlap=8, **kw)
+    assert not torch.equal(tiled, whole)
+    def db(a, b):  # PSNR over the whole volume, data range 2
+        return float(10 * torch.log10(4 / (a - b).pow(2).mean()))
+
+    close = db(tiled, whole)
+    other = db(restore(tiny_3d, cond, seed=1, **kw), whole)
+    print(f"tiled vs whole {close:.1f} dB, seed 1 vs seed 0 {other:.1f} dB")
+    assert close > 35.0 and close > other + 10
+
+
+def test_3d_plan_tiles_a_volume_under_max_memory(tiny_3d):
+    from meddiff.memory import used_bytes
+
+    from meddiff.tiling import plan_for
+
+    cond = torch.zeros(1, 1, 32, 48, 48)
+    used = used_bytes(torch.device("cpu"))
+    plan = plan_for(tiny_3d, cond, batch=1, device=torch.device("cpu"), max_memory=used + 30 * 10**6)
+    assert plan.tile is not None and len(plan.tile) == 3 and max(plan.tile) < 48 and plan.estimate <= 30 * 10**6
+    out = restore(tiny_3d, cond, sampler="ddim", steps=2, progress=False, max_memory=used + 30 * 10**6)
+    assert out.shape == (1, 1, 1, 32, 48, 48) and torch.isfinite(out).all()
+    with pytest.raises(InputError, match="raise --max-memory"):
+        restore(tiny_3d, cond, sampler="ddim", steps=2, progress=False, max_memory=used + 10**5)

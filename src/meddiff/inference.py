@@ -75,11 +75,22 @@ def pad_to_multiple(x: Tensor, multiple: int, value: float = -1.0) -> tuple[Tens
     return x, (h, w)
 
 
-def pad_planes(cond: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
-    """Condition planes [N, C, H, W] padded to multiples of `multiple`: the image plane with the
-    background -1, any mask plane with 0 ("known"); returns (padded, original (H, W))."""
-    image, size = pad_to_multiple(cond[:, :1], multiple, -1.0)
-    return torch.cat([image, pad_to_multiple(cond[:, 1:], multiple, 0.0)[0]], dim=1), size
+def pad_spatial(x: Tensor, multiple: int, value: float = -1.0) -> tuple[Tensor, tuple[int, ...]]:
+    """Pad every spatial axis of [N, C, *spatial] (2D or 3D) at its end with `value` to multiples of
+    `multiple`; returns (padded, original spatial size)."""
+    size = tuple(x.shape[2:])
+    pad: list[int] = []
+    for s in reversed(size):  # F.pad lists the last axis first
+        pad += [0, (-s) % multiple]
+    return (F.pad(x, pad, value=value) if any(pad) else x), size
+
+
+def pad_planes(cond: Tensor, multiple: int) -> tuple[Tensor, tuple[int, ...]]:
+    """Condition planes [N, C, H, W] (or volumes [N, C, D, H, W]) padded to multiples of `multiple`:
+    the image plane with the background -1, any mask plane with 0 ("known"); returns (padded,
+    original spatial size)."""
+    image, size = pad_spatial(cond[:, :1], multiple, -1.0)
+    return torch.cat([image, pad_spatial(cond[:, 1:], multiple, 0.0)[0]], dim=1), size
 
 
 @torch.no_grad()
@@ -101,7 +112,8 @@ def restore(
     noise: str = "independent",
     **sampler_kwargs,
 ) -> Tensor:
-    """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32).
+    """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32);
+    a 3D network takes volumes: cond [N, C_cond, D, H, W] -> [S, N, 1, D, H, W] (tiled in 3D windows when needed).
 
     consistency: None, or the measurement the samples must agree with (samplers.consistency.measurement_for).
     progress: a bar of its own (True), none (False), or a run-wide Progress to advance.
@@ -120,8 +132,8 @@ def restore(
     if consistency is not None:
         if consistency.mode == "repaint" and sampler != "ancestral":
             raise InputError(f"consistency 'repaint' needs the ancestral sampler, not {sampler!r}")
-        if consistency.size is not None and tuple(consistency.size) != tuple(cond.shape[-2:]):
-            raise InputError(f"measurement for images of size {tuple(consistency.size)}, but the condition is {tuple(cond.shape[-2:])}")
+        if consistency.size is not None and tuple(consistency.size) != tuple(cond.shape[2:]):
+            raise InputError(f"measurement for images of size {tuple(consistency.size)}, but the condition is {tuple(cond.shape[2:])}")
         if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
             raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
     device = torch.device(device)
@@ -155,21 +167,22 @@ def restore(
 def restore_batches(fn: Callable[[Tensor, list[torch.Generator], int], Tensor], cond: Tensor, multiple: int, *,
                     samples: int = 1, seed: int = 0, batch_size: int = 8, device: torch.device | str = "cpu",
                     progress: bool = False, desc: str = "restore", noise: str = "independent") -> Tensor:
-    """The batch loop of every restorer: cond [N, C, H, W] padded to `multiple` (pad_planes), cut in
-    batches of `batch_size` slices moved to `device`, fn(batch, generators, first index) -> [b, 1, H', W']
-    called with one generator per slice seeded image_seed(seed, index, sample), cropped back; returns
-    [S, N, 1, H, W] on the CPU, float32."""
+    """The batch loop of every restorer: cond [N, C, H, W] (or volumes [N, C, D, H, W]) padded to
+    `multiple` (pad_planes), cut in batches of `batch_size` slices moved to `device`, fn(batch,
+    generators, first index) -> [b, 1, *padded spatial] called with one generator per slice seeded
+    image_seed(seed, index, sample), cropped back; returns [S, N, 1, *spatial] on the CPU, float32."""
     device = torch.device(device)
-    padded, (h, w) = pad_planes(cond, multiple)
+    padded, size = pad_planes(cond, multiple)
+    crop = (..., *(slice(0, s) for s in size))
     n = cond.shape[0]
-    out = torch.empty(samples, n, 1, h, w)
+    out = torch.empty(samples, n, 1, *size)
     jobs = [(s, i) for s in range(samples) for i in range(0, n, batch_size)]
     bar = tqdm(jobs, desc=desc, disable=not progress, unit="batch")
     for s, i in bar:
         c = padded[i : i + batch_size].to(device)
         gens = generators_for([image_seed(seed, seed_index(noise, j), s) for j in range(i, i + c.shape[0])])
         x = fn(c, gens, i)
-        out[s, i : i + c.shape[0]] = x[..., :h, :w].float().cpu()
+        out[s, i : i + c.shape[0]] = x[crop].float().cpu()
     return out
 
 

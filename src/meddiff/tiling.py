@@ -224,7 +224,7 @@ def plan_for(denoiser, planes: Tensor, *, batch: int, device: torch.device, max_
         raise InputError(f"--max-memory {limit / 1e9:.2f} GB is less than this process already holds "
                          f"({used_bytes(device) / 1e9:.2f} GB: Python, PyTorch and the model): raise --max-memory")
     return plan_sampling(lambda b, s: unet_call_bytes(net, b, s, device), spatial, planes.shape[1], batch=batch,
-                         budget=budget, multiple=multiple, tile=tile, overlap=overlap)
+                         budget=budget, multiple=multiple, tile=tile, overlap=overlap, min_tile=32 if len(spatial) == 2 else 16)
 
 
 def describe(plan: Plan, spatial: Sequence[int]) -> str:

@@ -115,3 +115,38 @@ def test_demo_sampler_options_and_projection_make_the_output_consistent(tmp_path
 def test_demo_refuses_an_unknown_sampler(tmp_path, identity_ckpt, capsys):
     assert main(["demo", "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "d"), "--sampler", "euler", "--no-progress"]) != 0
     assert "--sampler 'euler'" in capsys.readouterr().err
+
+
+def test_demo_volume_on_a_tiny_crop_with_the_identity_model(tmp_path, identity_ckpt):
+    """`meddiff demo --volume` end to end on 12 slices x 32 x 32 of Colin27: the identity model returns the
+    bicubic volume, so its row equals bicubic's (through-plane error ratio 1); the figure, the table and
+    the restored NIfTI (the crop's shape, 3 x 1 x 1 mm) are written."""
+    import nibabel as nib
+
+    out = tmp_path / "dv"
+    assert main(["demo", "--volume", "--checkpoint", str(identity_ckpt), "--out", str(out), "--slices", "12", "--crop", "32",
+                 "--steps", "2", "--no-progress"]) == 0
+    rows = read_rows(out / "results.csv")
+    assert set(rows) == {"bicubic", "meddiff 2D"}
+    for col, value in rows["bicubic"].items():
+        if col != "method":
+            assert float(rows["meddiff 2D"][col]) == pytest.approx(float(value), abs=1e-4), col
+    assert float(rows["bicubic"]["through_plane_error_vs_bicubic"]) == 1.0
+    assert 15 < float(rows["bicubic"]["psnr_slices"]) < 40
+    assert (out / "volume.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = nib.load(str(out / "colin27_restored.nii.gz"))
+    assert img.shape == (32, 32, 12) and np.allclose(img.header.get_zooms(), (1, 1, 3))
+    assert "reformat 2 PSNR / SSIM" in (out / "results.md").read_text()
+
+
+def test_demo_volume_default_is_the_2p5d_model_once_shipped(monkeypatch):
+    from meddiff.commands import demo_volume
+
+    class Card:
+        def __init__(self, name):
+            self.name = name
+
+    monkeypatch.setattr("meddiff.models.shipped_models", lambda: [Card("demo_sr_x4"), Card("sr_x4_general")])
+    assert demo_volume.default_volume_checkpoint() == "sr_x4_general"
+    monkeypatch.setattr("meddiff.models.shipped_models", lambda: [Card("sr_x4_general"), Card("sr_x4_2p5d")])
+    assert demo_volume.default_volume_checkpoint() == "sr_x4_2p5d"

@@ -25,10 +25,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output folder (only one meddiff wrote)")
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="super-resolution model: a name from `meddiff models` or a file/folder (default: the shipped demo_sr_x4)")
-    p.add_argument("--slices", type=int, default=8, help="number of held-out slices (evenly spaced)")
-    p.add_argument("--samples", type=int, default=4, help="samples per slice (mean and std maps)")
+    p.add_argument("--checkpoint", default=None,
+                   help="super-resolution model: a name from `meddiff models` or a file/folder (default: the shipped demo_sr_x4; "
+                        "with --volume: sr_x4_2p5d if shipped, else sr_x4_general)")
+    p.add_argument("--volume", action="store_true",
+                   help="restore Colin27 as a volume (2D with shared noise, 2.5D, 3D or thick-slice models) and show the three "
+                        "planes (volume.png, results.md; meddiff.commands.demo_volume)")
+    p.add_argument("--slices", type=int, default=None,
+                   help="number of held-out slices (evenly spaced; default 8); with --volume: the middle slices (default all)")
+    p.add_argument("--crop", type=int, default=None, help="--volume: a centred in-plane crop of this size (default none)")
+    p.add_argument("--noise", choices=["shared", "independent"], default=None,
+                   help="--volume with a 2D model: one noise for every slice (shared, the default) or per slice")
+    p.add_argument("--samples", type=int, default=4, help="samples per slice (mean and std maps; --volume draws one)")
     p.add_argument("--sampler", default=None, help="ancestral | ddim | dpm_solver_pp (default: the checkpoint's sampler.name)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's sampler.steps)")
     p.add_argument("--eta", type=float, default=None, help="ddim only: noise scale (default: the checkpoint's sampler.eta)")
@@ -150,8 +158,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models import resolve_checkpoint
 
+    if args.volume:
+        from .demo_volume import run_volume
+
+        return run_volume(args)
+    if args.crop is not None or args.noise is not None:
+        raise InputError("--crop and --noise apply to `meddiff demo --volume` only")
+    args.slices = 8 if args.slices is None else args.slices
     t0 = time.perf_counter()
-    args.checkpoint = resolve_checkpoint(args.checkpoint)  # a model name -> its file
+    args.checkpoint = resolve_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT)  # a model name -> its file
     out: Path = args.out
     check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite)
     device = pick_device(args.device)

@@ -1,4 +1,4 @@
-"""`meddiff sample`: restore DICOM / NIfTI / PNG / NPY images with a trained model, slice by slice.
+"""`meddiff sample`: restore DICOM / NIfTI / PNG / NPY images with a trained model (slice by slice, or as volumes).
 
 Input handling (per file or DICOM series):
   read (meddiff.io) -> per-image normalisation to [-1, 1] (min/max or percentiles, as
@@ -12,6 +12,12 @@ restore, and change the physical pixel size the model sees less than resizing wo
 Super-resolution: with --input-kind lowres (default) the input is the low-resolution
 measurement and the output has factor x more pixels in-plane (spacing and affine scaled to
 match); with --input-kind upsampled the input is already on the target grid.
+
+Volumes (README "Volumes"; meddiff.restore.volume): a 2.5D checkpoint (task.context_slices) gets each
+slice with its neighbours; a 3D checkpoint (model.spatial_dims 3) restores the slices along --axis as
+one volume, in overlapping 3D windows when --max-memory asks; a thick-slice checkpoint (task.sr_axis
+through) reads the slices along --axis as thick slices and writes sr_factor times as many (spacing,
+affine and DICOM slice positions scaled), with --consistency project projecting along that axis.
 
 Data consistency (--consistency, default none): "project" makes every x0 estimate of the sampler,
 and so the output, agree with the measurement: for super-resolution its anti-aliased bicubic

@@ -176,6 +176,8 @@ class Attention(nn.Module):
         # channels-last qkv output is used without a copy and every head's d channels are contiguous
         last = 1 + len(spatial)  # positive axis numbers: ONNX export rejects a Transpose perm with -1
         qkv = self.qkv(self.norm(x)).movedim(1, last).reshape(b, -1, 3, self.num_heads, d).permute(2, 0, 3, 1, 4)
+        if qkv.stride(-1) != 1:  # 3D (no channels-last conv output): SDPA's flash kernel needs contiguous heads
+            qkv = qkv.contiguous()
         h = attention(qkv[0], qkv[1], qkv[2])  # [B, heads, N, d]
         h = h.transpose(1, 2).reshape(b, *spatial, c).movedim(last, 1)  # channels-last layout in 2D
         return self.proj(h).add_(x) if fast else x + self.proj(h)

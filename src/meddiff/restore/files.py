@@ -146,15 +146,14 @@ def run_provenance(args: Request, describe: str) -> dict:
 
 
 def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...]) -> tuple[tuple[float, ...], np.ndarray]:
-    """Spacing and affine of the super-resolved grid: in-plane axes get `factor`x more voxels.
+    """Spacing and affine of the super-resolved grid `shape`: every axis whose length changed (the
+    in-plane axes of in-plane SR; the slice axis of thick-slice SR) gets its spacing scaled by
+    old / new length (`factor` and `axis` are kept for the callers; the shapes say it all).
 
     Voxel centres: new index j' sits at old continuous index (j' + 0.5) / f - 0.5, so the field
-    of view is unchanged.
+    of view is unchanged (a thick slice's centre is the centre of the thin slices it averaged).
     """
-    in_plane = [a for a in range(vol.ndim) if vol.ndim == 2 or a != axis]
-    scale = np.ones(vol.ndim)
-    for a in in_plane:
-        scale[a] = vol.shape[a] / shape[a]
+    scale = np.array([vol.shape[a] / shape[a] for a in range(vol.ndim)], float)
     m = np.eye(4)
     for a in range(vol.ndim):
         m[a, a] = scale[a]
@@ -228,6 +227,8 @@ def condition_planes(args: Request, task: TaskConfig, deg: Any, vol: Volume, ite
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(cond, mask, model condition planes, low-resolution slices or None) of the normalised slices x
     [N, 1, h, w]: super-resolution upsamples a low-resolution input, inpainting reads --mask."""
+    if task.kind == "sr" and task.sr_axis == "through":  # thick slices along the slice axis (meddiff.data.thick)
+        return _thick_planes(args, task, x)
     if task.kind == "sr" and args.input_kind == "lowres":
         assert isinstance(deg, SuperResolution)
         size = (round(x.shape[-2] * task.sr_factor), round(x.shape[-1] * task.sr_factor))
@@ -243,6 +244,21 @@ def condition_planes(args: Request, task: TaskConfig, deg: Any, vol: Volume, ite
         cond, mask = x, torch.ones_like(x)
     lowres = x if task.kind == "sr" and args.input_kind == "lowres" else None
     return cond, mask, deg.model_condition(cond, mask), lowres
+
+
+def _thick_planes(args: Request, task: TaskConfig, x: torch.Tensor):
+    """Thick-slice SR: the N slices x [N, 1, h, w] (lowres input) are thick slices, interpolated
+    (cubic) to N * factor thin slices; an "upsampled" input is already on the thin grid."""
+    from ..data.thick import thick_slices, upsample_axis
+
+    f = int(task.sr_factor)
+    if args.input_kind == "lowres":
+        cond = upsample_axis(x, x.shape[0] * f, 0, "cubic").clamp(-1.0, 1.0)
+        return cond, torch.ones_like(cond), cond, x
+    if x.shape[0] % f:
+        raise InputError(f"--input-kind upsampled: {x.shape[0]} slices along --axis {args.axis} is not a multiple "
+                         f"of the thick-slice factor {f}")
+    return x, torch.ones_like(x), x, thick_slices(x, f, 0)
 
 
 def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
@@ -281,10 +297,15 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
     spacing, affine = (vol.spacing, vol.affine) if out_shape == vol.shape else scaled_geometry(vol, task.sr_factor, args.axis, out_shape)
     flag = "" if report is None or report.in_domain else "; OUT OF THE MODEL'S DOMAIN: " + "; ".join(report.reasons)
 
+    meta = dict(vol.meta)
+    if out_shape != vol.shape and vol.ndim == 3 and out_shape[args.axis] != vol.shape[args.axis]:
+        for key in ("slice_thickness", "dicom_slices"):  # thin slices now: thickness and positions from the affine
+            meta.pop(key, None)
+
     def volume_of(arr: torch.Tensor, what: str) -> Volume:
         a = from_slices(arr[:, 0].numpy(), vol.ndim, args.axis).astype(np.float32)
         return Volume(a, spacing, affine, vol.patient_id, vol.source,
-                      {**vol.meta, "derived": f"meddiff {task.kind} {what}, {run.describe}{flag}"})
+                      {**meta, "derived": f"meddiff {task.kind} {what}, {run.describe}{flag}"})
 
     products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
     if args.samples > 1:

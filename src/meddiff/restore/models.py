@@ -26,11 +26,12 @@ from ..config import TaskConfig
 from ..diffusion.checkpoint import load_model
 from ..errors import InputError
 from ..inference import SAMPLERS, restore as restore_planes, sampler_options
-from ..samplers.consistency import check_request, measurement_for, sr_consistency_error
+from ..samplers.consistency import check_request, sr_consistency_error
 from ..train.weights import use_weights
 from ..vdm.checkpoint import LoadedVDM, load_vdm
 from ..vdm.sampling import VDMDenoiser
 from .files import Request, Written, restore_files
+from .volume import Layout, layout_of, noise_for
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,11 @@ def ddpm_restorer(args: Request, device):
         from ..diffusion.denoiser import compile_network
 
         denoiser = dataclasses.replace(denoiser, net=compile_network(denoiser.net))
-    if cfg.model.spatial_dims == 3:
-        raise InputError(f"{args.checkpoint}: a 3D model (model.spatial_dims 3); meddiff sample restores with 2D and 2.5D "
-                         "models only (3D sliding-window sampling is not built yet, README \"Volumes\")")
-    if cfg.task.sr_axis == "through":
-        raise InputError(f"{args.checkpoint}: a thick-slice (task.sr_axis through) model; meddiff sample does not restore "
-                         "thick-slice series yet (README \"Volumes\")")
-    context = cfg.task.context_slices  # 2.5D: restore_files builds one plane per slice, run_sampler adds the neighbours
+    layout = layout_of(cfg)  # 2D, 2.5D (neighbours added per slice), 3D or thick-slice (restore.volume)
     task = sr_task(dataclasses.replace(cfg.task, context_slices=0), args.sr_factor)
-    noise = args.noise or DEFAULT_NOISE
+    if layout.thick and task.sr_factor != layout.thick:
+        raise InputError(f"--sr-factor {args.sr_factor}: this thick-slice model restores slices {layout.thick}x thinner only")
+    noise = noise_for(layout, args.noise or DEFAULT_NOISE)
     sampler = args.sampler or cfg.sampler.name
     steps = args.steps if args.steps is not None else cfg.sampler.steps
     if sampler == "posterior_mean":
@@ -99,21 +96,19 @@ def ddpm_restorer(args: Request, device):
     memory = memory_options(args)
 
     def run_sampler(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path, bar=None) -> torch.Tensor:
-        measured = measurement_for(task.kind, args.consistency, planes, factor=task.sr_factor if task.kind == "sr" else None,
-                                   lowres=lowres, resample=args.resample)
-        if context:
-            from ..data.volume_dataset import context_planes
-            planes = context_planes(planes, context)
-        out = restore_planes(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                             batch_size=args.batch_size, device=device, progress=args.progress if bar is None else bar,
-                             consistency=measured, noise=noise, **memory, **options)
-        if measured is not None and measured.lowres is not None:
+        measured = layout.measurement(task.kind, args.consistency, planes, lowres, resample=args.resample,
+                                      factor=task.sr_factor if task.kind == "sr" else None)
+        out = restore_planes(denoiser, layout.to_net(planes), sampler=sampler, steps=steps, samples=args.samples,
+                             seed=args.seed, batch_size=args.batch_size, device=device,
+                             progress=args.progress if bar is None else bar, consistency=measured, noise=noise,
+                             **memory, **options)
+        if measured is not None and measured.lowres is not None and not layout.thick:
             err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
             log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", name, err)
-        return out
+        return layout.from_net(out)
 
     describe = f"{sampler} {steps} steps, seed {args.seed}, {noise} noise" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
-    if task.kind == "sr" and not context:  # the domain check of meddiff.domain (restore.files runs it)
+    if task.kind == "sr" and layout == Layout():  # the domain check of meddiff.domain (restore.files runs it)
         from ..checkpointing import resolve_model_file
         from ..domain import read_card
 

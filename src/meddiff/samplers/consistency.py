@@ -15,6 +15,13 @@ The Euclidean projection onto the affine set {x : A x = y} is
 filter with stride factor > 1), so A A^+ = I and A P_y(x) = y; the correction A^+(y - A x) lies in
 the row space of A, orthogonal to its null space: it is the smallest change that makes x consistent.
 
+Thick slices (task.sr_axis through, meddiff.data.thick). The measurement is y = A x0 with A the
+mean of `factor` neighbouring slices along one axis (no clamp: a mean of values in [-1, 1] stays
+there). A = (1/f) S, S summing each group, so A A^T = (1/f) I and A^+ = f A^T = R, the repetition
+of each thick slice f times; the projection is
+
+    P_y(x) = x + R (y - A x),                                   A P_y(x) = A x + (y - A x) = y.
+
 Inpainting. The known pixels (mask = 0) are measured exactly: replacement
 x <- mask * x + (1 - mask) * y keeps them bit for bit. RePaint (Lugmayr et al. 2022, Algorithm 1)
 instead replaces the known region of every x_{t-1} of the ancestral chain by a forward-noised copy
@@ -118,23 +125,41 @@ def sr_consistency_error(x: Tensor, y: Tensor) -> Tensor:
     return d.flatten(1).pow(2).mean(1).sqrt()
 
 
+def thick_project(x: Tensor, y: Tensor, factor: int, dim: int) -> Tensor:
+    """P_y(x) = x + R (y - A x): the closest x' to x whose thick slices along `dim` (means of `factor`
+    neighbours, meddiff.data.thick) equal y; x [..., n f, ...], y [..., n, ...]; float64 inside."""
+    from ..data.thick import thick_slices
+
+    x64 = x.double()
+    r = y.double() - thick_slices(x64, factor, dim)
+    return (x64 + r.repeat_interleave(factor, dim=dim)).to(x.dtype)
+
+
 @dataclass(frozen=True)
 class SRProjection:
-    """x0 -> P_y(x0) on the top-left `size` of the image (the rest, network padding, is left as is).
+    """x0 -> P_y(x0) on the leading `size` of the image (the rest, network padding, is left as is).
 
-    lowres: the measurements y [B, 1, h, w]; size: (H, W) of the restored grid, with
-    round(H / factor) = h (checked by the caller that knows the factor).
+    lowres: the measurements y [B, 1, h, w] (or [B, 1, d, h, w] for volumes, projected slice by slice
+    in-plane); size: the restored grid's spatial size (H, W) or (D, H, W), with round(H / factor) = h
+    (checked by the caller that knows the factor). thick > 0: y holds thick slices of `thick` slices
+    along spatial axis `axis` instead (thick_project).
     """
 
     lowres: Tensor
-    size: tuple[int, int]
+    size: tuple[int, ...]
+    thick: int = 0
+    axis: int = 0
+
+    def _project(self, x: Tensor) -> Tensor:
+        y = self.lowres.to(x.device)
+        return thick_project(x, y, self.thick, 2 + self.axis) if self.thick else sr_project(x, y)
 
     def __call__(self, x: Tensor) -> Tensor:
-        h, w = self.size
-        if tuple(x.shape[-2:]) == (h, w):
-            return sr_project(x, self.lowres.to(x.device))
+        if tuple(x.shape[2:]) == tuple(self.size):
+            return self._project(x)
+        crop = (..., *(slice(0, s) for s in self.size))
         out = x.clone()
-        out[..., :h, :w] = sr_project(x[..., :h, :w], self.lowres.to(x.device))
+        out[crop] = self._project(x[crop])
         return out
 
 
@@ -201,20 +226,23 @@ class Measurement:
     """What restore() needs to build each batch's consistency from the padded condition planes.
 
     task: "sr" or "inpaint"; mode: "project" or "repaint"; lowres (SR): y [N, 1, h, w] for the
-    N slices; size (SR): their restored (H, W); resample: RePaint's U.
+    N slices (or [N, 1, d, h, w] for N volumes); size (SR): their restored spatial size; resample:
+    RePaint's U; thick, axis (SR): y are thick slices of `thick` slices along spatial axis `axis`.
     """
 
     task: str
     mode: str
     lowres: Tensor | None = None
-    size: tuple[int, int] | None = None
+    size: tuple[int, ...] | None = None
     resample: int = 1
+    thick: int = 0
+    axis: int = 0
 
     def for_batch(self, start: int, padded: Tensor) -> Consistency:
         """The consistency of slices start .. start + len(padded) - 1 (padded: their network-size cond planes)."""
         if self.task == "sr":
             assert self.lowres is not None and self.size is not None
-            return SRProjection(self.lowres[start : start + padded.shape[0]], self.size)
+            return SRProjection(self.lowres[start : start + padded.shape[0]], self.size, self.thick, self.axis)
         known, mask = padded[:, :1], padded[:, 1:2]
         return RePaint(known, mask, self.resample) if self.mode == "repaint" else KnownPixels(known, mask)
 
