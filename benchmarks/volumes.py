@@ -6,6 +6,9 @@ Held-out real volumes the shipped SR model never saw (it was trained on MNI152 s
     colin27 coronal the shipped Colin27 coronal stack, used for through-plane SR along S-I
                     (its rows are 1 mm apart, so the thin-slice truth is real)
     epi             nibabel's test volume example4d.nii.gz, frame 0 (T2* EPI brain, 2 x 2 x 2.2 mm)
+    colin27 1 mm    Colin27 as a whole 1 mm volume (ch2.nii.gz of Debian's mricron-data, not skull-stripped;
+                    `apt install mricron-data`): axial slices 1 mm apart, for 2.5D models whose neighbours
+                    are then as close as in a thin-slice series
 
 Cases (each volume [D0, D1, D2], intensities min/max-normalised to [-1, 1] per volume as
 `meddiff prepare` does, --slices planes along D0 from the middle):
@@ -121,6 +124,19 @@ def through_case(name: str, volume: np.ndarray, spacing, n: int, codes) -> Case:
                 thick_slices(t, 4, 1).float().numpy())
 
 
+COLIN27_1MM = Path("/usr/share/mricron/templates/ch2.nii.gz")  # Debian mricron-data: Colin27, 1 mm
+
+
+def colin27_1mm() -> np.ndarray:
+    """Colin27 at 1 mm as [z, y, x]: slices inferior -> superior, rows anterior at the top, columns left -> right."""
+    import nibabel as nib
+
+    if not COLIN27_1MM.is_file():
+        raise SystemExit(f"{COLIN27_1MM} not found: case colin27-1mm-inplane needs Debian's mricron-data (apt install mricron-data)")
+    img = nib.as_closest_canonical(nib.load(str(COLIN27_1MM)))  # RAS: [x R, y A, z S]
+    return np.ascontiguousarray(np.asarray(img.dataobj, np.float32).transpose(2, 1, 0)[:, ::-1])
+
+
 def build_cases(n: int, wanted: list[str]) -> list[Case]:
     colin = samples_dir("colin27") / "colin27"
     epi, epi_sp = epi_volume()  # [z, y, x]; for reformats: z flipped so the top row is superior
@@ -136,6 +152,7 @@ def build_cases(n: int, wanted: list[str]) -> list[Case]:
         "epi-through-sag": lambda: through_case("epi-through-sag", epi_z_up.transpose(2, 0, 1), (epi_sp[2], epi_sp[0], epi_sp[1]), n,
                                                 ("R", "I", "P")),
     }
+    makers["colin27-1mm-inplane"] = lambda: inplane_case("colin27-1mm-inplane", colin27_1mm(), (1.0, 1.0, 1.0), n, ("S", "P", "R"))
     unknown = set(wanted) - set(makers)
     if unknown:
         raise SystemExit(f"--cases {sorted(unknown)}: expected some of {sorted(makers)}")
@@ -270,7 +287,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-memory", default=None, help="as meddiff sample --max-memory (3D models: window size)")
-    ap.add_argument("--cases", nargs="+", default=["colin27-inplane", "colin27-through", "epi-inplane", "epi-through-cor", "epi-through-sag"])
+    ap.add_argument("--cases", nargs="+", default=["colin27-inplane", "colin27-through", "epi-inplane", "epi-through-cor", "epi-through-sag"]
+                    + (["colin27-1mm-inplane"] if COLIN27_1MM.is_file() else []))
     ap.add_argument("--out", type=Path, default=Path("runs/bench_volumes"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
