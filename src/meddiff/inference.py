@@ -30,6 +30,7 @@ from .samplers.ddim import sample_ddim
 from .samplers.dpm_solver import sample_dpm_solver_pp
 from .samplers.noise import generators_for
 from .samplers.posterior_mean import sample_posterior_mean
+from .samplers.student import sample_student
 from .tiling import TiledDenoiser, describe, plan_for
 from .volume_noise import check_noise, seed_index
 
@@ -40,6 +41,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddim": sample_ddim,
     "dpm_solver_pp": sample_dpm_solver_pp,
     "posterior_mean": sample_posterior_mean,  # one network call: the MMSE estimate (samplers/posterior_mean.py)
+    "student": sample_student,  # a distilled student (objective distill): one call from x_T (samplers/student.py)
 }
 
 
