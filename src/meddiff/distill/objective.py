@@ -69,6 +69,8 @@ def cache_path(cfg: Config, split: str) -> Path:
 def distilled_sets(cfg: Config, train_set, val_set, progress: bool = True) -> tuple[DistilledPairs, DistilledPairs | None]:
     """The teacher's targets on distill.items training pairs and distill.val_items val items (computed
     once, kept in cache_path): the student's training and validation sets."""
+    if cfg.train.threads > 0:  # before the training loop sets them: the targets cost more than the training
+        torch.set_num_threads(cfg.train.threads)
     teacher = load_teacher(cfg)
     d, deg = cfg.distill, DDPMObjective.degradation(cfg)
 
