@@ -486,9 +486,14 @@ def _validate_distill(cfg: Config) -> None:
     for key, low in (("steps", 1), ("items", 1), ("val_items", 0), ("batch_size", 1)):
         if getattr(s, key) < low:
             raise ConfigError(f"distill.{key}: expected an integer >= {low}, got {getattr(s, key)}")
-    if cfg.objective == "distill" and not s.teacher:
+    if cfg.objective != "distill":
+        return
+    if not s.teacher:
         raise ConfigError("distill.teacher: objective distill needs a teacher checkpoint (a model file, run folder or "
                           "shipped model name)")
+    if cfg.sampler.name != "student":
+        raise ConfigError(f"sampler.name: a distilled student samples with 'student' (its stored default), "
+                          f"got {cfg.sampler.name!r}")
 
 
 def _validate_baseline(cfg: Config) -> None:

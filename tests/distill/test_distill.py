@@ -138,8 +138,10 @@ def test_distil_through_meddiff_train_then_sample_with_the_student(teacher, tmp_
 
 def test_student_config_must_match_the_teacher_and_name_one(teacher):
     cfg = config_mod.load("configs/sr_x4.yaml", [*TINY, "objective=distill", f"distill.teacher={teacher / 'teacher'}",
-                                                 "model.channels=[8,8]"])
+                                                 "sampler.name=student", "model.channels=[8,8]"])
     with pytest.raises(ConfigError, match=r"model.channels \(\[8, 16\] in the teacher"):
         load_teacher(cfg)
     with pytest.raises(ConfigError, match="distill.teacher: objective distill needs a teacher"):
         config_mod.load("configs/sr_x4.yaml", ["objective=distill"])
+    with pytest.raises(ConfigError, match="sampler.name: a distilled student samples with 'student'"):
+        config_mod.load("configs/sr_x4.yaml", ["objective=distill", "distill.teacher=x"])

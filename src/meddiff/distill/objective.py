@@ -116,8 +116,6 @@ class DistillObjective(DDPMObjective):
         return distilled_sets(cfg, train_set, val_set)
 
     def __init__(self, cfg: Config, runtime: Runtime, data: object = None):
-        if cfg.sampler.name != "student":
-            raise ConfigError(f"sampler.name: a distilled student samples with 'student' (one call), got {cfg.sampler.name!r}")
         super().__init__(cfg, runtime, data)
         self.teacher = load_teacher(cfg, runtime.device)
         self.net.load_state_dict(self.teacher.denoiser.net.state_dict())  # the student starts as the teacher
