@@ -28,7 +28,12 @@ The first command is 36 sampler runs, 11,122 network calls on batches of 4 slice
     ancestral        respaced ancestral chain; @beta | @beta_tilde = reverse variance (default: the checkpoint's)
     ddim             DDIM, eta 0 by default; @1 (or @eta=1, @0.5, ...) sets eta; @logsnr = log-SNR time grid
     dpm_solver_pp    DPM-Solver++ 2M by default; @1m | @2m | @3m (or @order=N) = order; @logsnr = log-SNR grid
-    e.g. ddim@1:50  dpm_solver_pp@3m@logsnr:5,10
+    posterior_mean   the network's x0 estimate at the chain's start (steps 1: one call)
+    e.g. ddim@1:50  dpm_solver_pp@3m@logsnr:5,10  posterior_mean:1
+--student NAME=PATH   a distilled student of the checkpoint (`meddiff train`, objective distill; repeatable),
+          sampled with its stored sampler (student, one call) from the same per-slice seeds, compared with
+          the same reference; its outputs are cached under its own file's hash
+--lpips   an LPIPS column: the shift-tolerant LPIPS distance to the truth (meddiff.metrics.lpips, offline weights)
 --reference SAMPLER[@OPTION...]:STEPS   the chain every run is compared with (same per-slice seeds)
 --consistency MODE,MODE   (default: none,project,final for SR and inpainting, none for denoising)
     none      the sampler as is (for inpainting the known pixels are NOT pasted back)
@@ -55,6 +60,7 @@ from (--seed, slice, 0) as `meddiff sample` (meddiff.inference.restore), the sam
 Columns (means over the slices; the JSON holds every per-slice value):
     sampler, steps, consistency   the run ("-" for baselines); "(reference)" marks the reference chain
     PSNR, SSIM                    against the ground truth, data range 2 ([-1, 1] images), meddiff.metrics.image
+    LPIPS                         with --lpips: shift-tolerant LPIPS to the truth (lower = perceptually closer)
     accutance                     1000 * mean squared Sobel gradient / 2^2 (sharpness; noise raises it too)
     grad ratio                    accutance / accutance of the truth (1 = as sharp as the truth)
     PSNR vs ref, SSIM vs ref      the output against the reference output of the same mode (agreement)
