@@ -123,7 +123,7 @@ def test_distil_through_meddiff_train_then_sample_with_the_student(teacher, tmp_
               f"distill.teacher={teacher / 'teacher'}", "distill.steps=3", "distill.items=4", "distill.val_items=2",
               "distill.batch_size=2", "sampler.name=student", "sampler.steps=1", "train.ckpt_every=2"]
     out = tmp_path / "student"
-    assert cli.main(["train", "--no-progress", "--out", str(out), *common, "train.steps=2"]) == 0
+    assert cli.main(["train", "--no-progress", "--out", str(out), *common, "train.steps=2", "train.tensorboard=true"]) == 0
     assert (out / "distill_targets.safetensors").is_file() and (out / "distill_targets_val.safetensors").is_file()
     assert len((out / "val_log.csv").read_text().splitlines()) == 2  # header + step 2
     cfg, _, _ = load_model(out)

@@ -110,6 +110,8 @@ def student_loss(student: DDPMDenoiser, x_T: Tensor, planes: Tensor, target: Ten
 class DistillObjective(DDPMObjective):
     """The one-call student of cfg.distill.teacher (its network, started from the teacher's weights)."""
 
+    sample_grid = False  # no TensorBoard sample grid: its val pairs carry x_T as a condition plane
+
     @staticmethod
     def training_sets(cfg: Config, train_set, val_set):
         """The teacher's targets replace the training pairs (meddiff.objectives.training_data)."""
