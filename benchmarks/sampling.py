@@ -28,7 +28,12 @@ The first command is 36 sampler runs, 11,122 network calls on batches of 4 slice
     ancestral        respaced ancestral chain; @beta | @beta_tilde = reverse variance (default: the checkpoint's)
     ddim             DDIM, eta 0 by default; @1 (or @eta=1, @0.5, ...) sets eta; @logsnr = log-SNR time grid
     dpm_solver_pp    DPM-Solver++ 2M by default; @1m | @2m | @3m (or @order=N) = order; @logsnr = log-SNR grid
-    e.g. ddim@1:50  dpm_solver_pp@3m@logsnr:5,10
+    posterior_mean   the network's x0 estimate at the chain's start (steps 1: one call)
+    e.g. ddim@1:50  dpm_solver_pp@3m@logsnr:5,10  posterior_mean:1
+--student NAME=PATH   a distilled student of the checkpoint (`meddiff train`, objective distill; repeatable),
+          sampled with its stored sampler (student, one call) from the same per-slice seeds, compared with
+          the same reference; its outputs are cached under its own file's hash
+--lpips   an LPIPS column: the shift-tolerant LPIPS distance to the truth (meddiff.metrics.lpips, offline weights)
 --reference SAMPLER[@OPTION...]:STEPS   the chain every run is compared with (same per-slice seeds)
 --consistency MODE,MODE   (default: none,project,final for SR and inpainting, none for denoising)
     none      the sampler as is (for inpainting the known pixels are NOT pasted back)
@@ -55,6 +60,7 @@ from (--seed, slice, 0) as `meddiff sample` (meddiff.inference.restore), the sam
 Columns (means over the slices; the JSON holds every per-slice value):
     sampler, steps, consistency   the run ("-" for baselines); "(reference)" marks the reference chain
     PSNR, SSIM                    against the ground truth, data range 2 ([-1, 1] images), meddiff.metrics.image
+    LPIPS                         with --lpips: shift-tolerant LPIPS to the truth (lower = perceptually closer)
     accutance                     1000 * mean squared Sobel gradient / 2^2 (sharpness; noise raises it too)
     grad ratio                    accutance / accutance of the truth (1 = as sharp as the truth)
     PSNR vs ref, SSIM vs ref      the output against the reference output of the same mode (agreement)
@@ -134,6 +140,8 @@ class Run:
             label = "ddim" + (f" eta={o['eta']:g}" if o["eta"] != 0 else "")
         elif self.sampler == "dpm_solver_pp":
             label = f"dpm_solver_pp {o['order']}M"
+        elif self.sampler in ("posterior_mean", "student"):
+            label = self.sampler
         else:
             label = "ancestral" + (f" {o['variance']}" if o["variance"] != default_variance else "")
         return label + (f" {o['grid']}" if o.get("grid", "uniform") != "uniform" else "")
@@ -177,7 +185,7 @@ def parse_option(sampler: str, token: str, opts: dict[str, object]) -> None:
         raise InputError(f"@{token} is not an option of {sampler}: expected "
                          + {"ddim": "@ETA in [0, 1] (or @eta=X), @uniform | @logsnr",
                             "dpm_solver_pp": "@1m | @2m | @3m (or @order=N), @uniform | @logsnr",
-                            "ancestral": "@beta | @beta_tilde"}[sampler]) from None
+                            "ancestral": "@beta | @beta_tilde"}.get(sampler, "no options")) from None
 
 
 def parse_runs(spec: str, default_variance: str, timesteps: int) -> list[Run]:
@@ -189,7 +197,7 @@ def parse_runs(spec: str, default_variance: str, timesteps: int) -> list[Run]:
     if sampler not in SAMPLERS:
         raise InputError(f"run {spec!r}: sampler {sampler!r}, expected one of {sorted(SAMPLERS)}")
     opts: dict[str, object] = {"ancestral": {"variance": default_variance}, "ddim": {"eta": 0.0, "grid": "uniform"},
-                               "dpm_solver_pp": {"order": 2, "grid": "uniform"}}[sampler]
+                               "dpm_solver_pp": {"order": 2, "grid": "uniform"}}.get(sampler, {})
     for t in tokens:
         parse_option(sampler, t, opts)
     runs = []
@@ -200,6 +208,8 @@ def parse_runs(spec: str, default_variance: str, timesteps: int) -> list[Run]:
             raise InputError(f"run {spec!r}: steps {s!r}, expected an integer") from None
         if not 1 <= n <= timesteps:
             raise InputError(f"run {spec!r}: steps {n}, expected 1..{timesteps} (the model's timesteps)")
+        if sampler == "posterior_mean" and n != 1:
+            raise InputError(f"run {spec!r}: posterior_mean is one network call; give steps 1")
         runs.append(Run(sampler, tuple(sorted(opts.items())), n))
     return runs
 
@@ -274,10 +284,15 @@ def consistency_error(inp: Inputs, out: torch.Tensor) -> np.ndarray | None:
     return None
 
 
-def scores(inp: Inputs, out: torch.Tensor, ref: torch.Tensor | None) -> dict[str, np.ndarray]:
-    """Per-slice metrics of outputs [N, 1, H, W]: vs truth, vs the reference output, consistency error."""
+def scores(inp: Inputs, out: torch.Tensor, ref: torch.Tensor | None, lpips: bool = False) -> dict[str, np.ndarray]:
+    """Per-slice metrics of outputs [N, 1, H, W]: vs truth, vs the reference output, consistency error;
+    lpips: also the shift-tolerant LPIPS distance to the truth (meddiff.metrics.lpips, offline weights)."""
     s = {"psnr": np.asarray(psnr(out, inp.truth, DATA_RANGE)), "ssim": np.asarray(ssim(out, inp.truth, DATA_RANGE)),
          "accutance": np.asarray(accutance(out, DATA_RANGE)), "gradient_ratio": np.asarray(gradient_ratio(out, inp.truth))}
+    if lpips:
+        from meddiff.metrics.lpips import lpips_distance
+
+        s["lpips"] = np.asarray(lpips_distance(out, inp.truth), dtype=np.float64).reshape(-1)
     if ref is not None:
         s["psnr_vs_ref"] = np.asarray(psnr(out, ref, DATA_RANGE))
         s["ssim_vs_ref"] = np.asarray(ssim(out, ref, DATA_RANGE))
@@ -374,6 +389,33 @@ class Runner:
         return out, seconds / n_slices, False
 
 
+@dataclass(frozen=True)
+class Student:
+    """A distilled student (objective distill) measured beside its teacher: its own model file, cache and runner."""
+
+    name: str
+    file: Path
+    sha256: str
+    run: Run
+    runner: Runner
+
+
+def load_student(spec: str, teacher_cfg, inp: Inputs, args) -> Student:
+    """--student NAME=PATH: the student's model (same task and data size as the checkpoint), sampled with its
+    stored sampler and steps (e.g. student 1) from the same per-slice seeds."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise InputError(f"--student {spec!r}: expected NAME=PATH, e.g. 1step=runs/sr_x4_general_1step")
+    file = resolve_model_file(path)
+    scfg, _, den = load_model(file)
+    if scfg.task != teacher_cfg.task or scfg.data.size != teacher_cfg.data.size:
+        raise InputError(f"--student {spec!r}: task {scfg.task.kind} size {scfg.data.size}, but the checkpoint's is "
+                         f"{teacher_cfg.task.kind} size {teacher_cfg.data.size}")
+    digest = file_sha256(file)
+    run = Run(scfg.sampler.name, (), 1 if scfg.sampler.name == "posterior_mean" else scfg.sampler.steps)
+    return Student(name, file, digest, run, Runner(den, inp, scfg, args, digest))
+
+
 def probe_seconds_per_call(denoiser, inp: Inputs, batch_size: int) -> float:
     """Seconds of one network evaluation on all slices: two 1-step DDIM runs, the first a warm-up."""
     for i in range(2):
@@ -384,7 +426,7 @@ def probe_seconds_per_call(denoiser, inp: Inputs, batch_size: int) -> float:
 
 # ----------------------------------------------------------------------------- table and summary
 
-COLUMNS = ["sampler", "steps", "consistency", "PSNR", "SSIM", "accutance", "grad ratio", "PSNR vs ref", "SSIM vs ref",
+COLUMNS = ["sampler", "steps", "consistency", "PSNR", "SSIM", "LPIPS", "accutance", "grad ratio", "PSNR vs ref", "SSIM vs ref",
            "dPSNR", "dSSIM", "cons. error", "s/slice"]
 
 
@@ -403,8 +445,9 @@ def row_cells(label: str, steps: str, mode: str, s: dict[str, np.ndarray], ref_s
         cons = f"{float(np.max(s['consistency_error'])):.2e}"
     else:
         cons = f"{float(np.mean(s['consistency_error'])):.2e}"
+    lp = f"{float(np.mean(s['lpips'])):.4f}" if "lpips" in s else "-"
     return [label + (" (reference)" if is_ref else ""), steps, mode, f(float(np.mean(s["psnr"])), ".2f"),
-            f"{float(np.mean(s['ssim'])):.4f}", f"{float(np.mean(s['accutance'])):.3f}",
+            f"{float(np.mean(s['ssim'])):.4f}", lp, f"{float(np.mean(s['accutance'])):.3f}",
             f"{float(np.mean(s['gradient_ratio'])):.3f}", *agree, *delta, cons,
             "-" if seconds is None else f"{seconds:.2f}"]
 
@@ -484,6 +527,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cache", type=Path, default=None, help="folder to keep each run's outputs (.npy) for reruns")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default runs/bench_sampling_<task>)")
     ap.add_argument("--dry-run", action="store_true", help="print the jobs and the time estimate, run nothing")
+    ap.add_argument("--student", action="append", default=[], metavar="NAME=PATH",
+                    help="a distilled student of the checkpoint (objective distill) to measure beside it with its stored "
+                         "sampler (e.g. student, 1 call), same seeds; repeatable")
+    ap.add_argument("--lpips", action="store_true", help="also the shift-tolerant LPIPS distance to the truth (offline weights)")
     return ap.parse_args(argv)
 
 
@@ -531,6 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     inp = make_inputs(cfg.task, x0, args.data_seed)
     inp.sources = names
     runner = Runner(denoiser, inp, cfg, args, ckpt_hash)
+    students = [load_student(spec, cfg, inp, args) for spec in args.student]
+
+    def score(out: torch.Tensor, ref: torch.Tensor | None) -> dict[str, np.ndarray]:
+        return scores(inp, out, ref, lpips=args.lpips)
 
     # every sampler job (deduplicated; the reference may also be one of the runs)
     jobs: list[Job] = []
@@ -598,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         baselines["condition (holes at 0)"] = inp.degraded
     for name, img in baselines.items():
-        s = scores(inp, img, None)
+        s = score(img, None)
         rows.append(row_cells(name, "-", "-", s, None, task, None))
         record["baselines"][name] = jsonable(s)
 
@@ -614,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ref_out, ref_sec, _ = runner.get(Job(ref_run, base_mode, args.seed))
         ref_out = post(ref_out)
-        ref_s = scores(inp, ref_out, ref_out)
+        ref_s = score(ref_out, ref_out)
         refs[m] = ref_s
         mode_runs = [r for r in runs if not (m == "repaint" and r.sampler != "ancestral")]
         first = {}  # sampler configurations in the order given, each by steps
@@ -622,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             first.setdefault((r.sampler, r.options), i)
         for r in sorted(set(mode_runs), key=lambda r: (first[(r.sampler, r.options)], r.steps)):
             o, sec, cached = runner.get(Job(r, base_mode, args.seed))
-            s = scores(inp, post(o), ref_out)
+            s = score(post(o), ref_out)
             is_ref = r == ref_run
             rows.append(row_cells(r.name(variance), str(r.steps), m, s, ref_s, task, sec, is_ref))
             groups.setdefault((m, r.name(variance)), []).append((r.steps, s))
@@ -634,15 +685,23 @@ def main(argv: list[str] | None = None) -> int:
             record["runs"].append({"sampler": ref_run.sampler, "label": ref_run.name(variance), "options": ref_run.kwargs,
                                    "steps": ref_run.steps, "consistency": m, "seed": args.seed, "seconds_per_slice": ref_sec,
                                    "reference": True, "per_slice": jsonable(ref_s)})
+        for st in students if m != "repaint" else []:
+            o, sec, cached = st.runner.get(Job(st.run, base_mode, args.seed))
+            s, label = score(post(o), ref_out), f"{st.run.sampler} {st.name}"
+            rows.append(row_cells(label, str(st.run.steps), m, s, ref_s, task, sec))
+            groups.setdefault((m, label), []).append((st.run.steps, s))
+            record["runs"].append({"sampler": st.run.sampler, "label": label, "student": st.name, "model_file": str(st.file),
+                                   "sha256": st.sha256, "steps": st.run.steps, "consistency": m, "seed": args.seed,
+                                   "seconds_per_slice": sec, "cached": cached, "reference": False, "per_slice": jsonable(s)})
         if args.spread:
             o2, sec2, _ = runner.get(Job(ref_run, base_mode, args.seed + 1))
-            s2 = scores(inp, post(o2), ref_out)
+            s2 = score(post(o2), ref_out)
             floors[m] = {"psnr": float(np.mean(s2["psnr_vs_ref"])), "ssim": float(np.mean(s2["ssim_vs_ref"]))}
             rows.append(row_cells(f"{ref_run.name(variance)}, seed {args.seed + 1}", str(ref_run.steps), m, s2, ref_s, task, sec2))
             record["runs"].append({"sampler": ref_run.sampler, "label": ref_run.name(variance), "options": ref_run.kwargs,
                                    "steps": ref_run.steps, "consistency": m, "seed": args.seed + 1, "seconds_per_slice": sec2,
                                    "reference": False, "spread": True, "per_slice": jsonable(s2)})
-    truth_s = scores(inp, inp.truth, None)
+    truth_s = score(inp.truth, None)
     rows.append(row_cells("ground truth", "-", "-", truth_s, None, task, None))
 
     table = markdown(rows)
@@ -655,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(names)} held-out Colin27 slices {tuple(x0.shape[-2:])}: {', '.join(names)}.",
         f"sampler seed {args.seed} (per-slice seeds as meddiff sample), data seed {args.data_seed}; reference {ref_label} "
         f"with the same seeds, per consistency mode; metrics on [-1, 1] images (data range 2), means over slices.",
+        *[f"student `{st.name}`: {st.file} (sha256 {st.sha256[:16]}), its sampler {st.run.sampler} {st.run.steps}, "
+          "the same per-slice seeds" for st in students],
         f"{torch.get_num_threads()} torch thread(s); s/slice is wall time as first computed (cached runs keep it), "
         "on a CPU possibly shared with other jobs.",
     ]

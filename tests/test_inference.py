@@ -132,7 +132,7 @@ def test_bad_inputs_raise():
     bad[0, 0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         restore(den, bad, steps=2, progress=False)
-    with pytest.raises(ValueError, match=r"unknown sampler 'euler'; available: \['ancestral', 'ddim', 'dpm_solver_pp', 'posterior_mean'\]"):
+    with pytest.raises(ValueError, match=r"unknown sampler 'euler'; available: \['ancestral', 'ddim', 'dpm_solver_pp', 'posterior_mean', 'student'\]"):
         restore(den, c, sampler="euler", steps=2, progress=False)
 
 

@@ -72,3 +72,23 @@ def test_general_model_holds_on_a_real_epi_it_never_saw_and_carries_its_card(col
     out = restore(denoiser, cond, sampler="posterior_mean", steps=1, seed=0, progress=False)[0]
     gain = float(psnr(out.clamp(-1, 1), x, data_range=2.0).mean()) - float(psnr(cond, x, data_range=2.0).mean())
     assert gain > 1.0, gain  # measured +2.1 dB over 12 slices (benchmarks/generalization.py)
+
+
+def test_one_call_student_follows_its_teacher_on_held_out_anatomy(colin):
+    """sr_x4_general_1step (README "One network call: distilled students"): its stored sampler is the one-call
+    student, and on two Colin27 slices (never seen) its output is closer to the teacher's DPM-Solver++ 10-step
+    sample from the same noise than the teacher's own one-call posterior mean is."""
+    from meddiff.models import resolve_checkpoint
+
+    torch.set_num_threads(1)
+    scfg, _, student = load_model(resolve_checkpoint("sr_x4_general_1step"), expect_task="sr")
+    _, _, teacher = load_model(resolve_checkpoint("sr_x4_general"), expect_task="sr")
+    assert (scfg.objective, scfg.sampler.name, scfg.sampler.steps) == ("distill", "student", 1)
+    deg = SuperResolution(scfg.task.sr_factor, scfg.task.sr_upsample)
+    cond = deg.upsample(deg.downsample(colin), tuple(colin.shape[-2:]))
+    s = restore(student, cond, sampler="student", steps=1, seed=0, progress=False)[0]
+    t = restore(teacher, cond, sampler="dpm_solver_pp", steps=10, grid="logsnr", seed=0, progress=False)[0]
+    pm = restore(teacher, cond, sampler="posterior_mean", steps=1, seed=0, progress=False)[0]
+    agree, agree_pm = float(np.mean(psnr(s, t, 2.0))), float(np.mean(psnr(pm, t, 2.0)))
+    print(f"student vs teacher {agree:.2f} dB, posterior mean vs teacher {agree_pm:.2f} dB")
+    assert agree > agree_pm + 3.0, (agree, agree_pm)  # measured 43.2 vs 35.4 dB (2026-12-03)

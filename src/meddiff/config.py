@@ -1,10 +1,11 @@
 """Configuration: frozen dataclasses, parsed once at the edge (YAML file + command-line overrides).
 
 A config file has the sections ``data``, ``task``, ``model``, ``diffusion``, ``sampler``,
-``train``, ``vdm`` and ``baseline``, and the top-level key ``objective`` (``ddpm``: the conditional DDPM of
+``train``, ``vdm``, ``baseline``, ``augment`` and ``distill``, and the top-level key ``objective`` (``ddpm``: the conditional DDPM of
 Med-cDiff, the sections ``diffusion``/``sampler``; ``vdm``: the variational diffusion model of
 Kingma et al. 2021 / Medical VDM, the section ``vdm``; ``baseline``: a learned baseline of the
-section ``baseline``, e.g. pix2pix or SRGAN). Unknown keys and values of the wrong type are errors that name the key. Modules
+section ``baseline``, e.g. pix2pix or SRGAN; ``distill``: a one-call student of a DDPM teacher, the
+section ``distill``). Unknown keys and values of the wrong type are errors that name the key. Modules
 never see a dict: they take the dataclass (or explicit arguments) they need. The resolved
 config is saved beside every checkpoint (`to_dict` / `from_dict` round-trip exactly).
 """
@@ -206,6 +207,22 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """A few-step student of a teacher checkpoint (top-level ``objective: distill``; meddiff.distill):
+    the student (the teacher's network, started from its weights) learns to map (x_T, condition) to
+    the teacher's deterministic sample from the same x_T in one call (Luhman & Luhman 2021; SinSR)."""
+
+    teacher: str = ""  # the teacher: a DDPM model file, checkpoint, run folder or shipped model name
+    sampler: Literal["dpm_solver_pp", "ddim"] = "dpm_solver_pp"  # the teacher's ODE sampler (ddim with eta 0)
+    steps: int = 10  # the teacher's network calls per target
+    grid: Literal["auto", "uniform", "logsnr"] = "auto"  # the teacher's time grid (auto: as `meddiff sample`)
+    items: int = 2048  # training targets precomputed once from the training pairs (the student's training set)
+    val_items: int = 16  # validation targets from the val split (0: no validation loss)
+    cache: str = ""  # the targets' file (default OUT/distill_targets.safetensors); resumed if it matches
+    batch_size: int = 16  # teacher batch while precomputing
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -216,7 +233,8 @@ class Config:
     vdm: VDMConfig = field(default_factory=VDMConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    objective: Literal["ddpm", "vdm", "baseline"] = "ddpm"
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    objective: Literal["ddpm", "vdm", "baseline", "distill"] = "ddpm"
 
 
 # --------------------------------------------------------------------------- parsing
@@ -415,6 +433,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"train.lr_min and train.lr_decay_steps: expected >= 0, got {t.lr_min}, {t.lr_decay_steps}")
     _validate_vdm(cfg)
     _validate_baseline(cfg)
+    _validate_distill(cfg)
     _validate_volume(cfg)
 
 
@@ -461,6 +480,22 @@ def _validate_vdm(cfg: Config) -> None:
         raise ConfigError("vdm.image_condition needs vdm.score unet (the condition image enters by channel concatenation)")
     if cfg.train.precision not in ("auto", "fp32"):
         raise ConfigError(f"train.precision: the VDM objective trains in fp32 (auto or fp32), got {cfg.train.precision!r}")
+
+
+def _validate_distill(cfg: Config) -> None:
+    """Ranges of the distill section always; a teacher only when objective is distill."""
+    s = cfg.distill
+    for key, low in (("steps", 1), ("items", 1), ("val_items", 0), ("batch_size", 1)):
+        if getattr(s, key) < low:
+            raise ConfigError(f"distill.{key}: expected an integer >= {low}, got {getattr(s, key)}")
+    if cfg.objective != "distill":
+        return
+    if not s.teacher:
+        raise ConfigError("distill.teacher: objective distill needs a teacher checkpoint (a model file, run folder or "
+                          "shipped model name)")
+    if cfg.sampler.name != "student":
+        raise ConfigError(f"sampler.name: a distilled student samples with 'student' (its stored default), "
+                          f"got {cfg.sampler.name!r}")
 
 
 def _validate_baseline(cfg: Config) -> None:

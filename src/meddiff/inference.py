@@ -30,6 +30,7 @@ from .samplers.ddim import sample_ddim
 from .samplers.dpm_solver import sample_dpm_solver_pp
 from .samplers.noise import generators_for
 from .samplers.posterior_mean import sample_posterior_mean
+from .samplers.student import sample_student
 from .tiling import TiledDenoiser, describe, plan_for
 from .volume_noise import check_noise, seed_index
 
@@ -40,7 +41,9 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddim": sample_ddim,
     "dpm_solver_pp": sample_dpm_solver_pp,
     "posterior_mean": sample_posterior_mean,  # one network call: the MMSE estimate (samplers/posterior_mean.py)
+    "student": sample_student,  # a distilled student (objective distill): one call from x_T (samplers/student.py)
 }
+ONE_CALL = ("posterior_mean", "student")  # samplers of one network call whatever the steps asked
 
 
 def sampler_options(sampler: str, variance: str, eta: float, grid: str = "auto") -> dict[str, object]:
@@ -137,7 +140,7 @@ def restore(
         if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
             raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
     device = torch.device(device)
-    if sampler == "posterior_mean":
+    if sampler in ONE_CALL:
         steps = 1  # always one network call
     times = denoiser.time_grid(steps, sampler_kwargs.pop("grid", "uniform"))
     bar = progress if isinstance(progress, Progress) else Progress(bool(progress), desc=f"{sampler} {steps} steps")

@@ -13,6 +13,7 @@ from .baselines.objective import BaselineObjective
 from .config import AugmentConfig, Config
 from .data.augment import acquisition_changed, build_acquisition, build_appearance
 from .diffusion.objective import DDPMObjective
+from .distill.objective import DistillObjective
 from .data.dataset import PairDataset, load_prepared
 from .data.synth import MixedPairs
 from .errors import ConfigError, InputError
@@ -21,7 +22,8 @@ from .vdm.objective import VDMObjective
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES: dict[str, type] = {"ddpm": DDPMObjective, "vdm": VDMObjective, "baseline": BaselineObjective}
+OBJECTIVES: dict[str, type] = {"ddpm": DDPMObjective, "vdm": VDMObjective, "baseline": BaselineObjective,
+                               "distill": DistillObjective}
 
 
 def objective_class(cfg: Config) -> type:
@@ -82,4 +84,6 @@ def training_data(cfg: Config) -> tuple[PairDataset, PairDataset | None, dict[st
         log.info("no validation loss: %s", e)
         val_set = None
     labels, names = objective_class(cfg).class_labels(cfg, train_set.prepared)
+    if hasattr(objective_class(cfg), "training_sets"):  # a student's sets: its teacher's outputs on these pairs
+        train_set, val_set = objective_class(cfg).training_sets(cfg, train_set, val_set)
     return train_set, val_set, labels, names

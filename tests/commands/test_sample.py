@@ -287,7 +287,7 @@ def test_scaled_geometry_2d_image():
     np.testing.assert_allclose(centres(affine, np.array([[0, 0, 0]], float)), centres(vol.affine, np.array([[-0.375, -0.375, 0]])))
 
 
-@pytest.mark.parametrize("extra,message", [(["--sampler", "euler"], "--sampler euler: expected one of ['ancestral', 'ddim', 'dpm_solver_pp', 'posterior_mean']"),
+@pytest.mark.parametrize("extra,message", [(["--sampler", "euler"], "--sampler euler: expected one of ['ancestral', 'ddim', 'dpm_solver_pp', 'posterior_mean', 'student']"),
                                            (["--batch-size", "0"], "--batch-size 0: expected >= 1"),
                                            (["--samples", "0"], "--samples 0: expected >= 1"),
                                            (["--sampler", "ancestral", "--grid", "logsnr"], "--grid applies to --sampler ddim or dpm_solver_pp")])

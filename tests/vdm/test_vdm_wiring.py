@@ -34,7 +34,7 @@ from train.conftest import TinyPairs, tiny_config, tiny_vdm_config  # noqa: E402
     ({"vdm": {"vocab_size": 1}}, "vdm.vocab_size: expected an integer >= 2, got 1"),
     ({"vdm": {"timesteps": -1}}, "vdm.timesteps: expected an integer >= 0"),
     ({"vdm": {"label_from": "column:"}}, "vdm.label_from: expected none, folder, file or column:NAME"),
-    ({"objective": "score"}, "objective: 'score' is not one of ['ddpm', 'vdm', 'baseline']"),
+    ({"objective": "score"}, "objective: 'score' is not one of ['ddpm', 'vdm', 'baseline', 'distill']"),
     ({"objective": "vdm", "vdm": {"n_classes": 3}}, "vdm.n_classes is 3 but vdm.label_from is 'none'"),
     ({"objective": "vdm", "vdm": {"label_from": "file"}}, "vdm.n_classes is 0 but vdm.label_from is 'file'"),
     ({"objective": "vdm", "vdm": {"score": "unet", "n_classes": 2, "label_from": "file"}}, "vdm.score unet takes no class labels"),

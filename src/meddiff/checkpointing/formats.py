@@ -30,14 +30,16 @@ LATEST = "latest"
 
 @dataclass(frozen=True)
 class Format:
-    """One checkpoint family: the metadata "format" value, the config's `objective`, and how errors name it."""
+    """One checkpoint family: the metadata "format" value, the config's `objective`, and how errors name it;
+    `also`: other objectives whose checkpoints are of this family (a distilled student is a DDPM)."""
 
     name: str
     objective: str
     what: str
+    also: tuple[str, ...] = ()
 
 
-DDPM = Format("meddiff-ddpm-v1", "ddpm", "a DDPM (Med-cDiff) checkpoint")
+DDPM = Format("meddiff-ddpm-v1", "ddpm", "a DDPM (Med-cDiff) checkpoint", also=("distill",))
 VDM = Format("meddiff-vdm-v1", "vdm", "a VDM (variational diffusion) checkpoint")
 BASELINE = Format("meddiff-baseline-v1", "baseline", "a learned baseline checkpoint")
 REGISTRY: dict[str, Format] = {f.name: f for f in (DDPM, VDM, BASELINE)}
@@ -46,9 +48,9 @@ FORMATS = tuple(REGISTRY)
 
 
 def format_for(objective: str) -> str:
-    """The format name of checkpoints trained with config `objective` ("ddpm" | "vdm" | "baseline")."""
+    """The format name of checkpoints trained with config `objective` ("ddpm" | "vdm" | "baseline" | "distill")."""
     for f in REGISTRY.values():
-        if f.objective == objective:
+        if objective in (f.objective, *f.also):
             return f.name
     raise ConfigError(f"objective {objective!r}: expected one of {[f.objective for f in REGISTRY.values()]}")
 

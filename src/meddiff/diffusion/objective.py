@@ -54,6 +54,10 @@ class DDPMObjective(TaskConditioned):
         cond = self.deg.model_condition(batch.cond, batch.mask).to(dev)
         k, eps = loss_noise(ctx.seed, batch.position, self.sched.timesteps, x0.shape[1:])
         loss = diffusion_loss(self.denoiser, x0, cond, weighting=self.cfg.diffusion.loss_weight, k=k, eps=eps)
+        return self.optimise(ctx, loss, opt, scaler), {}
+
+    def optimise(self, ctx: StepContext, loss: torch.Tensor, opt, scaler) -> float:
+        """One optimiser step on `loss` (clipped gradients, the grad scaler); returns the loss averaged over ranks."""
         value = float(self.runtime.mean_over_ranks(loss.detach()))
         ctx.check_finite("loss", value)
         opt.zero_grad(set_to_none=True)
@@ -64,7 +68,7 @@ class DDPMObjective(TaskConditioned):
             raise ctx.failure("gradient norm", float(norm))
         scaler.step(opt)
         scaler.update()
-        return value, {}
+        return value
 
     def val_batch(self, ema: nn.Module, batch, start: int, seed: int) -> dict[str, float]:
         dev, d = self.runtime.device, self.cfg.diffusion

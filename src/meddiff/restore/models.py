@@ -25,7 +25,7 @@ from ..checkpointing import BASELINE, VDM, format_of
 from ..config import TaskConfig
 from ..diffusion.checkpoint import load_model
 from ..errors import InputError
-from ..inference import SAMPLERS, restore as restore_planes, sampler_options
+from ..inference import ONE_CALL, SAMPLERS, restore as restore_planes, sampler_options
 from ..samplers.consistency import check_request, sr_consistency_error
 from ..train.weights import use_weights
 from ..vdm.checkpoint import LoadedVDM, load_vdm
@@ -74,7 +74,7 @@ def ddpm_restorer(args: Request, device):
     noise = noise_for(layout, args.noise or DEFAULT_NOISE)
     sampler = args.sampler or cfg.sampler.name
     steps = args.steps if args.steps is not None else cfg.sampler.steps
-    if sampler == "posterior_mean":
+    if sampler in ONE_CALL:
         steps = 1  # one network call whatever --steps says
     if sampler not in SAMPLERS:
         raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")

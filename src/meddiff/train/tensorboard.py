@@ -30,9 +30,10 @@ def sample_grid(cfg, deg, denoiser, val_set, device) -> Tensor:
 
 def log_sample_grid(writer, run, val_set, step: int) -> None:
     """Add the grid of :func:`sample_grid` to `writer` as images ``val/samples`` at `step`, for
-    objectives that sample (an `ema_denoiser` and a degradation `deg`: the DDPM)."""
+    objectives that sample (an `ema_denoiser` and a degradation `deg`: the DDPM; not a distilled
+    student, whose validation pairs carry their starting noise: `sample_grid = False`)."""
     obj = run.objective
-    if not hasattr(obj, "ema_denoiser"):
+    if not hasattr(obj, "ema_denoiser") or not getattr(obj, "sample_grid", True):
         return
     grid = sample_grid(run.cfg, obj.deg, obj.ema_denoiser(run.ema), val_set, run.env.device)
     writer.add_images("val/samples (condition | sample | truth)", grid, step, dataformats="NCHW")
