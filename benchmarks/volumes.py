@@ -213,7 +213,9 @@ def run_model(case: Case, model: Model, noise: str, args) -> None:
     from meddiff.restore.files import Request
     from meddiff.restore.models import ddpm_restorer
 
-    req = Request(output=args.out, checkpoint=model.path, sampler="dpm_solver_pp", steps=args.steps, grid="logsnr",
+    default = args.sampler == "default"  # each checkpoint's stored sampler, steps and grid (as `meddiff sample`)
+    req = Request(output=args.out, checkpoint=model.path, sampler=None if default else args.sampler,
+                  steps=None if default else args.steps, grid=None if default else "logsnr",
                   seed=args.seed, noise=noise, progress=False, max_memory=args.max_memory, batch_size=4)
     reset_peak()
     t0 = time.perf_counter()
@@ -283,6 +285,9 @@ def main() -> None:
     ap.add_argument("--checkpoint", action="append", default=None,
                     help=f"NAME=PATH (or PATH, named 2D) of a 2D, 2.5D, 3D or thick-slice model; repeatable (default 2D={CHECKPOINT.name})")
     ap.add_argument("--slices", type=int, default=16)
+    ap.add_argument("--sampler", default="dpm_solver_pp",
+                    help="sampler of every model (with --steps, log-SNR grid); 'default': each checkpoint's stored sampler "
+                         "and steps, as `meddiff sample` uses them (posterior_mean for sr_x4_general and sr_x4_2p5d)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
