@@ -31,7 +31,7 @@ from ..train.weights import use_weights
 from ..vdm.checkpoint import LoadedVDM, load_vdm
 from ..vdm.sampling import VDMDenoiser
 from .files import Request, Written, restore_files
-from .volume import Layout, layout_of, noise_for
+from .volume import layout_of, noise_for
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,13 @@ def ddpm_restorer(args: Request, device):
         return layout.from_net(out)
 
     describe = f"{sampler} {steps} steps, seed {args.seed}, {noise} noise" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
-    if task.kind == "sr" and layout == Layout():  # the domain check of meddiff.domain (restore.files runs it)
+    if task.kind == "sr" and layout.slicewise:  # the domain check of meddiff.domain (restore.files runs it)
         from ..checkpointing import resolve_model_file
         from ..domain import read_card
 
-        run_sampler.domain = (denoiser, read_card(resolve_model_file(args.checkpoint)), task.sr_factor,  # type: ignore[attr-defined]
-                              f"{sampler} {steps}")
+        # 2.5D: modality, spacing and intensities are checked; the model-based score takes one plane, so not for it
+        run_sampler.domain = (None if layout.context else denoiser, read_card(resolve_model_file(args.checkpoint)),  # type: ignore[attr-defined]
+                              task.sr_factor, f"{sampler} {steps}")
     return task, run_sampler, describe
 
 
