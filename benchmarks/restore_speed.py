@@ -10,6 +10,8 @@ Modes, each in a fresh subprocess (its peak resident set is the mode's own):
   meddiff_linspace20  meddiff's DPM-Solver++ 2M, fp32, on the peer's 20 timesteps (diffusers'
                   default "linspace" spacing: 1999, 1899, ..., 100, then the x0 estimate at 100)
   meddiff_posterior_mean  one network call (the posterior_mean sampler, sr_x4_general's default), auto
+  general_dpm10   the shipped sr_x4_general (the teacher) with DPM-Solver++ 10 steps, log-SNR grid, auto
+  student_1call   the shipped distilled student sr_x4_general_1step (sampler "student"), one call, auto
   diffusers_dpm20 the same network weights under diffusers' DPMSolverMultistepScheduler
                   (dpmsolver++, order 2, 20 steps, its default spacing, prediction "sample" on the
                   residual x0 - bicubic(y) as the model was trained; no clipping), fp32
@@ -24,6 +26,10 @@ Usage::
 
     python benchmarks/restore_speed.py --slices 2 --threads 1
     python benchmarks/restore_speed.py --modes meddiff_fp32,diffusers_dpm20
+    python benchmarks/restore_speed.py --modes general_dpm10,student_1call --rounds 3   # alternating A B A B A B
+
+--rounds N runs the mode list N times in turn (A B C A B C ...); the table gives each mode's median
+seconds (shared machines: compare modes within one run, never across runs).
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ import time
 from pathlib import Path
 
 MODES = ("meddiff_fp32", "meddiff_bf16", "meddiff_auto", "meddiff_tiled", "meddiff_bf16_20", "diffusers_dpm20",
-         "meddiff_linspace20", "meddiff_posterior_mean")
+         "meddiff_linspace20", "meddiff_posterior_mean", "general_dpm10", "student_1call")
+OTHER_CHECKPOINTS = {"general_dpm10": ("sr_x4_general", "dpm_solver_pp", 10), "student_1call": ("sr_x4_general_1step", "student", 1)}
 
 
 def linspace_timesteps(timesteps: int, steps: int) -> list[int]:
@@ -118,13 +125,20 @@ def run_mode(mode: str, slices: int, size: int, threads: int, workdir: Path) -> 
     from meddiff.metrics.lpips import lpips_distance
     from meddiff.diffusion.checkpoint import load_model
 
+    from meddiff.models import resolve_checkpoint
+
     torch.set_num_threads(threads)
-    cfg, _, den = load_model(DEFAULT_CHECKPOINT)
+    name = OTHER_CHECKPOINTS[mode][0] if mode in OTHER_CHECKPOINTS else None
+    cfg, _, den = load_model(resolve_checkpoint(name) if name else DEFAULT_CHECKPOINT)
     truth, cond = colin_cond(slices, size, workdir)
     start = time.perf_counter()
     sampler, steps = cfg.sampler.name, 20 if mode.endswith("_20") else cfg.sampler.steps
     if mode == "diffusers_dpm20":
         out, steps = diffusers_dpm(den, cond, 20, 0), 20
+    elif mode in OTHER_CHECKPOINTS:
+        _, sampler, steps = OTHER_CHECKPOINTS[mode]
+        den.precision = "auto"
+        out = restore(den, cond, sampler=sampler, steps=steps, grid="logsnr", progress=False, batch_size=slices)
     else:
         den.precision = {"meddiff_fp32": "fp32", "meddiff_linspace20": "fp32"}.get(mode, "auto" if "auto" in mode
                                                                                     or "posterior" in mode else "bf16")
@@ -149,6 +163,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--rounds", type=int, default=1, help="run the mode list this many times in turn; medians reported")
     ap.add_argument("--workdir", type=Path, default=Path("runs/restore_speed"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -156,18 +171,24 @@ def main() -> None:
         print(json.dumps(run_mode(a.child, a.slices, a.size, a.threads, a.workdir)))
         return
     a.workdir.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict]] = {}
+    for _ in range(a.rounds):
+        for mode in a.modes.split(","):
+            cmd = [sys.executable, __file__, "--child", mode, "--slices", str(a.slices), "--size", str(a.size),
+                   "--threads", str(a.threads), "--workdir", str(a.workdir)]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode:
+                print(f"{mode}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
+                continue
+            runs.setdefault(mode, []).append(json.loads(res.stdout.strip().splitlines()[-1]))
     rows = []
-    for mode in a.modes.split(","):
-        cmd = [sys.executable, __file__, "--child", mode, "--slices", str(a.slices), "--size", str(a.size),
-               "--threads", str(a.threads), "--workdir", str(a.workdir)]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode:
-            print(f"{mode}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    base = next((r["s_per_slice"] for r in rows if r["mode"] == "meddiff_fp32"), None)
+    for mode, got in runs.items():
+        times = sorted(r["s_per_slice"] for r in got)
+        rows.append({**got[0], "s_per_slice": times[len(times) // 2]})
+    first = rows[0]["mode"] if rows else "-"
+    base = rows[0]["s_per_slice"] if rows else None  # speed-ups against the first mode of --modes
     print(f"\n{a.slices} Colin27 slices, {a.size}x{a.size} (x4 from {a.size // 4}), {a.threads} thread(s)\n")
-    print("| mode | calls | s per slice | s per 180-slice volume | speed-up vs meddiff_fp32 | peak RSS GB | PSNR dB | SSIM "
+    print(f"| mode | calls | s per slice | s per 180-slice volume | speed-up vs {first} | peak RSS GB | PSNR dB | SSIM "
           "| LPIPS | gradient ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
