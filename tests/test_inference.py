@@ -8,7 +8,7 @@ from torch import nn
 from meddiff import config as config_mod
 from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import build_schedule
-from meddiff.inference import image_seed, pad_to_multiple, restore, summarise
+from meddiff.inference import image_seed, pad_spatial, restore, summarise
 from meddiff.nn.unet import build_unet
 from meddiff.samplers.ancestral import sample_ancestral
 from meddiff.samplers.noise import generators_for
@@ -116,12 +116,12 @@ def test_padding_to_the_network_multiple_is_background_and_cropped_back():
     assert torch.equal(out, torch.zeros_like(out))
 
 
-def test_pad_to_multiple():
+def test_pad_spatial():
     x = torch.ones(1, 1, 5, 8)
-    p, (h, w) = pad_to_multiple(x, 4, value=-2.0)
+    p, (h, w) = pad_spatial(x, 4, value=-2.0)
     assert p.shape == (1, 1, 8, 8) and (h, w) == (5, 8)
     assert torch.equal(p[..., :5, :], x) and torch.all(p[..., 5:, :] == -2.0)
-    same, _ = pad_to_multiple(x[..., :4, :], 4)
+    same, _ = pad_spatial(x[..., :4, :], 4)
     assert same.shape == (1, 1, 4, 8)
 
 

@@ -69,15 +69,6 @@ def image_seed(seed: int, index: int, sample: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index), int(sample)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def pad_to_multiple(x: Tensor, multiple: int, value: float = -1.0) -> tuple[Tensor, tuple[int, int]]:
-    """Pad [..., H, W] at the bottom/right with `value` (background) to multiples of `multiple`."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), value=value)
-    return x, (h, w)
-
-
 def pad_spatial(x: Tensor, multiple: int, value: float = -1.0) -> tuple[Tensor, tuple[int, ...]]:
     """Pad every spatial axis of [N, C, *spatial] (2D or 3D) at its end with `value` to multiples of
     `multiple`; returns (padded, original spatial size)."""

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from .dataset import Pair
+from .synth import synth_brain_stack
 from .thick import thick_slice_condition
 from .volumes import PreparedVolumes, load_volumes
 
@@ -174,8 +175,6 @@ class MixedStacks(torch.utils.data.Dataset):
         return len(self.real)
 
     def __getitem__(self, index: int) -> Pair:
-        from .synth import synth_brain_stack
-
         k = self.real.degradation.context
         if self.fraction > 0 and float(torch.rand(())) < self.fraction:
             planes = synth_brain_stack(2 * k + 1, self.real.draw_stride(), None, window=self.real.size + self.real.size // 2)

@@ -46,10 +46,11 @@ KEYS = ("planes", "noise", "target")
 
 
 def teacher_grid(sampler: str, grid: str) -> str:
-    """The time grid "auto" means for the teacher's sampler (as `meddiff sample`: log-SNR for DPM-Solver++)."""
-    if grid != "auto":
-        return grid
-    return "logsnr" if sampler == "dpm_solver_pp" else "uniform"
+    """The time grid "auto" means for the teacher's sampler, as `meddiff sample` resolves it
+    (inference.sampler_options: log-SNR for DPM-Solver++, uniform for DDIM)."""
+    from ..inference import sampler_options
+
+    return str(sampler_options(sampler, "beta", 0.0, grid).get("grid", grid))
 
 
 @torch.no_grad()
