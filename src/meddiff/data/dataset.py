@@ -37,7 +37,7 @@ class Prepared:
     """A prepared folder: slices per split, one manifest row per slice, per-patient normalisation.
 
     arrays[split]:  float32 [N, size, size] in [-1, 1], memory-mapped read-only
-    rows[split]:    manifest rows (dicts of strings) of that split, row k describes arrays[split][k]
+    rows[split]:    manifest rows (dicts of strings) of that split, row k describes `arrays[split][k]`
     normalisation:  patient_id -> Normalisation (to map outputs back to original units)
     info:           contents of prepare.json (options used, splits, counts)
     """
