@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def requested(args: argparse.Namespace) -> bool:
-    return getattr(args, "engine", None) is not None or getattr(args, "shard", None) is not None
+    """Any archive option given (the Ray-only ones too, so that run() can refuse them without --engine ray)."""
+    return any(getattr(args, k, None) for k in ("engine", "shard", "address", "workers", "gpus_per_worker"))
 
 
 def run(args: argparse.Namespace) -> int:

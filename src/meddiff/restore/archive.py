@@ -12,7 +12,8 @@ the plain loop of restore.files). Steps:
 1. the output folder: new or empty, or an archive folder meddiff wrote (resumed), or with
    --overwrite one meddiff wrote; never an input nor inside the input folder;
 2. the manifest (restore.manifest): units, content hashes (size + mtime fast path), output names;
-3. units whose done-sidecar matches (restore.units) are skipped without reading their input;
+3. units whose done-sidecar matches (restore.units) are skipped without reading their input (so
+   are units that failed on the same bytes and settings before: listed in failed.csv again);
    --overwrite redoes every unit; with --shard I/N only every N-th unit from the I-th is this run's;
 4. the engine restores the rest; each unit is written atomically then marked done; a unit that
    fails its retries goes to OUT/failed.csv (unit, source, attempts, reason) and the others go on;
@@ -35,7 +36,7 @@ from ..io.atomic import atomic_write_text
 from ..io.outdir import MARKER, check_not_input, check_output_dir, mark
 from . import manifest as mf
 from .files import Request
-from .units import UnitResult, done_sidecar, remove_stale_temporaries, settings_key
+from .units import UnitResult, done_sidecar, known_failure, remove_stale_temporaries, settings_key
 
 log = logging.getLogger(__name__)
 
@@ -96,27 +97,34 @@ def claim(args: Request) -> None:
     mark(out, "sample", archive=True)
 
 
-def plan(args: Request, key: dict, shard) -> tuple[list[mf.Unit], list[mf.Unit], dict[str, dict]]:
-    """(every unit, this run's units to do, done-sidecars of this run's skipped units); writes the manifest."""
+def plan(args: Request, key: dict, shard) -> tuple[list[mf.Unit], list[mf.Unit], dict[str, dict], dict[str, dict]]:
+    """(every unit, this run's units to do, done-sidecars of the skipped units, records of units that
+    failed on the same input and settings before); writes the manifest when it had to be rebuilt."""
     root, out, tag = args.input, args.output, mf.tag_of(shard)
     listing = mf.walk_listing(root)
     stored = mf.read_manifest(out / f"manifest{tag}.csv")
+
+    def settled(units: list[mf.Unit]) -> tuple[dict, dict]:
+        if args.overwrite:
+            return {}, {}
+        mine = mf.shard_of(units, shard)
+        done = {u.id: doc for u in mine if (doc := done_sidecar(out, u, key)) is not None}
+        failed = {u.id: doc for u in mine if u.id not in done and (doc := known_failure(out, u, key)) is not None}
+        return done, failed
+
     units: list[mf.Unit] = []
-    if stored and not args.overwrite and mf.stored_listing(out, tag) == listing and all(u.sha256 for u in mf.shard_of(stored, shard)):
-        units = stored  # the input tree is as the manifest saw it: no file is opened
     done: dict[str, dict] = {}
-    if units:
-        done = {u.id: doc for u in mf.shard_of(units, shard) if (doc := done_sidecar(out, u, key)) is not None}
-    if not units or len(done) < len(mf.shard_of(units, shard)):  # work to do: the ImageItems are needed
-        previous = mf.read_manifests(out)
+    failed: dict[str, dict] = {}
+    if stored and mf.stored_listing(out, tag) == listing and all(u.sha256 for u in mf.shard_of(stored, shard)):
+        units = stored  # the input tree is as the manifest saw it: no file is opened
+        done, failed = settled(units)
+    if not units or len(done) + len(failed) < len(mf.shard_of(units, shard)):  # work to do: ImageItems are needed
         found = mf.discover(args)
-        mine = {u.id for u in mf.shard_of(found, shard)}
-        units = mf.with_hashes(found, previous, root, wanted=mine)
-        done = {} if args.overwrite else {u.id: doc for u in mf.shard_of(units, shard)
-                                          if (doc := done_sidecar(out, u, key)) is not None}
+        units = mf.with_hashes(found, mf.read_manifests(out), root, wanted={u.id for u in mf.shard_of(found, shard)})
+        done, failed = settled(units)
         mf.write_manifest(out, units, listing, tag, root)
-    todo = [u for u in mf.shard_of(units, shard) if u.id not in done]
-    return units, todo, done
+    todo = [u for u in mf.shard_of(units, shard) if u.id not in done and u.id not in failed]
+    return units, todo, done, failed
 
 
 def make_engine(options: ArchiveOptions, args: Request, key: dict, device: str):
@@ -153,8 +161,11 @@ def run_archive(args: Request, options: ArchiveOptions = ArchiveOptions(), devic
         raise InputError(f"--retries {options.retries}: expected >= 0")
     claim(args)
     key = settings_key(args, checkpoint_sha256(args))
-    units, todo, done = plan(args, key, options.shard)
-    summary = ArchiveSummary(units=len(todo) + len(done), skipped=len(done))
+    units, todo, done, known = plan(args, key, options.shard)
+    summary = ArchiveSummary(units=len(todo) + len(done) + len(known), skipped=len(done), failed=len(known))
+    for doc in known.values():  # failed before on the same bytes and settings: reported, not read again
+        summary.results.append(UnitResult(doc["unit"], False, reason=f"unchanged since it failed: {doc['reason']}",
+                                          final=True, attempts=0))
     sidecars = dict(done)
     bar = tqdm(total=len(todo), unit="unit", desc="archive", disable=not args.progress or not todo, dynamic_ncols=True)
 

@@ -9,7 +9,9 @@ are deleted first: no duplicate, no half-written file.
 
 The done-sidecar's ``key`` is what the result depends on: the unit's content hash, the checkpoint's
 SHA-256, every setting of the request that changes pixels (sampler, steps, seed, precision, ...)
-and the meddiff version. A re-run skips a unit whose key matches and whose outputs exist.
+and the meddiff version. A re-run skips a unit whose key matches and whose outputs exist. A unit that failed on its input
+(a MeddiffError: corrupt, unreadable, refused) leaves ``OUT/.units/<unit>.failed.json`` with the
+same key: a re-run lists it in failed.csv again without reading it; a changed file or setting retries it.
 """
 
 from __future__ import annotations
@@ -48,17 +50,30 @@ def sidecar_path(out: Path, unit_id: str) -> Path:
     return out / UNITS_DIR / f"{unit_id}.json"
 
 
-def done_sidecar(out: Path, unit: Unit, key: dict) -> dict | None:
-    """The unit's done-sidecar if its key matches (content hash + settings) and its outputs exist, else None."""
+def failure_path(out: Path, unit_id: str) -> Path:
+    return out / UNITS_DIR / f"{unit_id}.failed.json"
+
+
+def _matching(path: Path, unit: Unit, key: dict) -> dict | None:
     try:
-        doc = json.loads(sidecar_path(out, unit.id).read_text())
+        doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if doc.get("key") != {**key, "input_sha256": unit.sha256}:
-        return None
-    if not all(os.path.exists(out / rel) for rel in doc.get("outputs", ())):
+    return doc if doc.get("key") == {**key, "input_sha256": unit.sha256} else None
+
+
+def done_sidecar(out: Path, unit: Unit, key: dict) -> dict | None:
+    """The unit's done-sidecar if its key matches (content hash + settings) and its outputs exist, else None."""
+    doc = _matching(sidecar_path(out, unit.id), unit, key)
+    if doc is None or not all(os.path.exists(out / rel) for rel in doc.get("outputs", ())):
         return None
     return doc
+
+
+def known_failure(out: Path, unit: Unit, key: dict) -> dict | None:
+    """The record of a final failure (a bad input) of this unit with the same content and settings,
+    which would fail the same way again; None if there is none."""
+    return _matching(failure_path(out, unit.id), unit, key)
 
 
 def product_pattern(unit: Unit) -> re.Pattern:
@@ -170,8 +185,11 @@ class UnitWorker:
                    "device": str(self.device), "seconds": round(seconds, 3),
                    "domain": [asdict(r) for r in run.reports]}
             atomic_write_text(sidecar_path(out, unit.id), json.dumps(doc, indent=1, default=str) + "\n")
+            failure_path(out, unit.id).unlink(missing_ok=True)
             return UnitResult(unit.id, True, run.bar.slices, seconds, outputs, worker=self.name, sidecar=doc)
-        except MeddiffError as e:  # a bad input or setting: the same next time
+        except MeddiffError as e:  # a bad input or setting: the same next time, so recorded and not retried
+            doc = {"unit": unit.id, "source": unit.source, "key": {**self.key, "input_sha256": unit.sha256}, "reason": str(e)}
+            atomic_write_text(failure_path(out, unit.id), json.dumps(doc, indent=1, default=str) + "\n")
             return UnitResult(unit.id, False, reason=str(e), final=True, seconds=time.perf_counter() - t0, worker=self.name)
         except Exception as e:  # noqa: BLE001 - anything else (out of memory, a full disk) may pass on a retry
             return UnitResult(unit.id, False, reason=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0,
