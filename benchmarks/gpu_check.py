@@ -137,10 +137,16 @@ def unet_calls(device: torch.device, a) -> None:
         models["diffusers"] = DiffusersSame(cfg.model, 2).to(device).eval()
     except ImportError:
         row("unet", "diffusers UNet2DModel", "skipped", "diffusers not installed")
+    from meddiff.diffusion.denoiser import resolve_precision
+
     compile_ok = device.type == "cuda" or a.compile
+    native_bf16 = resolve_precision(device, "auto") == "bf16"
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters())
         for precision in ("fp32", "bf16"):
+            if precision == "bf16" and not native_bf16:
+                row("unet", f"{name} bf16, {a.batch} x {a.size}^2", "skipped", "no native bf16 here (autocast is slow reference code)")
+                continue
             for compiled in (False, True) if name == "meddiff" else (False,):  # the peer eager (2 compiles fit 5 min)
                 what = f"{name} {precision}{' compile' if compiled else ''}, {a.batch} x {a.size}^2"
                 if compiled and not compile_ok:

@@ -141,12 +141,14 @@ def test_a_writer_killed_mid_unit_leaves_nothing_half_written_after_the_rerun(go
     stale.write_bytes(b"half a PNG")
     stale_json = target.parent / f".{target.stem}.json.zz99zz99.tmp.json"
     stale_json.write_text("{")
+    stale_mark = out / ".units" / f".{victim['unit']}.json.q1w2e3r4.tmp.json"  # the done-sidecar's own temporary
+    stale_mark.write_text("{")
     other = target.parent / ".unrelated.abcdefgh.tmp.png"  # not this unit's: left alone
     other.write_bytes(b"x")
     request = Request(output=out, input=good, checkpoint=str(resolve_checkpoint(MODEL)), progress=False)
     summary = run_archive(request, ArchiveOptions(engine="local"))
     assert (summary.done, summary.skipped, summary.failed) == (1, 8, 0)
-    assert not stale.exists() and not stale_json.exists() and other.exists()
+    assert not stale.exists() and not stale_json.exists() and not stale_mark.exists() and other.exists()
     other.unlink()
     assert not [p for p in out.rglob(".*.tmp*")]
     assert_same_images(local, out)

@@ -36,10 +36,12 @@ MODEL = "sr_x4_general_1step"
 
 @pytest.fixture(scope="module")
 def cluster():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster
+    before = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throwaway local cluster: no token file written
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+    os.environ.pop("RAY_AUTH_MODE") if before is None else os.environ.__setitem__("RAY_AUTH_MODE", before)
 
 
 def request(inp: Path, out: Path) -> Request:

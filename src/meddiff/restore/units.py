@@ -91,6 +91,7 @@ def remove_stale_temporaries(out: Path, units: list[Unit]) -> list[Path]:
     by_folder: dict[Path, list[re.Pattern]] = {}
     for u in units:
         by_folder.setdefault((out / u.output).parent, []).append(product_pattern(u))
+        by_folder.setdefault(out / UNITS_DIR, []).append(re.compile(rf"^{u.id}(?:\.failed)?\.json$"))
     removed = []
     for folder, patterns in by_folder.items():
         try:
