@@ -74,14 +74,14 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def walk_listing(root: Path) -> str:
-    """SHA-256 of every visible file's (relative path, size, mtime_ns) under `root` (the walk of
-    meddiff.io.readers: hidden files/folders and DICOMDIR skipped); reads no file."""
+    """SHA-256 of every file's (relative path, size, mtime_ns) under `root`, in the walk find_images
+    makes (meddiff.io.readers: hidden files/folders and DICOMDIR skipped); opens no file."""
+    from ..io.readers import _walk  # the discovery's own walk, so that both see the same files
+
     digest = hashlib.sha256()
-    for base, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(f for f in files if not f.startswith(".") and f.upper() != "DICOMDIR"):
-            st = os.stat(os.path.join(base, name))
-            digest.update(f"{_rel(Path(base) / name, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for path in _walk(root):
+        st = os.stat(path)
+        digest.update(f"{_rel(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
