@@ -108,30 +108,54 @@ class RayEngine:
                 ray.shutdown()
 
     def _schedule(self, ray, actors: list, units: list[Unit], on_result: OnResult) -> None:
+        """Units to actors, at most `depth` each; an actor whose unit died with it gets no more work
+        until its restart answers ready() (the others drain the queue meanwhile)."""
         queue = deque((u, 1) for u in units)
         inflight: dict = {}  # ObjectRef -> (actor index, unit, attempt)
+        probes: dict = {}  # ObjectRef of ready() -> actor index, for actors being restarted
         load = [0] * len(actors)
+        usable = [True] * len(actors)
 
         def submit() -> None:
             for i, actor in enumerate(actors):
-                while queue and load[i] < self.depth:
+                while usable[i] and queue and load[i] < self.depth:
                     unit, attempt = queue.popleft()
                     inflight[actor.run.remote(unit)] = (i, unit, attempt)
                     load[i] += 1
 
-        submit()
-        while inflight:
-            [ref], _ = ray.wait(list(inflight), num_returns=1)
-            i, unit, attempt = inflight.pop(ref)
-            load[i] -= 1
-            try:
-                result = replace(ray.get(ref), attempts=attempt)
-            except ray.exceptions.RayError as e:  # the worker died (or its node): the unit did not finish
-                self.lost += 1
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                result = UnitResult(unit.id, False, reason=f"worker lost: {type(e).__name__}: {first}", attempts=attempt)
+        def finish(unit: Unit, result: UnitResult, attempt: int) -> None:
             if not result.ok and not result.final and attempt <= self.retries:
                 queue.append((unit, attempt + 1))
             else:
                 on_result(result)
+
+        submit()
+        while inflight or (queue and probes):
+            [ref], _ = ray.wait([*inflight, *probes], num_returns=1)
+            if ref in probes:
+                i = probes.pop(ref)
+                try:
+                    error, pid = ray.get(ref)
+                    usable[i] = error is None  # a restart that cannot load the model stays out
+                    self.pids.append(pid)
+                except ray.exceptions.RayError:
+                    probes[actors[i].ready.remote()] = i  # still restarting
+            else:
+                i, unit, attempt = inflight.pop(ref)
+                load[i] -= 1
+                try:
+                    result = replace(ray.get(ref), attempts=attempt)
+                except ray.exceptions.RayError as e:  # the worker died (or its node): the unit did not finish
+                    self.lost += 1
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    result = UnitResult(unit.id, False, reason=f"worker lost: {type(e).__name__}: {first}", attempts=attempt)
+                    if usable[i]:
+                        usable[i] = False
+                        probes[actors[i].ready.remote()] = i
+                finish(unit, result, attempt)
+            if not any(usable) and not probes:  # no worker can start: what is left fails
+                while queue:
+                    unit, attempt = queue.popleft()
+                    on_result(UnitResult(unit.id, False, reason="no worker could start (see the first failure)",
+                                         final=True, attempts=attempt))
             submit()
