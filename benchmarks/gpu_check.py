@@ -73,6 +73,8 @@ def shipped(name: str, device: torch.device, precision: str = "fp32"):
 
 
 def student_restore(device: torch.device, n: int, size: int, batch: int, precision: str = "fp32", seed: int = 0):
+    """The one-call student over n condition planes of size x size (the upsampled low-resolution
+    slices, i.e. the output grid) in batches of `batch`."""
     from meddiff.inference import restore
 
     cfg, _, denoiser = shipped("sr_x4_general_1step", device, precision)
@@ -235,7 +237,7 @@ def training(device: torch.device, a) -> None:
 
 
 def student(device: torch.device, a) -> None:
-    fn = student_restore(device, a.slices, a.size // 4, a.batch, "auto")
+    fn = student_restore(device, a.slices, a.size, a.batch, "auto")  # planes on the output grid (upsampled input)
     sec = median_seconds(fn, device, max(1, a.repeats // 2))
     row("student", f"one-call student, {a.slices} slices {a.size}^2 from {a.size // 4}^2", f"{a.slices / sec:.1f} slices/s",
         f"batch {a.batch}, precision auto")
