@@ -5,8 +5,10 @@ x4 with the one-call model sr_x4_general_1step on one local Ray cluster (ray.ini
 started once: its startup is reported apart). Modes alternate (ray1 ray2 local ray1 ray2 local
 ...) for --rounds rounds, each into a fresh output folder. Reported per mode (median over rounds):
 wall seconds of run_archive (includes starting the actors and loading the model in each), the
-steady rate (units and slices from the first finished unit to the last, over that time), and the
-ratio of each rate to 1 worker's.
+steady rate (units and slices from the first finished unit to the last, over that time), the
+ratio of each rate to 1 worker's, the CPU seconds a unit costs (process time of its worker) and
+the share of a core each busy worker got (CPU time / wall time over its units: below 1 it waited
+for a core, i.e. the machine, not the engine, limits the scaling).
 
 Resume: an archive of --resume-units units (PNG images, NIfTI volumes and 3-file DICOM series)
 restored once; then, alternating for --rounds rounds:
@@ -126,8 +128,12 @@ def throughput(mode: str, inp: Path, work: Path, device: str) -> dict:
     assert summary.failed == 0 and summary.done > 1, summary.line()
     span = engine.times[-1] - engine.times[0]
     per_unit = summary.slices / summary.done
+    ok = [r for r in summary.results if r.ok]
+    workers = len({r.worker for r in ok})
     shutil.rmtree(out.parent)
-    return {"wall": wall, "units_s": (summary.done - 1) / span, "slices_s": (summary.done - 1) * per_unit / span}
+    return {"wall": wall, "units_s": (summary.done - 1) / span, "slices_s": (summary.done - 1) * per_unit / span,
+            "cpu_unit": statistics.median(r.cpu_seconds for r in ok),  # CPU seconds one unit costs
+            "cpu_share": sum(r.cpu_seconds for r in ok) / sum(r.seconds for r in ok)}  # of a core, per busy worker
 
 
 def cli_rerun(inp: Path, out: Path) -> float:
@@ -190,16 +196,17 @@ def main() -> None:
                 for m in modes:
                     results[m].append(throughput(m, inp, work, a.device))
                     x = results[m][-1]
-                    print(f"  round {r + 1} {m}: wall {x['wall']:.1f} s, {x['units_s']:.2f} units/s, {x['slices_s']:.1f} slices/s",
-                          flush=True)
+                    print(f"  round {r + 1} {m}: wall {x['wall']:.1f} s, {x['units_s']:.2f} units/s, {x['slices_s']:.1f} slices/s, "
+                          f"{x['cpu_unit']:.3f} CPU s/unit, {x['cpu_share']:.2f} core per worker", flush=True)
             ray.shutdown()
             med = {m: {k: statistics.median(x[k] for x in v) for k in v[0]} for m, v in results.items()}
             base = med.get("ray1")
             print(f"\n{a.units} units of {a.slices} slices {a.size}x{a.size} -> x4, {MODEL}, median of {a.rounds} alternating rounds")
-            print(f"{'mode':8} {'wall s':>8} {'units/s':>9} {'slices/s':>9} {'vs ray1':>8}")
+            print(f"{'mode':8} {'wall s':>8} {'units/s':>9} {'slices/s':>9} {'vs ray1':>8} {'CPU s/unit':>11} {'core/worker':>12}")
             for m, x in med.items():
                 ratio = f"{x['units_s'] / base['units_s']:.2f}x" if base else ""
-                print(f"{m:8} {x['wall']:8.1f} {x['units_s']:9.2f} {x['slices_s']:9.1f} {ratio:>8}")
+                print(f"{m:8} {x['wall']:8.1f} {x['units_s']:9.2f} {x['slices_s']:9.1f} {ratio:>8} {x['cpu_unit']:11.3f} "
+                      f"{x['cpu_share']:12.2f}")
         if not a.skip_resume:
             inp = make_mixed(work / "mixed", a.resume_units)
             out = work / "mixed_out"

@@ -115,6 +115,7 @@ class UnitResult:
     ok: bool
     slices: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the worker process over the unit (wall > CPU: it waited for a core)
     outputs: tuple[str, ...] = ()
     reason: str = ""
     final: bool = False
@@ -172,7 +173,7 @@ class UnitWorker:
         from ..progress import Progress
         from .files import Run, restore_file
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = self.args.output
         try:
             remove_stale_temporaries(out, [unit])
@@ -180,14 +181,14 @@ class UnitWorker:
                       Progress(False), used=self._names_taken(unit, unit.item))
             written = restore_file(run, unit.item)
             outputs = tuple(p.relative_to(out).as_posix() for p in written)
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             doc = {"unit": unit.id, "source": unit.source, "key": {**self.key, "input_sha256": unit.sha256},
                    "outputs": outputs, "slices": run.bar.slices, "restoration": self.describe,
-                   "device": str(self.device), "seconds": round(seconds, 3),
+                   "device": str(self.device), "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
                    "domain": [asdict(r) for r in run.reports]}
             atomic_write_text(sidecar_path(out, unit.id), json.dumps(doc, indent=1, default=str) + "\n")
             failure_path(out, unit.id).unlink(missing_ok=True)
-            return UnitResult(unit.id, True, run.bar.slices, seconds, outputs, worker=self.name, sidecar=doc)
+            return UnitResult(unit.id, True, run.bar.slices, seconds, cpu, outputs, worker=self.name, sidecar=doc)
         except MeddiffError as e:  # a bad input or setting: the same next time, so recorded and not retried
             doc = {"unit": unit.id, "source": unit.source, "key": {**self.key, "input_sha256": unit.sha256}, "reason": str(e)}
             atomic_write_text(failure_path(out, unit.id), json.dumps(doc, indent=1, default=str) + "\n")
