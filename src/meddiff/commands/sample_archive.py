@@ -16,8 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", choices=["local", "ray"], default=None,
                    help="restore the --input folder as an archive of units that resumes: local = this process "
                         "(the plain loop's results), ray = Ray actors (pip install 'meddiff[ray]')")
-    g.add_argument("--address", default=None, help="ray: auto (this node's cluster) or HOST:PORT of a head "
-                   "(default: start a local cluster)")
+    g.add_argument("--address", default=None, help="ray: auto (this node's cluster), HOST:PORT of its head, or "
+                   "ray://HOST:10001 from outside it (default: start a local cluster)")
     g.add_argument("--workers", type=int, default=None, help="ray: actors, each loading the model once "
                    "(default: the cluster's CPUs, or GPUs / --gpus-per-worker)")
     g.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per actor, e.g. 1 or 0.5 (default 0: CPU)")
