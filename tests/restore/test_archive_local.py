@@ -163,3 +163,15 @@ def test_archive_options_are_checked(good, tmp_path, capsys):
     assert "expected a folder" in capsys.readouterr().err
     assert sample(good, good / "out", "--engine", "local") == 2  # never inside the input folder
     assert "inside the input folder" in capsys.readouterr().err
+
+
+def test_a_worker_with_another_checkpoint_file_refuses_to_start(good, tmp_path):
+    from meddiff.errors import CheckpointError
+    from meddiff.restore.archive import checkpoint_sha256
+    from meddiff.restore.units import UnitWorker, settings_key
+
+    args = Request(output=tmp_path / "out", input=good, checkpoint=str(resolve_checkpoint(MODEL)), progress=False)
+    key = settings_key(args, checkpoint_sha256(args))
+    UnitWorker(args, key, "cpu")  # the same file: starts
+    with pytest.raises(CheckpointError, match="expected the same model file on every node"):
+        UnitWorker(args, {**key, "checkpoint_sha256": "0" * 64}, "cpu")

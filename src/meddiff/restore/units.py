@@ -159,6 +159,11 @@ class UnitWorker:
         self.deg = build_degradation(self.task)
         self.provenance = run_provenance(args, self.describe)
         self.name = f"{os.uname().nodename}:{os.getpid()}"
+        if self.provenance["checkpoint_sha256"] != key["checkpoint_sha256"]:  # another file on this node
+            from ..errors import CheckpointError
+
+            raise CheckpointError(f"{args.checkpoint} on {self.name} has SHA-256 {self.provenance['checkpoint_sha256']}, "
+                                  f"the run's is {key['checkpoint_sha256']}; expected the same model file on every node")
 
     def _names_taken(self, unit: Unit, item) -> set:
         """restore.files.unique_suffix's `used` set that makes it choose the manifest's suffix; the
