@@ -45,6 +45,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..restore.models import CLASSICAL
+from . import sample_archive
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-rgb", action="store_true",
                    help="convert colour (RGB) inputs to gray with BT.601 luma weights instead of refusing them")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sample_archive.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -138,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         return generate(args)  # a VDM without an input generates
     if args.label is not None and fmt != VDM.name:
         raise InputError("--label applies to class-conditional VDM checkpoints only")
+    if sample_archive.requested(args):  # an archive that resumes (meddiff.restore.archive)
+        return sample_archive.run(args)
     written = restore(Request.from_namespace(args), pick_device(args.device))
     print(f"wrote {len(written)} file(s) under {args.output}: {written.summary}")
     return 0
