@@ -102,3 +102,4 @@ def archive40(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def archive10(tmp_path_factory) -> Path:
     return make_archive(tmp_path_factory.mktemp("archive10") / "in", 10)
+
