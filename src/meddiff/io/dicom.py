@@ -40,7 +40,7 @@ ACQUISITION_TAGS = (
     "SequenceName", "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle", "EchoTrainLength", "EchoNumbers",
     "NumberOfAverages", "ImagingFrequency", "ImagedNucleus", "MagneticFieldStrength", "PixelBandwidth",
     "KVP", "XRayTubeCurrent", "Exposure", "ExposureTime", "ConvolutionKernel", "FilterType", "ReconstructionDiameter",
-    "GantryDetectorTilt", "SpiralPitchFactor", "ContrastBolusAgent",
+    "GantryDetectorTilt", "SpiralPitchFactor", "ContrastBolusAgent", "Laterality", "PositionReferenceIndicator",
 )
 # Projection / photo modalities: images of one series are separate 2D images, not slices.
 PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "PX", "RG", "XA", "RF", "US", "ES", "XC", "OP", "SM", "OT", "SC"}
@@ -100,9 +100,23 @@ def _attr(ds: Dataset, frame: int | None, seq: str, name: str):
     return None
 
 
+def _real_world_map(ds: Dataset) -> tuple[float, float] | None:
+    """(slope, intercept) of a linear Real World Value Mapping item (how meddiff writes the values of an
+    MR image, whose IOD has no Modality LUT), None when there is none."""
+    for item in ds.get("RealWorldValueMappingSequence") or []:
+        slope, icpt = item.get("RealWorldValueSlope"), item.get("RealWorldValueIntercept")
+        if slope is not None and icpt is not None and "RealWorldValueLUTData" not in item:
+            return float(slope), float(icpt)
+    return None
+
+
 def _rescale(ds: Dataset, frame: int | None) -> tuple[float, float]:
     slope = _attr(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
     icpt = _attr(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
+    if slope is None and icpt is None and str(ds.get("Modality", "")) == "MR":
+        rwv = _real_world_map(ds)
+        if rwv is not None:
+            return rwv
     return (float(slope) if slope is not None else 1.0), (float(icpt) if icpt is not None else 0.0)
 
 
@@ -226,6 +240,9 @@ def _base_meta(ds: Dataset, source: Path) -> dict[str, Any]:
         "sop_class": str(ds.get("SOPClassUID", "") or ""),
         "frame_of_reference": str(ds.get("FrameOfReferenceUID", "") or ""),
         "acquisition": {t: ds[t].value for t in ACQUISITION_TAGS if t in ds and ds[t].value not in (None, "")},
+        "image_type": [str(v) for v in (ds.get("ImageType") or [])] if not isinstance(ds.get("ImageType"), str)
+        else [str(ds.ImageType)],
+        "burned_in_annotation": str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
     }
     thick = ds.get("SliceThickness")
     if thick not in (None, "") and float(thick) > 0:

@@ -14,7 +14,10 @@ Series-level attributes (IOD, UIDs, patient, acquisition parameters, provenance)
   0.5-99.5 percentile range.
   Pixels: MONOCHROME2, 16 bit. Integer-valued data within int16/uint16 are stored exactly
   (slope 1, intercept 0); otherwise uint16 with one RescaleSlope/Intercept for the whole
-  volume, so ``|read - written| <= slope / 2`` (slope = range / 65535).
+  volume, so ``|read - written| <= slope / 2`` (slope = range / 65535). The MR Image IOD has no
+  Modality LUT module: there the slope and intercept go into a linear Real World Value Mapping
+  item (PS3.3 C.7.6.16.2.11; meddiff's reader applies it) and no Rescale attribute is written.
+  A window narrower than 1 is declared VOILUTFunction LINEAR_EXACT (PS3.3 C.11.2.1.2).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from meddiff.io.dicom_header import MARKER_DERIVED, MARKER_SYNTHETIC, spacing_known  # noqa: F401 (re-exported)
@@ -69,6 +72,23 @@ def _window(array: np.ndarray, meta: Mapping[str, Any]) -> tuple[float, float]:
     return (lo + hi) / 2, max(hi - lo, 1e-6)
 
 
+def _real_world_item(slope: float, icpt: float, dtype: np.dtype) -> Dataset:
+    """One linear Real World Value Mapping item: value = stored * slope + intercept over the stored range."""
+    item = Dataset()
+    info = np.iinfo(dtype)
+    vr = "SS" if info.min < 0 else "US"
+    item.add_new(0x00409216, vr, int(info.min))  # RealWorldValueFirstValueMapped
+    item.add_new(0x00409211, vr, int(info.max))  # RealWorldValueLastValueMapped
+    item.RealWorldValueIntercept = float(icpt)
+    item.RealWorldValueSlope = float(slope)
+    item.LUTExplanation = "meddiff output intensity"
+    item.LUTLabel = "MEDDIFF"
+    unit = Dataset()
+    unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = "1", "UCUM", "no units"
+    item.MeasurementUnitsCodeSequence = Sequence([unit])
+    return item
+
+
 def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float, *, plane: Mapping[str, Any],
                   position, index: int, thickness: float | None, spacing_between: float | None,
                   window: tuple[float, float], with_spacing: bool, source_item: Dataset | None,
@@ -96,8 +116,16 @@ def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float
     ds.Rows, ds.Columns = stored.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
-    ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(icpt)
+    if ds.SOPClassUID == MRImageStorage:
+        if (slope, icpt) != (1.0, 0.0):
+            ds.RealWorldValueMappingSequence = Sequence([_real_world_item(slope, icpt, stored.dtype)])
+    else:
+        ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(icpt)
+    if (position is None or ds.SOPClassUID == SecondaryCaptureImageStorage) and "PatientOrientation" not in ds:
+        ds.PatientOrientation = ""  # Type 2C: required when the image has no Image Plane module
     ds.WindowCenter, ds.WindowWidth = _ds(window[0]), _ds(window[1])
+    if window[1] < 1:
+        ds.VOILUTFunction = "LINEAR_EXACT"
     ds.PixelData = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
