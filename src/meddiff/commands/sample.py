@@ -149,4 +149,4 @@ def claim_output(args: argparse.Namespace) -> None:
     from ..io.outdir import check_output_dir
 
     inputs = [p for p in (getattr(args, "input", None), getattr(args, "mask", None)) if p is not None]
-    check_output_dir(args.output, inputs, overwrite=getattr(args, "overwrite", False))
+    check_output_dir(args.output, inputs, overwrite=getattr(args, "overwrite", False), verb="sample")

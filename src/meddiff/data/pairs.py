@@ -134,7 +134,7 @@ def make_pairs(inp: str | Path, out: str | Path, task: TaskConfig, *, seed: int 
     if not inp.exists():
         raise InputError(f"--input {missing(inp, 'an image file, a DICOM series folder or a folder of images')}")
     build_degradation(task)  # validates the task's ranges before any work
-    check_output_dir(out, [inp], overwrite=overwrite, inside_input_ok=not inp.is_dir())
+    check_output_dir(out, [inp], overwrite=overwrite, inside_input_ok=not inp.is_dir(), verb="degrade")
     items, root = _items(inp)
     if not items:
         raise InputError(f"{inp}: no readable image found")

@@ -179,7 +179,8 @@ def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices
         raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing)")
     if args.input is None:
         raise InputError("--input is required to restore images")
-    check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite)
+    check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite,
+                     verb="sample")
     items = [args.input] if args.input.is_file() else find_images(args.input)
     if not items:
         raise InputError(f"{args.input}: no readable image found")
