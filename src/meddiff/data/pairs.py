@@ -1,6 +1,7 @@
 """Paired test sets from a user's own high-resolution images, with the training degradation.
 
-    OUT/truth/<rel>/<name>   the original image, copied byte for byte (the ground truth)
+    OUT/truth/<rel>/<name>   the original image (the ground truth): a DICOM source written again de-identified
+                             (same values, no patient/private tags, UIDs replaced), others copied unchanged
     OUT/input/<rel>/<name>   the degraded image (meddiff.data.degrade), same name, in the input's format
     OUT/mask/<rel>/<name>    inpainting only: the holes (1 = missing)
     OUT/pairs.json           task, seed, per-image noise levels / hole fractions, the command
@@ -83,8 +84,14 @@ def _rel_name(item: ImageItem, root: Path) -> tuple[Path, str]:
     return rel.parent, name
 
 
-def _copy_truth(item: ImageItem, dest: Path) -> None:
-    """The original file(s), unchanged: a file, or a DICOM series folder with its files."""
+def _copy_truth(item: ImageItem, dest: Path, vol=None, provenance: dict | None = None) -> list[Path]:
+    """The ground truth: a DICOM source is written again de-identified (same pixel values, no patient or
+    private tags, UIDs replaced as for the degraded input: never copied byte for byte); any other file is
+    copied unchanged (a file, or a series folder with its files)."""
+    if item.kind in ("dicom", "dicom_series") and vol is not None:
+        target = dest.with_suffix("") if item.kind == "dicom_series" else (dest if dest.suffix.lower() == ".dcm" else dest.with_name(dest.name + ".dcm"))
+        return write_volume(vol, target, synthetic=False, description="meddiff degrade: ground truth (the source, de-identified)",
+                            format="dicom", overwrite=True, provenance=provenance or {})
     if item.kind == "dicom_series":
         dest.mkdir(parents=True, exist_ok=True)
         for f in item.files:
@@ -92,6 +99,7 @@ def _copy_truth(item: ImageItem, dest: Path) -> None:
     else:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(item.path, dest)
+    return [dest]
 
 
 def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, seed: int, axis: int,
@@ -117,8 +125,8 @@ def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, se
         written += write_volume(mvol, out / "mask" / folder / f"{stem}.nii.gz", synthetic=False,
                                 description="meddiff inpainting mask (1 = missing)", overwrite=True, provenance=provenance)
     truth = out / "truth" / folder / (item.path.name if item.kind != "dicom_series" else stem)
-    _copy_truth(item, truth)
-    return rel, levels, [*written, truth]
+    truth_files = _copy_truth(item, truth, vol, provenance)
+    return rel, levels, [*written, *truth_files]
 
 
 def make_pairs(inp: str | Path, out: str | Path, task: TaskConfig, *, seed: int = 0, axis: int = 0,

@@ -52,8 +52,23 @@ class UIDMap:
 
     salt: str = field(default_factory=lambda: secrets.token_hex(16))
 
+    series: int = 0  # series written so far in this run
+
     def __call__(self, uid: str) -> str:
         return generate_uid(entropy_srcs=[self.salt, str(uid)])
+
+    def pseudonym(self, patient: str) -> str:
+        """One de-identified PatientID per source patient for the whole run ("MD" + 10 hex digits of a salted
+        hash): two patients never share one, and nothing links it back to the source without the salt."""
+        import hashlib  # noqa: PLC0415
+
+        return "MD" + hashlib.sha256(f"{self.salt}:{patient}".encode()).hexdigest()[:10].upper()
+
+    def next_series_number(self) -> int:
+        """1001, 1002, ...: a distinct SeriesNumber for every series this run writes (the sources' numbers are
+        usually small, so the derived series sort after them)."""
+        self.series += 1
+        return 1000 + self.series
 
 
 RUN_UIDS = UIDMap()  # one per process: one meddiff command is one run
@@ -95,6 +110,18 @@ def _image_type_3(meta: Mapping[str, Any], sop_class: str) -> str:
     if len(src) >= 3 and _is_cs(src[2]) and src[2] != "MOSAIC" and (sop_class != CTImageStorage or src[2] in ("AXIAL", "LOCALIZER")):
         return src[2]
     return _VALUE_3.get(sop_class, "OTHER")
+
+
+def fit_lo(text: str, limit: int = 64) -> str:
+    """`text` as a LO value (<= 64 characters): whole if it fits, else its clauses up to the first '; ' that
+    keep the method (the rest is in ImageComments), cut at a word only as a last resort."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    head = text.split("; ")[0]
+    if len(head) <= limit - 4:
+        return head + "; ..."
+    return text[: limit - 3].rsplit(" ", 1)[0] + "..."
 
 
 def _now() -> tuple[str, str]:
@@ -172,15 +199,22 @@ def series_header(*, meta: Mapping[str, Any], units: str, synthetic: bool, descr
         ds.ConversionType = "WSD"
     ds.Manufacturer = "meddiff"
     ds.SoftwareVersions = str(version)
-    ds.SeriesNumber = 1
-    ds.StudyDescription = description[:64]
-    ds.SeriesDescription = description[:64]
+    ds.SeriesNumber = uid_map.next_series_number()
+    ds.StudyDescription = fit_lo(description)
+    ds.SeriesDescription = fit_lo(description)
     ds.DerivationDescription = marker
     unknown = "" if spacing_known(meta) else "; unknown pixel spacing (the source records none)"
     ds.ImageComments = f"{marker}: {description}{unknown}"[:10240]
-    ds.BurnedInAnnotation = "NO"
+    burned = str(meta.get("burned_in_annotation", "")) == "YES"
+    ds.BurnedInAnnotation = "YES" if burned else "NO"  # the pixels are the source's: its burned-in text is still there
     ds.ContentQualification = "RESEARCH"
     _patient(ds, patient, patient_id)
+    if burned:
+        ds.ImageComments = (ds.ImageComments + "; the source has burned-in annotation (BurnedInAnnotation YES): "
+                            "text in the pixels was NOT removed")[:10240]
+        if patient is None:
+            ds.PatientIdentityRemoved = "NO"  # tags removed, but the pixels may still show the patient's identity
+            ds.DeidentificationMethod = "meddiff: no patient tags copied; UIDs replaced per run; burned-in text NOT removed"
     _acquisition(ds, meta, modality)
     if "PositionReferenceIndicator" not in ds:  # Type 2 (Frame of Reference)
         ds.PositionReferenceIndicator = ""

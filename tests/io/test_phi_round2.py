@@ -1,0 +1,89 @@
+"""PHI, round two (issue 28 P1-P3, de-identified headers): degrade's truth is not the original file, burned-in
+annotation is carried (and said), error messages carry no PatientID, one pseudonym per patient, distinct
+SeriesNumbers, descriptions that fit LO and keep the method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from meddiff.cli import main
+from meddiff.io import Volume, read_volume, write_volume
+from meddiff.io.dicom_header import fit_lo
+
+CT = Path(get_testdata_file("CT_small.dcm"))
+
+
+def _dicom(path: Path, **tags) -> Path:
+    ds = pydicom.dcmread(CT)
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    ds.add_new(0x00091010, "LO", "private secret")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path)
+    return path
+
+
+def _all_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_degrade_truth_is_rewritten_de_identified(tmp_path):
+    src = _dicom(tmp_path / "in" / "a.dcm", PatientID="PID-99887766", PatientName="Doe^Jane")
+    assert main(["degrade", "-i", str(src.parent), "-o", str(tmp_path / "pairs"), "--task", "sr", "--factor", "2"]) == 0
+    (truth,) = sorted((tmp_path / "pairs" / "truth").rglob("*.dcm"))
+    assert truth.read_bytes() != src.read_bytes()
+    blob = _all_bytes(tmp_path / "pairs")
+    orig = pydicom.dcmread(src)
+    for secret in (b"PID-99887766", b"Doe^Jane", b"private secret", orig.SOPInstanceUID.encode(), orig.StudyInstanceUID.encode()):
+        assert secret not in blob, secret
+    np.testing.assert_array_equal(read_volume(truth).array, read_volume(src).array)  # the same values
+
+
+def test_burned_in_annotation_is_carried_and_said(tmp_path, caplog):
+    src = _dicom(tmp_path / "b.dcm", BurnedInAnnotation="YES")
+    assert main(["sample", "--method", "median", "-i", str(src), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    (f,) = sorted((tmp_path / "o").rglob("*.dcm"))
+    ds = pydicom.dcmread(f)
+    assert ds.BurnedInAnnotation == "YES" and ds.PatientIdentityRemoved == "NO"
+    assert "NOT removed" in ds.ImageComments and "burned" in caplog.text.lower()
+    plain = _dicom(tmp_path / "n.dcm", BurnedInAnnotation="NO")
+    assert main(["sample", "--method", "median", "-i", str(plain), "-o", str(tmp_path / "p"), "--no-progress"]) == 0
+    (g,) = sorted((tmp_path / "p").rglob("*.dcm"))
+    assert pydicom.dcmread(g).BurnedInAnnotation == "NO" and pydicom.dcmread(g).PatientIdentityRemoved == "YES"
+
+
+def test_constant_image_error_names_the_file_not_the_patient(tmp_path, capsys):
+    ds = pydicom.dcmread(CT)
+    ds.PatientID = "PID-99887766"
+    ds.PixelData = np.full((ds.Rows, ds.Columns), 7, "<i2").tobytes()
+    ds.save_as(tmp_path / "flat.dcm")
+    assert main(["sample", "--method", "median", "-i", str(tmp_path / "flat.dcm"), "-o", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "flat.dcm" in err and "PID-99887766" not in err and "percentiles None" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_one_pseudonym_per_patient_and_distinct_series_numbers(tmp_path):
+    folder = tmp_path / "in"
+    for k, pid in enumerate(("A1", "A1", "B2")):
+        _dicom(folder / f"s{k}" / "x.dcm", PatientID=pid, SeriesInstanceUID=pydicom.uid.generate_uid())
+    assert main(["sample", "--method", "median", "-i", str(folder), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    files = sorted((tmp_path / "o").rglob("*.dcm"))
+    ids = [str(pydicom.dcmread(f).PatientID) for f in files]
+    assert len(files) == 3 and ids[0] == ids[1] != ids[2] and not {"A1", "B2", "meddiff"} & set(ids)
+    numbers = [int(pydicom.dcmread(f).SeriesNumber) for f in files]
+    assert len(set(numbers)) == 3
+
+
+def test_series_description_fits_and_keeps_the_method(tmp_path):
+    long = "meddiff sr (restored); OUT OF THE MODEL'S DOMAIN: pixel spacing 0.2 mm is far below the training range 0.9-1.1 mm"
+    assert fit_lo(long) == "meddiff sr (restored); ..." and len(fit_lo("x " * 100)) <= 64
+    v = Volume(np.arange(64, dtype=np.float32).reshape(8, 8), (1.0, 1.0), np.eye(4), "p", tmp_path / "s.nii.gz", {})
+    (f,) = write_volume(v, tmp_path / "o.dcm", description=long)
+    ds = pydicom.dcmread(f)
+    assert ds.SeriesDescription == "meddiff sr (restored); ..." and "0.9-1.1 mm" in ds.ImageComments
