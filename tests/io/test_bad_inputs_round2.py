@@ -9,10 +9,15 @@ A case builds its files under `tmp_path` and returns (argv, text the message mus
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
+import tifffile
+from pydicom.data import get_testdata_file
 
 from meddiff.cli import main
 from meddiff.data.samples import samples_dir
@@ -116,7 +121,205 @@ CASES = {
     "T8_ckpt_every_zero": lambda t: (_train(t, "train.ckpt_every=0"), "train.ckpt_every"),
     "T8_keep_last_negative": lambda t: (_train(t, "train.keep_last=-1"), "train.keep_last"),
     "T8_data_size_zero": lambda t: (_train(t, "data.size=0"), "data.size"),
+    "T9_garbage_train_npy": lambda t: (_train(t, f"data.prepared={_garbage_prepared(t)}"), "train.npy"),
+    # T1: text in DICOM numeric tags, a one-value PixelSpacing
+    "T1_pixel_spacing_text": lambda t: (_sample(t, _ct(t, PixelSpacing="abc\\def")), "PixelSpacing"),
+    "T1_pixel_spacing_one_value": lambda t: (_sample(t, _ct(t, PixelSpacing="0.5")), "PixelSpacing"),
+    "T1_rescale_slope_text": lambda t: (_sample(t, _ct(t, RescaleSlope="abc")), "RescaleSlope"),
+    "T1_rescale_intercept_text": lambda t: (_sample(t, _ct(t, RescaleIntercept="x1")), "RescaleIntercept"),
+    "T1_slice_thickness_text": lambda t: (_sample(t, _ct(t, SliceThickness="thick")), "SliceThickness"),
+    "T1_window_center_text": lambda t: (_sample(t, _ct(t, WindowCenter="mid", WindowWidth="400")), "WindowCenter"),
+    "T1_orientation_text": lambda t: (_sample(t, _ct(t, ImageOrientationPatient="a\\b\\c\\d\\e\\f")), "ImageOrientationPatient"),
+    "T1_position_text": lambda t: (_sample(t, _ct(t, ImagePositionPatient="x\\y\\z")), "ImagePositionPatient"),
+    "T1_orientation_five_values": lambda t: (_sample(t, _ct(t, ImageOrientationPatient="1\\0\\0\\0\\1")), "ImageOrientationPatient"),
+    "T1_series_spacing_text": lambda t: (_sample(t, _series(t, per_slice=_set(SliceThickness=["2", "two", "2"]))), "SliceThickness"),
+    # T2 / S6: geometry validated when read
+    "T2_pixel_spacing_inf": lambda t: (_sample(t, _ct(t, PixelSpacing="inf\\inf")), "PixelSpacing"),
+    "T2_pixel_spacing_nan": lambda t: (_sample(t, _ct(t, PixelSpacing="nan\\1")), "PixelSpacing"),
+    "T2_orientation_zero": lambda t: (_sample(t, _ct(t, ImageOrientationPatient=[0, 0, 0, 0, 0, 0])), "ImageOrientationPatient"),
+    "T2_position_inf": lambda t: (_sample(t, _ct(t, ImagePositionPatient=["inf", 0, 0])), "ImagePositionPatient"),
+    "S6_orientation_parallel": lambda t: (_sample(t, _ct(t, ImageOrientationPatient=[1, 0, 0, 1, 0, 0])), "ImageOrientationPatient"),
+    "S6_orientation_not_unit": lambda t: (_sample(t, _ct(t, ImageOrientationPatient=[2, 0, 0, 0, 1, 0])), "ImageOrientationPatient"),
+    "T2_nifti_nan_affine": lambda t: (_sample(t, _nifti_affine(t, [np.nan, 0, 0, 0])), "geo.nii"),
+    "T2_nifti_singular_affine": lambda t: (_sample(t, _nifti_affine(t, [0, 0, 0, 0])), "geo.nii"),
+    "T2_npz_zero_spacing_to_dicom": lambda t: (_sample(t, _npz(t, "z.npz", image=np.random.rand(8, 8), spacing=np.zeros(2)), None,
+                                                       "--format", "dicom"), "z.npz"),
+    # S2 / S7: series that are not one image
+    "S2_mixed_pixel_spacing": lambda t: (_sample(t, _series(t, per_slice=_set(PixelSpacing=[[0.5, 0.5], [1, 1], [0.5, 0.5]]))),
+                                         "PixelSpacing"),
+    "S7_mixed_modality": lambda t: (_sample(t, _series(t, per_slice=_set(Modality=["MR", "CT", "MR"]))), "Modality"),
+    "M3_mixed_bits_allocated": lambda t: (_sample(t, _series(t, per_slice=_bits_8)), "BitsAllocated"),
+    # S5 / T4 / T5: NumPy files
+    "S5_npz_negative_spacing": lambda t: (_sample(t, _npz(t, "n.npz", image=np.random.rand(8, 8), spacing=np.array([-1.0, 1.0]))), "n.npz"),
+    "S5_npz_nan_spacing": lambda t: (_sample(t, _npz(t, "n.npz", image=np.random.rand(8, 8), spacing=np.array([np.nan, 1.0]))), "n.npz"),
+    "S5_npz_spacing_wrong_length": lambda t: (_sample(t, _npz(t, "n.npz", image=np.random.rand(8, 8), spacing=np.ones(5))), "n.npz"),
+    "T4_npy_zero_dim": lambda t: (_sample(t, _npy(t, "s.npy", np.float32(3))), "s.npy"),
+    "T4_npy_one_dim": lambda t: (_sample(t, _npy(t, "v.npy", np.arange(10.0))), "v.npy"),
+    "T5_npz_object_dtype": lambda t: (np.savez(t / "o.npz", image=np.array([[{"a": 1}]], dtype=object)) or
+                                      _sample(t, t / "o.npz"), "o.npz"),
+    "T5_npz_bad_crc": lambda t: (_sample(t, _bad_crc_npz(t)), "crc.npz"),
+    "T5_npz_string_spacing": lambda t: (_sample(t, _npz(t, "s.npz", image=np.random.rand(8, 8), spacing=np.array(["a", "b"]))), "s.npz"),
+    "T5_npy_string_dtype": lambda t: (_sample(t, _npy(t, "str.npy", np.array([["a", "b"], ["c", "d"]]))), "str.npy"),
+    # T3: PNG text chunk
+    "T3_png_window_malformed": lambda t: (_sample(t, _png_window(t, "not numbers")), "w.png"),
+    "T3_png_window_reversed": lambda t: (_sample(t, _png_window(t, "5 1")), "w.png"),
+    # S3 / S4 / M7: TIFF
+    "S4_tiff_pages_differ": lambda t: (_tiff_pages(t, [(8, 8), (4, 4)]) and _sample(t, t / "p.tif"), "p.tif"),
+    "M7_tiff_gray_alpha": lambda t: (tifffile.imwrite(t / "ga.tif", np.ones((8, 8, 2), np.uint8), photometric="minisblack",
+                                                      extrasamples=["unassalpha"]) or _sample(t, t / "ga.tif"), "ga.tif"),
+    # S8 / S9 / S10 / T11 / T12 / M2 / M5 / M6
+    "S8_degrade_factor_too_large": lambda t: (["degrade", "-i", str(_npy(t, "small.npy", np.random.rand(16, 16))), "-o",
+                                               str(t / "o"), "--task", "sr", "--factor", "64"], "--factor 64"),
+    "S9_study_real_is_method": lambda t: (["study", "create", str(t / "st"), "--real", str(_pngs(t)), "--method", f"m={t / 'imgs'}"],
+                                          "imgs"),
+    "S10_study_inside_real": lambda t: (["study", "create", str(_pngs(t) / "st"), "--real", str(t / "imgs"), "--method",
+                                         f"m={NIFTI.parent}"], "imgs"),
+    "T11_seed_negative": lambda t: (_sample(t, NIFTI, None, "--seed", "-1"), "--seed -1"),
+    "T12_symlink_loop_input": lambda t: (_sample(t, _symlink_loop(t)), "loop"),
+    "M2_truncated_dicom": lambda t: (_sample(t, _truncated(t)), "truncated"),
+    "M5_output_is_fifo": lambda t: (_sample(t, NIFTI, _fifo(t)), "FIFO"),
+    "M6_device_banana": lambda t: (["sample", "--checkpoint", "sr_x4_general_1step", "-i", str(NIFTI), "-o", str(t / "o"),
+                                    "--device", "banana", "--no-progress"], "--device banana"),
 }
+
+
+def _bits_8(k: int, ds) -> None:
+    if k == 1:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelRepresentation = 0
+        ds.PixelData = (ds.pixel_array // 256).astype(np.uint8).tobytes() if False else bytes(ds.Rows * ds.Columns)
+
+
+def _tiff_pages(t: Path, shapes) -> bool:
+    with tifffile.TiffWriter(t / "p.tif") as w:
+        for shp in shapes:
+            w.write(np.ones(shp, np.uint16), photometric="minisblack")
+    return True
+
+
+def _truncated(t: Path) -> Path:
+    data = CT.read_bytes()
+    (t / "cut.dcm").write_bytes(data[: len(data) - 20000])
+    return t / "cut.dcm"
+
+
+CT = Path(get_testdata_file("CT_small.dcm"))
+MR = Path(get_testdata_file("MR_small.dcm"))
+
+
+def _ct(t: Path, name: str = "bad.dcm", **tags) -> Path:
+    """CT_small with `tags` set, written as implicit VR so text in a numeric (DS) tag reaches the reader as it
+    would from a broken scanner (pydicom refuses to encode it as DS)."""
+    from pydicom.dataelem import DataElement
+    from pydicom.datadict import tag_for_keyword
+
+    ds = pydicom.dcmread(CT)
+    for k, v in tags.items():
+        tag = tag_for_keyword(k)
+        if v is None:
+            del ds[tag]
+        elif isinstance(v, str):
+            ds[tag] = DataElement(tag, "LO", v)
+        else:
+            ds[tag] = DataElement(tag, "LO", "\\".join(str(x) for x in v))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    (t / name).parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(t / name, implicit_vr=True, little_endian=True)
+    return t / name
+
+
+def _series(t: Path, n: int = 3, per_slice=None, name: str = "series") -> Path:
+    """n single-frame slices of MR_small 2 mm apart; per_slice(k, ds) edits slice k."""
+    folder = t / name
+    folder.mkdir(parents=True)
+    uid = pydicom.uid.generate_uid()
+    for k in range(n):
+        ds = pydicom.dcmread(MR)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, pydicom.uid.generate_uid()
+        ds.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.InstanceNumber = k + 1
+        if per_slice is not None:
+            per_slice(k, ds)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(folder / f"s{k}.dcm", implicit_vr=True, little_endian=True)
+    return folder
+
+
+def _set(**tags):
+    def edit(k, ds):
+        from pydicom.dataelem import DataElement
+        from pydicom.datadict import tag_for_keyword
+
+        for key, values in tags.items():
+            if isinstance(values[k], str):
+                ds[tag_for_keyword(key)] = DataElement(tag_for_keyword(key), "LO", values[k])
+            else:
+                setattr(ds, key, values[k])
+    return edit
+
+
+def _npy(t: Path, name: str, arr) -> Path:
+    np.save(t / name, arr, allow_pickle=False)
+    return t / name
+
+
+def _npz(t: Path, name: str, **arrays) -> Path:
+    np.savez(t / name, **arrays)
+    return t / name
+
+
+def _nifti_affine(t: Path, srow_x) -> Path:
+    """A NIfTI whose sform row x is `srow_x` (patched into the header: nibabel would rewrite it on save)."""
+    img = nib.Nifti1Image(np.arange(64, dtype=np.float32).reshape(4, 4, 4), np.eye(4))
+    img.header.set_qform(None, code=0)
+    nib.save(img, str(t / "geo.nii"))
+    data = bytearray((t / "geo.nii").read_bytes())
+    data[280:296] = np.asarray(srow_x, "<f4").tobytes()  # srow_x: bytes 280..295 of a NIfTI-1 header
+    (t / "geo.nii").write_bytes(bytes(data))
+    return t / "geo.nii"
+
+
+def _bad_crc_npz(t: Path) -> Path:
+    path = _npz(t, "crc.npz", image=np.arange(64, dtype=np.float32).reshape(8, 8))
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x93NUMPY") + 200
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _png_window(t: Path, text: str) -> Path:
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("meddiff_window", text)
+    Image.fromarray((np.arange(256).reshape(16, 16)).astype(np.uint8)).save(t / "w.png", pnginfo=info)
+    return t / "w.png"
+
+
+def _symlink_loop(t: Path) -> Path:
+    (t / "loop").symlink_to(t / "loop")
+    return t / "loop"
+
+
+def _fifo(t: Path) -> Path:
+    os.mkfifo(t / "fifo")
+    return t / "fifo"
+
+
+def _garbage_prepared(t: Path) -> Path:
+    import shutil
+
+    d = t / "prep"
+    d.mkdir()
+    (d / "manifest.csv").write_text("split,index,case_id,patient_id\n")
+    (d / "normalisation.json").write_text('{"patients": {}}')
+    for split in ("train", "val", "test"):
+        (d / f"{split}.npy").write_bytes(b"garbage, not an npy file" * 10)
+    (d / MARKER).write_text(json.dumps({"written_by": "meddiff", "verb": "prepare"}))
+    del shutil
+    return d
 
 
 def _cfg(t: Path, text: str) -> list[str]:
