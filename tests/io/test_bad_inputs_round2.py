@@ -178,7 +178,7 @@ CASES = {
     "T12_symlink_loop_input": lambda t: (_sample(t, _symlink_loop(t)), "loop"),
     "M2_truncated_dicom": lambda t: (_sample(t, _truncated(t)), "truncated"),
     "M5_output_is_fifo": lambda t: (_sample(t, NIFTI, _fifo(t)), "FIFO"),
-    "M6_device_banana": lambda t: (["sample", "--checkpoint", "sr_x4_general_1step", "-i", str(NIFTI), "-o", str(t / "o"),
+    "M6_device_banana": lambda t: (["sample", "--method", "median", "-i", str(NIFTI), "-o", str(t / "o"),
                                     "--device", "banana", "--no-progress"], "--device banana"),
 }
 

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         return generate(args)  # a VDM without an input generates
     if args.label is not None and fmt != VDM.name:
         raise InputError("--label applies to class-conditional VDM checkpoints only")
-    written = restore(Request.from_namespace(args), pick_device(args.device))
+    written = restore(Request.from_namespace(args), pick_device(args.device, what="--device"))
     print(f"wrote {len(written)} file(s) under {args.output}: {written.summary}")
     return 0
 

@@ -60,6 +60,9 @@ def regridded(vol: Volume, shape: tuple[int, ...]) -> tuple[tuple[float, ...], n
     return tuple(float(sp * s) for sp, s in zip(vol.spacing, scale)), np.asarray(vol.affine, float) @ m
 
 
+MIN_LOWRES = 4  # pixels a side of a super-resolution measurement
+
+
 def degrade_slices(x: torch.Tensor, task: TaskConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """[N, 1, H, W] in [-1, 1] -> (degraded input, hole mask or None, levels drawn); SR returns the
     low-resolution measurement [N, 1, h, w]."""
@@ -110,6 +113,11 @@ def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, se
     rel = (folder / stem).as_posix()
     norm = Normalisation.from_volume(vol, percentiles=percentiles)
     x = torch.from_numpy(to_slices(norm.forward(vol.array), axis).copy()).float()[:, None]
+    if task.kind == "sr" and min(round(n / task.sr_factor) for n in x.shape[-2:]) < MIN_LOWRES:
+        h, w = x.shape[-2:]
+        raise InputError(f"--factor {task.sr_factor:g}: {item.path} is {h}x{w} pixels, so its low-resolution image would be "
+                         f"{round(h / task.sr_factor)}x{round(w / task.sr_factor)}; expected a factor of at most "
+                         f"{min(h, w) / MIN_LOWRES:g} (at least {MIN_LOWRES} pixels a side)")
     g = torch.Generator().manual_seed(image_seed(seed, rel))
     y, mask, levels = degrade_slices(x, task, g)
     arr = from_slices(norm.inverse(y[:, 0]).numpy(), vol.ndim, axis).astype(np.float32)

@@ -31,6 +31,18 @@ from .atomic import atomic_write_text, check_writable_dir
 MARKER = ".meddiff-output.json"
 
 
+def _kind(path: Path) -> str:
+    """'a file', 'a FIFO (named pipe)', 'a character device', ... for messages."""
+    import stat  # noqa: PLC0415
+
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a file"
+
+
 def _is_within(child: Path, parent: Path) -> bool:
     """True if `child` is `parent` or lies inside it (both resolved)."""
     return child == parent or parent in child.parents
@@ -86,12 +98,16 @@ def check_not_input(output: str | Path, inputs: Iterable[str | Path | None] = ()
     """Refuse (InputError) an output that is a file, equals an input or contains one (see check_output_dir)."""
     output = Path(output)
     if output.exists() and not output.is_dir():
-        raise InputError(f"output {output} is a file; expected a folder (or a path that does not exist yet)")
+        raise InputError(f"output {output} is {_kind(output)}; expected a folder (or a path that does not exist yet)")
     out = output.resolve()
     for inp in inputs:
         if inp is None:
             continue
-        src = Path(inp).resolve()
+        try:
+            src = Path(inp).resolve(strict=Path(inp).is_symlink())
+        except (RuntimeError, OSError) as e:  # a link loop (Python 3.11: RuntimeError; 3.13: OSError ELOOP)
+            raise InputError(f"{inp}: a symbolic link that loops (it leads back to itself: {e}); expected a file or "
+                             "folder") from None
         if _is_within(src, out):
             what = "is" if src == out else "contains"
             raise InputError(f"output folder {output} {what} the input {inp}; choose an output folder outside the inputs "

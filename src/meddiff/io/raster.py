@@ -79,6 +79,16 @@ def read_tiff(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
             series = tif.series[0]
             axes = series.axes
             arr = series.asarray()
+            shapes = [(tuple(s.shape), s.axes, str(s.dtype)) for s in tif.series]
+            if len(shapes) > 1:  # pages stored as separate series: one volume only if they are alike 2D planes
+                if len(set(shapes)) > 1 or len(shapes[0][0]) != 2:
+                    detail = ", ".join(f"{'x'.join(map(str, shp))} {ax} {dt}" for shp, ax, dt in shapes[:6])
+                    raise InputError(f"{path}: TIFF holds {len(shapes)} images that differ ({detail}); expected one image, "
+                                     "or pages of one size and type (a volume)")
+                arr = np.stack([s.asarray() for s in tif.series])
+                axes = "Q" + axes
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: file not found; expected a TIFF file") from None
     except Exception as e:
@@ -193,7 +203,8 @@ def write_tiff(array: np.ndarray, path: Path, *, dtype: str, description: str) -
     arr = np.asarray(array, np.float64)
     rng = integer_range(dtype)
     data = np.clip(np.round(arr), *rng).astype(dtype) if rng else arr.astype(np.float32)
-    tifffile.imwrite(path, data, description=description, software="meddiff", metadata=None)
+    # minisblack always: 3 or 4 pages of a gray volume are pages, never one RGB(A) image
+    tifffile.imwrite(path, data, description=description, software="meddiff", metadata=None, photometric="minisblack")
 
 
 def write_numpy(array: np.ndarray, path: Path, *, spacing: tuple[float, ...]) -> None:

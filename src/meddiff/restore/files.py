@@ -262,6 +262,20 @@ def _thick_planes(args: Request, task: TaskConfig, x: torch.Tensor):
     return x, torch.ones_like(x), x, thick_slices(x, f, 0)
 
 
+def check_samples_memory(samples: int, planes: torch.Tensor, source: Path) -> None:
+    """--samples S keeps S restored copies of every slice (then mean, std and each sample are written): refuse,
+    before sampling, a request that cannot fit in the memory this machine has free."""
+    from ..memory import available_bytes
+
+    n, _, h, w = planes.shape
+    need = samples * n * h * w * 4 * 3  # the samples, their float64 summaries and one written copy
+    free = available_bytes(torch.device("cpu"))  # the samples are gathered on the CPU
+    if need > free:
+        raise InputError(f"--samples {samples}: the samples of {source} ({n} slices of {h}x{w}) need about "
+                         f"{need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB of memory is free; expected at most "
+                         f"{max(1, int(samples * free / need))} samples")
+
+
 def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     """One input through the pipeline (restore_files); returns the files written."""
     from .domain import domain_postcheck, domain_precheck
@@ -273,6 +287,7 @@ def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     cond, mask, planes, lowres = condition_planes(args, task, run.deg, vol, item, x)
     domain = getattr(run.restore_slices, "domain", None)
     report = None if domain is None else domain_precheck(args, domain, item.path, vol, x, lowres is not None)
+    check_samples_memory(args.samples, planes, item.path)
     before = run.bar.slices
     out = run.restore_slices(planes, lowres, item.path, run.bar)
     run.bar.slices_done(planes.shape[0] - (run.bar.slices - before))  # restorers that do not count slices
