@@ -26,6 +26,7 @@ from meddiff.io.outdir import MARKER
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "demo_sr_x4.yaml"
 NIFTI = samples_dir("colin27") / "colin27" / "axial.nii.gz"
+CKPT = ROOT / "src" / "meddiff" / "checkpoints" / "demo_sr_x4.safetensors"
 
 
 def _marked(folder: Path, verb: str, **files: bytes) -> Path:
@@ -178,9 +179,27 @@ CASES = {
     "T12_symlink_loop_input": lambda t: (_sample(t, _symlink_loop(t)), "loop"),
     "M2_truncated_dicom": lambda t: (_sample(t, _truncated(t)), "truncated"),
     "M5_output_is_fifo": lambda t: (_sample(t, NIFTI, _fifo(t)), "FIFO"),
+    "S11_degrade_unconditional_vdm": lambda t: (["degrade", "-i", str(NIFTI), "-o", str(t / "o"), "--checkpoint",
+                                                 str(_vdm_file(t))], "unconditional VDM"),
+    "T10_samples_beyond_memory": lambda t: (["sample", "--checkpoint", str(CKPT), "-i", str(NIFTI), "-o", str(t / "o"),
+                                             "--samples", "100000000", "--no-progress"], "--samples 100000000"),
     "M6_device_banana": lambda t: (["sample", "--method", "median", "-i", str(NIFTI), "-o", str(t / "o"),
                                     "--device", "banana", "--no-progress"], "--device banana"),
 }
+
+
+def _vdm_file(t: Path) -> Path:
+    """A model file whose metadata is that of an unconditional VDM (weights are not read by degrade)."""
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    from meddiff import config as config_mod
+
+    cfg = config_mod.from_dict({"objective": "vdm", "model": {"channels": [16], "attention_levels": [False], "norm_groups": 4}})
+    save_file({"w": torch.zeros(1)}, str(t / "vdm.safetensors"),
+              metadata={"format": "meddiff-vdm-v1", "config": yaml.safe_dump(config_mod.to_dict(cfg))})
+    return t / "vdm.safetensors"
 
 
 def _bits_8(k: int, ds) -> None:

@@ -87,3 +87,46 @@ def test_series_description_fits_and_keeps_the_method(tmp_path):
     (f,) = write_volume(v, tmp_path / "o.dcm", description=long)
     ds = pydicom.dcmread(f)
     assert ds.SeriesDescription == "meddiff sr (restored); ..." and "0.9-1.1 mm" in ds.ImageComments
+
+
+# --------------------------------------------------------------------------- silent wrong results (S1, S3, S5)
+
+
+def test_uneven_slices_keep_their_positions(tmp_path):
+    """S1: slices at z = 0, 5, 25 mm come back at 0, 5, 25, with no SpacingBetweenSlices."""
+    mr = Path(get_testdata_file("MR_small.dcm"))
+    folder = tmp_path / "uneven"
+    folder.mkdir()
+    uid = pydicom.uid.generate_uid()
+    for k, z in enumerate((0.0, 5.0, 25.0)):
+        ds = pydicom.dcmread(mr)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, pydicom.uid.generate_uid()
+        ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.InstanceNumber = [0.0, 0.0, z], [1, 0, 0, 0, 1, 0], k + 1
+        ds.save_as(folder / f"s{k}.dcm")
+    assert main(["sample", "--method", "median", "-i", str(folder), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    files = sorted((tmp_path / "o").rglob("*.dcm"))
+    got = sorted(float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in files)
+    assert got == [0.0, 5.0, 25.0]
+    assert all("SpacingBetweenSlices" not in pydicom.dcmread(f) for f in files)
+
+
+def test_multipage_gray_tiff_stays_pages(tmp_path):
+    """S3: a 3-page gray TIFF volume is written back as 3 gray pages (not one RGB page) and reads back the same."""
+    import tifffile
+
+    vol = (np.arange(3 * 16 * 16).reshape(3, 16, 16) % 200).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "v.tif", vol, photometric="minisblack")
+    v = read_volume(tmp_path / "v.tif")
+    (out,) = write_volume(v, tmp_path / "back.tif")
+    with tifffile.TiffFile(out) as tif:
+        assert len(tif.pages) == 3 and tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+    np.testing.assert_array_equal(read_volume(out).array, v.array)
+
+
+def test_npz_spacing_survives_sample(tmp_path):
+    """S5: an .npz input with spacing is written as .npz with that spacing."""
+    np.savez(tmp_path / "a.npz", image=np.random.default_rng(0).random((16, 16)), spacing=np.array([0.7, 0.3]))
+    assert main(["sample", "--method", "median", "-i", str(tmp_path / "a.npz"), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    (out,) = sorted((tmp_path / "o").glob("*.np*"))
+    assert out.suffix == ".npz"
+    np.testing.assert_allclose(np.load(out)["spacing"], [0.7, 0.3])

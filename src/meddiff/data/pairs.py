@@ -122,7 +122,7 @@ def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, se
     y, mask, levels = degrade_slices(x, task, g)
     arr = from_slices(norm.inverse(y[:, 0]).numpy(), vol.ndim, axis).astype(np.float32)
     spacing, affine = (vol.spacing, vol.affine) if arr.shape == vol.shape else regridded(vol, arr.shape)
-    ext = _EXT.get(item.kind, ".nii.gz")
+    ext = ".npz" if item.kind == "numpy" and item.path.suffix.lower() == ".npz" else _EXT.get(item.kind, ".nii.gz")
     what = f"meddiff degrade {task.kind} " + json.dumps(levels if task.kind == "sr" else {"seed": seed})
     degraded = Volume(arr, spacing, affine, vol.patient_id, vol.source, {**vol.meta, "derived": what})
     written = write_volume(degraded, out / "input" / folder / f"{stem}{ext}", reference=vol if arr.shape == vol.shape else None,

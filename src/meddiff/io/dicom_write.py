@@ -106,6 +106,7 @@ def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float
     ds.SliceThickness = _ds(thickness) if thickness else ""
     if spacing_between is not None and position is not None:
         ds.SpacingBetweenSlices = _ds(spacing_between)
+    if position is not None and (spacing_between is not None or "SpacingBetweenSlices" not in ds):
         ds.SliceLocation = _ds(float(np.dot(position, np.cross(plane["x_dir"], plane["y_dir"]))))
     if source_item is not None:
         ds.SourceImageSequence = Sequence([source_item])
@@ -147,10 +148,19 @@ def slice_positions(plane: Mapping[str, Any], n: int, meta: Mapping[str, Any]) -
     src = [np.asarray(p, float) for p in src]
     normal = np.cross(plane["x_dir"], plane["y_dir"])
     shift = plane["origin"] - src[0]
-    steps = [float(np.dot(b - a, normal)) for a, b in zip(src, src[1:])]
     ours = float(np.dot(plane["step"], normal))
-    same_stack = abs(float(np.dot(shift, normal))) < 1e-3 and all(abs(d - ours) < max(0.1 * abs(ours), 0.05) for d in steps)
+    extent = float(np.dot(src[-1] - src[0], normal))  # the source's first-to-last distance, even or uneven slices
+    same_stack = abs(float(np.dot(shift, normal))) < 1e-3 and abs(extent - ours * (n - 1)) < max(0.01 * abs(extent), 0.05)
     return [p + shift for p in src] if same_stack else even
+
+
+def uneven(positions: list, plane: Mapping[str, Any]) -> bool:
+    """True when the slice positions along the normal are not evenly spaced (then no SpacingBetweenSlices)."""
+    if len(positions) < 3 or any(p is None for p in positions):
+        return False
+    normal = np.cross(plane["x_dir"], plane["y_dir"])
+    gaps = np.diff([float(np.dot(p, normal)) for p in positions])
+    return bool(np.max(np.abs(gaps - np.median(gaps))) > 0.01 * abs(float(np.median(gaps))) + 1e-3)
 
 
 def volume_datasets(array: np.ndarray, affine: np.ndarray, header: Dataset, meta: Mapping[str, Any], *,
@@ -169,7 +179,11 @@ def volume_datasets(array: np.ndarray, affine: np.ndarray, header: Dataset, meta
     positions = slice_positions(plane, n, meta) if geometry_known else [None] * n
     normal = np.cross(plane["x_dir"], plane["y_dir"])
     between = None if array.ndim == 2 else (abs(float(np.dot(plane["step"], normal))) or plane["thickness"])
+    if between is not None and uneven(positions, plane):
+        between = None  # uneven slices (kept at their own positions): there is no one spacing between them
     thickness = meta.get("slice_thickness") or (between if array.ndim == 3 else (plane["thickness"] if geometry_known else None))
+    if thickness is None and array.ndim == 3 and geometry_known:
+        thickness = float(np.median(np.abs(np.diff([float(np.dot(p, normal)) for p in positions]))))
     planes = [stored] if array.ndim == 2 else list(stored)
     return [slice_dataset(header, planes[k], slope, icpt, plane=plane, position=positions[k], index=k, thickness=thickness,
                           spacing_between=between, window=window, with_spacing=spacing_known(meta),

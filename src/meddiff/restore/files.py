@@ -105,6 +105,8 @@ def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str, *, input_roo
     kind = item.kind if fmt == "same" else fmt
     stem = strip_image_suffix(item.path.name)
     ext = _EXT.get(kind, ".nii.gz")
+    if kind == "numpy" and item.path.suffix.lower() == ".npz":
+        ext = ".npz"  # keeps the spacing an .npz carries
     if patient_folder:
         return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
     rel = Path()
@@ -285,9 +287,9 @@ def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
     x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]
     cond, mask, planes, lowres = condition_planes(args, task, run.deg, vol, item, x)
+    check_samples_memory(args.samples, planes, item.path)
     domain = getattr(run.restore_slices, "domain", None)
     report = None if domain is None else domain_precheck(args, domain, item.path, vol, x, lowres is not None)
-    check_samples_memory(args.samples, planes, item.path)
     before = run.bar.slices
     out = run.restore_slices(planes, lowres, item.path, run.bar)
     run.bar.slices_done(planes.shape[0] - (run.bar.slices - before))  # restorers that do not count slices
