@@ -77,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = ["meddiff", *(sys.argv[1:] if argv is None else map(str, argv))]  # recorded as provenance
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from .io import outdir
+
+    outdir.forget_claims()
     try:
-        result = args.func(args)
+        result = _run_verb(args)
     except MeddiffError as e:
         if args.verbose:
             raise
@@ -93,6 +96,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meddiff {args.verb}: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     return int(result or 0)
+
+
+def _run_verb(args: argparse.Namespace):
+    """Run the verb; if it fails (any error, not an interruption), remove the output folders it created."""
+    from .io import outdir
+
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        outdir.discard_claims()
+        raise
+    if result:
+        outdir.discard_claims()
+    return result
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -366,6 +366,63 @@ def check_override(text: str, path: list[str], value: Any) -> None:
             raise ConfigError(f"override {text!r}: {e}") from None
 
 
+MAX_YAML_DEPTH = 64  # a config is 2 levels deep; deeper nesting is refused before Python's recursion limit
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """safe_load that refuses what a config never needs and an attacker or a typo would use: a key given twice
+    in one mapping (the later would silently win over part of the earlier), nesting deeper than
+    MAX_YAML_DEPTH, and aliases of lists or mappings (an alias bomb: 1 KB expanding to gigabytes)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None and not isinstance(node, yaml.ScalarNode):
+                raise ConfigError(f"line {event.start_mark.line + 1}: alias *{event.anchor} repeats a list or mapping; "
+                                  "expected a config without YAML aliases of lists or mappings (write the values out)")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"line {mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep; expected "
+                                  "SECTION: {KEY: VALUE} (2 levels)")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader names it
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise ConfigError(f"line {line}: key {key!r} is given twice (first on line {first}); expected each key "
+                                  "once per section (merge the two)")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse config YAML with :class:`_ConfigLoader`; errors are ConfigError naming `where`."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where} is not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply; expected SECTION: {{KEY: VALUE}}") from None
+
+
 def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (or start from defaults) and apply SECTION.KEY=VALUE overrides."""
     values: dict[str, Any] = {}
@@ -374,11 +431,10 @@ def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Confi
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start}: {e.reason}); expected a YAML file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {' '.join(str(e).split())}") from None
+        loaded = load_yaml(text, f"config file {p}")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: expected a mapping of sections at the top level")
         values = loaded or {}
@@ -408,6 +464,9 @@ def save(cfg: Config, path: str | Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+MAX_TIMESTEPS = 100_000
+
+
 def _validate(cfg: Config) -> None:
     m = cfg.model
     if m.spatial_dims not in (2, 3):
@@ -416,19 +475,49 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.attention_levels has {len(m.attention_levels)} entries but model.channels has {len(m.channels)}"
         )
+    if not m.channels or any(c < 1 for c in m.channels):
+        raise ConfigError(f"model.channels: expected a non-empty list of positive widths, got {list(m.channels)}")
+    if m.norm_groups < 1:
+        raise ConfigError(f"model.norm_groups: expected an integer >= 1, got {m.norm_groups}")
     for c in m.channels:
         if c % m.norm_groups:
             raise ConfigError(f"model.channels: {c} is not divisible by model.norm_groups={m.norm_groups}")
+    if m.num_heads < 1:
+        raise ConfigError(f"model.num_heads: expected an integer >= 1, got {m.num_heads}")
+    for c, att in zip(m.channels, m.attention_levels):
+        if att and c % m.num_heads:
+            raise ConfigError(f"model.num_heads: {m.num_heads} heads do not divide the {c} channels of an attention level; "
+                              "expected a divisor of every width with attention")
+    if m.num_res_blocks < 1:
+        raise ConfigError(f"model.num_res_blocks: expected an integer >= 1, got {m.num_res_blocks}")
+    if not (0.0 <= m.dropout < 1.0):
+        raise ConfigError(f"model.dropout: expected a number in [0, 1), got {m.dropout}")
     d = cfg.diffusion
     if not (0 < d.beta_start < d.beta_end < 1):
         raise ConfigError(f"diffusion: expected 0 < beta_start < beta_end < 1, got {d.beta_start}, {d.beta_end}")
-    if d.timesteps < 1:
-        raise ConfigError(f"diffusion.timesteps: expected >= 1, got {d.timesteps}")
+    if not 1 <= d.timesteps <= MAX_TIMESTEPS:
+        raise ConfigError(f"diffusion.timesteps: expected 1..{MAX_TIMESTEPS} (the paper uses 2000), got {d.timesteps}")
     if not (1 <= cfg.sampler.steps <= d.timesteps):
         raise ConfigError(f"sampler.steps: expected 1..{d.timesteps}, got {cfg.sampler.steps}")
     if cfg.train.batch_size < 1 or cfg.train.steps < 0:
         raise ConfigError("train.batch_size must be >= 1 and train.steps >= 0")
     t = cfg.train
+    finite = lambda v: v == v and abs(v) != float("inf")  # noqa: E731
+    rules = [  # the messages of meddiff.train.loop.check_train_config (checked here, before any work)
+        ("lr", finite(t.lr) and t.lr > 0, "> 0"), ("log_every", t.log_every >= 1, ">= 1"),
+        ("ckpt_every", t.ckpt_every >= 1, ">= 1"), ("keep_last", t.keep_last >= 0, ">= 0 (0 keeps all)"),
+        ("warmup_steps", t.warmup_steps >= 0, ">= 0"), ("ema_decay", 0.0 <= t.ema_decay <= 1.0, "in [0, 1]"),
+        ("grad_clip", finite(t.grad_clip) and t.grad_clip >= 0, ">= 0 (0 = no clipping)"),
+        ("weight_decay", finite(t.weight_decay) and t.weight_decay >= 0, ">= 0"),
+        ("threads", t.threads >= 0, ">= 0 (0 = torch default)"),
+        ("betas", all(0.0 <= b < 1.0 for b in t.betas), "two values in [0, 1)"),
+    ]
+    for key, ok, expected in rules:
+        if not ok:
+            raise ConfigError(f"train.{key}: expected {expected}, got {getattr(t, key)!r}")
+    if cfg.data.size < 1 or cfg.data.crop < 0 or cfg.data.num_workers < 0:
+        raise ConfigError(f"data.size >= 1, data.crop >= 0 and data.num_workers >= 0 expected, got "
+                          f"{cfg.data.size}, {cfg.data.crop}, {cfg.data.num_workers}")
     if t.lr_min < 0 or t.lr_decay_steps < 0:
         raise ConfigError(f"train.lr_min and train.lr_decay_steps: expected >= 0, got {t.lr_min}, {t.lr_decay_steps}")
     _validate_vdm(cfg)

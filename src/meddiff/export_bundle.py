@@ -103,7 +103,7 @@ def export_monai_bundle(checkpoint, dest: str | Path, *, overwrite: bool = False
     from .io.outdir import check_output_dir, mark
 
     dest = Path(dest)
-    check_output_dir(dest, [], overwrite=overwrite)
+    check_output_dir(dest, [], overwrite=overwrite, verb="export")
     card = _card(checkpoint)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))

@@ -74,7 +74,7 @@ def test_mr_series_kept_uids_references_positions_and_acquisition(tmp_path, emri
     assert sidecar["steps"] == 7 and sidecar["meddiff_version"] and "command" in sidecar and len(sidecar["files"]) == 5
     back = read_volume(tmp_path / "out")
     assert back.meta["slice_gaps_mm"] == pytest.approx(np.diff(GAPS), abs=1e-4)  # uneven positions survive
-    np.testing.assert_allclose(back.array, vol.array * 0.5, atol=float(out[0].RescaleSlope) / 2 + 1e-4)
+    np.testing.assert_allclose(back.array, vol.array * 0.5, atol=float(out[0].RealWorldValueMappingSequence[0].RealWorldValueSlope) / 2 + 1e-4)
 
 
 def test_deidentified_run_remaps_uids_consistently(tmp_path, emri_small, mr_small):

@@ -51,7 +51,12 @@ def task_from_args(args: argparse.Namespace):
     if args.checkpoint is not None:
         from ..models import model_config
 
-        task = model_config(args.checkpoint).task
+        cfg = model_config(args.checkpoint)
+        if cfg.objective == "vdm" and not cfg.vdm.image_condition:
+            raise InputError(f"--checkpoint {args.checkpoint}: an unconditional VDM (it generates images from noise and "
+                             "restores none, so it has no degradation); expected a restoration model (super-resolution, "
+                             "denoising or inpainting), or --task")
+        task = cfg.task
     kind = args.task or task.kind
     changes = {"kind": kind, "sr_factors": ()}
     for flag, key, applies in (("factor", "sr_factor", "sr"), ("noise_std", "noise_std", "denoise"),

@@ -168,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     args.checkpoint = resolve_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT)  # a model name -> its file
     out: Path = args.out
-    check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite)
-    device = pick_device(args.device)
+    check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite, verb="demo")
+    device = pick_device(args.device, what="--device")
     cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device, precision=args.precision)
     steps = cfg.sampler.steps if args.steps is None else args.steps
     sampler = args.sampler or cfg.sampler.name

@@ -188,8 +188,8 @@ def run_volume(args: argparse.Namespace) -> int:
     if (args.slices is not None and args.slices < 1) or (args.crop is not None and args.crop < 8):
         raise InputError(f"meddiff demo --volume: expected --slices >= 1 and --crop >= 8, got {args.slices} and {args.crop}")
     args.checkpoint = resolve_checkpoint(args.checkpoint or default_volume_checkpoint())
-    check_output_dir(args.out, [args.checkpoint], overwrite=args.overwrite)
-    device = pick_device(args.device)
+    check_output_dir(args.out, [args.checkpoint], overwrite=args.overwrite, verb="demo")
+    device = pick_device(args.device, what="--device")
     cfg = load_model(args.checkpoint, expect_task="sr", device="cpu")[0]
     layout = layout_of(cfg)
     case = colin27_case(layout.thick, cfg.task.sr_factor, args.slices, args.crop)

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--label applies to class-conditional VDM checkpoints only")
     if sample_archive.requested(args):  # an archive that resumes (meddiff.restore.archive)
         return sample_archive.run(args)
-    written = restore(Request.from_namespace(args), pick_device(args.device))
+    written = restore(Request.from_namespace(args), pick_device(args.device, what="--device"))
     print(f"wrote {len(written)} file(s) under {args.output}: {written.summary}")
     return 0
 
@@ -153,4 +153,4 @@ def claim_output(args: argparse.Namespace) -> None:
     from ..io.outdir import check_output_dir
 
     inputs = [p for p in (getattr(args, "input", None), getattr(args, "mask", None)) if p is not None]
-    check_output_dir(args.output, inputs, overwrite=getattr(args, "overwrite", False))
+    check_output_dir(args.output, inputs, overwrite=getattr(args, "overwrite", False), verb="sample")

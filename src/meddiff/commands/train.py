@@ -69,7 +69,7 @@ def claim_out_dir(cfg, resume: bool) -> None:
     if resume or (out / "checkpoints").is_dir():  # a run folder (perhaps from before the marker existed)
         check_not_input(out, inputs)
     else:
-        check_output_dir(out, inputs, overwrite=written_by_meddiff(out), flag="--out NEW_FOLDER")
+        check_output_dir(out, inputs, overwrite=written_by_meddiff(out), flag="--out NEW_FOLDER", verb="train")
     if int(os.environ.get("RANK", "0")) == 0:
         mark(out, "train")
 

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from ..vdm.checkpoint import load_vdm
     from ..vdm.generate import generate_images, resolve_labels, write_generated
 
-    device = pick_device(args.device)
+    device = pick_device(args.device, what="--device")
     vdm = load_vdm(args.checkpoint, device=device)
     cfg = vdm.cfg
     from ..train.weights import use_weights

@@ -62,6 +62,19 @@ class Prepared:
         return SliceGeometry(*(int(r[k]) for k in keys))
 
 
+def _open_split(path: Path) -> np.ndarray:
+    """A split's slices memory-mapped: float32 [N, size, size]; anything else is an InputError naming the file."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # not an .npy file, truncated, pickled objects
+        raise InputError(f"{path}: cannot read as a prepared split ({type(e).__name__}: {' '.join(str(e).split())[:160]}); "
+                         "expected the float32 .npy `meddiff prepare` writes (run it again)") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.dtype.kind != "f":
+        raise InputError(f"{path}: holds {getattr(arr, 'dtype', type(arr).__name__)} of shape {getattr(arr, 'shape', '?')}; "
+                         "expected float32 slices [N, size, size] as `meddiff prepare` writes")
+    return arr
+
+
 def load_prepared(prepared_dir: str | Path) -> Prepared:
     """Open a folder written by `meddiff prepare` (arrays are memory-mapped, not read)."""
     root = Path(prepared_dir)
@@ -69,9 +82,12 @@ def load_prepared(prepared_dir: str | Path) -> Prepared:
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
         raise InputError(f"{root} is not a prepared folder (missing {', '.join(missing)}); run `meddiff prepare` first")
-    arrays = {s: np.load(root / f"{s}.npy", mmap_mode="r") for s in SPLITS}
+    arrays = {s: _open_split(root / f"{s}.npy") for s in SPLITS}
     with open(root / "manifest.csv", newline="") as f:
         all_rows = list(csv.DictReader(f))
+    if all_rows and not {"split", "index", "patient_id"} <= set(all_rows[0]):
+        raise InputError(f"{root / 'manifest.csv'}: columns {sorted(all_rows[0])[:8]}; expected those `meddiff prepare` "
+                         "writes (split, index, case_id, patient_id, ...)")
     rows = {s: tuple(r for r in all_rows if r["split"] == s) for s in SPLITS}
     for s in SPLITS:
         if len(rows[s]) != arrays[s].shape[0] or any(int(r["index"]) != k for k, r in enumerate(rows[s])):

@@ -95,10 +95,11 @@ class Normalisation:
                 raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
             lo, hi = (float(v) for v in np.percentile(values, [p_lo, p_hi]))
         if not hi > lo:
-            raise InputError(
-                f"{name}: intensity window is empty (lo={lo}, hi={hi}); the image is constant "
-                f"or the percentiles {percentiles} are too close"
-            )
+            if percentiles is None or float(values.min()) == float(values.max()):
+                raise InputError(f"{name}: every voxel has the value {lo:g}; a constant image has no intensity range to "
+                                 "normalise (expected an image with more than one value)")
+            raise InputError(f"{name}: the {percentiles[0]:g} and {percentiles[1]:g} percentiles are both {lo:g}; expected "
+                             "percentiles further apart (e.g. --clip-percentiles 0.5 99.5) or no clipping")
         return cls(lo=lo, hi=hi, clip=percentiles is not None, units=units)
 
     @classmethod
@@ -114,7 +115,7 @@ class Normalisation:
             raise InputError("no volumes to normalise")
         if units is None:
             units = str(vols[0].meta.get("units", "arbitrary"))
-        return cls.from_arrays([v.array for v in vols], percentiles, units, name=str(vols[0].patient_id))
+        return cls.from_arrays([v.array for v in vols], percentiles, units, name=str(vols[0].source))  # the file, never the patient id
 
     # ------------------------------------------------------------------ serialisation
 

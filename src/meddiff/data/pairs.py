@@ -1,6 +1,7 @@
 """Paired test sets from a user's own high-resolution images, with the training degradation.
 
-    OUT/truth/<rel>/<name>   the original image, copied byte for byte (the ground truth)
+    OUT/truth/<rel>/<name>   the original image (the ground truth): a DICOM source written again de-identified
+                             (same values, no patient/private tags, UIDs replaced), others copied unchanged
     OUT/input/<rel>/<name>   the degraded image (meddiff.data.degrade), same name, in the input's format
     OUT/mask/<rel>/<name>    inpainting only: the holes (1 = missing)
     OUT/pairs.json           task, seed, per-image noise levels / hole fractions, the command
@@ -59,6 +60,9 @@ def regridded(vol: Volume, shape: tuple[int, ...]) -> tuple[tuple[float, ...], n
     return tuple(float(sp * s) for sp, s in zip(vol.spacing, scale)), np.asarray(vol.affine, float) @ m
 
 
+MIN_LOWRES = 4  # pixels a side of a super-resolution measurement
+
+
 def degrade_slices(x: torch.Tensor, task: TaskConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """[N, 1, H, W] in [-1, 1] -> (degraded input, hole mask or None, levels drawn); SR returns the
     low-resolution measurement [N, 1, h, w]."""
@@ -83,8 +87,14 @@ def _rel_name(item: ImageItem, root: Path) -> tuple[Path, str]:
     return rel.parent, name
 
 
-def _copy_truth(item: ImageItem, dest: Path) -> None:
-    """The original file(s), unchanged: a file, or a DICOM series folder with its files."""
+def _copy_truth(item: ImageItem, dest: Path, vol=None, provenance: dict | None = None) -> list[Path]:
+    """The ground truth: a DICOM source is written again de-identified (same pixel values, no patient or
+    private tags, UIDs replaced as for the degraded input: never copied byte for byte); any other file is
+    copied unchanged (a file, or a series folder with its files)."""
+    if item.kind in ("dicom", "dicom_series") and vol is not None:
+        target = dest.with_suffix("") if item.kind == "dicom_series" else (dest if dest.suffix.lower() == ".dcm" else dest.with_name(dest.name + ".dcm"))
+        return write_volume(vol, target, synthetic=False, description="meddiff degrade: ground truth (the source, de-identified)",
+                            format="dicom", overwrite=True, provenance=provenance or {})
     if item.kind == "dicom_series":
         dest.mkdir(parents=True, exist_ok=True)
         for f in item.files:
@@ -92,6 +102,7 @@ def _copy_truth(item: ImageItem, dest: Path) -> None:
     else:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(item.path, dest)
+    return [dest]
 
 
 def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, seed: int, axis: int,
@@ -102,11 +113,16 @@ def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, se
     rel = (folder / stem).as_posix()
     norm = Normalisation.from_volume(vol, percentiles=percentiles)
     x = torch.from_numpy(to_slices(norm.forward(vol.array), axis).copy()).float()[:, None]
+    if task.kind == "sr" and min(round(n / task.sr_factor) for n in x.shape[-2:]) < MIN_LOWRES:
+        h, w = x.shape[-2:]
+        raise InputError(f"--factor {task.sr_factor:g}: {item.path} is {h}x{w} pixels, so its low-resolution image would be "
+                         f"{round(h / task.sr_factor)}x{round(w / task.sr_factor)}; expected a factor of at most "
+                         f"{min(h, w) / MIN_LOWRES:g} (at least {MIN_LOWRES} pixels a side)")
     g = torch.Generator().manual_seed(image_seed(seed, rel))
     y, mask, levels = degrade_slices(x, task, g)
     arr = from_slices(norm.inverse(y[:, 0]).numpy(), vol.ndim, axis).astype(np.float32)
     spacing, affine = (vol.spacing, vol.affine) if arr.shape == vol.shape else regridded(vol, arr.shape)
-    ext = _EXT.get(item.kind, ".nii.gz")
+    ext = ".npz" if item.kind == "numpy" and item.path.suffix.lower() == ".npz" else _EXT.get(item.kind, ".nii.gz")
     what = f"meddiff degrade {task.kind} " + json.dumps(levels if task.kind == "sr" else {"seed": seed})
     degraded = Volume(arr, spacing, affine, vol.patient_id, vol.source, {**vol.meta, "derived": what})
     written = write_volume(degraded, out / "input" / folder / f"{stem}{ext}", reference=vol if arr.shape == vol.shape else None,
@@ -117,8 +133,8 @@ def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, se
         written += write_volume(mvol, out / "mask" / folder / f"{stem}.nii.gz", synthetic=False,
                                 description="meddiff inpainting mask (1 = missing)", overwrite=True, provenance=provenance)
     truth = out / "truth" / folder / (item.path.name if item.kind != "dicom_series" else stem)
-    _copy_truth(item, truth)
-    return rel, levels, [*written, truth]
+    truth_files = _copy_truth(item, truth, vol, provenance)
+    return rel, levels, [*written, *truth_files]
 
 
 def make_pairs(inp: str | Path, out: str | Path, task: TaskConfig, *, seed: int = 0, axis: int = 0,
@@ -134,7 +150,7 @@ def make_pairs(inp: str | Path, out: str | Path, task: TaskConfig, *, seed: int 
     if not inp.exists():
         raise InputError(f"--input {missing(inp, 'an image file, a DICOM series folder or a folder of images')}")
     build_degradation(task)  # validates the task's ranges before any work
-    check_output_dir(out, [inp], overwrite=overwrite, inside_input_ok=not inp.is_dir())
+    check_output_dir(out, [inp], overwrite=overwrite, inside_input_ok=not inp.is_dir(), verb="degrade")
     items, root = _items(inp)
     if not items:
         raise InputError(f"{inp}: no readable image found")

@@ -236,7 +236,7 @@ def prepare(input_dir: str | Path, output_dir: str | Path, opts: PrepareOptions 
         raise InputError(f"input {missing(input_dir, 'a folder of images')}")
     if not input_dir.is_dir():
         raise InputError(f"input folder {input_dir} is a file; expected a folder of images (put the file in a folder)")
-    check_output_dir(output, [input_dir], overwrite=opts.overwrite, inside_input_ok=False)  # never an input, only a folder meddiff wrote
+    check_output_dir(output, [input_dir], overwrite=opts.overwrite, inside_input_ok=False, verb="prepare")  # never an input, only a folder meddiff wrote
     if opts.on_error not in ("stop", "skip"):
         raise InputError(f"--on-error: expected 'stop' or 'skip', got {opts.on_error!r}")
     split_counts(0, opts.split)  # validates the fractions before any work

@@ -71,7 +71,7 @@ def prepare_volumes(input_dir: str | Path, output_dir: str | Path, opts: VolumeO
     input_dir, output = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise InputError(f"input folder {input_dir} does not exist or is not a folder")
-    check_output_dir(output, [input_dir], overwrite=opts.overwrite, inside_input_ok=False)
+    check_output_dir(output, [input_dir], overwrite=opts.overwrite, inside_input_ok=False, verb="prepare")
     split_counts(0, opts.split)
     by_patient: dict[str, list[Any]] = defaultdict(list)
     for item in find_images(input_dir, patient_from=opts.patient_from):

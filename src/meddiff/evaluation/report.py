@@ -263,7 +263,7 @@ def claim_output(out: Path, groups: list[GroupSpec], overwrite: bool) -> None:
     from ..io.outdir import check_output_dir
 
     inputs = [p for g in groups for p in (*(d for _, d in g.methods), g.truth, g.input, g.mask, g.seg_labels)]
-    check_output_dir(out, inputs, overwrite=overwrite)
+    check_output_dir(out, inputs, overwrite=overwrite, verb="evaluate")
 
 
 def evaluate(args: argparse.Namespace) -> tuple[dict[str, GroupResult], Path]:

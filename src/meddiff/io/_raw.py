@@ -34,6 +34,11 @@ def colour_to_gray(arr: np.ndarray, source: Path, allow_rgb_to_gray: bool, what:
     Gray images stored as RGB (all channels equal) are accepted as they are. True colour is
     an InputError unless ``allow_rgb_to_gray`` (then BT.601 luma of the RGB channels).
     """
+    if arr.shape[-1] == 2:  # gray + alpha (PIL "LA", TIFF extra sample)
+        if not allow_rgb_to_gray:
+            raise InputError(f"{source}: {what} is gray with an alpha (transparency) channel, shape {arr.shape}; expected one "
+                             "gray channel (add --allow-rgb to use the gray channel and drop the alpha)")
+        return arr[..., 0], {"alpha_dropped": True}
     rgb = arr[..., :3]
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return rgb[..., 0], {"stored_as_rgb": True}

@@ -40,7 +40,7 @@ ACQUISITION_TAGS = (
     "SequenceName", "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle", "EchoTrainLength", "EchoNumbers",
     "NumberOfAverages", "ImagingFrequency", "ImagedNucleus", "MagneticFieldStrength", "PixelBandwidth",
     "KVP", "XRayTubeCurrent", "Exposure", "ExposureTime", "ConvolutionKernel", "FilterType", "ReconstructionDiameter",
-    "GantryDetectorTilt", "SpiralPitchFactor", "ContrastBolusAgent",
+    "GantryDetectorTilt", "SpiralPitchFactor", "ContrastBolusAgent", "Laterality", "PositionReferenceIndicator",
 )
 # Projection / photo modalities: images of one series are separate 2D images, not slices.
 PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "PX", "RG", "XA", "RF", "US", "ES", "XC", "OP", "SM", "OT", "SC"}
@@ -77,6 +77,38 @@ def read_dataset(path: Path, *, pixels: bool = True) -> Dataset:
         raise InputError(f"{path}: cannot read as DICOM ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
 
 
+def _where(ds: Dataset) -> str:
+    return str(getattr(ds, "filename", "") or "DICOM dataset")
+
+
+def _numbers(ds: Dataset, name: str, raw, count: int | None = None, *, expected: str = "") -> list[float]:
+    """The decimal values of attribute `name` (raw: its value) as finite floats; InputError naming the file,
+    the attribute and its text when they are not numbers, not finite, or not `count` of them."""
+    values = list(raw) if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else [raw]
+    text = "\\".join(str(v) for v in values)
+    what = expected or (f"{count} decimal number(s)" if count else "a decimal number")
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise InputError(f"{_where(ds)}: {name} is {text!r}, not numeric; expected {what}") from None
+    if count is not None and len(out) != count:
+        raise InputError(f"{_where(ds)}: {name} has {len(out)} value(s) ({text!r}); expected {what}")
+    if not all(np.isfinite(out)):
+        raise InputError(f"{_where(ds)}: {name} is {text!r}, not finite; expected {what}")
+    return out
+
+
+def _raw(ds: Dataset, name: str):
+    """ds[name].value, None when absent or empty; a value pydicom cannot convert is an InputError naming it."""
+    try:
+        if name not in ds:
+            return None
+        value = ds[name].value
+    except Exception as e:  # pydicom converting a malformed value
+        raise InputError(f"{_where(ds)}: {name} cannot be read ({type(e).__name__}: {e}); expected a valid value") from None
+    return None if value in (None, "") else value
+
+
 def _fg_item(ds: Dataset, frame: int | None, seq: str) -> Dataset | None:
     """Item of functional-group sequence `seq` for `frame` (per-frame first, then shared)."""
     if frame is not None and "PerFrameFunctionalGroupsSequence" in ds:
@@ -92,18 +124,37 @@ def _fg_item(ds: Dataset, frame: int | None, seq: str) -> Dataset | None:
 
 def _attr(ds: Dataset, frame: int | None, seq: str, name: str):
     """Attribute `name` from the top level, else from functional group `seq`."""
-    if name in ds and ds[name].value not in (None, ""):
-        return ds[name].value
+    value = _raw(ds, name)
+    if value is not None:
+        return value
     item = _fg_item(ds, frame, seq)
-    if item is not None and name in item and item[name].value not in (None, ""):
-        return item[name].value
+    if item is not None:
+        value = _raw(item, name)
+    return value
+
+
+def _real_world_map(ds: Dataset) -> tuple[float, float] | None:
+    """(slope, intercept) of a linear Real World Value Mapping item (how meddiff writes the values of an
+    MR image, whose IOD has no Modality LUT), None when there is none."""
+    for item in ds.get("RealWorldValueMappingSequence") or []:
+        slope, icpt = item.get("RealWorldValueSlope"), item.get("RealWorldValueIntercept")
+        if slope is not None and icpt is not None and "RealWorldValueLUTData" not in item:
+            return float(slope), float(icpt)
     return None
 
 
 def _rescale(ds: Dataset, frame: int | None) -> tuple[float, float]:
     slope = _attr(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
     icpt = _attr(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
-    return (float(slope) if slope is not None else 1.0), (float(icpt) if icpt is not None else 0.0)
+    if slope is None and icpt is None and str(ds.get("Modality", "")) == "MR":
+        rwv = _real_world_map(ds)
+        if rwv is not None:
+            return rwv
+    slope = _numbers(ds, "RescaleSlope", slope, 1)[0] if slope is not None else 1.0
+    icpt = _numbers(ds, "RescaleIntercept", icpt, 1)[0] if icpt is not None else 0.0
+    if slope == 0:
+        raise InputError(f"{_where(ds)}: RescaleSlope is 0 (every pixel would have the same value); expected a non-zero number")
+    return slope, icpt
 
 
 def _stored_range(ds: Dataset) -> tuple[int, int]:
@@ -195,21 +246,34 @@ def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.
 def _spacing_2d(ds: Dataset, frame: int | None, meta: dict) -> tuple[float, float]:
     for name in ("PixelSpacing", "ImagerPixelSpacing"):
         v = _attr(ds, frame, "PixelMeasuresSequence", name)
-        if v is not None and len(v) == 2 and all(float(s) > 0 for s in v):
+        if v is None:
+            continue
+        v = _numbers(ds, name, v, 2, expected="2 finite numbers (row\\column spacing in mm)")
+        if all(s > 0 for s in v):
             meta["spacing_source"] = name
-            return float(v[0]), float(v[1])
+            return v[0], v[1]
     meta["spacing_source"] = "none (1 mm assumed)"
     return 1.0, 1.0
 
 
 def _orientation(ds: Dataset, frame: int | None) -> np.ndarray | None:
+    """ImageOrientationPatient: two unit direction cosines at right angles, else InputError (a zero, parallel or
+    unnormalised pair would give a wrong or singular geometry, found only when writing)."""
     v = _attr(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient")
-    return np.asarray([float(x) for x in v]) if v is not None and len(v) == 6 else None
+    if v is None:
+        return None
+    o = np.asarray(_numbers(ds, "ImageOrientationPatient", v, 6, expected="6 direction cosines (row\\column)"))
+    norms = np.linalg.norm(o[:3]), np.linalg.norm(o[3:])
+    if max(abs(n - 1) for n in norms) > 0.01 or abs(float(o[:3] @ o[3:])) > 0.01:
+        raise InputError(f"{_where(ds)}: ImageOrientationPatient {[float(x) for x in o]} is not two unit vectors at right "
+                         "angles (lengths {:.3g}, {:.3g}; dot {:.3g}); expected orthonormal row and column cosines".format(
+                             *norms, float(o[:3] @ o[3:])))
+    return o
 
 
 def _position(ds: Dataset, frame: int | None) -> np.ndarray | None:
     v = _attr(ds, frame, "PlanePositionSequence", "ImagePositionPatient")
-    return np.asarray([float(x) for x in v]) if v is not None and len(v) == 3 else None
+    return None if v is None else np.asarray(_numbers(ds, "ImagePositionPatient", v, 3, expected="3 finite numbers (x\\y\\z in mm)"))
 
 
 def _base_meta(ds: Dataset, source: Path) -> dict[str, Any]:
@@ -226,14 +290,16 @@ def _base_meta(ds: Dataset, source: Path) -> dict[str, Any]:
         "sop_class": str(ds.get("SOPClassUID", "") or ""),
         "frame_of_reference": str(ds.get("FrameOfReferenceUID", "") or ""),
         "acquisition": {t: ds[t].value for t in ACQUISITION_TAGS if t in ds and ds[t].value not in (None, "")},
+        "image_type": [str(v) for v in (ds.get("ImageType") or [])] if not isinstance(ds.get("ImageType"), str)
+        else [str(ds.ImageType)],
+        "burned_in_annotation": str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
     }
-    thick = ds.get("SliceThickness")
-    if thick not in (None, "") and float(thick) > 0:
+    thick = _raw(ds, "SliceThickness")
+    if thick is not None and _numbers(ds, "SliceThickness", thick, 1)[0] > 0:
         meta["slice_thickness"] = float(thick)
-    wc, ww = ds.get("WindowCenter"), ds.get("WindowWidth")
+    wc, ww = _raw(ds, "WindowCenter"), _raw(ds, "WindowWidth")
     if wc is not None and ww is not None:
-        first = lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v)  # noqa: E731
-        meta["window"] = (first(wc), first(ww))
+        meta["window"] = (_numbers(ds, "WindowCenter", wc)[0], _numbers(ds, "WindowWidth", ww)[0])
     return meta
 
 
@@ -304,7 +370,7 @@ def _stack(slices: list[_Slice], orient: np.ndarray | None, dy: float, dx: float
 def _fallback_dz(ds: Dataset, frame: int | None) -> float:
     for name in ("SpacingBetweenSlices", "SliceThickness"):
         v = _attr(ds, frame, "PixelMeasuresSequence", name)
-        if v is not None and float(v) > 0:
+        if v is not None and _numbers(ds, name, v, 1)[0] > 0:
             return float(v)
     return 1.0
 
@@ -321,7 +387,7 @@ def read_dicom_file(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     if values.ndim == 2:
         orient, pos = _orientation(ds, None), _position(ds, None)
         meta["geometry"] = "dicom" if orient is not None and pos is not None else "none"
-        thick = float(ds.get("SliceThickness", 0) or 0) or 1.0
+        thick = meta.get("slice_thickness") or 1.0
         meta["dicom_slices"] = [{"sop_uid": str(ds.get("SOPInstanceUID", "")), "frame": None,
                                  "position": None if pos is None else [float(v) for v in pos]}]
         affine = (affine_2d(orient[:3], orient[3:], pos, dy, dx, thick) if meta["geometry"] == "dicom"
@@ -355,6 +421,27 @@ def _read_mosaic(ds: Dataset, values: np.ndarray, path: Path, dy: float, dx: flo
     return RawImage(slices, (dz, dy, dx), affine_3d(x_dir, y_dir, origin, dy, dx, step), meta, _patient_id(ds))
 
 
+# Attributes every slice of one series must share (else it is not one image: mixed pixel sizes would be
+# stacked at the first slice's spacing, mixed modalities or encodings mix different images).
+_SERIES_SAME = ("Modality", "Rows", "Columns", "BitsAllocated", "PixelRepresentation", "SamplesPerPixel", "PixelSpacing")
+
+
+def _check_consistent(datasets: list, source: Path) -> None:
+    (f0, ds0), rest = datasets[0], datasets[1:]
+    for name in _SERIES_SAME:
+        want = _raw(ds0, name)
+        for f, ds in rest:
+            got = _raw(ds, name)
+            if name == "PixelSpacing" and want is not None and got is not None:
+                a, b = _numbers(ds0, name, want, 2), _numbers(ds, name, got, 2)
+                same = np.allclose(a, b, rtol=1e-3, atol=1e-4)
+            else:
+                same = str(got).strip() == str(want).strip()
+            if not same:
+                raise InputError(f"{source}: {f.name} has {name} {got} but {f0.name} has {want}; expected one {name} for every "
+                                 "slice of a series (these are different images: read them separately)")
+
+
 def read_dicom_series(files: Sequence[Path], source: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     """A series of single-frame DICOM files -> ``[Z, Y, X]`` sorted by ImagePositionPatient
     projected on the slice normal (fallback InstanceNumber, then file name)."""
@@ -374,12 +461,16 @@ def read_dicom_series(files: Sequence[Path], source: Path, *, allow_rgb_to_gray:
     multi = [f.name for f, ds in datasets if int(ds.get("NumberOfFrames", 1) or 1) > 1]
     if multi and len(datasets) > 1:
         raise InputError(f"{source}: series mixes multi-frame files ({', '.join(multi[:3])}) with others; expected single-frame slices")
+    _check_consistent(datasets, source)
     first = datasets[0][1]
     meta = _base_meta(first, source)
     dy, dx = _spacing_2d(first, 0, meta)
     orient = _orientation(first, None)
     slices = []
     for i, (f, ds) in enumerate(datasets):
+        for name in ("SliceThickness", "SpacingBetweenSlices"):  # every slice's, not only the first's
+            if _raw(ds, name) is not None:
+                _numbers(ds, name, _raw(ds, name), 1)
         values = _pixels(ds, f, allow_rgb_to_gray, meta)
         o = _orientation(ds, None)
         if orient is not None and (o is None or np.max(np.abs(o - orient)) > 1e-3):

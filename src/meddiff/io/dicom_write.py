@@ -14,7 +14,10 @@ Series-level attributes (IOD, UIDs, patient, acquisition parameters, provenance)
   0.5-99.5 percentile range.
   Pixels: MONOCHROME2, 16 bit. Integer-valued data within int16/uint16 are stored exactly
   (slope 1, intercept 0); otherwise uint16 with one RescaleSlope/Intercept for the whole
-  volume, so ``|read - written| <= slope / 2`` (slope = range / 65535).
+  volume, so ``|read - written| <= slope / 2`` (slope = range / 65535). The MR Image IOD has no
+  Modality LUT module: there the slope and intercept go into a linear Real World Value Mapping
+  item (PS3.3 C.7.6.16.2.11; meddiff's reader applies it) and no Rescale attribute is written.
+  A window narrower than 1 is declared VOILUTFunction LINEAR_EXACT (PS3.3 C.11.2.1.2).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from meddiff.io.dicom_header import MARKER_DERIVED, MARKER_SYNTHETIC, spacing_known  # noqa: F401 (re-exported)
@@ -69,6 +72,23 @@ def _window(array: np.ndarray, meta: Mapping[str, Any]) -> tuple[float, float]:
     return (lo + hi) / 2, max(hi - lo, 1e-6)
 
 
+def _real_world_item(slope: float, icpt: float, dtype: np.dtype) -> Dataset:
+    """One linear Real World Value Mapping item: value = stored * slope + intercept over the stored range."""
+    item = Dataset()
+    info = np.iinfo(dtype)
+    vr = "SS" if info.min < 0 else "US"
+    item.add_new(0x00409216, vr, int(info.min))  # RealWorldValueFirstValueMapped
+    item.add_new(0x00409211, vr, int(info.max))  # RealWorldValueLastValueMapped
+    item.RealWorldValueIntercept = float(icpt)
+    item.RealWorldValueSlope = float(slope)
+    item.LUTExplanation = "meddiff output intensity"
+    item.LUTLabel = "MEDDIFF"
+    unit = Dataset()
+    unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = "1", "UCUM", "no units"
+    item.MeasurementUnitsCodeSequence = Sequence([unit])
+    return item
+
+
 def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float, *, plane: Mapping[str, Any],
                   position, index: int, thickness: float | None, spacing_between: float | None,
                   window: tuple[float, float], with_spacing: bool, source_item: Dataset | None,
@@ -86,6 +106,7 @@ def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float
     ds.SliceThickness = _ds(thickness) if thickness else ""
     if spacing_between is not None and position is not None:
         ds.SpacingBetweenSlices = _ds(spacing_between)
+    if position is not None and (spacing_between is not None or "SpacingBetweenSlices" not in ds):
         ds.SliceLocation = _ds(float(np.dot(position, np.cross(plane["x_dir"], plane["y_dir"]))))
     if source_item is not None:
         ds.SourceImageSequence = Sequence([source_item])
@@ -96,8 +117,16 @@ def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float
     ds.Rows, ds.Columns = stored.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
-    ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(icpt)
+    if ds.SOPClassUID == MRImageStorage:
+        if (slope, icpt) != (1.0, 0.0):
+            ds.RealWorldValueMappingSequence = Sequence([_real_world_item(slope, icpt, stored.dtype)])
+    else:
+        ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(icpt)
+    if (position is None or ds.SOPClassUID == SecondaryCaptureImageStorage) and "PatientOrientation" not in ds:
+        ds.PatientOrientation = ""  # Type 2C: required when the image has no Image Plane module
     ds.WindowCenter, ds.WindowWidth = _ds(window[0]), _ds(window[1])
+    if window[1] < 1:
+        ds.VOILUTFunction = "LINEAR_EXACT"
     ds.PixelData = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -119,10 +148,19 @@ def slice_positions(plane: Mapping[str, Any], n: int, meta: Mapping[str, Any]) -
     src = [np.asarray(p, float) for p in src]
     normal = np.cross(plane["x_dir"], plane["y_dir"])
     shift = plane["origin"] - src[0]
-    steps = [float(np.dot(b - a, normal)) for a, b in zip(src, src[1:])]
     ours = float(np.dot(plane["step"], normal))
-    same_stack = abs(float(np.dot(shift, normal))) < 1e-3 and all(abs(d - ours) < max(0.1 * abs(ours), 0.05) for d in steps)
+    extent = float(np.dot(src[-1] - src[0], normal))  # the source's first-to-last distance, even or uneven slices
+    same_stack = abs(float(np.dot(shift, normal))) < 1e-3 and abs(extent - ours * (n - 1)) < max(0.01 * abs(extent), 0.05)
     return [p + shift for p in src] if same_stack else even
+
+
+def uneven(positions: list, plane: Mapping[str, Any]) -> bool:
+    """True when the slice positions along the normal are not evenly spaced (then no SpacingBetweenSlices)."""
+    if len(positions) < 3 or any(p is None for p in positions):
+        return False
+    normal = np.cross(plane["x_dir"], plane["y_dir"])
+    gaps = np.diff([float(np.dot(p, normal)) for p in positions])
+    return bool(np.max(np.abs(gaps - np.median(gaps))) > 0.01 * abs(float(np.median(gaps))) + 1e-3)
 
 
 def volume_datasets(array: np.ndarray, affine: np.ndarray, header: Dataset, meta: Mapping[str, Any], *,
@@ -141,7 +179,11 @@ def volume_datasets(array: np.ndarray, affine: np.ndarray, header: Dataset, meta
     positions = slice_positions(plane, n, meta) if geometry_known else [None] * n
     normal = np.cross(plane["x_dir"], plane["y_dir"])
     between = None if array.ndim == 2 else (abs(float(np.dot(plane["step"], normal))) or plane["thickness"])
+    if between is not None and uneven(positions, plane):
+        between = None  # uneven slices (kept at their own positions): there is no one spacing between them
     thickness = meta.get("slice_thickness") or (between if array.ndim == 3 else (plane["thickness"] if geometry_known else None))
+    if thickness is None and array.ndim == 3 and geometry_known:
+        thickness = float(np.median(np.abs(np.diff([float(np.dot(p, normal)) for p in positions]))))
     planes = [stored] if array.ndim == 2 else list(stored)
     return [slice_dataset(header, planes[k], slope, icpt, plane=plane, position=positions[k], index=k, thickness=thickness,
                           spacing_between=between, window=window, with_spacing=spacing_known(meta),

@@ -8,6 +8,12 @@ Rule (every verb that writes a folder: prepare, sample, train, evaluate, demo, s
 - A non-empty folder is refused unless ``--overwrite`` is given, and ``--overwrite`` only
   replaces a folder that meddiff itself wrote: one holding the marker file ``MARKER``
   (written into every output folder by :func:`mark`). A user's folder is never replaced.
+- ``--overwrite`` replaces only a folder the same verb wrote (the marker names it): a reader
+  study (``study.sqlite`` holds the readers' answers), a training run (its checkpoints), a
+  prepared data set are never cleared or written into by another verb, and :func:`mark`
+  never relabels another verb's folder.
+- A folder holding only what an interrupted meddiff left (temporary files of the marker or of
+  an output, ``.NAME.XXXX.tmp``) counts as empty: those leftovers are meddiff's and are removed.
 
 Paths are compared after resolving symbolic links, so ``d/.`` or a link to ``d`` is ``d``.
 """
@@ -25,6 +31,18 @@ from .atomic import atomic_write_text, check_writable_dir
 MARKER = ".meddiff-output.json"
 
 
+def _kind(path: Path) -> str:
+    """'a file', 'a FIFO (named pipe)', 'a character device', ... for messages."""
+    import stat  # noqa: PLC0415
+
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a file"
+
+
 def _is_within(child: Path, parent: Path) -> bool:
     """True if `child` is `parent` or lies inside it (both resolved)."""
     return child == parent or parent in child.parents
@@ -35,16 +53,61 @@ def written_by_meddiff(folder: str | Path) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
+def marker_verb(folder: str | Path) -> str | None:
+    """The verb that wrote `folder` ("prepare", "sample", "study create", ...), "" for a marker that names
+    none (older meddiff) or cannot be read, None without a marker."""
+    path = Path(folder) / MARKER
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(doc.get("verb", "")) if isinstance(doc, dict) else ""
+
+
+def _holds(folder: Path) -> str:
+    """What would be lost in `folder` (for messages)."""
+    if (folder / "study.sqlite").is_file():
+        return " (a reader study: study.sqlite holds the readers' answers)"
+    if (folder / "checkpoints").is_dir():
+        return " (a training run: checkpoints/ holds its weights)"
+    return ""
+
+
+def _leftover(p: Path) -> bool:
+    """A temporary file/folder an interrupted meddiff write leaves (atomic_path / atomic_dir / mark names)."""
+    return p.name.startswith(".") and (p.name.endswith(".tmp") or ".tmp." in p.name or ".old-" in p.name)
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files/folders interrupted meddiff writes left directly in `folder`; returns them."""
+    import shutil  # noqa: PLC0415
+
+    folder = Path(folder)
+    gone = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if _leftover(p):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
+
+
 def check_not_input(output: str | Path, inputs: Iterable[str | Path | None] = (), *, inside_input_ok: bool = True) -> Path:
     """Refuse (InputError) an output that is a file, equals an input or contains one (see check_output_dir)."""
     output = Path(output)
     if output.exists() and not output.is_dir():
-        raise InputError(f"output {output} is a file; expected a folder (or a path that does not exist yet)")
+        raise InputError(f"output {output} is {_kind(output)}; expected a folder (or a path that does not exist yet)")
     out = output.resolve()
     for inp in inputs:
         if inp is None:
             continue
-        src = Path(inp).resolve()
+        try:
+            src = Path(inp).resolve(strict=Path(inp).is_symlink())
+        except (RuntimeError, OSError) as e:  # a link loop (Python 3.11: RuntimeError; 3.13: OSError ELOOP)
+            raise InputError(f"{inp}: a symbolic link that loops (it leads back to itself: {e}); expected a file or "
+                             "folder") from None
         if _is_within(src, out):
             what = "is" if src == out else "contains"
             raise InputError(f"output folder {output} {what} the input {inp}; choose an output folder outside the inputs "
@@ -57,7 +120,7 @@ def check_not_input(output: str | Path, inputs: Iterable[str | Path | None] = ()
 
 
 def check_output_dir(output: str | Path, inputs: Iterable[str | Path] = (), *, overwrite: bool = False,
-                     flag: str = "--overwrite", inside_input_ok: bool = True) -> Path:
+                     flag: str = "--overwrite", inside_input_ok: bool = True, verb: str | None = None) -> Path:
     """Check that `output` may be written (see the module rule); returns it. Raises InputError
     naming the folder and what was expected; writes and deletes nothing.
 
@@ -65,9 +128,13 @@ def check_output_dir(output: str | Path, inputs: Iterable[str | Path] = (), *, o
     flag: the option that allows replacing, as the user typed it (for the message).
     inside_input_ok: False refuses an output folder inside an input folder too (for verbs that
         search their input folder recursively: a second run would read the first run's output).
+    verb: the verb about to write; a folder another verb wrote is refused even with `flag`.
     """
     output = check_not_input(output, inputs, inside_input_ok=inside_input_ok)
     if not output.exists() or not any(output.iterdir()):
+        return output
+    if all(_leftover(p) for p in output.iterdir()):  # only what an interrupted meddiff left
+        remove_leftovers(output)
         return output
     if not overwrite:
         raise InputError(f"output folder {output} already exists and is not empty; choose another folder or pass {flag} "
@@ -75,15 +142,67 @@ def check_output_dir(output: str | Path, inputs: Iterable[str | Path] = (), *, o
     if not written_by_meddiff(output):
         raise InputError(f"output folder {output} was not written by meddiff (it has no {MARKER}); refusing to replace it "
                          "with --overwrite: choose another folder or empty it yourself")
+    other = marker_verb(output)
+    owner = {"study.sqlite": "study create", "checkpoints": "train"}
+    if verb is not None and not other:  # an old or unreadable marker: what the folder holds names its verb
+        other = next((v for name, v in owner.items() if (output / name).exists()), other)
+    if verb is not None and other and other != verb:
+        raise InputError(f"output folder {output} was written by `meddiff {other}`{_holds(output)}; {flag} replaces only a "
+                         f"folder written by `meddiff {verb}`: choose another output folder")
     return output
 
 
+# Folders this process claimed new (missing or empty before its marker): (folder, the topmost folder
+# the claim created, or None when `folder` existed empty). A run that fails removes them again.
+_CLAIMED: list[tuple[Path, Path | None]] = []
+
+
+def _created_top(folder: Path) -> Path | None:
+    top = None
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        top, probe = probe, probe.parent
+    return top
+
+
+def forget_claims() -> None:
+    """Start of a command: nothing claimed yet."""
+    _CLAIMED.clear()
+
+
+def discard_claims() -> list[Path]:
+    """A command failed: remove every output folder it claimed new (created by it, or empty before it), so a
+    failed run leaves nothing. A folder holding a training checkpoint is kept (the weights are work done).
+    Returns the folders removed or emptied."""
+    import shutil  # noqa: PLC0415
+
+    done = []
+    for folder, top in reversed(_CLAIMED):
+        if not folder.is_dir() or any((folder / "checkpoints").glob("step_*")):
+            continue
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+        else:
+            for child in folder.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() and not child.is_symlink() else child.unlink(missing_ok=True)
+        done.append(folder)
+    _CLAIMED.clear()
+    return done
+
+
 def mark(folder: str | Path, verb: str, **info: object) -> Path:
-    """Write meddiff's marker into `folder` (created if missing): the folder is then meddiff's to replace."""
+    """Write meddiff's marker into `folder` (created if missing): the folder is then meddiff's to replace.
+    A folder that was missing or empty is remembered as this command's claim (see :func:`discard_claims`)."""
     folder = Path(folder)
+    if not (folder / MARKER).exists() and (not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))):
+        _CLAIMED.append((folder.absolute(), _created_top(folder.absolute())))
     folder.mkdir(parents=True, exist_ok=True)
     from .. import __version__
 
+    other = marker_verb(folder)
+    if other and other != verb:
+        raise InputError(f"output folder {folder} was written by `meddiff {other}`{_holds(folder)}; "
+                         f"`meddiff {verb}` does not write into it: choose another output folder")
     doc = {"written_by": "meddiff", "verb": verb, "meddiff_version": __version__,
            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
     path = folder / MARKER

@@ -57,7 +57,13 @@ def read_pil(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     values = arr.astype(np.float64)
     window = info.get("meddiff_window")
     if window:
-        lo, hi = (float(v) for v in str(window).split())
+        try:
+            lo, hi = (float(v) for v in str(window).split())
+        except ValueError:
+            lo = hi = float("nan")
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            raise InputError(f"{path}: PNG text chunk meddiff_window is {str(window)[:80]!r}; expected 'LO HI' (two finite "
+                             "numbers, LO < HI) as meddiff writes it, or no such chunk")
         top = 2 ** meta["bits"] - 1
         values = lo + values * ((hi - lo) / top)
         meta.update(units="window", window_mapped=(lo, hi))
@@ -73,6 +79,16 @@ def read_tiff(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
             series = tif.series[0]
             axes = series.axes
             arr = series.asarray()
+            shapes = [(tuple(s.shape), s.axes, str(s.dtype)) for s in tif.series]
+            if len(shapes) > 1:  # pages stored as separate series: one volume only if they are alike 2D planes
+                if len(set(shapes)) > 1 or len(shapes[0][0]) != 2:
+                    detail = ", ".join(f"{'x'.join(map(str, shp))} {ax} {dt}" for shp, ax, dt in shapes[:6])
+                    raise InputError(f"{path}: TIFF holds {len(shapes)} images that differ ({detail}); expected one image, "
+                                     "or pages of one size and type (a volume)")
+                arr = np.stack([s.asarray() for s in tif.series])
+                axes = "Q" + axes
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: file not found; expected a TIFF file") from None
     except Exception as e:
@@ -88,6 +104,31 @@ def read_tiff(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     return _no_geometry(arr.astype(np.float64), meta)
 
 
+def _numpy_contents(path: Path, loaded) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """(image array, spacing or None) of a loaded .npy array or .npz archive."""
+    if isinstance(loaded, np.ndarray):
+        return loaded, None
+    spacing = None
+    with loaded:
+        keys = list(loaded.files)
+        image_keys = [k for k in ("image", "array") if k in keys]
+        others = [k for k in keys if k not in ("spacing", "affine")]
+        if image_keys:
+            key = image_keys[0]
+        elif len(others) == 1:
+            key = others[0]
+        else:
+            raise InputError(f"{path}: .npz holds arrays {keys}; expected a key 'image' or 'array', or a single array")
+        arr = loaded[key]
+        if "spacing" in keys:
+            raw = np.ravel(loaded["spacing"])
+            try:
+                spacing = tuple(float(s) for s in raw)
+            except (TypeError, ValueError):
+                raise InputError(f"{path}: 'spacing' {raw.tolist()[:6]} is not numeric; expected one number (mm) per axis") from None
+    return arr, spacing
+
+
 def read_numpy(path: Path) -> RawImage:
     """.npy: the array. .npz: key 'image' or 'array', else the only array; optional 'spacing'."""
     try:
@@ -96,23 +137,16 @@ def read_numpy(path: Path) -> RawImage:
         raise InputError(f"{path}: file not found; expected a .npy/.npz file") from None
     except Exception as e:
         raise InputError(f"{path}: cannot read as NumPy file ({type(e).__name__}: {e}); expected a .npy/.npz without pickled objects") from e
-    spacing = None
-    if isinstance(loaded, np.ndarray):
-        arr = loaded
-    else:
-        with loaded:
-            keys = list(loaded.files)
-            image_keys = [k for k in ("image", "array") if k in keys]
-            others = [k for k in keys if k not in ("spacing", "affine")]
-            if image_keys:
-                key = image_keys[0]
-            elif len(others) == 1:
-                key = others[0]
-            else:
-                raise InputError(f"{path}: .npz holds arrays {keys}; expected a key 'image' or 'array', or a single array")
-            arr = loaded[key]
-            if "spacing" in keys:
-                spacing = tuple(float(s) for s in np.ravel(loaded["spacing"]))
+    try:
+        arr, spacing = _numpy_contents(path, loaded)
+    except InputError:
+        raise
+    except Exception as e:  # an .npz member is read lazily: a bad CRC, pickled objects, a truncated member
+        reason = " ".join(str(e).split())[:200]
+        raise InputError(f"{path}: cannot read its arrays ({type(e).__name__}: {reason}); expected an .npz of numeric "
+                         "arrays without pickled objects") from None
+    if arr.ndim < 2:
+        raise InputError(f"{path}: array has shape {arr.shape} ({arr.ndim}D); expected a 2D image or 3D volume")
     if arr.dtype.kind not in "biuf":
         raise InputError(f"{path}: array dtype {arr.dtype}; expected a numeric (bool/int/float) array")
     if spacing is not None and len(spacing) != min(arr.ndim, 3):
@@ -169,7 +203,8 @@ def write_tiff(array: np.ndarray, path: Path, *, dtype: str, description: str) -
     arr = np.asarray(array, np.float64)
     rng = integer_range(dtype)
     data = np.clip(np.round(arr), *rng).astype(dtype) if rng else arr.astype(np.float32)
-    tifffile.imwrite(path, data, description=description, software="meddiff", metadata=None)
+    # minisblack always: 3 or 4 pages of a gray volume are pages, never one RGB(A) image
+    tifffile.imwrite(path, data, description=description, software="meddiff", metadata=None, photometric="minisblack")
 
 
 def write_numpy(array: np.ndarray, path: Path, *, spacing: tuple[float, ...]) -> None:

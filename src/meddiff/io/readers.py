@@ -105,6 +105,23 @@ def _series_files(folder: Path) -> tuple[Path, ...]:
     return files
 
 
+def _check_geometry(source: Path, ndim: int, spacing, affine) -> None:
+    """Spacing finite and > 0, affine finite and invertible on the image's axes: checked when reading, so a
+    bad header fails before any model runs, not when the output is written."""
+    sp = np.asarray(spacing, float)
+    if sp.size < ndim or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise InputError(f"{source}: voxel spacing {[float(v) for v in sp]} is not {ndim} positive finite numbers; expected "
+                         "positive sizes in mm")
+    a = np.asarray(affine, float)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)):
+        raise InputError(f"{source}: the voxel-to-patient affine {a.tolist()} is not a finite 4x4 matrix; expected finite "
+                         "geometry (NIfTI srow/qform, DICOM position/orientation)")
+    cols = a[:3, :ndim]
+    if np.linalg.matrix_rank(cols, tol=1e-9 * max(1.0, float(np.abs(cols).max()))) < ndim:
+        raise InputError(f"{source}: the voxel-to-patient affine {np.round(a, 6).tolist()} is singular (image axes of zero "
+                         "length or parallel); expected independent axes")
+
+
 def _finish(raw: RawImage, source: Path, patient_id: str, max_dims: int) -> Volume:
     """Squeeze singleton axes, check dimensions and finiteness, build the Volume."""
     arr, spacing, affine, meta = raw.array, tuple(raw.spacing), raw.affine, dict(raw.meta)
@@ -118,6 +135,7 @@ def _finish(raw: RawImage, source: Path, patient_id: str, max_dims: int) -> Volu
         raise InputError(f"{source}: image has shape {arr.shape}; expected a 2D image or 3D volume")
     if arr.ndim > max_dims:
         raise InputError(f"{source}: image is {arr.ndim}D with shape {arr.shape}; expected at most {max_dims}D here")
+    _check_geometry(source, arr.ndim, spacing, affine)
     finite = np.isfinite(arr)
     if not finite.all():
         n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())

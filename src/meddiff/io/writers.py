@@ -10,6 +10,7 @@ renamed into place. Every output gets a provenance sidecar ``<name>.json``
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -101,6 +102,12 @@ def _without_paths(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("command", "source", "checkpoint")}
 
 
+def _pseudonym(source: Volume, uid_map: dicom_header.UIDMap) -> str | None:
+    """The run's pseudonym of the source's patient: its DICOM PatientID, else the patient the reader assigned."""
+    pid = str((source.meta.get("dicom_patient") or {}).get("PatientID", "") or source.patient_id or "")
+    return uid_map.pseudonym(pid) if pid else None
+
+
 def _write_dicom(volume: Volume, path: Path, affine: np.ndarray, reference: Volume | None, *, synthetic: bool,
                  keep_patient_tags: bool, description: str, patient_id: str | None, overwrite: bool,
                  record: Mapping[str, Any], uid_map: dicom_header.UIDMap) -> list[Path]:
@@ -111,8 +118,13 @@ def _write_dicom(volume: Volume, path: Path, affine: np.ndarray, reference: Volu
         patient = dict(source.meta.get("dicom_patient") or {"PatientID": source.patient_id})
     header = dicom_header.series_header(
         meta=meta, units=str(volume.meta.get("units", source.meta.get("units", ""))), synthetic=synthetic,
-        description=description, patient=patient, patient_id=patient_id, uid_map=uid_map,
+        description=description, patient=patient,
+        patient_id=patient_id or _pseudonym(source, uid_map), uid_map=uid_map,
         source_key=str(source.source), provenance=record if keep_patient_tags else _without_paths(record))
+    if str(meta.get("burned_in_annotation", "")) == "YES":
+        logging.getLogger(__name__).warning(
+            "%s: the source declares BurnedInAnnotation YES; the output keeps YES and PatientIdentityRemoved is not "
+            "claimed: text burned into the pixels (names, dates) was not removed", path.name)
     refs = dicom_header.references(meta, keep_patient_tags, uid_map)
     datasets = dicom_write.volume_datasets(volume.array, affine, header, meta, geometry_known=dicom_header.geometry_known(meta),
                                            references=refs)

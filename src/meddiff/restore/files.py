@@ -105,6 +105,8 @@ def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str, *, input_roo
     kind = item.kind if fmt == "same" else fmt
     stem = strip_image_suffix(item.path.name)
     ext = _EXT.get(kind, ".nii.gz")
+    if kind == "numpy" and item.path.suffix.lower() == ".npz":
+        ext = ".npz"  # keeps the spacing an .npz carries
     if patient_folder:
         return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
     rel = Path()
@@ -179,7 +181,8 @@ def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices
         raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing)")
     if args.input is None:
         raise InputError("--input is required to restore images")
-    check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite)
+    check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite,
+                     verb="sample")
     items = [args.input] if args.input.is_file() else find_images(args.input)
     if not items:
         raise InputError(f"{args.input}: no readable image found")
@@ -261,6 +264,20 @@ def _thick_planes(args: Request, task: TaskConfig, x: torch.Tensor):
     return x, torch.ones_like(x), x, thick_slices(x, f, 0)
 
 
+def check_samples_memory(samples: int, planes: torch.Tensor, source: Path) -> None:
+    """--samples S keeps S restored copies of every slice (then mean, std and each sample are written): refuse,
+    before sampling, a request that cannot fit in the memory this machine has free."""
+    from ..memory import available_bytes
+
+    n, _, h, w = planes.shape
+    need = samples * n * h * w * 4 * 3  # the samples, their float64 summaries and one written copy
+    free = available_bytes(torch.device("cpu"))  # the samples are gathered on the CPU
+    if need > free:
+        raise InputError(f"--samples {samples}: the samples of {source} ({n} slices of {h}x{w}) need about "
+                         f"{need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB of memory is free; expected at most "
+                         f"{max(1, int(samples * free / need))} samples")
+
+
 def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     """One input through the pipeline (restore_files); returns the files written."""
     from .domain import domain_postcheck, domain_precheck
@@ -270,6 +287,7 @@ def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
     x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]
     cond, mask, planes, lowres = condition_planes(args, task, run.deg, vol, item, x)
+    check_samples_memory(args.samples, planes, item.path)
     domain = getattr(run.restore_slices, "domain", None)
     report = None if domain is None else domain_precheck(args, domain, item.path, vol, x, lowres is not None)
     before = run.bar.slices

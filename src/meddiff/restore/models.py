@@ -213,6 +213,8 @@ def restore(args: Request, device: torch.device | str = "cpu") -> Written:
         raise InputError(f"--samples {args.samples}: expected >= 1")
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
+    if not 0 <= args.seed < 2**63:
+        raise InputError(f"--seed {args.seed}: expected an integer from 0 to 2**63 - 1")
     fmt = format_of(args.checkpoint) if args.checkpoint is not None else None
     if args.method is not None:
         task, restore_slices, describe = classical_restorer(args)

@@ -202,7 +202,11 @@ def create_study(out: str | Path, real: str | Path, methods: dict[str, str | Pat
     confidence: number of confidence levels asked after each choice (0 = not asked, else 2-10).
     """
     out, real = Path(out), Path(real)
-    check_not_input(out, [real, *methods.values()])
+    check_not_input(out, [real, *methods.values()], inside_input_ok=False)  # a study inside --real would be read as real
+    for name, folder in methods.items():
+        if Path(folder).exists() and real.exists() and Path(folder).resolve() == real.resolve():
+            raise InputError(f"--method {name}={folder} is the --real folder {real}: every pair would show an image next "
+                             "to itself; expected a folder of generated images")
     if out.exists():
         raise InputError(f"{out}: already exists; expected a new study folder")
     if not methods:

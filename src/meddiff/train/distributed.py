@@ -38,8 +38,14 @@ class DistEnv:
         return self.world_size > 1
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:LOCAL_RANK if CUDA is available else cpu; otherwise torch.device(name)."""
+def pick_device(name: str, local_rank: int = 0, what: str | None = None) -> torch.device:
+    """'auto' -> cuda:LOCAL_RANK if CUDA is available else cpu; otherwise torch.device(name).
+    what: how the user gave it, for messages (default "train.device"; the commands pass "--device")."""
+    if what is not None:
+        try:
+            return pick_device(name, local_rank)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace(f"train.device: {name!r}", f"{what} {name}", 1)) from None
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
