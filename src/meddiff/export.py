@@ -30,6 +30,10 @@ from torch import Tensor, nn
 from .errors import CheckpointError, InputError
 
 FORMATS = ("torchscript", "onnx")
+#: how attention is written into an ONNX graph: "fused" = one onnxruntime MultiHeadAttention node
+#: (flash kernel, memory linear in pixels; meddiff.export_attention), "standard" = plain ONNX
+#: MatMul/Softmax (any runtime; the score matrix grows with pixels squared)
+ONNX_ATTENTION = ("fused", "standard")
 TOLERANCE = 1e-4  # max |exported - eager| over a check input, in the network's output units
 ONNX_OPSET = 17
 
@@ -75,9 +79,11 @@ def contract(cfg, net: nn.Module, checkpoint: Path) -> dict:
             "config": config_mod.to_dict(cfg)}
 
 
-def export_denoiser(checkpoint: str | Path, dest: str | Path, fmt: str) -> ExportResult:
+def export_denoiser(checkpoint: str | Path, dest: str | Path, fmt: str, *, onnx_attention: str = "fused",
+                    overwrite: bool = False) -> ExportResult:
     """Export the network of a DDPM checkpoint (file, folder, run folder or shipped name) to `dest`,
-    written atomically, and check it (module docstring). CheckpointError if the check fails."""
+    written atomically, and check it (module docstring). CheckpointError if the check fails;
+    InputError if `dest` exists and not `overwrite`. onnx_attention: see ONNX_ATTENTION."""
     from .io.atomic import atomic_path
     from .models import resolve_checkpoint
     from .checkpointing import resolve_model_file
@@ -85,11 +91,17 @@ def export_denoiser(checkpoint: str | Path, dest: str | Path, fmt: str) -> Expor
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if onnx_attention not in ONNX_ATTENTION:
+        raise InputError(f"--onnx-attention {onnx_attention}: expected one of {', '.join(ONNX_ATTENTION)}")
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise InputError(f"{dest} exists: give --overwrite to replace it, or another -o")
     file = resolve_model_file(resolve_checkpoint(checkpoint))
     cfg, net, _ = load_model(file)
     eager = _portable(net)
     info = contract(cfg, eager, file)
-    dest = Path(dest)
+    if fmt == "onnx":
+        info["attention"] = onnx_attention
     with torch.no_grad(), atomic_path(dest) as tmp, warnings.catch_warnings():
         # the U-Net's input checks (channels, size multiple) become constants of the trace: expected
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -98,19 +110,25 @@ def export_denoiser(checkpoint: str | Path, dest: str | Path, fmt: str) -> Expor
             traced = torch.jit.trace(eager, (x, k), check_trace=False)
             torch.jit.save(traced, str(tmp), _extra_files={"meddiff.json": json.dumps(info)})
         else:
-            _export_onnx(eager, (x, k), tmp, info)
+            _export_onnx(eager, (x, k), tmp, info, onnx_attention)
         diff, shape = check_export(tmp, fmt, net)
     return ExportResult(dest, fmt, diff, shape)
 
 
-def _export_onnx(net: nn.Module, example: tuple[Tensor, Tensor], path: Path, info: dict) -> None:
+def _export_onnx(net: nn.Module, example: tuple[Tensor, Tensor], path: Path, info: dict, attention: str = "fused") -> None:
+    from .export_attention import ORT_DOMAIN, ORT_DOMAIN_VERSION, fused_attention_copy
+
     try:
         import onnx
     except ImportError:
         raise InputError("--format onnx needs the onnx package: pip install 'meddiff[export]'") from None
     spatial = {0: "batch", 2: "height", 3: "width"}
+    custom = {}
+    if attention == "fused":
+        net, custom = fused_attention_copy(net), {ORT_DOMAIN: ORT_DOMAIN_VERSION}
     torch.onnx.export(net, example, str(path), dynamo=False, input_names=["x", "k"], output_names=["y"],
-                      dynamic_axes={"x": spatial, "k": {0: "batch"}, "y": spatial}, opset_version=ONNX_OPSET)
+                      dynamic_axes={"x": spatial, "k": {0: "batch"}, "y": spatial}, opset_version=ONNX_OPSET,
+                      custom_opsets=custom)
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, {"meddiff": json.dumps(info)})
     onnx.checker.check_model(model)
@@ -137,7 +155,9 @@ class OnnxNetwork:
             import onnxruntime as ort
         except ImportError:
             raise InputError(f"{path}: running an ONNX export needs onnxruntime: pip install 'meddiff[export]'") from None
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # as many threads as eager PyTorch
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: Tensor, k: Tensor) -> Tensor:
         y = self.session.run(None, {"x": x.detach().float().cpu().numpy(), "k": k.detach().long().cpu().numpy()})[0]
@@ -167,11 +187,14 @@ def read_contract(path: str | Path) -> dict:
 
 
 class _Net(nn.Module):
-    """Gives an exported network the attributes meddiff's sampling path reads (size_multiple)."""
+    """Gives an exported network the attributes meddiff's sampling path reads: size_multiple, and
+    memory_model, the U-Net it was exported from built on the meta device (no weights), whose
+    memory estimate lets meddiff.tiling plan batches and windows as `meddiff sample` does."""
 
-    def __init__(self, run, size_multiple: int):
+    def __init__(self, run, size_multiple: int, memory_model: nn.Module | None = None):
         super().__init__()
         self.run, self.size_multiple = run, size_multiple
+        self.__dict__["memory_model"] = memory_model  # not a submodule: no parameters, never called
 
     def forward(self, x: Tensor, k: Tensor) -> Tensor:
         return self.run(x, k)
@@ -186,5 +209,9 @@ def exported_denoiser(path: str | Path):
     info = read_contract(path)
     cfg = config_mod.from_dict(info["config"])
     d = cfg.diffusion
-    net = _Net(load_exported(path), info["size_multiple"])
+    from .nn.unet import build_unet
+
+    with torch.device("meta"):
+        shape = build_unet(cfg.model, info["in_channels"], info["out_channels"])
+    net = _Net(load_exported(path), info["size_multiple"], shape)
     return cfg, DDPMDenoiser(net, build_schedule(d), d.prediction, d.residual, "fp32")

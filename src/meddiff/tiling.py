@@ -211,6 +211,7 @@ def plan_for(denoiser, planes: Tensor, *, batch: int, device: torch.device, max_
 
     net = getattr(denoiser, "net", None)
     net = getattr(net, "_orig_mod", net)  # a torch.compile'd network: estimate the module inside
+    net = getattr(net, "memory_model", None) or net  # an exported network (meddiff.export): its U-Net's estimate
     spatial = tuple(planes.shape[2:])
     multiple = getattr(net, "size_multiple", 1)
     if not isinstance(net, UNet):

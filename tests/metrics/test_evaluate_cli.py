@@ -99,7 +99,7 @@ def test_shape_mismatch_and_nan_are_errors(folders, capsys):
 def test_bad_data_range_is_an_error(folders, capsys):
     root, _ = folders
     assert main(["evaluate", "--pred", str(root / "pred"), "--truth", str(root / "truth"), "--data-range", "wide"]) == 2
-    assert "--data-range must be 'auto' or a number, got 'wide'" in capsys.readouterr().err
+    assert "--data-range must be one of auto, per-image, pooled or a number, got 'wide'" in capsys.readouterr().err
 
 
 def test_png_truth_pairs_with_npy_prediction_and_auto_range(tmp_path, capsys):
@@ -113,7 +113,7 @@ def test_png_truth_pairs_with_npy_prediction_and_auto_range(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "p"), "--truth", str(tmp_path / "t"), "--out", str(tmp_path / "o"),
                  "--no-fid", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "R = 200 (auto: max - min of all ground truth, [0, 200])" in out
+    assert "R = each ground-truth file's own max - min (--data-range auto" in out  # 8-bit counts 0..200: R = 200
     with open(tmp_path / "o" / "per_image.csv") as f:
         (rec,) = list(csv.DictReader(f))
     assert rec["image"] == "x1" and float(rec["psnr"]) == pytest.approx(10 * np.log10(200**2 / 25), abs=1e-6)

@@ -1,4 +1,4 @@
-"""--data-range: a CT and an MR together must not be scored on one pooled range."""
+"""--data-range: a CT and an MR together are scored each on its own range by default; pooled only when asked."""
 
 from __future__ import annotations
 
@@ -34,10 +34,13 @@ def test_per_image_range_scores_each_file_on_its_own_range(ct_and_mr, capsys):
     root = ct_and_mr
     base = ["evaluate", "--pred", f"m={root / 'pred'}", "--truth", str(root / "truth"), "--no-fid", "--lpips", "none",
             "--bootstrap", "100", "--no-progress"]
-    assert main([*base, "-o", str(root / "auto")]) == 0
+    assert main([*base, "--data-range", "pooled", "-o", str(root / "pooled")]) == 0
     assert "WARNING: the ground-truth files' own ranges differ" in capsys.readouterr().out
-    assert main([*base, "--data-range", "per-image", "-o", str(root / "own")]) == 0
-    own, pooled = _psnr(root, root / "own"), _psnr(root, root / "auto")
+    assert main([*base, "-o", str(root / "own")]) == 0  # the default
+    assert "WARNING" not in capsys.readouterr().out
+    assert main([*base, "--data-range", "per-image", "-o", str(root / "asked")]) == 0
+    assert _psnr(root, root / "asked") == _psnr(root, root / "own")
+    own, pooled = _psnr(root, root / "own"), _psnr(root, root / "pooled")
     truths = {k: np.asarray(nib.load(str(root / "truth" / f"{k}.nii.gz")).dataobj) for k in ("ct", "mr")}
     for k, err in (("ct", 30.0), ("mr", 3.0)):
         r = float(np.ptp(truths[k]))

@@ -5,7 +5,7 @@
                      [--patients CSV] [--lpips none|alex-st|vgg-st|alex] [--lpips-backbone FILE]
                      [--fid | --no-fid] [--bootstrap N] [--set-bootstrap N] [--seed S] [--report-images K]
                      [--segmenter [FILE]] [--seg-labels DIR] [--classifier [FILE] --labels CSV]
-                     [--data-range auto|FLOAT] [--out DIR] [--keep-empty] [--no-progress]
+                     [--data-range auto|per-image|pooled|FLOAT] [--out DIR] [--keep-empty] [--no-progress]
 
 Each --pred is one method (name = NAME, or the folder name). Files are paired by relative
 path without the format suffix (``a/case1.npy`` pairs with ``a/case1.nii.gz``; a DICOM series
@@ -107,9 +107,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-images", type=int, default=4, help="images shown in report.html per group (default 4; 0: table only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--data-range", default="auto",
-                   help="intensity range R for PSNR/SSIM/accutance: 'auto' (2 for data in [-1, 1], 1 for [0, 1], "
-                        "else max - min of all ground truth), 'per-image' (each ground-truth file's own max - min: for "
-                        "sets that mix modalities, e.g. CT and MR) or a number (default: auto)")
+                   help="intensity range R for PSNR/SSIM/accutance: 'auto' (2 for data in [-1, 1], 1 for [0, 1], else "
+                        "each ground-truth file's own max - min), 'per-image' (always each file's own max - min), "
+                        "'pooled' (one max - min over all ground truth: inflates the scores of narrow-range images "
+                        "when modalities are mixed, e.g. CT and MR) or a number (default: auto)")
     p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None, help="output folder (default: <pred>/../evaluation); new or empty, "
                    "or one meddiff wrote with --overwrite; never an input folder")
     p.add_argument("--overwrite", action="store_true", help="replace the results in a non-empty output folder meddiff wrote")

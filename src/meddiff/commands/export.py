@@ -19,8 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="torchscript (.pt, needs only PyTorch), onnx (.onnx, needs the onnx package) or monai-bundle "
                         "(a MONAI bundle folder around the TorchScript network; default torchscript)")
     p.add_argument("-o", "--output", "--out", dest="output", type=Path, required=True,
-                   help="file to write (replaced if it exists); for monai-bundle a new folder")
-    p.add_argument("--overwrite", action="store_true", help="monai-bundle: replace a bundle folder meddiff wrote")
+                   help="file to write (a new one unless --overwrite); for monai-bundle a new folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file (monai-bundle: a bundle folder meddiff wrote)")
+    p.add_argument("--onnx-attention", choices=("fused", "standard"), default="fused",
+                   help="onnx: attention as one onnxruntime MultiHeadAttention node (fused, default: flash kernel, "
+                        "memory linear in pixels; needs onnxruntime) or plain ONNX MatMul/Softmax (standard: any "
+                        "runtime, memory grows with pixels squared)")
     p.set_defaults(func=run)
 
 
@@ -32,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
         res = export_monai_bundle(args.checkpoint, args.output, overwrite=args.overwrite)
     else:
-        res = export_denoiser(args.checkpoint, args.output, args.format)
+        res = export_denoiser(args.checkpoint, args.output, args.format, onnx_attention=args.onnx_attention,
+                              overwrite=args.overwrite)
     print(f"wrote {res.path} ({res.format}); largest difference from PyTorch on a {list(res.check_shape)} input: "
           f"{res.max_abs_diff:.2e} (tolerance {TOLERANCE:g})")
     return 0

@@ -19,35 +19,45 @@ from .pairing import (GroupSpec, MethodFiles, check_geometry, describe_names, fi
                       read_patients_csv, written_task)
 
 
-def resolve_data_range(spec: str, truths: list[np.ndarray]) -> tuple[float, tuple[float, float] | None, str]:
-    """(R, clamp range for baselines or None, a note saying how R was chosen) from --data-range
-    ('per-image' is resolved per file by the caller; here it gives the pooled window for display)."""
-    if spec not in ("auto", "per-image"):
+RANGE_SPECS = ("auto", "per-image", "pooled")
+
+
+def resolve_data_range(spec: str, truths: list[np.ndarray]) -> tuple[float, tuple[float, float] | None, str, bool]:
+    """(R, clamp range for baselines or None, a note saying how R was chosen, per_image) from --data-range.
+
+    auto (default): ground truth in [-1, 1] or [0, 1] (normalised data) is scored on that nominal
+    range; data in physical units (HU, MR signal) on each ground-truth file's own max - min
+    (per-image, so a CT and an MR in one set are not scored on one pooled range). per-image: always
+    each file's own range. pooled: one R = max - min of all ground truth (asked for only). A number: that R.
+    When per_image, R and the clamp range are the pooled ones, for display and LPIPS/FID windows."""
+    if spec not in RANGE_SPECS:
         try:
             r = float(spec)
         except ValueError:
-            raise InputError(f"--data-range must be 'auto' or a number, got {spec!r}") from None
+            raise InputError(f"--data-range must be one of {', '.join(RANGE_SPECS)} or a number, got {spec!r}") from None
         if not r > 0:
             raise InputError(f"--data-range must be positive, got {spec!r}")
-        return r, None, f"data range R = {r:g} (given)"
+        return r, None, f"data range R = {r:g} (given)", False
     lo = min(float(t.min()) for t in truths)
     hi = max(float(t.max()) for t in truths)
     eps = 1e-6
-    if lo >= -1 - eps and hi <= 1 + eps and lo < 0:
-        return 2.0, (-1.0, 1.0), f"data range R = 2 (auto: ground truth in [{lo:.3g}, {hi:.3g}], taken as [-1, 1])"
-    if lo >= -eps and hi <= 1 + eps:
-        return 1.0, (0.0, 1.0), f"data range R = 1 (auto: ground truth in [{lo:.3g}, {hi:.3g}], taken as [0, 1])"
+    if spec != "per-image":
+        if lo >= -1 - eps and hi <= 1 + eps and lo < 0:
+            return 2.0, (-1.0, 1.0), f"data range R = 2 ({spec}: ground truth in [{lo:.3g}, {hi:.3g}], taken as [-1, 1])", False
+        if lo >= -eps and hi <= 1 + eps:
+            return 1.0, (0.0, 1.0), f"data range R = 1 ({spec}: ground truth in [{lo:.3g}, {hi:.3g}], taken as [0, 1])", False
     if hi <= lo:
         raise InputError(f"ground truth is constant ({lo:g}); give --data-range")
-    if spec == "per-image":
-        return hi - lo, (lo, hi), "data range R = each ground-truth file's own max - min (--data-range per-image)"
-    note = f"data range R = {hi - lo:g} (auto: max - min of all ground truth, [{lo:g}, {hi:g}])"
+    if spec != "pooled":
+        return hi - lo, (lo, hi), (f"data range R = each ground-truth file's own max - min (--data-range {spec}; "
+                                   "--data-range pooled for one range over all files)"), True
+    note = f"data range R = {hi - lo:g} (pooled: max - min of all ground truth, [{lo:g}, {hi:g}])"
     own = [float(t.max() - t.min()) for t in truths]
     if min(own) > 0 and max(own) / min(own) > 4:  # e.g. CT (thousands of HU) pooled with MR (hundreds)
         note += (f"; WARNING: the ground-truth files' own ranges differ {max(own) / min(own):.0f}-fold "
                  f"({min(own):g} to {max(own):g}): PSNR/SSIM of the narrow-range images are inflated; "
-                 "use --data-range per-image")
-    return hi - lo, (lo, hi), note
+                 "drop --data-range pooled to score each file on its own range")
+    return hi - lo, (lo, hi), note, False
 
 
 def _slices(a: np.ndarray) -> list[np.ndarray]:
@@ -112,7 +122,8 @@ class Collected:
     samples: dict[str, int | None] = field(default_factory=dict)  # method -> samples averaged (None: unknown)
     seg_labels: list[np.ndarray] | None = None  # reference labels per slice, with --seg-labels
     cases: list[str] = field(default_factory=list)  # pairing key of the file each slice comes from
-    ranges: list[float] = field(default_factory=list)  # --data-range per-image: R of each slice's file
+    ranges: list[float] = field(default_factory=list)  # R of each slice's file (used when per_image)
+    per_image: bool = False  # score each slice on its file's own range (resolve_data_range)
 
 
 def _expected_task(g: GroupSpec, shapes_differ: bool) -> str | None:
@@ -237,9 +248,10 @@ def collect(args: argparse.Namespace, g: GroupSpec) -> Collected:
     loaded = [load_case(f, k) for k in tqdm(f.keys, desc=f"reading{where}", unit="file", disable=args.no_progress)]
     shapes_differ = any(x is not None and x.shape != t.shape for _, _, t, x, *_ in loaded)
     check_written_task(g, f, shapes_differ, where)
-    r, clamp, range_note = resolve_data_range(args.data_range, [row[2] for row in loaded])
+    r, clamp, range_note, per_image = resolve_data_range(args.data_range, [row[2] for row in loaded])
     window = intensity_window(r, clamp, [row[2] for row in loaded])
     c = Collected({n: [] for n, _ in g.methods}, [], [], [], [], r, window, [n for n, _ in g.methods])
+    c.per_image = per_image
     c.holes = [] if f.masks else None
     c.seg_labels = [] if f.labels else None
     c.stds = {n: [] for n, mf in f.methods.items() if mf.std}
@@ -275,7 +287,7 @@ def add_slices(c: Collected, keep_empty: bool, patient: str, row: tuple, clamp: 
             skipped += 1
             continue
         c.truths.append(ti)
-        c.ranges.append(float(t.max() - t.min()))  # the file's own R (used with --data-range per-image)
+        c.ranges.append(float(t.max() - t.min()))  # the file's own R (used when c.per_image)
         c.names.append(k if t.ndim == 2 else f"{k}[z={z}]")
         c.patients.append(patient)
         c.cases.append(k)

@@ -60,7 +60,7 @@ def score_group(args: argparse.Namespace, g: GroupSpec, out: Path, suffix: str, 
         raise InputError(f"--reference {reference!r} is not one of the methods {list(c.preds)}"
                          + (f" of group {g.name!r}" if g.name else ""))
     progress = not args.no_progress
-    ranges = c.ranges if args.data_range == "per-image" else c.data_range
+    ranges = c.ranges if c.per_image else c.data_range
     records = per_image_metrics(c.preds, c.truths, ranges, names=c.names, holes=c.holes)
     notes = list(c.notes)
     labels: dict[str, str] = {}
