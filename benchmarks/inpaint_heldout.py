@@ -106,7 +106,7 @@ def planes_of(x: np.ndarray, m: np.ndarray) -> torch.Tensor:
     return torch.cat([t * (1 - mk), mk], dim=1)
 
 
-def model_method(path: str, sampler: str | None, steps: int | None):
+def model_method(path: str, sampler: str | None, steps: int | None, consistency: str = "none", resample: int = 1):
     from meddiff.checkpointing import resolve_model_file
     from meddiff.diffusion.checkpoint import load_model
     from meddiff.domain import read_card
@@ -120,13 +120,17 @@ def model_method(path: str, sampler: str | None, steps: int | None):
     n_steps = steps or s.steps
     opts = sampler_options(name, cfg.diffusion.variance, s.eta, s.grid)
 
+    from meddiff.samplers.consistency import Measurement
+
+    measured = None if consistency == "none" else Measurement("inpaint", consistency, resample=resample)
+
     def run(x: np.ndarray, m: np.ndarray, samples: int = 1, seed: int = 0) -> np.ndarray:
         out = restore(denoiser, planes_of(x, m), sampler=name, steps=n_steps, samples=samples, seed=seed, batch_size=1,
-                      progress=False, **opts)[:, 0, 0].clamp(-1, 1).numpy()  # [S, H, W]
+                      progress=False, consistency=measured, **opts)[:, 0, 0].clamp(-1, 1).numpy()  # [S, H, W]
         return np.where(m[None], out, x[None])
 
     card = read_card(resolve_model_file(path))
-    run.describe = f"{name} {1 if name == 'posterior_mean' else n_steps}"  # type: ignore[attr-defined]
+    run.describe = f"{name} {1 if name == 'posterior_mean' else n_steps}" + ("" if consistency == "none" else f", consistency {consistency}")  # type: ignore[attr-defined]
     run.card = card  # type: ignore[attr-defined]
     return run
 
@@ -239,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coverages", type=float, nargs="*", default=[0.1, 0.3])
     p.add_argument("--sampler", default=None)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--consistency", default="none", help="none | project | repaint (with --sampler ancestral)")
+    p.add_argument("--resample", type=int, default=1, help="repaint: network calls per step")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=SAMPLER:STEPS[:CONSISTENCY]",
+                   help="another sampler of the same checkpoint as an extra method row (e.g. mean=posterior_mean:1)")
     p.add_argument("--samples", type=int, default=0, help="uncertainty: samples per case (0 = skip)")
     p.add_argument("--uncertainty-cases", type=int, default=6)
     p.add_argument("--segmenter", action="store_true", help="tissue Dice inside the holes (T1 sources)")
@@ -251,8 +259,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from meddiff.metrics.stats import bootstrap_ci, paired_comparison
 
-    model = model_method(args.checkpoint, args.sampler, args.steps)
-    methods = {"meddiff": model, "biharmonic": biharmonic_method()}
+    model = model_method(args.checkpoint, args.sampler, args.steps, args.consistency, args.resample)
+    methods = {"meddiff": model}
+    for spec in args.extra:
+        label, rest = spec.split("=", 1)
+        parts = rest.split(":")
+        methods[label] = model_method(args.checkpoint, parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "none")
+    methods["biharmonic"] = biharmonic_method()
     if args.pix2pix:
         methods["pix2pix"] = pix2pix_method(args.pix2pix)
     seg = None
@@ -351,7 +364,7 @@ def write(args, model, rows, unc_rows, lesion_rows) -> None:
             "meddiff_minus_psnr", "meddiff_minus_lpips"]
     md = [f"Checkpoint {args.checkpoint} ({model.describe}); pix2pix {args.pix2pix or '-'}; command: "
           f"`python benchmarks/inpaint_heldout.py {' '.join(sys.argv[1:])}`", ""]
-    md.append("| source | holes | method | PSNR in holes (dB) | SSIM in holes | LPIPS | FID | KID | Dice in holes | PSNR - biharmonic / pix2pix | LPIPS - biharmonic / pix2pix |")
+    md.append("| source | holes | method | PSNR in holes (dB) | SSIM in holes | LPIPS | FID | KID | Dice in holes | meddiff - this method: PSNR | meddiff - this method: LPIPS |")
     md.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         md.append(f"| {r['source']} | {r['coverage']:.0%} (measured {r['measured_coverage']:.0%}, n={r['n']}) | {r['method']} | {r['psnr']} | "
