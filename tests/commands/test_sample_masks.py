@@ -15,7 +15,7 @@ from meddiff.data.samples import samples_dir
 from meddiff.io import read_volume
 
 COLIN = samples_dir("colin27") / "colin27" / "axial.nii.gz"
-FAST = ["--checkpoint", "inpaint_mr", "--sampler", "dpm_solver_pp", "--steps", "2", "--no-progress"]
+FAST = ["--checkpoint", "inpaint_mr", "--no-progress"]  # its default sampler: posterior_mean, one network call
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def test_a_folder_of_masks_fills_each_input_with_its_own_holes_and_keeps_known_p
     for name, (lo, hi) in (("a", (10, 20)), ("b", (25, 40))):
         x = read_volume(inp / f"{name}.nii.gz").array
         y = read_volume(tmp_path / "out" / f"{name}_restored.nii.gz").array
+        assert y.shape == x.shape
         hole = np.zeros_like(x, bool)
         hole.T[lo:hi, lo:hi] = True  # the mask was written in x y z
         np.testing.assert_allclose(y[~hole], x[~hole], rtol=0, atol=1e-6 * np.abs(x).max())
@@ -88,3 +89,16 @@ def test_a_mask_from_another_grid_is_refused_naming_both_files(tmp_path, crops, 
     code = main(["sample", *FAST, "-i", str(img), "--mask", str(tmp_path / "m.nii.gz"), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "m.nii.gz" in err and "a.nii.gz" in err and "mm apart" in err
+
+
+def test_samples_with_the_calibrated_sampler_write_an_uncertainty_inside_the_holes(tmp_path, crops):
+    data, aff = crops
+    img = _save(tmp_path / "in" / "a.nii.gz", data[0], aff)
+    _save(tmp_path / "m.nii.gz", _box(12, 30), aff)
+    argv = ["sample", *FAST, "--sampler", "dpm_solver_pp", "--steps", "10", "--samples", "2", "-i", str(img),
+            "--mask", str(tmp_path / "m.nii.gz"), "-o", str(tmp_path / "out")]
+    assert main(argv) == 0
+    unc = read_volume(tmp_path / "out" / "a_uncertainty.nii.gz").array  # the card's std scale, fitted for dpm_solver_pp 10
+    hole = np.zeros_like(unc, bool)
+    hole.T[12:30, 12:30] = True
+    assert unc[hole].mean() > 0 and np.abs(unc[~hole]).max() == 0  # known pixels are measured: no uncertainty
