@@ -93,7 +93,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "replacement at every step; repaint = RePaint (inpainting, ancestral sampler)")
     p.add_argument("--resample", type=int, default=1, metavar="U",
                    help="repaint only: network calls per step (U - 1 jumps back), 1 = plain replacement")
-    p.add_argument("--mask", type=Path, default=None, help="inpainting: image of the same shape, nonzero = missing")
+    p.add_argument("--mask", type=Path, default=None,
+                   help="inpainting: a mask on the input's grid (nonzero = missing; 2D or 3D; NIfTI, DICOM, DICOM SEG, PNG, "
+                        "NPY) for every input, or a folder with a mask per input matched by name (case.nii.gz -> "
+                        "case.nii.gz / case_mask.* / case_seg.* ...; meddiff.data.mask_files)")
+    p.add_argument("--mask-label", type=int, default=None, metavar="N",
+                   help="inpainting: the mask is a label map (or DICOM SEG); the holes are the voxels of label (segment) N")
+    p.add_argument("--mask-dilate", type=float, default=0.0, metavar="MM",
+                   help="inpainting: grow the holes by MM millimetres (through the image's pixel spacing; default 0)")
     p.add_argument("--clip-percentiles", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="normalise with these percentiles (use the same as `meddiff prepare`)")
     p.add_argument("--format", choices=["same", "nifti", "png", "dicom"], default="same", help="output format")

@@ -1,4 +1,4 @@
-"""Random inpainting masks: boxes and free-form strokes (thick random polylines).
+"""Random inpainting masks: boxes, free-form strokes (thick random polylines) and lesion-like blobs.
 
 A mask is a float tensor [H, W] with 1 inside holes (pixels to generate) and 0 elsewhere.
 Every random number comes from the `torch.Generator` given, so a seed fixes the mask.
@@ -66,7 +66,32 @@ def stroke(h: int, w: int, scale: float, generator: torch.Generator | None, devi
     return (dist <= radius).float()
 
 
-SHAPES = {"box": box, "stroke": stroke}
+def lesion(h: int, w: int, scale: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Lesion-like blob: a star-shaped region r(theta) <= R (1 + sum_k a_k cos(k theta + phi_k)), k = 2..4,
+    |a_k| <= 0.15 (a lobulated ellipse), mean radius R = U(0.04, 0.2) * scale of the side, random
+    elongation U(1, 2) and orientation, centre placed uniformly."""
+    side = min(h, w)
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    radius = max(1.0, _uniform(0.04, 0.2, generator, device) * scale * side)
+    cy, cx = _uniform(0, h - 1, generator, device), _uniform(0, w - 1, generator, device)
+    elong = _uniform(1.0, 2.0, generator, device)
+    rot = _uniform(0.0, math.pi, generator, device)
+    dy, dx = yy - cy, xx - cx
+    u = dx * math.cos(rot) + dy * math.sin(rot)
+    v = -dx * math.sin(rot) + dy * math.cos(rot)
+    u, v = u / math.sqrt(elong), v * math.sqrt(elong)  # same area as the circle of radius R
+    theta = torch.atan2(v, u)
+    bound = torch.ones_like(theta)
+    for k in (2, 3, 4):
+        bound = bound + _uniform(-0.15, 0.15, generator, device) * torch.cos(k * theta + _uniform(0, 2 * math.pi, generator, device))
+    return (torch.hypot(u, v) <= radius * bound).float()
+
+
+SHAPES = {"box": box, "stroke": stroke, "lesion": lesion}
 
 
 def random_mask(

@@ -29,7 +29,7 @@ def domain_precheck(args, domain, name: Path, vol: Volume, slices: torch.Tensor,
         spacing = in_plane_spacing(vol.spacing, args.axis) if vol.ndim == 3 else vol.spacing
         spacing = tuple(float(s) * (1.0 if is_lowres else factor) for s in spacing)  # as the low-resolution input's
     small = min(slices.shape[-2:]) < 32
-    report = check_input(str(name), slices if is_lowres else _lowres_of(slices, factor), vol.meta.get("modality"),
+    report = check_input(str(name), slices if is_lowres or factor == 1 else _lowres_of(slices, factor), vol.meta.get("modality"),
                          spacing, factor, denoiser, card, score=not small and denoiser is not None)
     _complain(args, report, before=True)
     return report

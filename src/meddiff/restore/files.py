@@ -59,7 +59,9 @@ class Request:
     input_kind: str = "lowres"  # super-resolution: "lowres" input, or "upsampled" (already on the target grid)
     consistency: str = "none"
     resample: int = 1
-    mask: Path | None = None
+    mask: Path | None = None  # a mask file for every input, or a folder of masks matched by name (meddiff.data.mask_files)
+    mask_label: int | None = None  # holes = the voxels of this label (a label map / DICOM SEG); None = nonzero
+    mask_dilate: float = 0.0  # grow the holes by this distance in mm
     clip_percentiles: tuple[float, float] | None = None
     format: str = "same"
     keep_patient_tags: bool = False
@@ -176,9 +178,11 @@ def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices
 
     if args.mask is not None and task.kind != "inpaint":
         raise InputError(f"--mask {args.mask}: this model does {task.kind}, not inpainting; a mask applies to inpainting models only")
+    if args.mask is None and (args.mask_label is not None or args.mask_dilate):
+        raise InputError("--mask-label / --mask-dilate describe a mask: give --mask FILE_OR_DIR too")
     if task.kind == "inpaint" and args.mask is None:
         what = f"--method {args.method}" if args.method else "this checkpoint"
-        raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing)")
+        raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing) or --mask DIR (a mask per input)")
     if args.input is None:
         raise InputError("--input is required to restore images")
     check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite,
@@ -238,10 +242,11 @@ def condition_planes(args: Request, task: TaskConfig, deg: Any, vol: Volume, ite
         cond = deg.upsample(x, size)
         mask = torch.ones_like(cond)
     elif task.kind == "inpaint":
-        mvol = read_volume(args.mask)
-        if mvol.shape != vol.shape:
-            raise InputError(f"--mask {args.mask} has shape {mvol.shape}, expected {vol.shape} like {item.path}")
-        mask = torch.from_numpy(to_slices((mvol.array != 0).astype(np.float32), args.axis).copy())[:, None]
+        from ..data.mask_files import MaskSpec, mask_for
+
+        holes = mask_for(MaskSpec(args.mask, args.mask_label, args.mask_dilate), item, vol,
+                         args.input if args.input is not None and args.input.is_dir() else None)
+        mask = torch.from_numpy(to_slices(holes.astype(np.float32), args.axis).copy())[:, None]
         cond = x * (1 - mask)
     else:
         cond, mask = x, torch.ones_like(x)

@@ -108,13 +108,15 @@ def ddpm_restorer(args: Request, device):
         return layout.from_net(out)
 
     describe = f"{sampler} {steps} steps, seed {args.seed}, {noise} noise" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
-    if task.kind == "sr" and layout.slicewise:  # the domain check of meddiff.domain (restore.files runs it)
+    if task.kind in ("sr", "inpaint") and layout.slicewise:  # the domain check of meddiff.domain (restore.files runs it)
         from ..checkpointing import resolve_model_file
         from ..domain import read_card
 
         # 2.5D: modality, spacing and intensities are checked; the model-based score takes one plane, so not for it
-        run_sampler.domain = (None if layout.context else denoiser, read_card(resolve_model_file(args.checkpoint)),  # type: ignore[attr-defined]
-                              task.sr_factor, f"{sampler} {steps}")
+        # (nor for inpainting: it scores super-resolution); inpainting cards give factor 1 and the std calibration
+        sr = task.kind == "sr"
+        run_sampler.domain = (None if layout.context or not sr else denoiser, read_card(resolve_model_file(args.checkpoint)),  # type: ignore[attr-defined]
+                              task.sr_factor if sr else 1.0, f"{sampler} {steps}")
     return task, run_sampler, describe
 
 
