@@ -69,6 +69,7 @@ class AugmentConfig:
     hr_noise: tuple[float, float] = (0.0, 0.0)  # noise std before downsampling (fraction of the intensity range)
     lr_noise: tuple[float, float] = (0.0, 0.0)  # noise std of the low-resolution measurement
     noise_kind: Literal["rician", "gaussian"] = "rician"
+    kspace_noise: tuple[float, float] = (0.0, 0.0)  # noise std of the meddiff.data.acquisition kernels (k-space, Rician floor)
     gamma: tuple[float, float] = (1.0, 1.0)  # intensity gamma (target and condition alike)
     bias_field: float = 0.0  # max log-amplitude of a smooth multiplicative bias field (target and condition)
     synth_fraction: float = 0.0  # fraction of training images that are synthetic contrasts (meddiff.data.synth)

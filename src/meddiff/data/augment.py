@@ -31,7 +31,9 @@ from .degrade import SuperResolution, _check_x0, _rand, _randn
 
 Tensor = torch.Tensor
 
-SR_KERNELS = ("bicubic", "kspace")
+from .acquisition import ACQ_KERNELS, KSPACE_KERNELS, low_res
+
+SR_KERNELS = ("bicubic", "kspace") + ACQ_KERNELS  # kspace: the legacy uncentred truncation (v1)
 
 
 def _uniform(lo_hi: tuple[float, float], batch: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -158,6 +160,7 @@ class Acquisition:
     lr_noise: tuple[float, float] = (0.0, 0.0)
     noise_kind: str = "rician"
     factors: tuple[float, ...] = ()  # if set: each image's factor drawn from these
+    kspace_noise: tuple[float, float] = (0.0, 0.0)  # acquisition-kernel noise std (meddiff.data.acquisition)
     cond_channels: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
@@ -177,7 +180,13 @@ class Acquisition:
         if self.hr_noise[1] > 0:
             x = add_noise(x, _uniform(self.hr_noise, x.shape[0], generator, x), self.noise_kind, generator)
         size = sr.low_res_size(tuple(x.shape[-2:]))
-        lr = kspace_truncate(x, size) if kernel == "kspace" else sr.downsample(x)
+        if kernel == "kspace":
+            lr = kspace_truncate(x, size)
+        elif kernel in ACQ_KERNELS:  # meddiff.data.acquisition, on u = (x + 1) / 2, cell-centred grid
+            sigma = float(_uniform(self.kspace_noise, 1, generator, x)) if self.kspace_noise[1] > 0 else 0.0
+            lr = low_res((x.double() + 1) / 2, kernel, size, sigma, generator).to(x.dtype) * 2 - 1
+        else:
+            lr = sr.downsample(x)
         if self.lr_noise[1] > 0:
             lr = add_noise(lr, _uniform(self.lr_noise, x.shape[0], generator, x), self.noise_kind, generator)
         return sr.upsample(lr.clamp(-1, 1), tuple(x0.shape[-2:]))
@@ -199,8 +208,8 @@ class Acquisition:
 def acquisition_changed(aug: AugmentConfig) -> bool:
     """True if the augment section asks for any acquisition variety (kernels, blur, noise)."""
     d = AugmentConfig()
-    return (tuple(aug.sr_kernels), tuple(aug.blur), tuple(aug.hr_noise), tuple(aug.lr_noise)) != (
-        tuple(d.sr_kernels), tuple(d.blur), tuple(d.hr_noise), tuple(d.lr_noise))
+    return (tuple(aug.sr_kernels), tuple(aug.blur), tuple(aug.hr_noise), tuple(aug.lr_noise), tuple(aug.kspace_noise)) != (
+        tuple(d.sr_kernels), tuple(d.blur), tuple(d.hr_noise), tuple(d.lr_noise), tuple(d.kspace_noise))
 
 
 def build_acquisition(task, aug: AugmentConfig) -> Acquisition:
@@ -209,7 +218,7 @@ def build_acquisition(task, aug: AugmentConfig) -> Acquisition:
         raise ConfigError(f"augment.sr_kernels / blur / noise apply to task.kind sr, not {task.kind!r}")
     return Acquisition(factor=task.sr_factor, upsample_mode=task.sr_upsample, kernels=tuple(aug.sr_kernels),
                        blur=tuple(aug.blur), hr_noise=tuple(aug.hr_noise), lr_noise=tuple(aug.lr_noise),
-                       noise_kind=aug.noise_kind, factors=tuple(task.sr_factors))
+                       noise_kind=aug.noise_kind, factors=tuple(task.sr_factors), kspace_noise=tuple(aug.kspace_noise))
 
 
 def build_appearance(aug: AugmentConfig) -> Appearance | None:
