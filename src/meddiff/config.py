@@ -51,6 +51,10 @@ class TaskConfig:
     sr_upsample: Literal["bicubic", "bilinear"] = "bicubic"
     noise_std: tuple[float, float] = (0.05, 0.2)  # Gaussian sigma range in [-1,1] units
     salt_pepper: tuple[float, float] = (0.0, 0.05)  # fraction of pixels hit
+    low_dose_share: float = 0.0  # denoise: fraction of images given low-dose radiograph noise instead (meddiff.data.low_dose)
+    dose_fraction: tuple[float, float] = (0.05, 0.5)  # denoise, low-dose: fraction of the full dose, log-uniform per image
+    photons: float = 2.0e4  # denoise, low-dose: full-dose counts per pixel of an unattenuated ray
+    electronic_std: float = 10.0  # denoise, low-dose: electronic noise, counts
     mask_kinds: tuple[str, ...] = ("box", "stroke")
     mask_coverage: tuple[float, float] = (0.1, 0.4)
     sr_axis: Literal["inplane", "through"] = "inplane"  # through: thick slices along the first spatial axis (meddiff.data.thick)

@@ -109,3 +109,32 @@ def test_generated_png_levels_map_back_onto_minus_one_one(vdm_run):
     imgs = read_image_set(vdm_run / "samples")
     assert len(imgs) == 12 and imgs[0].shape == (16, 16)  # grid.png is skipped
     assert all(-1.0 <= float(i.min()) and float(i.max()) <= 1.0 for i in imgs)
+
+
+# --------------------------------------------------------------------------- sets at unequal sizes
+
+def test_real_images_are_resampled_to_the_generated_size_and_the_table_says_so():
+    from meddiff.metrics.generation import match_real_to_generated
+
+    rng = np.random.default_rng(0)
+    gen = [rng.uniform(-1, 1, (32, 32)).astype(np.float32) for _ in range(3)]
+    real = [np.kron(rng.uniform(-1, 1, (32, 32)), np.ones((8, 8))).astype(np.float32) for _ in range(2)]
+    out, note = match_real_to_generated(gen, real)
+    assert all(im.shape == (32, 32) for im in out)
+    np.testing.assert_allclose(out[0], real[0][::8, ::8], atol=1e-6)  # area averaging of constant 8x8 blocks
+    assert "256x256" in note and "32x32" in note
+    same, none = match_real_to_generated(gen, gen)
+    assert none == "" and same is gen
+
+
+def test_unequal_sizes_are_refused_when_asked_and_mixed_or_other_shapes_always():
+    from meddiff.errors import InputError
+    from meddiff.metrics.generation import match_real_to_generated
+
+    gen = [np.zeros((32, 32), np.float32)] * 2
+    with pytest.raises(InputError, match="256x256.*32x32"):
+        match_real_to_generated(gen, [np.zeros((256, 256), np.float32)] * 2, "refuse")
+    with pytest.raises(InputError, match="2 sizes"):
+        match_real_to_generated(gen + [np.zeros((64, 64), np.float32)], gen)
+    with pytest.raises(InputError, match="aspect ratio"):
+        match_real_to_generated(gen, [np.zeros((256, 128), np.float32)] * 2)

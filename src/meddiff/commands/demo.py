@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="super-resolution model: a name from `meddiff models` or a file/folder (default: the shipped demo_sr_x4; "
                         "with --volume: sr_x4_2p5d if shipped, else sr_x4_general)")
+    p.add_argument("--task", choices=["sr", "denoise", "generate"], default="sr",
+                   help="sr: MRI super-resolution (default); denoise: the chest X-ray denoiser on held-out films; generate: "
+                        "chest films from the Medical VDM (meddiff.commands.demo_xray)")
     p.add_argument("--volume", action="store_true",
                    help="restore Colin27 as a volume (2D with shared noise, 2.5D, 3D or thick-slice models) and show the three "
                         "planes (volume.png, results.md; meddiff.commands.demo_volume)")
@@ -158,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models import resolve_checkpoint
 
+    if args.task != "sr":
+        from .demo_xray import run_denoise, run_generate
+
+        if args.volume:
+            raise InputError(f"--volume applies to --task sr, not --task {args.task}")
+        return run_denoise(args) if args.task == "denoise" else run_generate(args)
     if args.volume:
         from .demo_volume import run_volume
 

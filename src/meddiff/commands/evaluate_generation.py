@@ -15,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--generated", type=Path, default=None, help="folder of generated images (e.g. meddiff sample's output)")
     g.add_argument("--real", type=Path, default=None,
                    help="folder of real images, or a `meddiff prepare` folder (then its --split)")
+    g.add_argument("--real-size", choices=("resize", "refuse"), default="resize",
+                   help="real images of another size than the generated: resample them to it (default; said in the table) "
+                        "or refuse")
     g.add_argument("--k", type=int, default=3, help="neighbours of the precision/recall k-NN manifolds (default 3)")
 
 
@@ -29,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--k {args.k}: expected >= 1")
     out = args.out if args.out is not None else args.generated.parent / "generation_eval"
     scores = evaluate_generation(args.generated, args.real, out, split=args.split, checkpoint=args.checkpoint,
-                                 prepared=args.prepared, draws=args.draws, k=args.k, seed=args.seed)
+                                 prepared=args.prepared, draws=args.draws, k=args.k, seed=args.seed,
+                                 real_size=args.real_size)
     print(scores.markdown())
     print(f"wrote generation.md, generation.csv, generation.json, grid_generated.png and grid_real.png to {out}")
     return 0

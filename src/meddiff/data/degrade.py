@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..config import TaskConfig
 from ..errors import ConfigError, InputError
+from .low_dose import LowDose, low_dose
 from .masks import SHAPES, random_mask
 
 Tensor = torch.Tensor
@@ -155,11 +156,15 @@ class Denoise:
 
     noise_std: tuple[float, float] = (0.05, 0.2)
     salt_pepper: tuple[float, float] = (0.0, 0.05)
+    low_dose_share: float = 0.0  # this fraction of the images gets low-dose radiograph noise instead
+    low_dose_model: LowDose = LowDose()
     cond_channels: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         _check_range("task.noise_std", self.noise_std, 0.0, math.inf)
         _check_range("task.salt_pepper", self.salt_pepper, 0.0, 1.0)
+        if not 0.0 <= self.low_dose_share <= 1.0:
+            raise ConfigError(f"task.low_dose_share: expected a fraction in [0, 1], got {self.low_dose_share}")
 
     def draw_levels(self, batch: int, generator: torch.Generator | None, like: Tensor) -> tuple[Tensor, Tensor]:
         """Per-sample (sigma [B], p [B]) drawn uniformly in the configured ranges."""
@@ -181,7 +186,13 @@ class Denoise:
     def __call__(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         _check_x0(x0)
         sigma, p = self.draw_levels(x0.shape[0], generator, x0)
-        return self.apply(x0, sigma, p, generator), torch.ones_like(x0)
+        y = self.apply(x0, sigma, p, generator)
+        if self.low_dose_share > 0:  # drawn after the Gaussian pairs, so share 0 keeps their random stream
+            u = _rand((2, x0.shape[0]), generator, x0)
+            d = self.low_dose_model.draw_dose(x0.shape[0], u[1])
+            chosen = (u[0] < self.low_dose_share).view(-1, 1, 1, 1)
+            y = torch.where(chosen, low_dose(x0, d, self.low_dose_model, generator), y)
+        return y, torch.ones_like(x0)
 
     def model_condition(self, cond: Tensor, mask: Tensor) -> Tensor:
         return cond
@@ -244,7 +255,12 @@ def build_degradation(task: TaskConfig, *, training: bool = False) -> AnyDegrada
     if task.kind == "sr":
         return SuperResolution(factor=task.sr_factor, upsample_mode=task.sr_upsample)
     if task.kind == "denoise":
-        return Denoise(noise_std=tuple(task.noise_std), salt_pepper=tuple(task.salt_pepper))
+        try:
+            dose = LowDose(dose=tuple(task.dose_fraction), photons=task.photons, electronic_std=task.electronic_std)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return Denoise(noise_std=tuple(task.noise_std), salt_pepper=tuple(task.salt_pepper),
+                       low_dose_share=task.low_dose_share, low_dose_model=dose)
     if task.kind == "inpaint":
         return Inpaint(kinds=tuple(task.mask_kinds), coverage=tuple(task.mask_coverage))
     raise ConfigError(f"task.kind: expected 'sr', 'denoise' or 'inpaint', got {task.kind!r}")

@@ -12,7 +12,7 @@ Series-level attributes (IOD, UIDs, patient, acquisition parameters, provenance)
   ReferencedSeriesSequence (the source series).
   Window: the source's WindowCenter/Width when the output's values lie in it, else the output's
   0.5-99.5 percentile range.
-  Pixels: MONOCHROME2, 16 bit. Integer-valued data within int16/uint16 are stored exactly
+  Pixels: 16 bit, MONOCHROME2 (MONOCHROME1 when the source was: its values are inverted back). Integer-valued data within int16/uint16 are stored exactly
   (slope 1, intercept 0); otherwise uint16 with one RescaleSlope/Intercept for the whole
   volume, so ``|read - written| <= slope / 2`` (slope = range / 65535). The MR Image IOD has no
   Modality LUT module: there the slope and intercept go into a linear Real World Value Mapping
@@ -92,7 +92,7 @@ def _real_world_item(slope: float, icpt: float, dtype: np.dtype) -> Dataset:
 def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float, *, plane: Mapping[str, Any],
                   position, index: int, thickness: float | None, spacing_between: float | None,
                   window: tuple[float, float], with_spacing: bool, source_item: Dataset | None,
-                  series_item: Dataset | None) -> Dataset:
+                  series_item: Dataset | None, photometric: str = "MONOCHROME2") -> Dataset:
     """One file for the 2D plane `stored` ``[Y, X]`` at slice `index`, position (LPS mm) `position`."""
     ds = Dataset()
     ds.update(header)
@@ -113,7 +113,7 @@ def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float
     if series_item is not None:
         ds.ReferencedSeriesSequence = Sequence([series_item])
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = stored.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
@@ -171,6 +171,12 @@ def volume_datasets(array: np.ndarray, affine: np.ndarray, header: Dataset, meta
     from :func:`meddiff.io.dicom_header.references` (used when they match the slice count).
     """
     plane = dicom_plane(affine, array.ndim)
+    photometric = "MONOCHROME2"
+    if meta.get("monochrome1_inverted") and meta.get("inversion_sum") is not None:
+        # a MONOCHROME1 source (e.g. a radiograph) was read inverted (meddiff.io.dicom): invert back,
+        # so the output holds the source's own values and photometric interpretation
+        array = float(meta["inversion_sum"]) - np.asarray(array, np.float64)
+        photometric = "MONOCHROME1"
     stored, slope, icpt = encode_pixels(array)
     window = _window(array, meta)
     n = 1 if array.ndim == 2 else array.shape[0]
@@ -187,7 +193,7 @@ def volume_datasets(array: np.ndarray, affine: np.ndarray, header: Dataset, meta
     planes = [stored] if array.ndim == 2 else list(stored)
     return [slice_dataset(header, planes[k], slope, icpt, plane=plane, position=positions[k], index=k, thickness=thickness,
                           spacing_between=between, window=window, with_spacing=spacing_known(meta),
-                          source_item=items[k], series_item=series_item) for k in range(n)]
+                          source_item=items[k], series_item=series_item, photometric=photometric) for k in range(n)]
 
 
 def save_dataset(ds: Dataset, path: Path) -> None:
