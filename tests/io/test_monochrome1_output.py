@@ -32,7 +32,7 @@ def test_a_monochrome1_film_is_written_back_in_its_own_values_and_photometric(tm
     src = _rg1_crop(tmp_path / "in")
     assert main(["sample", "--method", "median", "-i", str(src.parent), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
     out = pydicom.dcmread(tmp_path / "out" / "rg1_restored.dcm")
-    assert out.PhotometricInterpretation == "MONOCHROME1"
+    assert out.PhotometricInterpretation == "MONOCHROME1" and int(out.BitsStored) == 15  # the source's depth
     values = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
     source = pydicom.dcmread(src).pixel_array.astype(np.float64)
     # a 3x3 median of the source's own values: same units and sense (bright stays bright), not inverted

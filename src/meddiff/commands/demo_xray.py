@@ -1,7 +1,7 @@
 """`meddiff demo --task denoise` and `--task generate`: the chest X-ray models on held-out films.
 
 denoise: four real films of held-out patients (two adult NIH ChestX-ray14, two pediatric Kermany;
-src/meddiff/data/samples/cxr/films) are degraded twice, with Med-cDiff's noise (Gaussian sigma 0.1 in
+src/meddiff/data/samples/cxr_films) are degraded twice, with Med-cDiff's noise (Gaussian sigma 0.1 in
 [-1, 1] units + 1% salt-and-pepper) and as a 10%-dose exposure (Poisson quanta + electronic noise,
 meddiff.data.low_dose), and restored by the shipped `xray_denoise` (its stored one-call sampler) and by
 median + non-local means; a few DPM-Solver++ samples give the per-pixel uncertainty map.
@@ -31,7 +31,7 @@ def held_out_films() -> tuple[list[np.ndarray], list[str]]:
 
     from ..data.samples import samples_dir
 
-    folder = samples_dir("cxr") / "films"
+    folder = samples_dir("cxr_films")
     films, labels = [], []
     with open(folder / "films.csv", newline="") as f:
         for r in csv.DictReader(f):

@@ -50,4 +50,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"archive {args.output}: {summary.line()}")
     if summary.failed:
         print(f"meddiff sample: {summary.failed} unit(s) failed: see {args.output / f'failed{tag_of(shard)}.csv'}")
-    return 1 if summary.failed else 0
+    if summary.failed:
+        # exit 1 says some units failed, but the done ones and failed.csv are the run's work: the folder
+        # stays (a re-run resumes it) instead of being removed as a failed command's output
+        from ..io.outdir import forget_claims
+
+        forget_claims()
+        return 1
+    return 0

@@ -60,6 +60,16 @@ def encode_pixels(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     return stored, slope, icpt
 
 
+def monochrome1_stored_bits(meta: Mapping[str, Any]) -> int | None:
+    """BitsStored of an unscaled (slope 1, intercept 0) unsigned MONOCHROME1 source, from the inversion
+    meddiff.io.dicom applied (lo + hi = 2**bits - 1); None for any other source."""
+    if float(meta.get("rescale_slope", 1.0)) != 1.0 or float(meta.get("rescale_intercept", 0.0)) != 0.0:
+        return None
+    total = float(meta.get("inversion_sum", -1)) + 1
+    bits = int(round(np.log2(total))) if total > 1 else 0
+    return bits if 1 <= bits <= 16 and 2.0**bits == total else None
+
+
 def _window(array: np.ndarray, meta: Mapping[str, Any]) -> tuple[float, float]:
     """(centre, width): the source's window if the output's values lie in it, else robust percentiles."""
     lo, hi = (float(v) for v in np.percentile(array, [0.5, 99.5]))
@@ -92,7 +102,7 @@ def _real_world_item(slope: float, icpt: float, dtype: np.dtype) -> Dataset:
 def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float, *, plane: Mapping[str, Any],
                   position, index: int, thickness: float | None, spacing_between: float | None,
                   window: tuple[float, float], with_spacing: bool, source_item: Dataset | None,
-                  series_item: Dataset | None, photometric: str = "MONOCHROME2") -> Dataset:
+                  series_item: Dataset | None, photometric: str = "MONOCHROME2", bits: int = 16) -> Dataset:
     """One file for the 2D plane `stored` ``[Y, X]`` at slice `index`, position (LPS mm) `position`."""
     ds = Dataset()
     ds.update(header)
@@ -115,7 +125,7 @@ def slice_dataset(header: Dataset, stored: np.ndarray, slope: float, icpt: float
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = stored.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
     ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
     if ds.SOPClassUID == MRImageStorage:
         if (slope, icpt) != (1.0, 0.0):
@@ -178,6 +188,12 @@ def volume_datasets(array: np.ndarray, affine: np.ndarray, header: Dataset, meta
         array = float(meta["inversion_sum"]) - np.asarray(array, np.float64)
         photometric = "MONOCHROME1"
     stored, slope, icpt = encode_pixels(array)
+    bits = 16
+    if photometric == "MONOCHROME1" and (native := monochrome1_stored_bits(meta)) is not None:
+        # unscaled unsigned source values: stored in its own bit depth, so that the inversion a reader
+        # applies (by the stored range) is the source's and a re-read gives the values meddiff wrote
+        bits, slope, icpt = native, 1.0, 0.0
+        stored = np.clip(np.round(array), 0, 2**native - 1).astype(np.uint16)
     window = _window(array, meta)
     n = 1 if array.ndim == 2 else array.shape[0]
     items, series_item = references
@@ -193,7 +209,8 @@ def volume_datasets(array: np.ndarray, affine: np.ndarray, header: Dataset, meta
     planes = [stored] if array.ndim == 2 else list(stored)
     return [slice_dataset(header, planes[k], slope, icpt, plane=plane, position=positions[k], index=k, thickness=thickness,
                           spacing_between=between, window=window, with_spacing=spacing_known(meta),
-                          source_item=items[k], series_item=series_item, photometric=photometric) for k in range(n)]
+                          source_item=items[k], series_item=series_item, photometric=photometric, bits=bits)
+            for k in range(n)]
 
 
 def save_dataset(ds: Dataset, path: Path) -> None:

@@ -3,6 +3,7 @@
     mni152/   MNI ICBM152 2009a T1 template: axial, coronal, sagittal NIfTI stacks (training)
     colin27/  Colin27 (ch2bet) single-subject T1: same layout (held-out test: another person)
     cxr/      chest radiograph RG1_UNCR (pydicom-data): downsampled and cropped DICOMs
+    cxr_films/  four held-out chest films (NIH ChestX-ray14, Kermany; films.csv): the X-ray demos
 """
 
 from __future__ import annotations
