@@ -204,5 +204,14 @@ def test_3d_plan_tiles_a_volume_under_max_memory(tiny_3d):
     assert plan.tile is not None and len(plan.tile) == 3 and max(plan.tile) < 48 and plan.estimate <= 30 * 10**6
     out = restore(tiny_3d, cond, sampler="ddim", steps=2, progress=False, max_memory=used + 30 * 10**6)
     assert out.shape == (1, 1, 1, 32, 48, 48) and torch.isfinite(out).all()
+    # a budget too small for the smallest window; given directly, since the process's RSS (what --max-memory
+    # is measured against) moves between two readings by more than such a budget (a CI run saw it drop)
+    from meddiff.memory import unet_call_bytes
+    from meddiff.tiling import plan_sampling
+
+    net = tiny_3d.net
     with pytest.raises(InputError, match="raise --max-memory"):
-        restore(tiny_3d, cond, sampler="ddim", steps=2, progress=False, max_memory=used + 10**5)
+        plan_sampling(lambda b, s: unet_call_bytes(net, b, s, torch.device("cpu")), (32, 48, 48), 1, batch=1,
+                      budget=10**5, multiple=net.size_multiple, tile=None, overlap=None, min_tile=16)
+    with pytest.raises(InputError, match="raise --max-memory"):  # below what the process already holds
+        restore(tiny_3d, cond, sampler="ddim", steps=2, progress=False, max_memory=1)
