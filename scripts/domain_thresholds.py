@@ -1,0 +1,175 @@
+"""Fit the domain check's thresholds (meddiff.domain) on TRAINING-side images and store them in the card.
+
+    python scripts/domain_thresholds.py MODEL.safetensors --prepared runs/prep_mni [--images 48] \\
+        [--out runs/domain_fit] [--write]
+
+Training side only (never the held-out sources of benchmarks/domain_check.py): the prepared
+MNI152 2009a T1 slices the model trained on (128^2) and fresh draws of meddiff.data.synth (random
+contrast MNI152 tissue slices and random label fields), as 128^2 images and 64^2 crops; each
+degraded x4 by the anti-aliased bicubic kernel the model trained on and by every k-space kernel of
+meddiff.data.acquisition, without and with complex k-space noise. For each input: the label (does
+the model, with its stored default sampler, beat bicubic in PSNR against the truth) and the check's
+signals (meddiff.domain.signals). The fit (meddiff.domain.fit_thresholds) picks, per signal, the
+threshold that flags the most losing inputs while flagging at most `--false-alarm` of the winning
+inputs, one signal at a time (greedily, on the inputs not flagged yet). Writes OUT/fit_inputs.csv and
+OUT/thresholds.json; --write stores the thresholds in the model file's card (checkpointing.update_metadata).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEGRADATIONS = ("bicubic", "kspace_none", "kspace_hamming", "kspace_tukey", "kspace_fermi", "pf58_zerofill",
+                "pf58_homodyne", "zip2")
+NOISE = (0.01, 0.02, 0.04)  # k-space noise std ([0, 1] range) of the noisy cases (kspace_none and kspace_hamming)
+
+
+def truths(prepared: Path, n: int, seed: int = 2029) -> list[tuple[str, np.ndarray]]:
+    """(kind, image [S, S] in [-1, 1]): n prepared training slices, n synthetic brains, n/2 label fields;
+    each as the 128^2 image and a 64^2 crop of it."""
+    from meddiff.data.dataset import load_prepared
+    from meddiff.data.synth import mni_tissue_slices, synth_brain, synth_shapes
+
+    train = np.asarray(load_prepared(prepared).arrays["train"], np.float32)
+    fg = (train > -0.9).mean(axis=(1, 2))
+    keep = np.flatnonzero(fg > 0.25)
+    idx = keep[np.linspace(0, len(keep) - 1, n).round().astype(int)]
+    g = torch.Generator().manual_seed(seed)
+    tissue = mni_tissue_slices(train.shape[-1])
+    imgs = [("mni152", train[i]) for i in idx]
+    imgs += [("synth_brain", synth_brain(tissue, g)[0].numpy()) for _ in range(n)]
+    imgs += [("synth_shapes", synth_shapes(train.shape[-1], g)[0].numpy()) for _ in range(n // 2)]
+    out = []
+    for k, (kind, a) in enumerate(imgs):
+        out.append((kind, a))
+        o = 16 + 8 * (k % 5)
+        out.append((kind, np.ascontiguousarray(a[o:o + 64, o:o + 64])))
+    return out
+
+
+def degrade(x: np.ndarray, kernel: str, sigma: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(condition [1, 1, H, W], delivered image [1, 1, h, w], H / h) as benchmarks/generalization.py makes them."""
+    from meddiff.data.acquisition import low_res
+    from meddiff.data.degrade import SuperResolution
+
+    sr = SuperResolution(4.0)
+    t = torch.from_numpy(x)[None, None]
+    size = sr.low_res_size(t.shape[-2:])
+    if kernel == "bicubic":
+        lr = sr.downsample(t)
+    else:
+        lr = low_res((t.double() + 1) / 2, kernel, size, sigma, torch.Generator().manual_seed(seed)).float() * 2 - 1
+    lr = lr.clamp(-1, 1)
+    return sr.upsample(lr, t.shape[-2:]), lr, t.shape[-2] / lr.shape[-2]
+
+
+def measure(model: str, prepared: Path, n: int) -> list[dict]:
+    from meddiff.diffusion.checkpoint import load_model
+    from meddiff.domain import signals
+    from meddiff.inference import restore, sampler_options
+    from meddiff.metrics.image import psnr
+
+    cfg, _, den = load_model(model, expect_task="sr")
+    s = cfg.sampler
+    opts = sampler_options(s.name, cfg.diffusion.variance, s.eta, s.grid)
+    rows = []
+    for i, (kind, x) in enumerate(truths(prepared, n)):
+        for kernel, sigma in cases():
+            cond, lr, factor = degrade(x, kernel, sigma, seed=i)
+            y = restore(den, cond, sampler=s.name, steps=s.steps, seed=0, batch_size=1, progress=False, **opts)[0, 0]
+            d = float(psnr(np.clip(y[0].numpy(), -1, 1), x, data_range=2.0) - psnr(cond[0, 0].numpy(), x, data_range=2.0))
+            sig = signals(lr, factor, den, restored=y[None], score=min(lr.shape[-2:]) >= 32)
+            rows.append({"kind": kind, "size": x.shape[0], "kernel": kernel, "sigma": sigma, "d_psnr": d, "loss": d <= 0} | sig)
+        print(f"{i + 1} images", file=sys.stderr, end="\r")
+    return rows
+
+
+def cases() -> list[tuple[str, float]]:
+    return [(k, 0.0) for k in DEGRADATIONS] + [(k, z) for k in ("kspace_none", "kspace_hamming") for z in NOISE]
+
+
+def reuse(path: Path, prepared: Path, n: int) -> list[dict]:
+    """The rows of an earlier run's OUT/fit_inputs.csv with the model-free signals recomputed on the
+    same inputs (regenerated with the same seeds; the label, score and consistency kept: they need
+    the model)."""
+    from meddiff.domain import signals
+
+    with open(path, newline="") as f:
+        old = list(csv.DictReader(f))
+    rows, j = [], 0
+    for i, (kind, x) in enumerate(truths(prepared, n)):
+        for kernel, sigma in cases():
+            r = old[j]
+            j += 1
+            assert r["kernel"] == kernel and r["kind"] == kind, f"{path}: row {j} is not {kind} {kernel}; run without --reuse"
+            _, lr, factor = degrade(x, kernel, sigma, seed=i)
+            sig = signals(lr, factor, None, score=False)
+            keep = {k: float(r[k]) if r.get(k) not in (None, "", "nan") else float("nan") for k in ("score", "consistency")}
+            rows.append({"kind": kind, "size": x.shape[0], "kernel": kernel, "sigma": sigma, "d_psnr": float(r["d_psnr"]),
+                         "loss": r["loss"] == "True"} | sig | keep)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("--prepared", type=Path, required=True)
+    p.add_argument("--images", type=int, default=24, help="prepared slices (and as many synthetic brains, half as many label fields)")
+    p.add_argument("--false-alarm", type=float, default=0.05, help="largest share of winning inputs each signal may flag")
+    p.add_argument("--out", type=Path, default=Path("runs/domain_fit"))
+    p.add_argument("--reuse", action="store_true", help="reuse OUT/fit_inputs.csv (labels, score, consistency) of an "
+                   "earlier run; the model-free signals are recomputed")
+    p.add_argument("--write", action="store_true", help="store the thresholds in the model file's card")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from meddiff.domain import SIGNALS, fit_thresholds, read_card, write_card
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "fit_inputs.csv"
+    if args.reuse:
+        rows = reuse(path, args.prepared, args.images)
+    else:
+        rows = measure(args.model, args.prepared, args.images)
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    if args.reuse:
+        with open(args.out / "fit_inputs_signals.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    thresholds = fit_thresholds(rows, SIGNALS, args.false_alarm)
+    wins = [r for r in rows if not r["loss"]]
+    losses = [r for r in rows if r["loss"]]
+    from meddiff.domain import flagged_by
+
+    fa = sum(bool(flagged_by(r, thresholds)) for r in wins)
+    det = sum(bool(flagged_by(r, thresholds)) for r in losses)
+    note = (f"signal thresholds fitted by scripts/domain_thresholds.py on {len(rows)} training-side inputs "
+            f"(MNI152 2009a T1 slices and meddiff.data.synth random-contrast brains / label fields, 128^2 and 64^2, x4 by bicubic "
+            f"and every k-space kernel of meddiff.data.acquisition, noise {list(NOISE)}); there they flag {fa}/{len(wins)} inputs "
+            f"the model wins on and {det}/{len(losses)} it loses on")
+    result = {"thresholds": thresholds, "note": note}
+    (args.out / "thresholds.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    if args.write:
+        card = read_card(args.model)
+        if card is None:
+            raise SystemExit(f"{args.model}: has no domain card (scripts/domain_card.py writes one first)")
+        notes = tuple(n for n in card.notes if not n.startswith("signal thresholds")) + (note,)
+        write_card(args.model, dataclasses.replace(card, thresholds=thresholds, notes=notes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
