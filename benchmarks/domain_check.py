@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slices", type=int, default=8, help="images (slices or crops) per volume/large source")
     p.add_argument("--crop", type=int, default=128, help="crop side of colin27 and the large sources (output pixels)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--thresholds", type=Path, default=None, help="a thresholds JSON to use instead of the card's")
     p.add_argument("--spacing-sweep", action="store_true", help="only the output-spacing sweep (spacing_sweep)")
     p.add_argument("--out", type=Path, default=Path("runs/domain_check"))
     args = p.parse_args(argv)
@@ -271,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg, _, denoiser = load_model(args.checkpoint, expect_task="sr")
     card = read_card(resolve_model_file(args.checkpoint))
+    if args.thresholds is not None:  # another fit (scripts/domain_thresholds.py OUT/thresholds_*.json) in place of the card's
+        import dataclasses
+        import json
+
+        card = dataclasses.replace(card, thresholds=json.loads(args.thresholds.read_text())["thresholds"])
     s = cfg.sampler
     opts = sampler_options(s.name, cfg.diffusion.variance, s.eta, s.grid)
 

@@ -55,6 +55,38 @@ def truths(prepared: Path, n: int, seed: int = 2029) -> list[tuple[str, np.ndarr
     return out
 
 
+INIA19 = Path("/usr/share/mricron/templates/inia19-t1-brain.nii.gz")  # Debian mricron-data: a rhesus macaque T1 template
+
+
+def _fg_crops(vol: np.ndarray, n: int, size: int = 128) -> list[np.ndarray]:
+    """n central size^2 crops of axial planes [Z, Y, X] (min/max normalised per volume) spread over the
+    planes whose crop is at least 30% foreground."""
+    v = vol.astype(np.float64)
+    v = ((v - v.min()) / max(v.max() - v.min(), 1e-12) * 2 - 1).astype(np.float32)
+    i, j = (v.shape[1] - size) // 2, (v.shape[2] - size) // 2
+    crops = [np.ascontiguousarray(v[z, i:i + size, j:j + size]) for z in range(len(v))]
+    crops = [c for c in crops if (c > -0.9).mean() >= 0.3]
+    return [crops[k] for k in np.linspace(0, len(crops) - 1, min(n, len(crops))).round().astype(int)]
+
+
+def real_crops(n: int, calibration: bool) -> list[tuple[str, np.ndarray]]:
+    """(kind, image): 128^2 crops of the 1 mm MNI152 2009a T1 volume (training data, as scans are cropped,
+    not resized to 128) and, with `calibration`, of the inia19 macaque T1 template (a calibration split:
+    real MR reported nowhere), each with a 64^2 crop of it."""
+    from nilearn import datasets
+
+    from meddiff.io import read_volume
+
+    mni = np.transpose(np.asarray(datasets.load_mni152_template(resolution=1).dataobj, np.float32), (2, 1, 0))[:, ::-1]
+    imgs = [("mni152_crop", c) for c in _fg_crops(mni, n)]
+    if calibration:
+        imgs += [("inia19_calibration", c) for c in _fg_crops(read_volume(INIA19).array, n)]
+    out = []
+    for k, (kind, a) in enumerate(imgs):
+        out += [(kind, a), (kind, np.ascontiguousarray(a[32 + 4 * (k % 5):96 + 4 * (k % 5), 32:96]))]
+    return out
+
+
 def degrade(x: np.ndarray, kernel: str, sigma: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(condition [1, 1, H, W], delivered image [1, 1, h, w], H / h) as benchmarks/generalization.py makes them."""
     from meddiff.data.acquisition import low_res
@@ -71,7 +103,7 @@ def degrade(x: np.ndarray, kernel: str, sigma: float, seed: int) -> tuple[torch.
     return sr.upsample(lr, t.shape[-2:]), lr, t.shape[-2] / lr.shape[-2]
 
 
-def measure(model: str, prepared: Path, n: int) -> list[dict]:
+def measure(model: str, prepared: Path, n: int, images=None) -> list[dict]:
     from meddiff.diffusion.checkpoint import load_model
     from meddiff.domain import signals
     from meddiff.inference import restore, sampler_options
@@ -81,7 +113,7 @@ def measure(model: str, prepared: Path, n: int) -> list[dict]:
     s = cfg.sampler
     opts = sampler_options(s.name, cfg.diffusion.variance, s.eta, s.grid)
     rows = []
-    for i, (kind, x) in enumerate(truths(prepared, n)):
+    for i, (kind, x) in enumerate(truths(prepared, n) if images is None else images):
         for kernel, sigma in cases():
             cond, lr, factor = degrade(x, kernel, sigma, seed=i)
             y = restore(den, cond, sampler=s.name, steps=s.steps, seed=0, batch_size=1, progress=False, **opts)[0, 0]
@@ -127,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/domain_fit"))
     p.add_argument("--reuse", action="store_true", help="reuse OUT/fit_inputs.csv (labels, score, consistency) of an "
                    "earlier run; the model-free signals are recomputed")
+    p.add_argument("--crops", type=int, default=0, help="also this many 128^2 crops of the 1 mm MNI152 volume (real_crops)")
+    p.add_argument("--calibration", action="store_true", help="with --crops: as many crops of the inia19 macaque T1 "
+                   "template, a calibration split of real MR that no benchmark reports")
+    p.add_argument("--label", choices=("loss", "degradation"), default="loss",
+                   help="what a flag should predict: loss = the model does not beat bicubic on the input (default); "
+                        "degradation = the input was made by a kernel the model did not train on (not bicubic)")
     p.add_argument("--write", action="store_true", help="store the thresholds in the model file's card")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -148,6 +186,19 @@ def main(argv: list[str] | None = None) -> int:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+    if args.label == "degradation":  # outside what the model trained on: every kernel but bicubic (issue 23, item 2)
+        rows = [r | {"loss": r["kernel"] != "bicubic"} for r in rows]
+    if args.crops:  # plus 128^2 / 64^2 crops of real MR: MNI152 at 1 mm and (--calibration) inia19
+        extra = args.out / "fit_inputs_crops.csv"
+        if not (args.reuse and extra.exists()):
+            new = measure(args.model, args.prepared, args.crops, real_crops(args.crops, args.calibration))
+            with open(extra, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(new[0]))
+                w.writeheader()
+                w.writerows(new)
+        with open(extra, newline="") as f:
+            rows += [{k: (v == "True") if k == "loss" else (v if k in ("kind", "kernel") else float(v) if v not in ("", "nan") else float("nan"))
+                      for k, v in r.items()} for r in csv.DictReader(f)]
     thresholds = fit_thresholds(rows, SIGNALS, args.false_alarm)
     wins = [r for r in rows if not r["loss"]]
     losses = [r for r in rows if r["loss"]]
@@ -155,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
 
     fa = sum(bool(flagged_by(r, thresholds)) for r in wins)
     det = sum(bool(flagged_by(r, thresholds)) for r in losses)
-    note = (f"signal thresholds fitted by scripts/domain_thresholds.py on {len(rows)} training-side inputs "
+    what = "it loses on" if args.label == "loss" else "made by a kernel other than bicubic"
+    note = (f"signal thresholds fitted by scripts/domain_thresholds.py (--label {args.label}) on {len(rows)} training-side inputs "
             f"(MNI152 2009a T1 slices and meddiff.data.synth random-contrast brains / label fields, 128^2 and 64^2, x4 by bicubic "
             f"and every k-space kernel of meddiff.data.acquisition, noise {list(NOISE)}); there they flag {fa}/{len(wins)} inputs "
-            f"the model wins on and {det}/{len(losses)} it loses on")
+            f"{'the model wins on' if args.label == 'loss' else 'made by bicubic'} and {det}/{len(losses)} {what}")
     result = {"thresholds": thresholds, "note": note}
-    (args.out / "thresholds.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"thresholds_{args.label}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     if args.write:
         card = read_card(args.model)
