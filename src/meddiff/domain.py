@@ -185,7 +185,7 @@ _WHY = {
                 "(edge energy {v:.3f} > {t:.3f}); the model trained on anti-aliased downsampling",
     "edge_min": "its outer band is empty, as zero-filled (sinc) interpolation leaves it (edge energy {v:.4f} < {t:.4f})",
     "rolloff": "its spectrum runs on to the band edge instead of rolling off, as after a k-space truncation "
-               "(Gibbs ringing) or with noise (edge roll-off {v:+.2f} > {t:+.2f}; anti-aliased downsampling gives about -1)",
+               "(Gibbs ringing) or with noise (edge roll-off {v:+.2f} > {t:+.2f}; anti-aliased downsampling gives below 0)",
     "noise": "it is noisier than the inputs the model wins on (noise std {v:.3f} > {t:.3f} in [-1, 1] units)",
     "consistency": "after sampling, the output agrees with the measured image less than the fitted limit "
                    "(consistency ratio {v:.2f} > {t:.2f}; 1 = as well as bicubic)",
@@ -303,9 +303,9 @@ def spectral_rolloff(lowres: Tensor, fit: tuple[float, float] = (0.2, 0.6), edge
     per frequency kappa in Nyquist units) is fitted as c0 + c1 log kappa over `fit`, and the result is
     the mean of log P_a - fit over `edge` ([N, 1, h, w] -> [N, 2], natural-log units).
 
-    Content-independent where spectrum_edge_ratio is not: anti-aliased (bicubic) downsampling rolls the
-    edge off below the power law (negative); a k-space truncation keeps it on the law (about 0, the
-    Gibbs ringing of a sharp cut), noise lifts it above (positive)."""
+    Less content-dependent than spectrum_edge_ratio: anti-aliased (bicubic) downsampling rolls the edge
+    off below the power law (negative); a k-space truncation keeps it on the law (about 0, the Gibbs
+    ringing of a sharp cut); noise that dominates the edge but not the middle of the band lifts it."""
     y = lowres[:, 0].double()
     y = y - y.mean(dim=(-2, -1), keepdim=True)
     h, w = y.shape[-2:]

@@ -11,7 +11,7 @@ from meddiff.cli import main
 from meddiff.data.degrade import SuperResolution
 from meddiff.domain import (DomainCard, card_from_training, check_input, consistency_ratio, fit_thresholds, flagged_by,
                             foreground_quantiles, histogram_distance, model_score, noise_sigma, read_card,
-                            spectrum_edge_ratio, write_card)
+                            spectral_rolloff, spectrum_edge_ratio, write_card)
 from meddiff.diffusion.checkpoint import load_model
 
 from .test_sample import make_checkpoint
@@ -77,6 +77,21 @@ def test_spectrum_edge_ratio_separates_antialiased_kspace_and_zero_filled_inputs
     assert e_ksp.min() > 1.4 * e_bic.max()  # flat to the cut (ringing); the bicubic kernel rolls off
     assert e_zip.max() < 0.1 * e_bic.min()
     assert spectrum_edge_ratio(bic).shape == (1, 2)
+
+
+def test_spectral_rolloff_is_negative_after_antialiasing_and_near_zero_after_a_kspace_truncation():
+    from meddiff.data.acquisition import low_res
+
+    g = torch.Generator().manual_seed(4)
+    # a power-law (1/f) image: every band holds detail, as in a scan
+    f = torch.fft.fftfreq(256).abs()
+    amp = 1 / torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2).clamp_min(1 / 256)
+    x = torch.fft.ifft2(amp * torch.exp(2j * torch.pi * torch.rand(256, 256, generator=g))).real[None, None].float()
+    x = (x - x.min()) / (x.max() - x.min()) * 2 - 1
+    u = (x.double() + 1) / 2
+    bic = spectral_rolloff(SuperResolution(4.0).downsample(x))[0]
+    ksp = spectral_rolloff(low_res(u, "kspace_none", (64, 64)).float() * 2 - 1)[0]
+    assert bic.mean() < -0.3 and bic.mean() < ksp.mean() - 0.3 and abs(ksp.mean()) < 0.2, (bic, ksp)
 
 
 def test_noise_sigma_recovers_the_std_of_white_noise_on_a_smooth_image():
