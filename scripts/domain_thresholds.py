@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crops", type=int, default=0, help="also this many 128^2 crops of the 1 mm MNI152 volume (real_crops)")
     p.add_argument("--calibration", action="store_true", help="with --crops: as many crops of the inia19 macaque T1 "
                    "template, a calibration split of real MR that no benchmark reports")
+    p.add_argument("--per-kind", action="store_true", help="the false-alarm bound holds for each kind of image "
+                   "separately (prepared slices, synthetic brains, label fields, crops, calibration), as the target holds per source")
     p.add_argument("--label", choices=("loss", "degradation"), default="loss",
                    help="what a flag should predict: loss = the model does not beat bicubic on the input (default); "
                         "degradation = the input was made by a kernel the model did not train on (not bicubic)")
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(extra, newline="") as f:
             rows += [{k: (v == "True") if k == "loss" else (v if k in ("kind", "kernel") else float(v) if v not in ("", "nan") else float("nan"))
                       for k, v in r.items()} for r in csv.DictReader(f)]
-    thresholds = fit_thresholds(rows, SIGNALS, args.false_alarm)
+    thresholds = fit_thresholds(rows, SIGNALS, args.false_alarm, group="kind" if args.per_kind else None)
     wins = [r for r in rows if not r["loss"]]
     losses = [r for r in rows if r["loss"]]
     from meddiff.domain import flagged_by
@@ -209,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     what = "it loses on" if args.label == "loss" else "made by a kernel other than bicubic"
     note = (f"signal thresholds fitted by scripts/domain_thresholds.py (--label {args.label}) on {len(rows)} training-side inputs "
             f"(MNI152 2009a T1 slices and meddiff.data.synth random-contrast brains / label fields, 128^2 and 64^2, x4 by bicubic "
-            f"and every k-space kernel of meddiff.data.acquisition, noise {list(NOISE)}); there they flag {fa}/{len(wins)} inputs "
+            f"and every k-space kernel of meddiff.data.acquisition, noise {list(NOISE)}"
+            + (f"; plus 128^2/64^2 crops of the 1 mm MNI152 volume" if args.crops else "")
+            + (" and of the inia19 macaque T1 template (Debian mricron-data) as a calibration split" if args.crops and args.calibration else "")
+            + ("; false alarms bounded per kind of image" if args.per_kind else "")
+            + f"); there they flag {fa}/{len(wins)} inputs "
             f"{'the model wins on' if args.label == 'loss' else 'made by bicubic'} and {det}/{len(losses)} {what}")
     result = {"thresholds": thresholds, "note": note}
     (args.out / f"thresholds_{args.label}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -381,13 +381,16 @@ def flagged_by(values: dict, thresholds: dict) -> list[str]:
 FIT_LEVELS = (None, 0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)  # share of winning inputs one signal may flag alone
 
 
-def fit_thresholds(rows: Sequence[dict], names: dict[str, str], false_alarm: float) -> dict[str, list]:
+def fit_thresholds(rows: Sequence[dict], names: dict[str, str], false_alarm: float, group: str | None = None) -> dict[str, list]:
     """Thresholds {name: [direction, limit]} that flag the most losing rows (row["loss"] True) while the
-    union flags at most `false_alarm` of the winning rows: each signal's limit is the (1 - q) quantile of
-    its values on the winning rows (q in FIT_LEVELS, None = unused), over every combination of q."""
+    union flags at most `false_alarm` of the winning rows (of every value of row[group] separately, when
+    `group` is given: the target holds per source): each signal's limit is the (1 - q) quantile of its
+    values on the winning rows (q in FIT_LEVELS, None = unused), over every combination of q."""
     import itertools
 
     loss = np.array([bool(r["loss"]) for r in rows])
+    groups = np.array([str(r[group]) if group else "" for r in rows])
+    win_groups = [(groups == g) & ~loss for g in dict.fromkeys(groups[~loss])]
     cols, cand = [], []
     for name, direction in names.items():
         v = np.array([float(r.get(name, np.nan)) for r in rows])
@@ -402,14 +405,12 @@ def fit_thresholds(rows: Sequence[dict], names: dict[str, str], false_alarm: flo
         cols.append((name, direction))
         cand.append(opts)
     best, best_key = {}, (-1, 0)
-    n_win = max(int((~loss).sum()), 1)
     for combo in itertools.product(*cand):
         flag = np.zeros(len(rows), bool)
         for c in combo:
             if c is not None:
                 flag |= c[1]
-        fa = flag[~loss].sum() / n_win
-        if fa > false_alarm:
+        if any(flag[m].sum() > false_alarm * m.sum() for m in win_groups):
             continue
         key = (int(flag[loss].sum()), -int(flag[~loss].sum()))
         if key > best_key:

@@ -114,6 +114,13 @@ def test_flagged_by_and_fit_thresholds():
     losses = [r for r in rows if r["loss"]]
     assert sum(bool(flagged_by(r, th)) for r in wins) <= 0.05 * len(wins)
     assert sum(bool(flagged_by(r, th)) for r in losses) >= 0.9 * len(losses)
+    # a second kind of image whose wins sit higher: pooled, its false alarms exceed the bound; per kind, they do not
+    rows += [{"loss": False, "s": float(v), "t": 0.0, "kind": "b"} for v in rng.normal(3, 1, 60)]
+    rows = [r | {"kind": r.get("kind", "a")} for r in rows]
+    pooled, per_kind = fit_thresholds(rows, {"s": "high"}, 0.1), fit_thresholds(rows, {"s": "high"}, 0.1, group="kind")
+    b_wins = [r for r in rows if r["kind"] == "b"]
+    assert sum(bool(flagged_by(r, pooled)) for r in b_wins) > 0.1 * len(b_wins)
+    assert sum(bool(flagged_by(r, per_kind)) for r in b_wins) <= 0.1 * len(b_wins)
 
 
 def test_card_round_trips_through_the_model_file(identity, tmp_path):
