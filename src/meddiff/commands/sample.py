@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -114,8 +115,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint weights to sample: ema (the moving average, default) or raw (the training weights "
                         "in train_state.safetensors, e.g. after a short run whose EMA is still mostly initialisation)")
     p.add_argument("--strict-domain", action="store_true",
-                   help="refuse (instead of warn about) an input that looks unlike the model's training data "
-                        "(modality, pixel spacing, intensities, model-based score; see meddiff.domain)")
+                   help="refuse, before sampling, an input the domain check flags (modality, and the signals fitted "
+                        "on the model's training side: model-based score, Gibbs ringing, noise; see docs/domain.md), "
+                        "and exit 3 when the check scores a result worse than bicubic (default: one warning after the run)")
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="DDPM checkpoints: keep the estimated peak memory under SIZE (e.g. 3GB, 512MiB) by a smaller batch "
                         "or tiled sampling (default: what the process holds plus 60%% of the free RAM / GPU memory)")
@@ -151,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
         return sample_archive.run(args)
     written = restore(Request.from_namespace(args), pick_device(args.device, what="--device"))
     print(f"wrote {len(written)} file(s) under {args.output}: {written.summary}")
-    return 0
+    if written.domain_summary:  # once, after the progress bar (meddiff.restore.domain)
+        print(written.domain_summary, file=sys.stderr)
+    return written.status
 
 
 def claim_output(args: argparse.Namespace) -> None:

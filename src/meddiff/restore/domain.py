@@ -1,11 +1,13 @@
 """The domain check of a restore run (meddiff.domain): each input is checked before sampling (modality,
-spacing, intensities, the model-based score) and its restoration after (consistency with the
-measurement); `meddiff sample` warns naming the file, or refuses it with --strict-domain."""
+the card's fitted signals on the delivered image) and its restoration after (consistency with the
+measurement). Nothing is printed while the progress bar runs: `domain_summary` gives, after it,
+one warning per flagged input and the line saying on which inputs the check scores the result
+worse than bicubic. --strict-domain refuses a flagged input before sampling (InputError) and makes
+a run whose results the check scores worse than bicubic exit non-zero (`domain_exit_status`)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import torch
@@ -15,9 +17,13 @@ from ..io import Volume
 
 log = logging.getLogger(__name__)
 
+#: exit status of `meddiff sample --strict-domain` when the check scores a written result worse than bicubic
+EXIT_WORSE_THAN_BICUBIC = 3
+
 
 def domain_precheck(args, domain, name: Path, vol: Volume, slices: torch.Tensor, is_lowres: bool):
-    """meddiff.domain.check_input on one input before sampling: warn, or refuse with --strict-domain."""
+    """meddiff.domain.check_input on one input before sampling; with --strict-domain a flagged input is
+    refused here (InputError), before any sampling."""
     from ..data.slices import in_plane_spacing
     from ..domain import check_input
 
@@ -31,7 +37,11 @@ def domain_precheck(args, domain, name: Path, vol: Volume, slices: torch.Tensor,
     small = min(slices.shape[-2:]) < 32
     report = check_input(str(name), slices if is_lowres or factor == 1 else _lowres_of(slices, factor), vol.meta.get("modality"),
                          spacing, factor, denoiser, card, score=not small and denoiser is not None)
-    _complain(args, report, before=True)
+    if report.reasons and args.strict_domain:
+        raise InputError(_message(report) + " (--strict-domain: refused before sampling; drop the flag to restore it "
+                         "and get this as a warning)")
+    if report.reasons or report.notes:
+        log.debug("%s", _message(report))
     return report
 
 
@@ -55,24 +65,37 @@ def _lowres_of(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def domain_postcheck(args, domain, report, out: torch.Tensor, lowres: torch.Tensor | None) -> None:
-    """The consistency ratio of the restored mean with the measurement (meddiff.domain)."""
-    from ..domain import SCORE_LIMIT, consistency_ratio
+    """The consistency of the restored mean with the measurement (meddiff.domain.check_output); no
+    printing here (domain_summary reports it after the progress bar)."""
+    from ..domain import check_output
 
     if lowres is None:
         return
-    report.consistency = consistency_ratio(out.mean(0), lowres, domain[2])
-    if report.consistency > SCORE_LIMIT:
-        report.reasons.append(f"the output agrees with the measured image less than bicubic does (consistency ratio "
-                              f"{report.consistency:.2f} > {SCORE_LIMIT:g}): the model changed what was measured")
-        _complain(args, report, before=False)
+    if check_output(report, out, lowres, domain[2], domain[1]):
+        log.debug("%s", _message(report))
 
 
-def _complain(args, report, before: bool) -> None:
-    if report.in_domain:
-        return
-    msg = f"{report.source} looks unlike the model's training data: " + "; ".join(report.reasons)
-    if args.strict_domain:
-        raise InputError(msg + " (--strict-domain: refused; drop the flag to restore it with this warning)")
-    log.warning("%s", msg)
-    if before:
-        print(f"meddiff sample: warning: {msg}", file=sys.stderr)
+def _message(report) -> str:
+    text = f"{report.source}: " + "; ".join(report.reasons or report.notes)
+    if report.reasons:
+        text = f"{report.source} looks unlike what the model handles: " + "; ".join(report.reasons)
+        if report.notes:
+            text += " (also: " + "; ".join(report.notes) + ")"
+    return text
+
+
+def domain_summary(reports: list) -> str:
+    """The run's domain findings, printed once after the progress bar: one warning line per flagged
+    input, then which results the check scores worse than bicubic ("" when nothing was flagged)."""
+    lines = [f"warning: {_message(r)}" for r in reports if r.reasons]
+    worse = [r.source for r in reports if r.worse_than_bicubic]
+    if worse:
+        lines.append(f"domain check: the result of {len(worse)} of {len(reports)} input(s) is scored worse than bicubic "
+                     f"interpolation ({', '.join(Path(w).name for w in worse[:5])}{', ...' if len(worse) > 5 else ''}); "
+                     "compare with --method bicubic before using it")
+    return "\n".join(lines)
+
+
+def domain_exit_status(strict: bool, reports: list) -> int:
+    """0, or EXIT_WORSE_THAN_BICUBIC with --strict-domain when the check scored a result worse than bicubic."""
+    return EXIT_WORSE_THAN_BICUBIC if strict and any(r.worse_than_bicubic for r in reports) else 0

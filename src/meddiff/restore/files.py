@@ -89,6 +89,8 @@ class Written(list):
     """The files a run wrote (a list of Path), with `summary`: slices, network calls, seconds, peak memory."""
 
     summary: str = ""
+    domain_summary: str = ""  # the domain check's warnings and verdict, printed once after the bar (restore.domain)
+    status: int = 0  # the exit status the run asks for (restore.domain.domain_exit_status)
 
 
 def safe_folder_name(name: str) -> str:
@@ -175,6 +177,7 @@ def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices
     meddiff wrote (meddiff.io.outdir); it is marked as meddiff's just before the first write."""
     from ..io.outdir import check_output_dir
     from ..progress import Progress
+    from .domain import domain_exit_status, domain_summary
 
     if args.mask is not None and task.kind != "inpaint":
         raise InputError(f"--mask {args.mask}: this model does {task.kind}, not inpainting; a mask applies to inpainting models only")
@@ -199,6 +202,7 @@ def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices
     if run.reports:
         write_domain_reports(args.output, run.reports)
     written.summary = run.bar.summary()
+    written.domain_summary, written.status = domain_summary(run.reports), domain_exit_status(args.strict_domain, run.reports)
     return written
 
 
@@ -346,7 +350,7 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
         v = volume_of(arr, tag)
         ref = vol if v.shape == vol.shape else None
         written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
-                                description=f"meddiff {task.kind} ({tag}){flag}", overwrite=True, provenance=run.provenance)
+                                description=f"meddiff {task.kind} ({tag})", overwrite=True, provenance=run.provenance)
     return written
 
 
