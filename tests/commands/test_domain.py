@@ -186,7 +186,8 @@ def test_a_result_the_check_scores_worse_than_bicubic_is_summarised_and_fails_on
     assert "scored worse than bicubic" in err and "a.nii.gz" in err and err.count("warning:") == 1
     assert main(args + ["--output", str(tmp_path / "o2"), "--strict-domain"]) == 3
     assert "scored worse than bicubic" in capsys.readouterr().err
-    assert not (tmp_path / "o2").exists()  # a run that exits non-zero leaves no output folder it created (meddiff.cli)
+    # the run finished: its outputs and findings stay for the user to look at (a failed run would remove them)
+    assert (tmp_path / "o2" / "domain_check.json").exists() and list((tmp_path / "o2").rglob("a*.nii.gz"))
 
 
 def test_calibrated_uncertainty_is_written_only_for_the_calibrated_sampler(identity, tmp_path):
