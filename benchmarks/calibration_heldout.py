@@ -23,7 +23,8 @@ Measures over the pixels inside the anatomy (meddiff.uncertainty.evaluate.anatom
 truth): 90% coverage, Spearman(|error|, predicted), reliability by deciles of predicted error
 (predicted vs actual RMSE per decile, slope, ECE, worst actual/predicted ratio either way) and
 RMSE / RMS predicted. Targets (issue 30): coverage 0.88-0.92, every decile within 1.5x, Spearman
->= 0.4. Writes OUT/calibration_heldout.md (and .json with the decile curves).
+>= 0.4. Writes OUT/calibration_heldout.md (and .json with the decile curves, and reliability.png:
+the reliability diagrams).
 """
 
 from __future__ import annotations
@@ -113,6 +114,34 @@ def fmt(source, kernel, path, label, n, rep) -> str:
             f"{rep.slope:.2f} | {rep.ece:.4f} | {rep.rmse / rep.predicted:.2f} | {deciles} |")
 
 
+def reliability_figure(dump: list[dict], path: Path) -> None:
+    """Reliability diagrams, one panel per kernel: actual vs predicted RMSE per decile, one line per source
+    and uncertainty, with the identity and the 1.5x band of the target."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from meddiff.io.atomic import atomic_write_with
+
+    kernels = list(dict.fromkeys(d["kernel"] for d in dump))
+    if not kernels:
+        return
+    fig = Figure(figsize=(4.2 * len(kernels), 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    top = max(max(d["decile_predicted"] + d["decile_actual"]) for d in dump) * 1.05
+    for i, kernel in enumerate(kernels):
+        ax = fig.add_subplot(1, len(kernels), i + 1)
+        ax.plot([0, top], [0, top], "k--", lw=1, label="calibrated")
+        ax.fill_between([0, top], [0, top / 1.5], [0, top * 1.5], color="0.85", label="within 1.5x")
+        for d in (d for d in dump if d["kernel"] == kernel):
+            ax.plot(d["decile_predicted"], d["decile_actual"], "o-", ms=3,
+                    label=f"{d['source']}, {d['uncertainty']} (cov {d['coverage']:.2f})")
+        ax.set(xlim=(0, top), ylim=(0, top), xlabel="predicted RMS error (decile)", ylabel="actual RMSE (decile)",
+               title=f"held-out MR, {kernel} x4")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
@@ -168,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "calibration_heldout.md", "\n".join(lines) + "\n")
     atomic_write_text(args.out / "calibration_heldout.json", json.dumps(dump, indent=1) + "\n")
+    reliability_figure(dump, args.out / "reliability.png")
     print("\n".join(lines))
     return 0
 
