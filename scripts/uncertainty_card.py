@@ -57,7 +57,7 @@ def calibration_truths(train: np.ndarray, n: int, seed: int = 2030, noise: float
     out = []
     for k in range(n):
         if k % 2 == 0:
-            x = torch.from_numpy(np.asarray(train[idx[k // 2]], np.float32))[None, None]
+            x = torch.from_numpy(np.array(train[idx[k // 2]], np.float32))[None, None]
         else:
             x = (synth_shapes(size, g) if k % 6 == 5 else synth_brain(tissue, g))[None]
         u = lambda lo, hi: lo + (hi - lo) * torch.rand((1, 1, 1, 1), generator=g)  # noqa: E731

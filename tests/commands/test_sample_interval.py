@@ -32,11 +32,12 @@ def colin_lowres(tmp_path_factory):
     return path, t
 
 
-def test_interval_maps_bracket_the_output_and_cover_the_truth(colin_lowres, tmp_path):
+@pytest.mark.parametrize("model", ["sr_x4_general", "sr_x4_general_1step"])  # the two one-call paths
+def test_interval_maps_bracket_the_output_and_cover_the_truth(colin_lowres, tmp_path, model):
     torch.set_num_threads(1)
     src, truth = colin_lowres
     out = tmp_path / "o"
-    assert main(["sample", "--checkpoint", "sr_x4_general", "--input", str(src), "--output", str(out),
+    assert main(["sample", "--checkpoint", model, "--input", str(src), "--output", str(out),
                  "--interval", "0.9", "--no-progress"]) == 0
     files = {k: out / f"colin_{k}.nii.gz" for k in ("restored", "lower", "upper")}
     imgs = {k: nib.load(p) for k, p in files.items()}
@@ -46,6 +47,7 @@ def test_interval_maps_bracket_the_output_and_cover_the_truth(colin_lowres, tmp_
     assert (lo <= r + 1e-3).all() and (r <= hi + 1e-3).all() and (hi - lo).mean() > 1.0
     m = np.stack([anatomy_mask(x / 500 - 1) for x in truth])
     inside = (lo <= truth) & (truth <= hi)
+    print(f"{model}: 90% interval covers {inside[m].mean():.3f} of the truth inside the anatomy")
     assert 0.75 <= inside[m].mean() <= 0.99, inside[m].mean()
     side = json.loads((out / "colin_lower.json").read_text())
     assert "90% interval for the true value" in side["description"] and "MNI152" in side["description"]
