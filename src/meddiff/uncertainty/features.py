@@ -16,7 +16,6 @@ conformal.py calibrates either scale.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -117,7 +116,3 @@ def fit_regressor(stacks: np.ndarray, errors: np.ndarray, features: tuple[str, .
     design = np.hstack([np.ones((e.size, 1)), x])
     w, *_ = np.linalg.lstsq(design, 0.5 * np.log(e * e + EPS * EPS), rcond=None)
     return ErrorRegressor(tuple(features), tuple(float(v) for v in w), note)
-
-
-def regressor_json(r: ErrorRegressor) -> str:
-    return json.dumps(r.to_dict())
