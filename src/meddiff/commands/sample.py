@@ -72,6 +72,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", choices=["auto", "uniform", "logsnr"], default=None,
                    help="ddim / dpm_solver_pp time grid (default: the checkpoint's sampler.grid; auto = log-SNR for dpm_solver_pp, uniform for ddim)")
     p.add_argument("--samples", type=int, default=1, help="samples per slice; >1 also writes the mean and per-pixel std")
+    p.add_argument("--interval", type=float, default=None, metavar="P",
+                   help="super-resolution: also write <name>_lower / <name>_upper, a per-pixel P interval (e.g. 0.9) of the "
+                        "true value from the model's stored conformal calibration (meddiff.uncertainty; docs/uncertainty.md)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the sampler's noise; the same seed and input give the same output (default 0)")
     p.add_argument("--noise", choices=["independent", "shared"], default=None,

@@ -75,6 +75,7 @@ class Request:
     noise: str | None = None  # "shared" (one noise for every slice of a volume; the default) or "independent"
     allow_rgb: bool = False  # colour inputs converted to gray (BT.601) instead of refused
     weights: str = "ema"  # "ema" or "raw" (the training weights of a checkpoint folder; meddiff.train.weights)
+    interval: float | None = None  # --interval P: also write <name>_lower / <name>_upper (meddiff.uncertainty.maps)
     argv: tuple[str, ...] = ()  # the command line, recorded as provenance
 
     @classmethod
@@ -188,6 +189,8 @@ def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices
         raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing) or --mask DIR (a mask per input)")
     if args.input is None:
         raise InputError("--input is required to restore images")
+    if args.interval is not None and getattr(restore_slices, "interval", None) is None:
+        raise InputError(f"--interval {args.interval:g}: needs a super-resolution DDPM checkpoint with a stored interval calibration")
     check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite,
                      verb="sample")
     items = [args.input] if args.input.is_file() else find_images(args.input)
@@ -307,14 +310,21 @@ def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
         run.reports.append(report)
     if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
         out = out * mask + cond * (1 - mask)
-    written = write_products(run, vol, item, norm, out, report)
+    extra = None
+    if args.interval is not None:
+        from ..uncertainty.maps import interval_maps
+
+        extra = interval_maps(getattr(run.restore_slices, "interval", None), args.interval, out, cond, lowres)
+    written = write_products(run, vol, item, norm, out, report, extra)
     log.info("%s -> %s", item.path, written[0].parent if written else args.output)
     return written
 
 
-def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, out: torch.Tensor, report=None) -> list[Path]:
+def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, out: torch.Tensor, report=None,
+                   extra: dict | None = None) -> list[Path]:
     """Write the restored / mean / std / sample<k> (and, with a calibrated model, uncertainty)
-    volumes of out [S, N, 1, H, W] (normalised units)."""
+    volumes of out [S, N, 1, H, W] (normalised units); extra: {tag: (map [N, 1, H, W] in normalised
+    units, sentence for its description)}, e.g. --interval's lower / upper."""
     from ..io.outdir import mark
     from .domain import calibrated_error_scale
 
@@ -340,6 +350,8 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
         scale = calibrated_error_scale(getattr(run.restore_slices, "domain", None), args.samples)
         if scale:  # the model card's calibration: the expected error of the mean, in the image's units
             products["uncertainty"] = std * scale * norm.scale()
+    notes = {tag: note for tag, (_, note) in (extra or {}).items()}
+    products.update({tag: norm.inverse(m) for tag, (m, _) in (extra or {}).items()})
     if not run.used:
         mark(args.output, "sample")
     suffix = unique_suffix(args, item, run.used)
@@ -350,7 +362,8 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
         v = volume_of(arr, tag)
         ref = vol if v.shape == vol.shape else None
         written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
-                                description=f"meddiff {task.kind} ({tag})", overwrite=True, provenance=run.provenance)
+                                description=f"meddiff {task.kind} ({tag})" + (f": {notes[tag]}" if tag in notes else ""),
+                                overwrite=True, provenance=run.provenance)
     return written
 
 

@@ -117,6 +117,12 @@ def ddpm_restorer(args: Request, device):
         sr = task.kind == "sr"
         run_sampler.domain = (None if layout.context or not sr else denoiser, read_card(resolve_model_file(args.checkpoint)),  # type: ignore[attr-defined]
                               task.sr_factor if sr else 1.0, f"{sampler} {steps}")
+    if args.interval is not None:  # --interval P: the model's calibration for this sampler (meddiff.uncertainty)
+        from ..checkpointing import resolve_model_file
+        from ..uncertainty.maps import calibration_for_request
+
+        run_sampler.interval = calibration_for_request(resolve_model_file(args.checkpoint), f"{sampler} {steps}",  # type: ignore[attr-defined]
+                                                       args.samples, args.interval)
     return task, run_sampler, describe
 
 

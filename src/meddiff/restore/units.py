@@ -33,7 +33,7 @@ UNITS_DIR = ".units"
 # Request fields that do not change a unit's pixels (where, whether a bar shows, the command line);
 # the checkpoint path is replaced by its SHA-256.
 _NOT_SETTINGS = {"output", "input", "progress", "overwrite", "argv", "checkpoint"}
-_PRODUCT = r"(?:restored|mean|std|uncertainty|sample\d+)"
+_PRODUCT = r"(?:restored|mean|std|uncertainty|lower|upper|sample\d+)"
 _TEMP = re.compile(r"^\.(?P<name>.+?)\.(?:[a-z0-9_]{8}\.tmp.*|old-[0-9a-f]{8})$")  # atomic_path / atomic_dir names
 
 
