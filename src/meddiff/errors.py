@@ -25,3 +25,22 @@ class CheckpointError(MeddiffError, ValueError):
 
 class TrainingError(MeddiffError, RuntimeError):
     """Training cannot continue (e.g. the loss became NaN)."""
+
+
+class FieldError(InputError):
+    """A setting of a request has a value that cannot be used. The library names the setting by its field
+    (``steps``, ``sr_factor``); a command names it by its flag (``--steps``, ``--sr-factor``: `as_flag`).
+
+    str(e) is "<field> <value>: <expected>" ("<field> <expected>" when value is None)."""
+
+    def __init__(self, field: str, value: object, expected: str):
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(self.message(field))
+
+    def message(self, name: str) -> str:
+        return f"{name} {self.expected}" if self.value is None else f"{name} {self.value}: {self.expected}"
+
+    def as_flag(self, flags: "dict[str, str] | None" = None) -> InputError:
+        """The same error naming the command-line flag of the field: flags[field], else --field-with-dashes."""
+        flag = (flags or {}).get(self.field) or "--" + self.field.replace("_", "-")
+        return InputError(self.message(flag))

@@ -192,7 +192,7 @@ def model_config(name_or_path: str | os.PathLike):
 def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu", expect_task: str | None = None):
     """(config, denoiser) of a DDPM model by name or path, ready for meddiff.samplers.
 
-    ``denoiser(x_t [B, 1, H, W], k int64 [B], cond [B, C, H, W]) -> (eps_hat, x0_hat)``, images in
+    ``denoiser(x_t [B, 1, H, W], k int64 [B], cond [B, C, H, W]) -> x0_hat``, images in
     [-1, 1] (meddiff.diffusion.denoiser); its network is ``denoiser.net``, in eval mode."""
     from .diffusion.checkpoint import load_model
 

@@ -299,7 +299,7 @@ def test_restore_inpainting_and_repaint_through_restore():
     for mode, sampler in [("project", "ddim"), ("project", "ancestral"), ("repaint", "ancestral")]:
         out = restore(den, cond, sampler=sampler, steps=3, progress=False, consistency=measurement_for("inpaint", mode, cond))
         assert torch.equal(out[0][known], x0[known]), (mode, sampler)
-    with pytest.raises(InputError, match="consistency 'repaint' needs the ancestral sampler, not 'ddim'"):
+    with pytest.raises(InputError, match="consistency repaint needs sampler ancestral, not ddim"):
         restore(den, cond, sampler="ddim", steps=3, progress=False, consistency=measurement_for("inpaint", "repaint", cond, resample=2))
 
 
@@ -345,7 +345,7 @@ def test_cli_sr_lowres_output_downsamples_to_the_input(tmp_path):
     ("denoise", ["--consistency", "project"], "consistency 'project': denoising has no measurement operator"),
     ("sr", ["--consistency", "repaint"], "consistency 'repaint' is for inpainting; this task is 'sr'"),
     ("sr", ["--resample", "3"], "resample 3 applies to consistency 'repaint' only, not 'none'"),
-    ("inpaint", ["--consistency", "repaint", "--sampler", "ddim"], "--consistency repaint needs --sampler ancestral, not ddim"),
+    ("inpaint", ["--consistency", "repaint", "--sampler", "ddim"], "--consistency repaint needs sampler ancestral, not ddim"),
     ("inpaint", ["--consistency", "repaint", "--resample", "0"], "resample 0: expected an integer >= 1"),
 ])
 def test_cli_consistency_errors(tmp_path, capsys, task, extra, message):

@@ -9,7 +9,8 @@ from meddiff import config as config_mod
 from meddiff.cli import main
 from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import build_schedule
-from meddiff.inference import SAMPLERS, restore
+from meddiff.inference import restore
+from meddiff.samplers.registry import SAMPLERS
 from meddiff.io import read_volume
 from meddiff.nn.unet import build_unet
 from meddiff.samplers.ddim import sample_ddim
@@ -46,7 +47,7 @@ def conds(n=5, seed=0):
 
 
 def test_registered_under_their_names():
-    assert SAMPLERS["ddim"] is sample_ddim and SAMPLERS["dpm_solver_pp"] is sample_dpm_solver_pp
+    assert SAMPLERS["ddim"].function is sample_ddim and SAMPLERS["dpm_solver_pp"].function is sample_dpm_solver_pp
 
 
 @pytest.mark.parametrize("sampler,options", [("ddim", {"eta": 0.5}), ("dpm_solver_pp", {"order": 2}),
@@ -102,4 +103,4 @@ def test_cli_sampler_and_eta(tmp_path, ckpt, capsys):
     assert cli(ckpt, inp, tmp_path / "x", "--sampler", "ddim", "--eta", "1.5") == 2
     assert "--eta 1.5: expected a number in [0, 1]" in capsys.readouterr().err
     assert cli(ckpt, inp, tmp_path / "x", "--sampler", "ancestral", "--eta", "0") == 2
-    assert "--eta applies to --sampler ddim only, not ancestral" in capsys.readouterr().err
+    assert "--eta applies to sampler ddim only, not ancestral" in capsys.readouterr().err

@@ -149,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.degrade import SuperResolution
     from ..data.prepare import PrepareOptions, prepare
     from ..data.samples import samples_dir
-    from ..errors import InputError
-    from ..inference import SAMPLERS, restore, sampler_options, summarise
+    from ..errors import FieldError, InputError
+    from ..inference import sample_slices, summarise
+    from ..samplers.registry import SamplingDefaults, resolve
     from ..samplers.consistency import measurement_for
     from ..metrics.compare import evaluate_arrays
     from ..metrics.report import write_html_report
@@ -180,15 +181,14 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite, verb="demo")
     device = pick_device(args.device, what="--device")
     cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device, precision=args.precision)
-    steps = cfg.sampler.steps if args.steps is None else args.steps
-    sampler = args.sampler or cfg.sampler.name
-    eta = cfg.sampler.eta if args.eta is None else args.eta
-    if sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler!r}: expected one of {sorted(SAMPLERS)}")
-    if args.slices < 1 or args.samples < 1:
-        raise InputError("--slices and --samples must be >= 1")
-    if not 1 <= steps <= cfg.diffusion.timesteps:
-        raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
+    try:
+        spec = resolve(SamplingDefaults.of_ddpm(cfg), sampler=args.sampler, steps=args.steps, eta=args.eta, grid=args.grid,
+                       precision=args.precision, samples=args.samples, consistency=args.consistency)
+    except FieldError as e:
+        raise e.as_flag() from None
+    sampler, steps, eta = spec.name, spec.steps, spec.eta
+    if args.slices < 1:
+        raise InputError(f"--slices {args.slices}: expected >= 1")
 
     mark(out, "demo")  # checks passed: the first write
     prepared_dir = out / "prepared_colin27"
@@ -207,14 +207,12 @@ def run(args: argparse.Namespace) -> int:
     bilinear = interpolate_baseline(lr, x0.shape[-2:], "bilinear")
     cond = deg.upsample(lr, tuple(x0.shape[-2:]))
     t_sample = time.perf_counter()
-    options = sampler_options(sampler, cfg.diffusion.variance, eta, args.grid or cfg.sampler.grid)
-    grid_note = f" on the {options['grid']} grid" if "grid" in options else ""
+    grid_note = f" on the {spec.grid} grid" if "grid" in spec.entry.options else ""
     consistency = (measurement_for("sr", "project", cond, factor=cfg.task.sr_factor, lowres=lr)
                    if args.consistency == "project" else None)
-    samples = restore(denoiser, deg.model_condition(cond, torch.ones_like(cond)), sampler=sampler, steps=steps,
-                      samples=args.samples, seed=args.seed, batch_size=cfg.sampler.batch_size, device=device,
-                      progress=not args.no_progress, consistency=consistency,
-                      **options)
+    samples = sample_slices(denoiser, deg.model_condition(cond, torch.ones_like(cond)), spec, seed=args.seed,
+                            batch_size=cfg.sampler.batch_size, device=device, progress=not args.no_progress,
+                            consistency=consistency)
     t_sample = time.perf_counter() - t_sample
     mean, std = summarise(samples)
 

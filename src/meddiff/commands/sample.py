@@ -80,8 +80,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="slices sampled together; lower it if memory runs out (default 8)")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one) | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
-                   help="arithmetic of the network (default auto: bf16 autocast where the CPU/GPU runs bf16 natively, "
-                        "fp32 elsewhere; measured within 0.01 dB PSNR of fp32 on the shipped model)")
+                   help="arithmetic of the network (default: the checkpoint's sampler.precision, fp32 for the shipped models; "
+                        "auto = bf16 where the CPU/GPU runs bf16 natively, fp32 elsewhere, measured within 0.01 dB PSNR "
+                        "of fp32 on the shipped model)")
     p.add_argument("--sr-factor", type=float, default=None,
                    help="super-resolution: the factor of this input (default: the checkpoint's task.sr_factor; "
                         "a model trained with task.sr_factors accepts any of those)")
@@ -133,6 +134,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import FieldError
+
+    try:
+        return _run(args)
+    except FieldError as e:  # the library names the setting; here it is a flag
+        raise e.as_flag() from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..checkpointing import VDM, format_of
     from ..restore import Request, restore
     from ..train.distributed import pick_device

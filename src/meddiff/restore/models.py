@@ -24,9 +24,10 @@ from ..baselines.registry import load_baseline, restore_baseline
 from ..checkpointing import BASELINE, VDM, format_of
 from ..config import TaskConfig
 from ..diffusion.checkpoint import load_model
-from ..errors import InputError
-from ..inference import ONE_CALL, SAMPLERS, restore as restore_planes, sampler_options
+from ..errors import FieldError, InputError
+from ..inference import sample_slices
 from ..samplers.consistency import check_request, sr_consistency_error
+from ..samplers.registry import SamplingDefaults, SamplingSpec, resolve
 from ..train.weights import use_weights
 from ..vdm.checkpoint import LoadedVDM, load_vdm
 from ..vdm.sampling import VDMDenoiser
@@ -59,9 +60,18 @@ def _not_for(args: Request, what: str, keys: tuple[str, ...]) -> None:
             raise InputError(f"--{key.replace('_', '-')} applies to DDPM checkpoints only, not to {what}")
 
 
+def sampling_spec(args: Request, defaults: SamplingDefaults) -> SamplingSpec:
+    """The request's sampler settings over a checkpoint's stored defaults (samplers.registry.resolve)."""
+    return resolve(defaults, sampler=args.sampler, steps=args.steps, eta=args.eta, grid=args.grid,
+                   precision=args.precision, samples=args.samples, consistency=args.consistency, resample=args.resample)
+
+
 def ddpm_restorer(args: Request, device):
-    """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of a DDPM checkpoint: its sampler."""
-    cfg, net, denoiser = load_model(args.checkpoint, device=device, precision=args.precision or "auto")
+    """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of a DDPM checkpoint: its sampler
+    with the checkpoint's stored settings (sampler, steps, eta, grid, precision) unless the request overrides them."""
+    cfg, net, denoiser = load_model(args.checkpoint, device=device)
+    spec = sampling_spec(args, SamplingDefaults.of_ddpm(cfg))
+    denoiser = dataclasses.replace(denoiser, precision=spec.precision)
     use_weights(net, args.checkpoint, cfg, args.weights)
     if args.compile:
         from ..diffusion.denoiser import compile_network
@@ -72,36 +82,17 @@ def ddpm_restorer(args: Request, device):
     if layout.thick and task.sr_factor != layout.thick:
         raise InputError(f"--sr-factor {args.sr_factor}: this thick-slice model restores slices {layout.thick}x thinner only")
     noise = noise_for(layout, args.noise or DEFAULT_NOISE)
-    sampler = args.sampler or cfg.sampler.name
-    steps = args.steps if args.steps is not None else cfg.sampler.steps
-    if sampler in ONE_CALL:
-        steps = 1  # one network call whatever --steps says
-    if sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
-    if args.eta is not None and sampler != "ddim":
-        raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
-    eta = cfg.sampler.eta if args.eta is None else args.eta
-    if sampler == "ddim" and not 0 <= eta <= 1:
-        raise InputError(f"--eta {eta}: expected a number in [0, 1]")
-    grid = args.grid or cfg.sampler.grid
-    if args.grid is not None and sampler not in ("ddim", "dpm_solver_pp"):
-        raise InputError(f"--grid applies to --sampler ddim or dpm_solver_pp, not {sampler}")
-    options = sampler_options(sampler, cfg.diffusion.variance, eta, grid)
-    if not 1 <= steps <= cfg.diffusion.timesteps:
-        raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
     check_request(task.kind, args.consistency, args.resample)
-    if args.consistency == "repaint" and sampler != "ancestral":
-        raise InputError(f"--consistency repaint needs --sampler ancestral, not {sampler}")
+    sampler, steps = spec.name, spec.steps
 
     memory = memory_options(args)
 
     def run_sampler(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path, bar=None) -> torch.Tensor:
         measured = layout.measurement(task.kind, args.consistency, planes, lowres, resample=args.resample,
                                       factor=task.sr_factor if task.kind == "sr" else None)
-        out = restore_planes(denoiser, layout.to_net(planes), sampler=sampler, steps=steps, samples=args.samples,
-                             seed=args.seed, batch_size=args.batch_size, device=device,
-                             progress=args.progress if bar is None else bar, consistency=measured, noise=noise,
-                             **memory, **options)
+        out = sample_slices(denoiser, layout.to_net(planes), spec, seed=args.seed, batch_size=args.batch_size,
+                            device=device, progress=args.progress if bar is None else bar, consistency=measured,
+                            noise=noise, **memory)
         if measured is not None and measured.lowres is not None and not layout.thick:
             err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
             log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", name, err)
@@ -177,26 +168,20 @@ def vdm_restorer(args: Request, vdm: LoadedVDM, device):
     cfg = vdm.cfg
     if args.consistency != "none":
         raise InputError(f"--consistency {args.consistency}: not available for VDM checkpoints (use none)")
-    sampler = args.sampler or "ancestral"
-    if sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
-    timesteps = cfg.vdm.timesteps or 1000
-    steps = args.steps if args.steps is not None else min(cfg.vdm.sample_steps, timesteps)
-    if not 1 <= steps <= timesteps:
-        raise InputError(f"--steps {steps}: expected 1..{timesteps} (the VDM's grid, vdm.timesteps or 1000)")
-    eta = 0.0 if args.eta is None else args.eta
-    if args.eta is not None and sampler != "ddim":
-        raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
-    options = sampler_options(sampler, "beta_tilde", eta, args.grid or "auto")
-    score = vdm.model.score
-    multiple = getattr(getattr(score, "unet", score), "size_multiple", 1)
-    denoiser = VDMDenoiser.from_gamma(score, vdm.model.gamma, timesteps, size_multiple=multiple)
+    if args.precision not in (None, "fp32"):
+        raise FieldError("precision", args.precision, "a VDM checkpoint samples in fp32 (give fp32 or leave it out)")
+    if args.compile:
+        raise FieldError("compile", None, "applies to DDPM checkpoints only, not to VDM checkpoints")
+    spec = sampling_spec(args, vdm.restore_defaults())
+    sampler, steps, timesteps = spec.name, spec.steps, vdm.timesteps
+    denoiser = vdm.denoiser()
     task = sr_task(cfg.task, args.sr_factor)
+    noise = args.noise or "independent"  # a VDM restores each slice with its own noise unless asked
+    memory = memory_options(args)
 
     def run_sampler(planes: torch.Tensor, lowres, name: Path, bar=None) -> torch.Tensor:
-        return restore_planes(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                              batch_size=args.batch_size, device=device, progress=args.progress if bar is None else bar,
-                              **options)
+        return sample_slices(denoiser, planes, spec, seed=args.seed, batch_size=args.batch_size, device=device,
+                             progress=args.progress if bar is None else bar, noise=noise, **memory)
 
     return task, run_sampler, f"VDM {sampler} {steps} steps of T = {timesteps}, seed {args.seed}, step {vdm.step}"
 
