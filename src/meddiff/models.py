@@ -161,6 +161,10 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, roots: list[str |
     None stays None. CheckpointError for an unknown name, listing the shipped models."""
     if name_or_path is None:
         return None
+    from .checkpointing import ModelSource
+
+    if isinstance(name_or_path, ModelSource):  # resolved already
+        return name_or_path  # type: ignore[return-value]
     path = Path(name_or_path)
     if path.exists():
         return path
@@ -176,6 +180,14 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, roots: list[str |
     where = ", ".join(str(r) for r in model_roots(roots))
     raise CheckpointError(f"checkpoint {name}: no such file or folder, and no model of that name (shipped: {shipped}; "
                           f"local models are looked up in {where}, set ${MODELS_ENV}); see `meddiff models`")
+
+
+def locate(name_or_path: str | os.PathLike, roots: list[str | Path] | None = None):
+    """The checkpoint of a name or path resolved once (checkpointing.ModelSource: the path, its model file
+    and header metadata), to be passed to every loader along one run."""
+    from .checkpointing import locate_model
+
+    return locate_model(resolve_checkpoint(name_or_path, roots))
 
 
 def model_config(name_or_path: str | os.PathLike):

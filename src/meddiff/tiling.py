@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from .errors import FieldError, InputError
 
 
 def tile_starts(size: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
@@ -172,7 +172,7 @@ def plan_sampling(call_bytes: Callable[[int, Sequence[int]], int], spatial: Sequ
         sizes = _window_sizes(max(spatial), multiple, min_tile)
     else:
         if tile < multiple:
-            raise InputError(f"--tile-size {tile}: expected at least the network's size multiple {multiple}")
+            raise FieldError("tile_size", tile, f"expected at least the network's size multiple {multiple}")
         sizes = [tile // multiple * multiple]
     for t in sizes:
         window = tuple(min(s, t) for s in spatial)
@@ -184,9 +184,9 @@ def plan_sampling(call_bytes: Callable[[int, Sequence[int]], int], spatial: Sequ
     t = sizes[-1]
     window = tuple(min(s, t) for s in spatial)
     need = call_bytes(1, window) + state_bytes(1, planes, spatial)
-    raise InputError(f"one {'x'.join(map(str, window))} window of a {'x'.join(map(str, spatial))} image needs about "
-                     f"{need / 1e9:.2f} GB, more than the {budget / 1e9:.2f} GB left under --max-memory: "
-                     f"raise --max-memory or give a smaller --tile-size")
+    raise FieldError("max_memory", text=f"one {'x'.join(map(str, window))} window of a {'x'.join(map(str, spatial))} image "
+                     f"needs about {need / 1e9:.2f} GB, more than the {budget / 1e9:.2f} GB left under {{max_memory}}: "
+                     "raise {max_memory} or give a smaller {tile_size}")
 
 
 def _window_sizes(largest: int, multiple: int, smallest: int) -> list[int]:
@@ -220,8 +220,9 @@ def plan_for(call_bytes: CallBytes, planes: Tensor, multiple: int = 1, *, batch:
     limit = default_max_memory(device) if max_memory is None else max_memory
     budget = limit - used_bytes(device)
     if budget <= 0:
-        raise InputError(f"--max-memory {limit / 1e9:.2f} GB is less than this process already holds "
-                         f"({used_bytes(device) / 1e9:.2f} GB: Python, PyTorch and the model): raise --max-memory")
+        raise FieldError("max_memory", f"{limit / 1e9:.2f} GB", text=f"{{max_memory}} {limit / 1e9:.2f} GB is less than this "
+                         f"process already holds ({used_bytes(device) / 1e9:.2f} GB: Python, PyTorch and the model): "
+                         "raise {max_memory}")
     return plan_sampling(lambda b, s: call_bytes(b, s, device), spatial, planes.shape[1], batch=batch,
                          budget=budget, multiple=multiple, tile=tile, overlap=overlap, min_tile=32 if len(spatial) == 2 else 16)
 

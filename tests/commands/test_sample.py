@@ -290,7 +290,7 @@ def test_scaled_geometry_2d_image():
 @pytest.mark.parametrize("extra,message", [(["--sampler", "euler"], "--sampler euler: expected one of ['ancestral', 'ddim', 'dpm_solver_pp', 'posterior_mean', 'student']"),
                                            (["--batch-size", "0"], "--batch-size 0: expected >= 1"),
                                            (["--samples", "0"], "--samples 0: expected >= 1"),
-                                           (["--sampler", "ancestral", "--grid", "logsnr"], "--grid applies to sampler ddim or dpm_solver_pp")])
+                                           (["--sampler", "ancestral", "--grid", "logsnr"], "--grid applies to --sampler ddim or dpm_solver_pp")])
 def test_bad_options_are_refused(tmp_path, sr_ckpt, capsys, extra, message):
     inp_path = tmp_path / "s.nii.gz"
     write_volume(real_lowres(), inp_path)

@@ -79,3 +79,37 @@ def test_a_vdm_honours_noise_and_memory_settings(tmp_path, image_vdm, captured):
     (_, spec, options), = captured
     assert spec.steps == 3 and spec.variance == "beta_tilde" and spec.name == "ancestral"
     assert options["noise"] == "shared" and options["max_memory"] == 2 * 10**9 and options["tile_size"] == 8
+
+
+def test_restorers_are_typed_and_carry_their_domain_check():
+    from meddiff.restore import DomainCheck, Restorer, located, restorer_for
+
+    classical = restorer_for(Request(output=Path("unused"), method="bicubic"), "cpu")
+    assert isinstance(classical, Restorer) and classical.task.kind == "sr" and classical.domain_check is None
+    ddpm = restorer_for(located(Request(output=Path("unused"), checkpoint="sr_x4_general")), "cpu")
+    check = ddpm.domain_check
+    assert isinstance(check, DomainCheck) and check.factor == 4.0 and check.sampler == "posterior_mean 1"
+    assert check.denoiser is not None and check.card is not None and ddpm.describe.startswith("posterior_mean 1 steps")
+
+
+def test_one_sample_run_resolves_the_checkpoint_once(tmp_path):
+    """`meddiff sample` resolves the name and the model file once (a ModelSource passed down), not 5-6 times."""
+    import meddiff.checkpointing.formats as formats
+    from meddiff.cli import main
+
+    counted = {formats.resolve_model_file.__code__: "resolve_model_file", formats.format_of.__code__: "format_of"}
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in counted:
+            first = next(iter(frame.f_locals.values()), None)
+            if not isinstance(first, formats.ModelSource):  # a ModelSource is not resolved again
+                calls.append(counted[frame.f_code])
+
+    sys.setprofile(profile)
+    try:
+        rc = main(["sample", "--checkpoint", "sr_x4_general", "--input", str(_image(tmp_path)), "--output",
+                   str(tmp_path / "o"), "--no-progress"])
+    finally:
+        sys.setprofile(None)
+    assert rc == 0 and calls == ["resolve_model_file"]

@@ -345,7 +345,7 @@ def test_cli_sr_lowres_output_downsamples_to_the_input(tmp_path):
     ("denoise", ["--consistency", "project"], "consistency 'project': denoising has no measurement operator"),
     ("sr", ["--consistency", "repaint"], "consistency 'repaint' is for inpainting; this task is 'sr'"),
     ("sr", ["--resample", "3"], "resample 3 applies to consistency 'repaint' only, not 'none'"),
-    ("inpaint", ["--consistency", "repaint", "--sampler", "ddim"], "--consistency repaint needs sampler ancestral, not ddim"),
+    ("inpaint", ["--consistency", "repaint", "--sampler", "ddim"], "--consistency repaint needs --sampler ancestral, not ddim"),
     ("inpaint", ["--consistency", "repaint", "--resample", "0"], "resample 0: expected an integer >= 1"),
 ])
 def test_cli_consistency_errors(tmp_path, capsys, task, extra, message):

@@ -103,4 +103,4 @@ def test_cli_sampler_and_eta(tmp_path, ckpt, capsys):
     assert cli(ckpt, inp, tmp_path / "x", "--sampler", "ddim", "--eta", "1.5") == 2
     assert "--eta 1.5: expected a number in [0, 1]" in capsys.readouterr().err
     assert cli(ckpt, inp, tmp_path / "x", "--sampler", "ancestral", "--eta", "0") == 2
-    assert "--eta applies to sampler ddim only, not ancestral" in capsys.readouterr().err
+    assert "--eta applies to --sampler ddim only, not ancestral" in capsys.readouterr().err

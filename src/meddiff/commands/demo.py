@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import flag_errors
+
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "demo_sr_x4.safetensors"
 
 
@@ -143,13 +145,14 @@ def plain_notes(n: int, factor: float, lr_shape, sampler: str, steps: int, sampl
     ]
 
 
+@flag_errors  # the library names a setting by its field; here it is a flag
 def run(args: argparse.Namespace) -> int:
     from ..baselines.interpolation import interpolate_baseline
     from ..data.dataset import load_prepared
     from ..data.degrade import SuperResolution
     from ..data.prepare import PrepareOptions, prepare
     from ..data.samples import samples_dir
-    from ..errors import FieldError, InputError
+    from ..errors import InputError
     from ..inference import sample_slices, summarise
     from ..samplers.registry import SamplingDefaults, resolve
     from ..samplers.consistency import measurement_for
@@ -181,11 +184,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite, verb="demo")
     device = pick_device(args.device, what="--device")
     cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device, precision=args.precision)
-    try:
-        spec = resolve(SamplingDefaults.of_ddpm(cfg), sampler=args.sampler, steps=args.steps, eta=args.eta, grid=args.grid,
-                       precision=args.precision, samples=args.samples, consistency=args.consistency)
-    except FieldError as e:
-        raise e.as_flag() from None
+    spec = resolve(SamplingDefaults.of_ddpm(cfg), sampler=args.sampler, steps=args.steps, eta=args.eta, grid=args.grid,
+                   precision=args.precision, samples=args.samples, consistency=args.consistency)
     sampler, steps, eta = spec.name, spec.steps, spec.eta
     if args.slices < 1:
         raise InputError(f"--slices {args.slices}: expected >= 1")

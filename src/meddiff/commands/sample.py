@@ -43,7 +43,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, flag_errors
 from ..restore.models import CLASSICAL
 from . import sample_archive
 
@@ -133,25 +133,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@flag_errors  # the library names a setting by its field; here it is a flag
 def run(args: argparse.Namespace) -> int:
-    from ..errors import FieldError
-
-    try:
-        return _run(args)
-    except FieldError as e:  # the library names the setting; here it is a flag
-        raise e.as_flag() from None
-
-
-def _run(args: argparse.Namespace) -> int:
-    from ..checkpointing import VDM, format_of
+    from ..checkpointing import VDM
+    from ..models import locate
     from ..restore import Request, restore
     from ..train.distributed import pick_device
     from .vdm_sample import run as generate
 
-    from ..models import resolve_checkpoint
-
-    args.checkpoint = resolve_checkpoint(args.checkpoint)  # a model name -> its file
-    fmt = format_of(args.checkpoint) if args.checkpoint is not None else None
+    if args.checkpoint is not None:
+        args.checkpoint = locate(args.checkpoint)  # a model name or path -> its model file and header, once
+    fmt = None if args.checkpoint is None else args.checkpoint.format
     if fmt == VDM.name and args.method is None and args.input is None:
         claim_output(args)
         return generate(args)  # a VDM without an input generates

@@ -163,12 +163,12 @@ def resolve(defaults: SamplingDefaults, **overrides: Any) -> SamplingSpec:
     if not e.one_call and not 1 <= steps <= defaults.timesteps:
         raise FieldError("steps", steps, f"expected 1..{defaults.timesteps} ({defaults.where})")
     if "eta" in given and "eta" not in e.options:
-        raise FieldError("eta", None, f"applies to sampler ddim only, not {name}")
+        raise FieldError("eta", None, f"applies to {{sampler}} ddim only, not {name}")
     eta = float(given.get("eta", defaults.eta))
     if "eta" in e.options and not 0 <= eta <= 1:
         raise FieldError("eta", eta, "expected a number in [0, 1]")
     if "grid" in given and "grid" not in e.options:
-        raise FieldError("grid", None, f"applies to sampler ddim or dpm_solver_pp, not {name}")
+        raise FieldError("grid", None, f"applies to {{sampler}} ddim or dpm_solver_pp, not {name}")
     requested = given.get("grid", defaults.grid)
     precision = given.get("precision", defaults.precision)
     if precision not in PRECISIONS:
@@ -178,7 +178,7 @@ def resolve(defaults: SamplingDefaults, **overrides: Any) -> SamplingSpec:
         raise FieldError("samples", samples, "expected >= 1")
     consistency, resample = given.get("consistency", "none"), int(given.get("resample", 1))
     if consistency == "repaint" and not e.repaint_ok:
-        raise FieldError("consistency", None, f"repaint needs sampler ancestral, not {name}")
+        raise FieldError("consistency", None, f"repaint needs {{sampler}} ancestral, not {name}")
     return SamplingSpec(name, steps, time_grid_kind(name, requested), eta, defaults.variance, precision, samples,
                         consistency, resample, requested)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from ..io import Volume, write_volume
 from .build import latent_shape
 from .checkpoint import LoadedVDM
@@ -146,7 +146,7 @@ def resolve_labels(label: str | None, names: tuple[str, ...], n: int) -> tuple[t
     """(class indices [n] or None, class name per sample ('' when unconditional))."""
     if not names:
         if label is not None:
-            raise InputError(f"--label {label!r}: this VDM is unconditional (trained without class labels)")
+            raise FieldError("label", repr(label), "this VDM is unconditional (trained without class labels)")
         return None, [""] * n
     if label is None:
         idx = [i % len(names) for i in range(n)]
@@ -155,7 +155,7 @@ def resolve_labels(label: str | None, names: tuple[str, ...], n: int) -> tuple[t
     elif label.isdigit() and int(label) < len(names):
         idx = [int(label)] * n
     else:
-        raise InputError(f"--label {label!r}: expected one of the model's classes {list(names)} or an index 0..{len(names) - 1}")
+        raise FieldError("label", repr(label), f"expected one of the model's classes {list(names)} or an index 0..{len(names) - 1}")
     return torch.tensor(idx, dtype=torch.long), [names[i] for i in idx]
 
 
