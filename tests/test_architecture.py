@@ -63,3 +63,11 @@ def test_format_of_reads_the_header_and_says_none_for_unreadable_files(tmp_path)
     assert format_of(SRC / "checkpoints" / "demo_sr_x4.safetensors") == DDPM.name
     (tmp_path / "x.safetensors").write_bytes(b"not a safetensors file")
     assert format_of(tmp_path / "x.safetensors") is None and format_of(tmp_path / "missing") is None
+
+
+def test_no_argparse_namespace_below_the_commands():
+    """Libraries take request dataclasses (restore.Request, evaluation.EvaluationRequest, evaluation.demo.DemoRequest);
+    only cli.py, commands/ and the study server's own __main__ parse arguments."""
+    users = sorted(p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if "argparse" in _imports(p)
+                   and p.relative_to(SRC).parts[0] not in ("commands", "cli.py"))
+    assert users == ["study/server.py"], users

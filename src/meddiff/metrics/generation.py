@@ -169,22 +169,14 @@ def heldout_bits_per_dim(checkpoint: str | Path, prepared: str | Path, split: st
                          seed: int = 0) -> tuple[float, float, int]:
     """(mean, standard error, slices) of the negative VLB in bits/dim of an unconditional VDM
     checkpoint's EMA weights on `split` of a prepared folder (centre crops of data.crop, as in training)."""
-    from ..data.dataset import PairDataset, load_prepared
-    from ..vdm.build import NoCondition
     from ..vdm.checkpoint import load_vdm
-    from ..vdm.generate import heldout_bpd
+    from ..vdm.likelihood import heldout_likelihood
 
     vdm = load_vdm(checkpoint)
-    cfg = vdm.cfg
-    if vdm.class_names or cfg.vdm.image_condition:
+    if vdm.class_names or vdm.cfg.vdm.image_condition:
         raise InputError(f"{vdm.file}: held-out bits/dim here is for unconditional VDMs; use "
                          "`meddiff evaluate --likelihood` for class- or image-conditional ones")
-    prep = load_prepared(prepared)
-    size = int(prep.arrays[split].shape[-1])
-    crop = cfg.data.crop if cfg.vdm.score == "unet" else vdm.data_shape[-1]
-    ds = PairDataset(prep, split, NoCondition(), crop=crop if 0 < crop < size else 0, train=False, seed=seed)
-    res = heldout_bpd(vdm.model, ds, timesteps=cfg.vdm.timesteps, vocab_size=cfg.vdm.vocab_size, seed=seed,
-                      draws=draws)
+    _, res = heldout_likelihood(vdm, prepared, split=split, draws=draws, seed=seed)
     return res.mean("total"), res.stderr("total"), len(res.case_ids)
 
 

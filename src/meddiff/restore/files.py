@@ -187,7 +187,7 @@ def restore_files(args: Request, restorer) -> Written:
         raise FieldError("mask", text=f"{what} inpaints: give {{mask}} FILE (nonzero where pixels are missing) "
                                       "or {mask} DIR (a mask per input)")
     if args.input is None:
-        raise FieldError("input", None, "is required to restore images")
+        raise InputError("--input is required to restore images")
     check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite,
                      verb="sample")
     items = [args.input] if args.input.is_file() else find_images(args.input)
