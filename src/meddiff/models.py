@@ -2,7 +2,8 @@
 
     resolve_checkpoint("demo_sr_x4")          -> .../checkpoints/demo_sr_x4.safetensors
     resolve_checkpoint("runs/sr_x4")          -> runs/sr_x4 (an existing path is returned as given)
-    cfg, denoiser = load_pretrained("demo_sr_x4")
+    locate("sr_x4_general")                   -> ModelSource(path, model file, header metadata), once per run
+    meddiff.load_pretrained("sr_x4_general")  -> a Pipeline (meddiff.restore.pipeline)
 
 A name is looked up in this order: an existing path, a shipped model (checkpoints/models.yaml),
 a local model under the folders of $MEDDIFF_MODELS (``os.pathsep``-separated; default ``runs``):
@@ -202,11 +203,13 @@ def model_config(name_or_path: str | os.PathLike):
 
 
 def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu", expect_task: str | None = None):
-    """(config, denoiser) of a DDPM model by name or path, ready for meddiff.samplers.
+    """Deprecated: ``meddiff.load_pretrained(name)`` returns a Pipeline whose ``.restore`` does what
+    `meddiff sample` does; its ``.cfg`` and ``.denoiser`` are what this returns.
 
+    (config, denoiser) of a DDPM model by name or path, ready for meddiff.samplers:
     ``denoiser(x_t [B, 1, H, W], k int64 [B], cond [B, C, H, W]) -> x0_hat``, images in
     [-1, 1] (meddiff.diffusion.denoiser); its network is ``denoiser.net``, in eval mode."""
     from .diffusion.checkpoint import load_model
 
-    cfg, _net, denoiser = load_model(resolve_checkpoint(name_or_path), expect_task=expect_task, device=device)
+    cfg, _net, denoiser = load_model(locate(name_or_path), expect_task=expect_task, device=device)
     return cfg, denoiser

@@ -180,7 +180,9 @@ def resolve_model_file(path: "str | Path | ModelSource") -> Path:
                 return latest / MODEL_FILE
         raise CheckpointError(f"{p} is a folder without {MODEL_FILE} or a checkpoints/latest file")
     if not p.exists():
-        raise CheckpointError(f"checkpoint {p} does not exist")
+        hint = "" if p.suffix or len(p.parts) > 1 else (" (a shipped or local model's name? meddiff.load_pretrained(name) "
+                                                        "takes names, or resolve it with meddiff.models.resolve_checkpoint)")
+        raise CheckpointError(f"checkpoint {p} does not exist{hint}")
     return p
 
 

@@ -289,10 +289,19 @@ def check_samples_memory(samples: int, planes: torch.Tensor, source: Path) -> No
 
 def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     """One input through the pipeline (restore_files); returns the files written."""
+    vol, item = read_item(item, run.args.allow_rgb)
+    out, norm, report = restore_volume(run, vol, item)
+    written = write_products(run, vol, item, norm, out, report)
+    log.info("%s -> %s", item.path, written[0].parent if written else run.args.output)
+    return written
+
+
+def restore_volume(run: Run, vol: Volume, item: ImageItem) -> tuple[torch.Tensor, Normalisation, Any]:
+    """The restoration of one read input: (out [S, N, 1, H, W] in normalised units, its normalisation,
+    its domain report or None); normalise, slice, condition planes, domain check, restore_slices."""
     from .domain import domain_postcheck, domain_precheck
 
     args, task = run.args, run.task
-    vol, item = read_item(item, args.allow_rgb)
     norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
     x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]
     cond, mask, planes, lowres = condition_planes(args, task, run.deg, vol, item, x)
@@ -307,20 +316,32 @@ def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
         run.reports.append(report)
     if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
         out = out * mask + cond * (1 - mask)
-    written = write_products(run, vol, item, norm, out, report)
-    log.info("%s -> %s", item.path, written[0].parent if written else args.output)
-    return written
+    return out, norm, report
+
+
+def products_of(run: Run, norm: Normalisation, out: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The products of out [S, N, 1, H, W] (normalised units) as slices [N, 1, H, W] in the image's units:
+    restored (one sample), or mean, std, sample<k> and, with a calibrated model, uncertainty."""
+    from .domain import calibrated_error_scale
+
+    args = run.args
+    mean, std = summarise(out)
+    products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
+    if args.samples > 1:
+        products.update({f"sample{s}": norm.inverse(out[s]) for s in range(args.samples)})
+        scale = calibrated_error_scale(run.domain_check, args.samples)
+        if scale:  # the model card's calibration: the expected error of the mean, in the image's units
+            products["uncertainty"] = std * scale * norm.scale()
+    return products
 
 
 def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, out: torch.Tensor, report=None) -> list[Path]:
     """Write the restored / mean / std / sample<k> (and, with a calibrated model, uncertainty)
     volumes of out [S, N, 1, H, W] (normalised units)."""
     from ..io.outdir import mark
-    from .domain import calibrated_error_scale
 
     args, task = run.args, run.task
-    mean, std = summarise(out)
-    out_shape = from_slices(mean[:, 0].numpy(), vol.ndim, args.axis).shape
+    out_shape = from_slices(out[0, :, 0].numpy(), vol.ndim, args.axis).shape
     spacing, affine = (vol.spacing, vol.affine) if out_shape == vol.shape else scaled_geometry(vol, task.sr_factor, args.axis, out_shape)
     flag = "" if report is None or report.in_domain else "; OUT OF THE MODEL'S DOMAIN: " + "; ".join(report.reasons)
 
@@ -334,12 +355,7 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
         return Volume(a, spacing, affine, vol.patient_id, vol.source,
                       {**meta, "derived": f"meddiff {task.kind} {what}, {run.describe}{flag}"})
 
-    products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
-    if args.samples > 1:
-        products.update({f"sample{s}": norm.inverse(out[s]) for s in range(args.samples)})
-        scale = calibrated_error_scale(run.domain_check, args.samples)
-        if scale:  # the model card's calibration: the expected error of the mean, in the image's units
-            products["uncertainty"] = std * scale * norm.scale()
+    products = products_of(run, norm, out)
     if not run.used:
         mark(args.output, "sample")
     suffix = unique_suffix(args, item, run.used)
