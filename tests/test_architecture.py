@@ -71,3 +71,17 @@ def test_no_argparse_namespace_below_the_commands():
     users = sorted(p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if "argparse" in _imports(p)
                    and p.relative_to(SRC).parts[0] not in ("commands", "cli.py"))
     assert users == ["study/server.py"], users
+
+
+def _package_imports(package: str) -> set[str]:
+    """The meddiff packages (second name) the modules of `package` import, anywhere in their files."""
+    return {m.split(".")[1] for p in (SRC / package).rglob("*.py") for m in _imports(p)
+            if m.startswith("meddiff.") and len(m.split(".")) > 1} - {package}
+
+
+def test_scoring_knows_no_model_family_and_nothing_of_the_trainer():
+    """metrics scores images (no model family: the VDM's bits/dim are computed in vdm and passed in);
+    evaluation scores and reports (the device is the command's; nothing from train)."""
+    families = {"vdm", "baselines", "diffusion", "distill", "objectives"}
+    assert not _package_imports("metrics") & (families | {"train"}), _package_imports("metrics")
+    assert "train" not in _package_imports("evaluation"), _package_imports("evaluation")

@@ -151,9 +151,14 @@ def run(args: argparse.Namespace) -> int:
         from .vdm_likelihood import run as run_likelihood
 
         return run_likelihood(args)
-    from ..evaluation import EvaluationRequest, evaluate
+    import dataclasses
 
-    results, _ = evaluate(EvaluationRequest.from_namespace(args))
+    from ..evaluation import EvaluationRequest, evaluate
+    from ..train.distributed import pick_device
+
+    request = EvaluationRequest.from_namespace(args)
+    request = dataclasses.replace(request, device=pick_device(request.device or "cpu", what="--device"))
+    results, _ = evaluate(request)
     multi = next(iter(results)) != ""
     for g, res in results.items():
         if multi:

@@ -251,10 +251,11 @@ def check_options(args: EvaluationRequest) -> None:
 
 
 def _device(args: EvaluationRequest):
-    """The device of the metric networks (LPIPS, Inception): --device (auto: a GPU if there is one)."""
-    from ..train.distributed import pick_device
+    """The device of the metric networks (LPIPS, Inception): the request's (cpu, cuda, cuda:N or a
+    torch.device; `meddiff evaluate --device auto` is resolved by the command)."""
+    import torch
 
-    return pick_device(args.device or "cpu")
+    return torch.device(args.device or "cpu")
 
 
 def claim_output(out: Path, groups: list[GroupSpec], overwrite: bool) -> None:

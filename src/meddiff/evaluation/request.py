@@ -36,7 +36,7 @@ class EvaluationRequest:
     data_range: str = "auto"
     out: Path | None = None
     overwrite: bool = False
-    device: str = "cpu"
+    device: Any = "cpu"  # cpu | cuda | cuda:N | a torch.device (the command resolves --device auto)
     keep_empty: bool = False
     segmenter: str | None = None
     classifier: str | None = None

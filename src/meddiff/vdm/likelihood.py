@@ -53,4 +53,16 @@ def heldout_likelihood(checkpoint: "str | Path | LoadedVDM", prepared: str | Pat
     return vdm, res
 
 
-__all__ = ["heldout_likelihood"]
+def heldout_total(checkpoint: "str | Path | LoadedVDM", prepared: str | Path, *, split: str = "test", draws: int = 1,
+                  seed: int = 0) -> tuple[float, float, int]:
+    """(mean, standard error, slices) of the total bits/dim of an unconditional VDM (what `meddiff evaluate
+    --generated --checkpoint` reports beside FID/KID)."""
+    vdm = checkpoint if isinstance(checkpoint, LoadedVDM) else load_vdm(checkpoint)
+    if vdm.class_names or vdm.cfg.vdm.image_condition:
+        raise InputError(f"{vdm.file}: held-out bits/dim here is for unconditional VDMs; use "
+                         "`meddiff evaluate --likelihood` for class- or image-conditional ones")
+    _, res = heldout_likelihood(vdm, prepared, split=split, draws=draws, seed=seed)
+    return res.mean("total"), res.stderr("total"), len(res.case_ids)
+
+
+__all__ = ["heldout_likelihood", "heldout_total"]
