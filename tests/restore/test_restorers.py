@@ -90,6 +90,7 @@ def test_restorers_are_typed_and_carry_their_domain_check():
     check = ddpm.domain_check
     assert isinstance(check, DomainCheck) and check.factor == 4.0 and check.sampler == "posterior_mean 1"
     assert check.denoiser is not None and check.card is not None and ddpm.describe.startswith("posterior_mean 1 steps")
+    assert (ddpm.sampling.name, ddpm.sampling.steps, ddpm.sampling.precision) == ("posterior_mean", 1, "fp32")
 
 
 def test_one_sample_run_resolves_the_checkpoint_once(tmp_path):

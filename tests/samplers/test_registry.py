@@ -21,6 +21,8 @@ def test_the_stored_defaults_apply_unless_overridden():
 def test_one_call_samplers_take_one_step_whatever_steps_says():
     assert [n for n, e in SAMPLERS.items() if e.one_call] == ["posterior_mean", "student"]
     assert resolve(STORED, sampler="posterior_mean", steps=500).steps == 1
+    with pytest.raises(FieldError, match="steps 0: expected 1..1000"):  # a nonsense value is refused all the same
+        resolve(STORED, sampler="posterior_mean", steps=0)
     assert resolve(SamplingDefaults("student", 1, timesteps=1000), steps=7).steps == 1
 
 

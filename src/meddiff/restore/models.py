@@ -59,12 +59,14 @@ class DomainCheck(NamedTuple):
 class Restorer:
     """A model ready to restore: its task (the checkpoint's, with sr_factor applied), restore_slices
     (planes [N, C, H, W], lowres [N, 1, h, w] | None, name, run Progress) -> [S, N, 1, H, W], the
-    description written into every output, and its domain check (None: not checked)."""
+    description written into every output, its domain check (None: not checked) and the sampler settings
+    it runs with (samplers.registry.SamplingSpec; None for baselines), e.g. for the outputs' provenance."""
 
     task: TaskConfig
     restore_slices: RestoreSlices
     describe: str
     domain_check: DomainCheck | None = None
+    sampling: SamplingSpec | None = None
 
 
 def sr_task(task: TaskConfig, factor: float | None) -> TaskConfig:
@@ -136,7 +138,7 @@ def ddpm_restorer(args: Request, device) -> Restorer:
         sr = task.kind == "sr"
         domain = DomainCheck(None if layout.context or not sr else denoiser, read_card(resolve_model_file(args.checkpoint)),
                              task.sr_factor if sr else 1.0, f"{sampler} {steps}")
-    return Restorer(task, run_sampler, describe, domain)
+    return Restorer(task, run_sampler, describe, domain, spec)
 
 
 def memory_options(args: Request) -> dict:
@@ -211,7 +213,8 @@ def vdm_restorer(args: Request, vdm: LoadedVDM, device) -> Restorer:
         return sample_slices(denoiser, planes, spec, seed=args.seed, batch_size=args.batch_size, device=device,
                              progress=args.progress if bar is None else bar, noise=noise, **memory)
 
-    return Restorer(task, run_sampler, f"VDM {sampler} {steps} steps of T = {timesteps}, seed {args.seed}, step {vdm.step}")
+    return Restorer(task, run_sampler, f"VDM {sampler} {steps} steps of T = {timesteps}, seed {args.seed}, step {vdm.step}",
+                    sampling=spec)
 
 
 def validate_request(args: Request) -> None:

@@ -149,7 +149,7 @@ def resolve(defaults: SamplingDefaults, **overrides: Any) -> SamplingSpec:
     """The SamplingSpec of a checkpoint's `defaults` with `overrides` (sampler, steps, eta, grid, precision,
     samples, consistency, resample; None = the default) applied and checked, once:
 
-    - the sampler is a known name; a one-call sampler takes one step whatever `steps` says;
+    - the sampler is a known name; a one-call sampler takes one step whatever (positive) `steps` says;
     - 1 <= steps <= defaults.timesteps; eta (DDIM only) in [0, 1]; grid for ddim / dpm_solver_pp only;
     - consistency "repaint" needs a sampler that runs it (the ancestral chain); resample >= 2 is RePaint's.
     """
@@ -159,6 +159,8 @@ def resolve(defaults: SamplingDefaults, **overrides: Any) -> SamplingSpec:
     given = {k: v for k, v in overrides.items() if v is not None}
     name = given.get("sampler", defaults.name)
     e = entry(name)
+    if "steps" in given and int(given["steps"]) < 1:  # refused for one-call samplers too (they would ignore it)
+        raise FieldError("steps", given["steps"], f"expected 1..{defaults.timesteps} ({defaults.where})")
     steps = 1 if e.one_call else int(given.get("steps", defaults.steps))  # one network call whatever steps says
     if not e.one_call and not 1 <= steps <= defaults.timesteps:
         raise FieldError("steps", steps, f"expected 1..{defaults.timesteps} ({defaults.where})")
