@@ -85,3 +85,13 @@ def test_scoring_knows_no_model_family_and_nothing_of_the_trainer():
     families = {"vdm", "baselines", "diffusion", "distill", "objectives"}
     assert not _package_imports("metrics") & (families | {"train"}), _package_imports("metrics")
     assert "train" not in _package_imports("evaluation"), _package_imports("evaluation")
+
+
+def test_optional_objective_hooks_are_declared_not_looked_for():
+    """Every objective has the optional hooks (meddiff.objective.OptionalHooks: training_sets, sample_grid,
+    ema_denoiser) with their defaults, so the registry and the loop call them without hasattr."""
+    for name, cls in OBJECTIVES.items():
+        assert callable(cls.training_sets) and callable(cls.ema_denoiser) and isinstance(cls.sample_grid, bool), name
+    assert [n for n, c in OBJECTIVES.items() if c.sample_grid] == ["ddpm"]
+    for path in (SRC / "objectives.py", SRC / "train" / "tensorboard.py"):
+        assert "hasattr(" not in path.read_text(), path

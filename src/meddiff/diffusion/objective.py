@@ -26,6 +26,7 @@ from .schedule import build_schedule
 
 class DDPMObjective(TaskConditioned):
     format = DDPM.name
+    sample_grid = True  # TensorBoard sample grids from ema_denoiser (train.tensorboard)
 
     @staticmethod
     def size_multiple(cfg: Config) -> tuple[int, str] | None:
