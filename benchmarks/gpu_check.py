@@ -142,7 +142,7 @@ def unet_calls(device: torch.device, a) -> None:
     from meddiff.diffusion.denoiser import resolve_precision
 
     compile_ok = device.type == "cuda" or a.compile
-    native_bf16 = resolve_precision(device, "auto") == "bf16"
+    native_bf16 = resolve_precision("auto", device) == "bf16"
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters())
         for precision in ("fp32", "bf16"):

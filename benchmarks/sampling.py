@@ -106,7 +106,8 @@ from meddiff.data.degrade import Denoise, Inpaint, SuperResolution, build_degrad
 from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.samples import samples_dir
 from meddiff.errors import InputError, MeddiffError
-from meddiff.inference import SAMPLERS, restore
+from meddiff.inference import restore
+from meddiff.samplers.registry import SAMPLERS
 from meddiff.io.atomic import atomic_path, atomic_write_text
 from meddiff.metrics.image import accutance, gradient_ratio, psnr, ssim
 from meddiff.samplers.consistency import check_request, measurement_for, replace_known, sr_consistency_error, sr_project

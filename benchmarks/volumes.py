@@ -219,7 +219,7 @@ def run_model(case: Case, model: Model, noise: str, args) -> None:
                   seed=args.seed, noise=noise, progress=False, max_memory=args.max_memory, batch_size=4)
     reset_peak()
     t0 = time.perf_counter()
-    _, run, _ = ddpm_restorer(req, "cpu")
+    run = ddpm_restorer(req, "cpu").restore_slices
     planes, lowres = torch.from_numpy(case.cond)[:, None], torch.from_numpy(case.lowres)[:, None]
     if model.layout.thick:  # slices along the thick axis D1
         planes, lowres = planes.movedim(2, 0).movedim(1, 2), lowres.movedim(2, 0).movedim(1, 2)

@@ -63,3 +63,35 @@ def test_format_of_reads_the_header_and_says_none_for_unreadable_files(tmp_path)
     assert format_of(SRC / "checkpoints" / "demo_sr_x4.safetensors") == DDPM.name
     (tmp_path / "x.safetensors").write_bytes(b"not a safetensors file")
     assert format_of(tmp_path / "x.safetensors") is None and format_of(tmp_path / "missing") is None
+
+
+def test_no_argparse_namespace_below_the_commands():
+    """Libraries take request dataclasses (restore.Request, evaluation.EvaluationRequest, evaluation.demo.DemoRequest);
+    only cli.py, commands/ and the study server's own __main__ parse arguments."""
+    users = sorted(p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if "argparse" in _imports(p)
+                   and p.relative_to(SRC).parts[0] not in ("commands", "cli.py"))
+    assert users == ["study/server.py"], users
+
+
+def _package_imports(package: str) -> set[str]:
+    """The meddiff packages (second name) the modules of `package` import, anywhere in their files."""
+    return {m.split(".")[1] for p in (SRC / package).rglob("*.py") for m in _imports(p)
+            if m.startswith("meddiff.") and len(m.split(".")) > 1} - {package}
+
+
+def test_scoring_knows_no_model_family_and_nothing_of_the_trainer():
+    """metrics scores images (no model family: the VDM's bits/dim are computed in vdm and passed in);
+    evaluation scores and reports (the device is the command's; nothing from train)."""
+    families = {"vdm", "baselines", "diffusion", "distill", "objectives"}
+    assert not _package_imports("metrics") & (families | {"train"}), _package_imports("metrics")
+    assert "train" not in _package_imports("evaluation"), _package_imports("evaluation")
+
+
+def test_optional_objective_hooks_are_declared_not_looked_for():
+    """Every objective has the optional hooks (meddiff.objective.OptionalHooks: training_sets, sample_grid,
+    ema_denoiser) with their defaults, so the registry and the loop call them without hasattr."""
+    for name, cls in OBJECTIVES.items():
+        assert callable(cls.training_sets) and callable(cls.ema_denoiser) and isinstance(cls.sample_grid, bool), name
+    assert [n for n, c in OBJECTIVES.items() if c.sample_grid] == ["ddpm"]
+    for path in (SRC / "objectives.py", SRC / "train" / "tensorboard.py"):
+        assert "hasattr(" not in path.read_text(), path

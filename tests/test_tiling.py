@@ -47,8 +47,10 @@ def test_blend_weights_cover_every_pixel():
 class Pointwise:
     """A denoiser with no spatial context: tiling cannot change its output."""
 
+    size_multiple = 1
+
     def __call__(self, x, k, cond):
-        return torch.tanh(x + cond[:, :1]), 0.5 * x - cond[:, :1] ** 2
+        return 0.5 * x - cond[:, :1] ** 2 + torch.tanh(x + cond[:, :1])
 
 
 def test_tiled_equals_whole_for_a_context_free_denoiser():
@@ -57,8 +59,7 @@ def test_tiled_equals_whole_for_a_context_free_denoiser():
     ref = Pointwise()(x, k, cond)
     for batch in (1, 3, 12):
         out = TiledDenoiser(Pointwise(), (16, 24), 4, batch)(x, k, cond)
-        for a, b in zip(out, ref):
-            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_plan_keeps_whole_images_lowers_the_batch_then_tiles_then_refuses():
     p = plan_sampling(fake_bytes, size, planes, batch=8, budget=100 * 128 * 128 + state, multiple=4)
     assert p.tile is not None and max(p.tile) <= 128 and p.tile[0] % 4 == 0 and p.batch == 1
     assert p.estimate <= 100 * 128 * 128 + state
-    with pytest.raises(InputError, match=r"32x32 window of a 256x256 image needs about .* --max-memory"):
+    with pytest.raises(InputError, match=r"32x32 window of a 256x256 image needs about .* max_memory"):
         plan_sampling(fake_bytes, size, planes, batch=8, budget=state, multiple=4)
     p = plan_sampling(fake_bytes, size, planes, batch=2, budget=10**9, multiple=4, tile=100, overlap=10)
     assert p.tile == (100, 100) and p.overlap == 10 and p.batch == 2
@@ -135,7 +136,7 @@ def test_restore_tiles_under_a_small_max_memory_and_refuses_an_impossible_one(sh
     used = used_bytes(torch.device("cpu"))
     small = restore(shipped, cond, max_memory=used + 40 * 10**6, **kw)
     assert small.shape == (1, 1, 1, 128, 128) and torch.isfinite(small).all()
-    with pytest.raises(InputError, match="raise --max-memory"):
+    with pytest.raises(InputError, match="raise max_memory"):
         restore(shipped, cond, max_memory=used + 10**5, **kw)
 
 
@@ -151,7 +152,7 @@ def test_compiled_network_samples_the_same_and_is_still_planned(shipped, monkeyp
     cond = torch.zeros(1, 1, 64, 64)
     kw = dict(sampler="ddim", steps=2, progress=False)
     torch.testing.assert_close(restore(compiled, cond, **kw), restore(shipped, cond, **kw), atol=1e-6, rtol=0)
-    with pytest.raises(InputError, match="raise --max-memory"):
+    with pytest.raises(InputError, match="raise max_memory"):
         restore(compiled, cond, max_memory=used_bytes(torch.device("cpu")) + 10**5, **kw)
 
 
@@ -200,7 +201,8 @@ def test_3d_plan_tiles_a_volume_under_max_memory(tiny_3d):
 
     cond = torch.zeros(1, 1, 32, 48, 48)
     used = used_bytes(torch.device("cpu"))
-    plan = plan_for(tiny_3d, cond, batch=1, device=torch.device("cpu"), max_memory=used + 30 * 10**6)
+    plan = plan_for(tiny_3d.call_bytes, cond, tiny_3d.size_multiple, batch=1, device=torch.device("cpu"),
+                    max_memory=used + 30 * 10**6)
     assert plan.tile is not None and len(plan.tile) == 3 and max(plan.tile) < 48 and plan.estimate <= 30 * 10**6
     out = restore(tiny_3d, cond, sampler="ddim", steps=2, progress=False, max_memory=used + 30 * 10**6)
     assert out.shape == (1, 1, 1, 32, 48, 48) and torch.isfinite(out).all()
@@ -210,8 +212,8 @@ def test_3d_plan_tiles_a_volume_under_max_memory(tiny_3d):
     from meddiff.tiling import plan_sampling
 
     net = tiny_3d.net
-    with pytest.raises(InputError, match="raise --max-memory"):
+    with pytest.raises(InputError, match="raise max_memory"):
         plan_sampling(lambda b, s: unet_call_bytes(net, b, s, torch.device("cpu")), (32, 48, 48), 1, batch=1,
                       budget=10**5, multiple=net.size_multiple, tile=None, overlap=None, min_tile=16)
-    with pytest.raises(InputError, match="raise --max-memory"):  # below what the process already holds
+    with pytest.raises(InputError, match="raise max_memory"):  # below what the process already holds
         restore(tiny_3d, cond, sampler="ddim", steps=2, progress=False, max_memory=1)

@@ -133,7 +133,7 @@ def model_score(denoiser, images: Tensor, factor: float, *, t_fraction: float = 
         gens = generators_for([image_seed(seed, j, 0) for j in range(i, i + len(yb))])
         x_t = math.sqrt(ab) * denoiser.to_diffused(yb, cb) + math.sqrt(1 - ab) * randn_per_image(yb.shape, gens, torch.device("cpu"))
         kb = torch.full((len(yb),), k, dtype=torch.long, device=device)
-        _, x0_hat = denoiser(x_t.to(device), kb, cb.to(device))
+        x0_hat = denoiser(x_t.to(device), kb, cb.to(device))
         est[i : i + SCORE_BATCH] = denoiser.from_diffused(x0_hat.cpu(), cb).clamp(-1, 1)[..., :h, :w]
     err_model = ((est - y) ** 2).mean(dim=(1, 2, 3))
     err_bicubic = ((cond - y) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-8)

@@ -24,44 +24,13 @@ from tqdm.auto import tqdm
 from .diffusion.denoiser import Denoiser
 from .errors import InputError
 from .progress import CountingDenoiser, Progress, calls_per_slice
-from .samplers.ancestral import sample_ancestral
 from .samplers.consistency import Measurement
-from .samplers.ddim import sample_ddim
-from .samplers.dpm_solver import sample_dpm_solver_pp
 from .samplers.noise import generators_for
-from .samplers.posterior_mean import sample_posterior_mean
-from .samplers.student import sample_student
+from .samplers.registry import SamplingDefaults, SamplingSpec, entry, resolve, sampler_options  # noqa: F401 (sampler_options: the old import path)
 from .tiling import TiledDenoiser, describe, plan_for
 from .volume_noise import check_noise, seed_index
 
 log = logging.getLogger(__name__)
-
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "ancestral": sample_ancestral,
-    "ddim": sample_ddim,
-    "dpm_solver_pp": sample_dpm_solver_pp,
-    "posterior_mean": sample_posterior_mean,  # one network call: the MMSE estimate (samplers/posterior_mean.py)
-    "student": sample_student,  # a distilled student (objective distill): one call from x_T (samplers/student.py)
-}
-ONE_CALL = ("posterior_mean", "student")  # samplers of one network call whatever the steps asked
-
-
-def sampler_options(sampler: str, variance: str, eta: float, grid: str = "auto") -> dict[str, object]:
-    """The sampler-specific keyword arguments from the config: ancestral takes the reverse
-    variance (beta | beta_tilde), DDIM its eta and time grid, DPM-Solver++ its time grid.
-
-    grid "auto": log-SNR for DPM-Solver++ (measured closer to the 2000-step chain at 5-20 steps,
-    benchmarks/sampling.py), uniform for DDIM.
-    """
-    if grid not in ("auto", "uniform", "logsnr"):
-        raise ValueError(f"grid {grid!r}: expected 'auto', 'uniform' or 'logsnr'")
-    if sampler == "ancestral":
-        return {"variance": variance}
-    if sampler == "ddim":
-        return {"eta": eta, "grid": "uniform" if grid == "auto" else grid}
-    if sampler == "dpm_solver_pp":
-        return {"grid": "logsnr" if grid == "auto" else grid}
-    return {}
 
 
 def image_seed(seed: int, index: int, sample: int) -> int:
@@ -88,13 +57,11 @@ def pad_planes(cond: Tensor, multiple: int) -> tuple[Tensor, tuple[int, ...]]:
 
 
 @torch.no_grad()
-def restore(
+def sample_slices(
     denoiser: Denoiser,
     cond: Tensor,
+    spec: SamplingSpec,
     *,
-    sampler: str = "ancestral",
-    steps: int = 50,
-    samples: int = 1,
     seed: int = 0,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
@@ -104,57 +71,73 @@ def restore(
     tile_size: int | None = None,
     tile_overlap: int | None = None,
     noise: str = "independent",
-    **sampler_kwargs,
+    **extra_options,
 ) -> Tensor:
-    """Sample `samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W] (CPU, float32);
-    a 3D network takes volumes: cond [N, C_cond, D, H, W] -> [S, N, 1, D, H, W] (tiled in 3D windows when needed).
+    """Sample `spec.samples` restorations of each of the N slices in `cond` [N, C_cond, H, W] -> [S, N, 1, H, W]
+    (CPU, float32) with the sampler of `spec` (samplers.registry.resolve); a 3D network takes volumes:
+    cond [N, C_cond, D, H, W] -> [S, N, 1, D, H, W] (tiled in 3D windows when needed).
 
-    consistency: None, or the measurement the samples must agree with (samplers.consistency.measurement_for).
+    consistency: None, or the measurement the samples must agree with (samplers.consistency.measurement_for;
+    its mode must be spec.consistency, which resolve checked against the sampler).
     progress: a bar of its own (True), none (False), or a run-wide Progress to advance.
     max_memory (bytes; None = a share of the free memory), tile_size, tile_overlap: the batch is
     lowered, or the denoiser tiled, to keep the estimated peak under max_memory (meddiff.tiling).
-    sampler_kwargs: the sampler's options (sampler_options); "grid" chooses the denoiser's time grid
-    (denoiser.time_grid(steps, grid)), built once for every batch.
     noise: "independent" (each slice its own seed) or "shared" (the slices of `cond` are one volume:
     the same noise for every slice, per sample; meddiff.volume_noise).
+    extra_options: sampler options a spec does not hold (e.g. DPM-Solver++'s `order`), passed on as given.
     """
     check_noise(noise)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; available: {sorted(SAMPLERS)}")
     if not torch.isfinite(cond).all():
         raise ValueError("condition contains NaN or infinite values")
     if consistency is not None:
-        if consistency.mode == "repaint" and sampler != "ancestral":
-            raise InputError(f"consistency 'repaint' needs the ancestral sampler, not {sampler!r}")
+        if consistency.mode != spec.consistency:
+            raise ValueError(f"a {consistency.mode!r} measurement for a spec resolved with consistency {spec.consistency!r}")
         if consistency.size is not None and tuple(consistency.size) != tuple(cond.shape[2:]):
             raise InputError(f"measurement for images of size {tuple(consistency.size)}, but the condition is {tuple(cond.shape[2:])}")
         if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
             raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
     device = torch.device(device)
-    if sampler in ONE_CALL:
-        steps = 1  # always one network call
-    times = denoiser.time_grid(steps, sampler_kwargs.pop("grid", "uniform"))
-    bar = progress if isinstance(progress, Progress) else Progress(bool(progress), desc=f"{sampler} {steps} steps")
+    times = spec.time_grid(denoiser)
+    bar = progress if isinstance(progress, Progress) else Progress(bool(progress), desc=spec.describe())
     m = denoiser.size_multiple  # the plan needs the padded shape only (restore_batches pads the data)
     padded = torch.empty(*cond.shape[:2], *(-(-s // m) * m for s in cond.shape[2:]), device="meta")
-    plan = plan_for(denoiser, padded, batch=batch_size, device=device, max_memory=max_memory, tile=tile_size, overlap=tile_overlap)
+    plan = plan_for(denoiser.call_bytes, padded, m, batch=batch_size, device=device, max_memory=max_memory,
+                    tile=tile_size, overlap=tile_overlap)
     if plan.tile is not None or plan.batch < min(batch_size, cond.shape[0]):
         log.info("%s", describe(plan, padded.shape[2:]))
     net = (CountingDenoiser(denoiser, bar.advance) if plan.tile is None else
            TiledDenoiser(denoiser, plan.tile, plan.overlap, plan.batch * plan.tiles_per_call, bar.advance))
     repaint = consistency.resample if consistency is not None and consistency.mode == "repaint" else 1
-    bar.expect(samples * cond.shape[0] * calls_per_slice(len(times.k), repaint))
+    bar.expect(spec.samples * cond.shape[0] * calls_per_slice(len(times.k), repaint))
+    options = {**spec.options(), **extra_options}
 
     def sample(c: Tensor, gens: list[torch.Generator], i: int) -> Tensor:
         extra = {} if consistency is None else {"consistency": consistency.for_batch(i, c)}
-        return SAMPLERS[sampler](net, c, times, generators=gens, **extra, **sampler_kwargs)
+        return spec.function(net, c, times, generators=gens, **extra, **options)
 
-    out = restore_batches(sample, cond, denoiser.size_multiple, samples=samples, seed=seed, batch_size=plan.batch,
-                          device=device, progress=False, desc=f"{sampler} {steps} steps", noise=noise)
+    out = restore_batches(sample, cond, m, samples=spec.samples, seed=seed, batch_size=plan.batch,
+                          device=device, progress=False, desc=spec.describe(), noise=noise)
     bar.slices_done(cond.shape[0])
     if not isinstance(progress, Progress):
         bar.close()
     return out
+
+
+def restore(denoiser: Denoiser, cond: Tensor, *, sampler: str = "ancestral", steps: int = 50, samples: int = 1,
+            consistency: Measurement | None = None, **kwargs) -> Tensor:
+    """Deprecated spelling of sample_slices with the sampler given by hand (sampler, steps and its options
+    variance / eta / grid as sampler_options returns them, any other option of the sampler, and the rest
+    as sample_slices takes them).
+
+    It does not read a checkpoint's stored sampler defaults: to restore as `meddiff sample` does, use
+    ``meddiff.load_pretrained(name).restore(images)`` (meddiff.pipeline)."""
+    own = entry(sampler).options + ("grid",)  # the time grid is any sampler's; others go to the sampler as given
+    opts = {key: kwargs.pop(key) for key in ("variance", "eta", "grid") if key in kwargs and key in own}
+    defaults = SamplingDefaults(sampler, steps, float(opts.get("eta", 0.0)), str(opts.get("grid", "uniform")),
+                                variance=str(opts.get("variance", "beta")), timesteps=max(int(steps), 1))
+    spec = resolve(defaults, samples=samples, consistency=None if consistency is None else consistency.mode,
+                   resample=None if consistency is None else consistency.resample)
+    return sample_slices(denoiser, cond, spec, consistency=consistency, **kwargs)
 
 
 @torch.no_grad()

@@ -69,6 +69,16 @@ def unet_call_bytes(net: torch.nn.Module, batch: int, spatial: Sequence[int], de
     return int(factor * live) + (score_bytes(batch, heads, pixels, efficient) if heads else 0)
 
 
+def network_call_bytes(net: torch.nn.Module | None, batch: int, spatial: Sequence[int],
+                       device: torch.device | str = "cpu") -> int | None:
+    """unet_call_bytes of a network if it is (or wraps) meddiff's UNet, else None (no estimate): a
+    torch.compile'd network is estimated by the module inside, an exported one (meddiff.export) by the
+    U-Net it was exported from (its `memory_model`)."""
+    net = getattr(net, "_orig_mod", net)
+    net = getattr(net, "memory_model", None) or net
+    return unet_call_bytes(net, batch, spatial, device) if isinstance(net, unet_mod.UNet) else None
+
+
 def unet_live_bytes(net: torch.nn.Module, batch: int, spatial: Sequence[int]) -> tuple[int, int, int]:
     """(activation bytes alive at the peak of a no-grad call, heads and tokens of the largest attention)."""
     px = [math.prod(s // 2**i for s in spatial) for i in range(net.levels)]

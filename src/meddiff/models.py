@@ -2,7 +2,8 @@
 
     resolve_checkpoint("demo_sr_x4")          -> .../checkpoints/demo_sr_x4.safetensors
     resolve_checkpoint("runs/sr_x4")          -> runs/sr_x4 (an existing path is returned as given)
-    cfg, denoiser = load_pretrained("demo_sr_x4")
+    locate("sr_x4_general")                   -> ModelSource(path, model file, header metadata), once per run
+    meddiff.load_pretrained("sr_x4_general")  -> a Pipeline (meddiff.restore.pipeline)
 
 A name is looked up in this order: an existing path, a shipped model (checkpoints/models.yaml),
 a local model under the folders of $MEDDIFF_MODELS (``os.pathsep``-separated; default ``runs``):
@@ -161,6 +162,10 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, roots: list[str |
     None stays None. CheckpointError for an unknown name, listing the shipped models."""
     if name_or_path is None:
         return None
+    from .checkpointing import ModelSource
+
+    if isinstance(name_or_path, ModelSource):  # resolved already
+        return name_or_path  # type: ignore[return-value]
     path = Path(name_or_path)
     if path.exists():
         return path
@@ -178,6 +183,14 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, roots: list[str |
                           f"local models are looked up in {where}, set ${MODELS_ENV}); see `meddiff models`")
 
 
+def locate(name_or_path: str | os.PathLike, roots: list[str | Path] | None = None):
+    """The checkpoint of a name or path resolved once (checkpointing.ModelSource: the path, its model file
+    and header metadata), to be passed to every loader along one run."""
+    from .checkpointing import locate_model
+
+    return locate_model(resolve_checkpoint(name_or_path, roots))
+
+
 def model_config(name_or_path: str | os.PathLike):
     """The resolved config stored in a DDPM/VDM/baseline model file (weights not loaded)."""
     from .checkpointing import config_from_yaml, resolve_model_file  # (drops legacy keys as the loaders do)
@@ -190,11 +203,13 @@ def model_config(name_or_path: str | os.PathLike):
 
 
 def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu", expect_task: str | None = None):
-    """(config, denoiser) of a DDPM model by name or path, ready for meddiff.samplers.
+    """Deprecated: ``meddiff.load_pretrained(name)`` returns a Pipeline whose ``.restore`` does what
+    `meddiff sample` does; its ``.cfg`` and ``.denoiser`` are what this returns.
 
-    ``denoiser(x_t [B, 1, H, W], k int64 [B], cond [B, C, H, W]) -> (eps_hat, x0_hat)``, images in
+    (config, denoiser) of a DDPM model by name or path, ready for meddiff.samplers:
+    ``denoiser(x_t [B, 1, H, W], k int64 [B], cond [B, C, H, W]) -> x0_hat``, images in
     [-1, 1] (meddiff.diffusion.denoiser); its network is ``denoiser.net``, in eval mode."""
     from .diffusion.checkpoint import load_model
 
-    cfg, _net, denoiser = load_model(resolve_checkpoint(name_or_path), expect_task=expect_task, device=device)
+    cfg, _net, denoiser = load_model(locate(name_or_path), expect_task=expect_task, device=device)
     return cfg, denoiser

@@ -115,12 +115,29 @@ class Objective(Protocol):
         ...
 
 
+class OptionalHooks:
+    """The optional members of an Objective, declared once with their defaults (a family overrides what it
+    has; nothing looks for them with hasattr): training sets of its own built from the prepared pairs
+    (a distilled student: its teacher's outputs), and a TensorBoard grid of samples from its EMA denoiser."""
+
+    sample_grid: bool = False  # whether ema_denoiser(ema) gives a Denoiser to draw TensorBoard sample grids with
+
+    @staticmethod
+    def training_sets(cfg: Any, train_set: Any, val_set: Any) -> tuple[Any, Any]:
+        """The (train, val) sets the family trains on, from the prepared pairs (default: those pairs)."""
+        return train_set, val_set
+
+    def ema_denoiser(self, ema: nn.Module) -> Any:
+        """A Denoiser over the EMA network (families with `sample_grid`)."""
+        raise NotImplementedError(f"{type(self).__name__} draws no samples (sample_grid is False)")
+
+
 def optimiser_list(opt: Optimisers) -> list[torch.optim.Optimizer]:
     """The optimisers of `opt` (one, or several by name) in a list."""
     return list(opt.values()) if isinstance(opt, Mapping) else [opt]
 
 
-class TaskConditioned:
+class TaskConditioned(OptionalHooks):
     """Defaults shared by the objectives conditioned on the task's degradation (DDPM, baselines):
     no data to describe before building, the task's training degradation."""
 

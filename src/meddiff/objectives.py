@@ -84,6 +84,5 @@ def training_data(cfg: Config) -> tuple[PairDataset, PairDataset | None, dict[st
         log.info("no validation loss: %s", e)
         val_set = None
     labels, names = objective_class(cfg).class_labels(cfg, train_set.prepared)
-    if hasattr(objective_class(cfg), "training_sets"):  # a student's sets: its teacher's outputs on these pairs
-        train_set, val_set = objective_class(cfg).training_sets(cfg, train_set, val_set)
+    train_set, val_set = objective_class(cfg).training_sets(cfg, train_set, val_set)  # a student's: its teacher's outputs
     return train_set, val_set, labels, names

@@ -2,7 +2,7 @@
 
 The sampler keeps ONE full-size state per image: its noise is drawn once for the whole image
 from the image's generator, as without tiling. Only the denoiser is tiled: at every sampler step
-the network runs on overlapping windows of x_t and the condition, and the (eps, x0) predictions
+the network runs on overlapping windows of x_t and the condition, and the x0 predictions
 are blended with weights that fall smoothly to the window edges inside the image (as MONAI's
 ``sliding_window_inference`` blends, but inside each step rather than once on the output). Tiles
 therefore agree at every step; near a window edge a prediction sees less context, so tiled
@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from .errors import FieldError, InputError
 
 
 def tile_starts(size: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
@@ -90,27 +90,26 @@ def _product(axes: list[list]) -> list[list]:
 
 class TiledDenoiser:
     """A denoiser evaluated window by window: same contract as the wrapped one,
-    ``(eps_hat, x0_hat) = tiled(x_t, k, cond)`` on full-size ``[B, C, *spatial]`` tensors.
+    ``x0_hat = tiled(x_t, k, cond)`` on full-size ``[B, C, *spatial]`` tensors.
 
     tile: window size per spatial axis; overlap: pixels shared by neighbours (>= the ramp);
     batch: images per network call (windows of the B images are stacked up to it);
     on_call(fraction): called after each network call with the number of full-image calls it
-    was worth (progress). Other attributes (sched, from_diffused, net, ...) are the wrapped one's.
+    was worth (progress). Other attributes (sched, from_diffused, size_multiple, ...) are the wrapped one's.
     """
 
     def __init__(self, denoiser, tile: Sequence[int], overlap: int, batch: int = 1,
                  on_call: Callable[[float], None] | None = None):
         self.inner = denoiser
         self.tile, self.overlap, self.batch, self.on_call = tuple(tile), int(overlap), max(1, int(batch)), on_call
-        self.multiple = getattr(getattr(denoiser, "net", None), "size_multiple", 1)
+        self.multiple = denoiser.size_multiple
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def __call__(self, x: Tensor, k: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, x: Tensor, k: Tensor, cond: Tensor) -> Tensor:
         spatial = x.shape[2:]
         tiles = tile_grid(spatial, self.tile, self.overlap, self.multiple)
-        eps_sum = torch.zeros_like(x)
         x0_sum = torch.zeros_like(x)
         w_sum = torch.zeros(spatial, dtype=x.dtype, device=x.device)
         per_call = max(1, self.batch // x.shape[0])
@@ -118,16 +117,15 @@ class TiledDenoiser:
             group = tiles[i:i + per_call]
             xs = torch.cat([x[t.index] for t in group])
             cs = torch.cat([cond[t.index] for t in group])
-            eps, x0 = self.inner(xs, k.repeat(len(group)), cs)
+            x0 = self.inner(xs, k.repeat(len(group)), cs)
             for j, t in enumerate(group):
                 w = t.weight.to(x.device, x.dtype)
                 part = slice(j * x.shape[0], (j + 1) * x.shape[0])
-                eps_sum[t.index] += w * eps[part]
                 x0_sum[t.index] += w * x0[part]
                 w_sum[t.index[1:]] += w
             if self.on_call is not None:
                 self.on_call(x.shape[0] * len(group) / len(tiles))
-        return eps_sum / w_sum, x0_sum / w_sum
+        return x0_sum / w_sum
 
 
 @dataclass(frozen=True)
@@ -174,7 +172,7 @@ def plan_sampling(call_bytes: Callable[[int, Sequence[int]], int], spatial: Sequ
         sizes = _window_sizes(max(spatial), multiple, min_tile)
     else:
         if tile < multiple:
-            raise InputError(f"--tile-size {tile}: expected at least the network's size multiple {multiple}")
+            raise FieldError("tile_size", tile, f"expected at least the network's size multiple {multiple}")
         sizes = [tile // multiple * multiple]
     for t in sizes:
         window = tuple(min(s, t) for s in spatial)
@@ -186,9 +184,9 @@ def plan_sampling(call_bytes: Callable[[int, Sequence[int]], int], spatial: Sequ
     t = sizes[-1]
     window = tuple(min(s, t) for s in spatial)
     need = call_bytes(1, window) + state_bytes(1, planes, spatial)
-    raise InputError(f"one {'x'.join(map(str, window))} window of a {'x'.join(map(str, spatial))} image needs about "
-                     f"{need / 1e9:.2f} GB, more than the {budget / 1e9:.2f} GB left under --max-memory: "
-                     f"raise --max-memory or give a smaller --tile-size")
+    raise FieldError("max_memory", text=f"one {'x'.join(map(str, window))} window of a {'x'.join(map(str, spatial))} image "
+                     f"needs about {need / 1e9:.2f} GB, more than the {budget / 1e9:.2f} GB left under {{max_memory}}: "
+                     "raise {max_memory} or give a smaller {tile_size}")
 
 
 def _window_sizes(largest: int, multiple: int, smallest: int) -> list[int]:
@@ -201,20 +199,20 @@ def _window_sizes(largest: int, multiple: int, smallest: int) -> list[int]:
     return out + [smallest]
 
 
-def plan_for(denoiser, planes: Tensor, *, batch: int, device: torch.device, max_memory: int | None = None,
-             tile: int | None = None, overlap: int | None = None) -> Plan:
-    """The Plan for padded condition planes [N, C, *spatial] under max_memory bytes (None: what
-    the process holds plus 60% of the free RAM / VRAM; memory.default_max_memory). Networks other
-    than meddiff's UNet have no estimate: they run whole unless a tile size is given."""
-    from .memory import default_max_memory, unet_call_bytes, used_bytes
-    from .nn.unet import UNet
+CallBytes = Callable[[int, Sequence[int], torch.device], "int | None"]
 
-    net = getattr(denoiser, "net", None)
-    net = getattr(net, "_orig_mod", net)  # a torch.compile'd network: estimate the module inside
-    net = getattr(net, "memory_model", None) or net  # an exported network (meddiff.export): its U-Net's estimate
+
+def plan_for(call_bytes: CallBytes, planes: Tensor, multiple: int = 1, *, batch: int, device: torch.device,
+             max_memory: int | None = None, tile: int | None = None, overlap: int | None = None) -> Plan:
+    """The Plan for padded condition planes [N, C, *spatial] (each axis a multiple of `multiple`) under
+    max_memory bytes (None: what the process holds plus 60% of the free RAM / VRAM;
+    memory.default_max_memory). call_bytes(images, window, device): the estimated peak of one network
+    call (the denoiser's `call_bytes`); None for a network without an estimate, which runs whole unless
+    a tile size is given."""
+    from .memory import default_max_memory, used_bytes
+
     spatial = tuple(planes.shape[2:])
-    multiple = getattr(net, "size_multiple", 1)
-    if not isinstance(net, UNet):
+    if call_bytes(1, spatial, device) is None:
         if tile is None:
             return Plan(batch, None, 0, 1, 0)
         window = tuple(min(s, max(multiple, tile // multiple * multiple)) for s in spatial)
@@ -222,9 +220,10 @@ def plan_for(denoiser, planes: Tensor, *, batch: int, device: torch.device, max_
     limit = default_max_memory(device) if max_memory is None else max_memory
     budget = limit - used_bytes(device)
     if budget <= 0:
-        raise InputError(f"--max-memory {limit / 1e9:.2f} GB is less than this process already holds "
-                         f"({used_bytes(device) / 1e9:.2f} GB: Python, PyTorch and the model): raise --max-memory")
-    return plan_sampling(lambda b, s: unet_call_bytes(net, b, s, device), spatial, planes.shape[1], batch=batch,
+        raise FieldError("max_memory", f"{limit / 1e9:.2f} GB", text=f"{{max_memory}} {limit / 1e9:.2f} GB is less than this "
+                         f"process already holds ({used_bytes(device) / 1e9:.2f} GB: Python, PyTorch and the model): "
+                         "raise {max_memory}")
+    return plan_sampling(lambda b, s: call_bytes(b, s, device), spatial, planes.shape[1], batch=batch,
                          budget=budget, multiple=multiple, tile=tile, overlap=overlap, min_tile=32 if len(spatial) == 2 else 16)
 
 

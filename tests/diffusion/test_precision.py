@@ -11,8 +11,9 @@ import meddiff.diffusion.denoiser as dn
 def test_auto_follows_the_probe_and_explicit_choices_are_kept(native, monkeypatch):
     monkeypatch.setattr(dn, "bf16_native", lambda device: native)
     cpu = torch.device("cpu")
-    assert dn.resolve_precision(cpu, "auto") == ("bf16" if native else "fp32")
-    assert dn.resolve_precision(cpu, "fp32") == "fp32" and dn.resolve_precision(cpu, "fp16") == "fp16"
+    assert dn.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert dn.resolve_precision("fp32", cpu) == "fp32" and dn.resolve_precision("fp16", cpu) == "fp16"
+    assert dn.resolve_precision("auto", cpu, training=True) == "fp32"  # CPU training stays fp32 (bit-exact)
     lin = torch.nn.Linear(4, 4)
     with dn.autocast(cpu, "auto"):
         out = lin(torch.randn(2, 4))

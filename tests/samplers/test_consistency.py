@@ -299,7 +299,7 @@ def test_restore_inpainting_and_repaint_through_restore():
     for mode, sampler in [("project", "ddim"), ("project", "ancestral"), ("repaint", "ancestral")]:
         out = restore(den, cond, sampler=sampler, steps=3, progress=False, consistency=measurement_for("inpaint", mode, cond))
         assert torch.equal(out[0][known], x0[known]), (mode, sampler)
-    with pytest.raises(InputError, match="consistency 'repaint' needs the ancestral sampler, not 'ddim'"):
+    with pytest.raises(InputError, match="consistency repaint needs sampler ancestral, not ddim"):
         restore(den, cond, sampler="ddim", steps=3, progress=False, consistency=measurement_for("inpaint", "repaint", cond, resample=2))
 
 

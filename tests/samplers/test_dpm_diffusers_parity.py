@@ -101,7 +101,7 @@ class MixtureNet(nn.Module):
 
 class Float64MixtureDenoiser:
     """The same posterior mean as a float64 denoiser (the contract the samplers use:
-    .sched, .from_diffused, __call__(x_t, k, cond) -> (eps_hat, x0_hat))."""
+    .sched, .from_diffused, __call__(x_t, k, cond) -> x0_hat)."""
 
     sched = SCHED
 
@@ -114,7 +114,7 @@ class Float64MixtureDenoiser:
     def __call__(self, x, k, cond):
         a, s = alpha_sigma(int(k[0]))
         x0 = mixture_posterior_mean(x, a, s)
-        return (x.double() - a * x0) / s, x0
+        return x0
 
 
 def reference_scheduler(order: int, prediction: str = "x0", clip: bool = False, timesteps=None):
@@ -304,7 +304,7 @@ def gaussian_flow_error(n: int, solver: str) -> float:
                 return z0.double()
 
             def __call__(self, x, k, cond):
-                return None, x0_hat(x.double(), n - 1 - int(k[0]))
+                return x0_hat(x.double(), n - 1 - int(k[0]))
         den = Gaussian()
         den.sched = sched
         xs, _, _ = meddiff_trajectory(den, torch.zeros(SHAPE, dtype=torch.float64), order=3, clip=False)

@@ -125,7 +125,7 @@ class Float64ExactDenoiser:
 
     def __call__(self, x, k, cond):
         ab = float(NP_AB[int(k[0])])
-        return None, M + S * S * np.sqrt(ab) / (ab * S * S + 1 - ab) * (x.double() - np.sqrt(ab) * M)
+        return M + S * S * np.sqrt(ab) / (ab * S * S + 1 - ab) * (x.double() - np.sqrt(ab) * M)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])

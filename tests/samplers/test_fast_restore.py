@@ -9,7 +9,8 @@ from meddiff import config as config_mod
 from meddiff.cli import main
 from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import build_schedule
-from meddiff.inference import SAMPLERS, restore
+from meddiff.inference import restore
+from meddiff.samplers.registry import SAMPLERS
 from meddiff.io import read_volume
 from meddiff.nn.unet import build_unet
 from meddiff.samplers.ddim import sample_ddim
@@ -46,7 +47,7 @@ def conds(n=5, seed=0):
 
 
 def test_registered_under_their_names():
-    assert SAMPLERS["ddim"] is sample_ddim and SAMPLERS["dpm_solver_pp"] is sample_dpm_solver_pp
+    assert SAMPLERS["ddim"].function is sample_ddim and SAMPLERS["dpm_solver_pp"].function is sample_dpm_solver_pp
 
 
 @pytest.mark.parametrize("sampler,options", [("ddim", {"eta": 0.5}), ("dpm_solver_pp", {"order": 2}),

@@ -14,15 +14,15 @@ meddiff/checkpoints/, hence this package's name.)
 from .folders import (STATE_FILE, STATE_JSON, TrainState, checkpoint_name, export_model, init_weights, list_checkpoints,
                       load_train_state, model_metadata, prune, save_checkpoint)
 from .formats import (BASELINE, BASELINE_FORMAT, CONFIG_FILE, DDPM, FORMAT, FORMATS, LATEST, MODEL_FILE, REGISTRY, VDM,
-                      VDM_FORMAT, Format, ModelFile, check_format, config_from_yaml, format_for, format_of, frozen,
-                      latest_checkpoint, load_weights, read_config, read_model_file, read_safetensors,
+                      VDM_FORMAT, Format, ModelFile, ModelSource, check_format, config_from_yaml, format_for, format_of, frozen,
+                      latest_checkpoint, load_weights, locate_model, read_config, read_model_file, read_safetensors,
                       resolve_model_file, update_metadata)
 
 __all__ = [
     "STATE_FILE", "STATE_JSON", "TrainState", "checkpoint_name", "export_model", "init_weights", "list_checkpoints",
     "load_train_state", "model_metadata", "prune", "save_checkpoint",
     "BASELINE", "BASELINE_FORMAT", "CONFIG_FILE", "DDPM", "FORMAT", "FORMATS", "LATEST", "MODEL_FILE", "REGISTRY", "VDM",
-    "VDM_FORMAT", "Format", "ModelFile", "check_format", "config_from_yaml", "format_for", "format_of", "frozen",
-    "latest_checkpoint", "load_weights", "read_config", "read_model_file", "read_safetensors", "resolve_model_file",
+    "VDM_FORMAT", "Format", "ModelFile", "ModelSource", "check_format", "config_from_yaml", "format_for", "format_of", "frozen",
+    "latest_checkpoint", "load_weights", "locate_model", "read_config", "read_model_file", "read_safetensors", "resolve_model_file",
     "update_metadata",
 ]

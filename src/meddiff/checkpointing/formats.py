@@ -11,7 +11,7 @@ refuses another family's file naming what it is; `format_of(path)` tells them ap
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -126,9 +126,46 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return path
 
 
-def resolve_model_file(path: str | Path) -> Path:
+@dataclass(frozen=True)
+class ModelSource:
+    """A checkpoint resolved once (locate_model): the path as given (model file, checkpoint folder, run
+    folder), its model file, and the model file's header metadata (format, stored config, card, ...).
+    It stands for the path wherever one is taken (os.PathLike, str); the readers below do not resolve it again."""
+
+    path: Path
+    file: Path
+    meta: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def format(self) -> str | None:
+        return self.meta.get("format")
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def locate_model(path: "str | Path | ModelSource") -> ModelSource:
+    """The ModelSource of a checkpoint path (resolve_model_file; the header metadata read once, {} if the
+    file cannot be read: the loader then says why)."""
+    if isinstance(path, ModelSource):
+        return path
+    file = resolve_model_file(path)
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+    except Exception:  # unreadable: the loaders report it as they always have
+        meta = {}
+    return ModelSource(Path(path), file, meta)
+
+
+def resolve_model_file(path: "str | Path | ModelSource") -> Path:
     """A model file from: a model.safetensors file, a checkpoint folder, or a run folder / its
-    checkpoints folder / its `latest` file (then the checkpoint `latest` names)."""
+    checkpoints folder / its `latest` file (then the checkpoint `latest` names); a ModelSource's own file."""
+    if isinstance(path, ModelSource):
+        return path.file
     p = Path(path)
     if p.name == LATEST and p.is_file():  # the pointer file itself, e.g. runs/x/checkpoints/latest
         latest = latest_checkpoint(p.parent)
@@ -143,13 +180,17 @@ def resolve_model_file(path: str | Path) -> Path:
                 return latest / MODEL_FILE
         raise CheckpointError(f"{p} is a folder without {MODEL_FILE} or a checkpoints/latest file")
     if not p.exists():
-        raise CheckpointError(f"checkpoint {p} does not exist")
+        hint = "" if p.suffix or len(p.parts) > 1 else (" (a shipped or local model's name? meddiff.load_pretrained(name) "
+                                                        "takes names, or resolve it with meddiff.models.resolve_checkpoint)")
+        raise CheckpointError(f"checkpoint {p} does not exist{hint}")
     return p
 
 
-def format_of(path: str | Path) -> str | None:
+def format_of(path: "str | Path | ModelSource") -> str | None:
     """The metadata format of a checkpoint's model file (reads only the safetensors header), or None
     if it cannot be read (the loader then reports why)."""
+    if isinstance(path, ModelSource):
+        return path.format
     try:
         with safe_open(str(resolve_model_file(path)), framework="pt", device="cpu") as f:
             return (f.metadata() or {}).get("format")

@@ -11,13 +11,18 @@ the per-pixel standard deviation over the samples, and the metrics table.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from ..errors import flag_errors
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "demo_sr_x4.safetensors"
+
+def __getattr__(name: str):
+    """DEFAULT_CHECKPOINT (the shipped demo model, evaluation.demo) without importing it at CLI start-up."""
+    if name == "DEFAULT_CHECKPOINT":
+        from ..evaluation.demo import DEFAULT_CHECKPOINT
+
+        return DEFAULT_CHECKPOINT
+    raise AttributeError(name)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,111 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def std_figure(stds: list[np.ndarray], path: Path) -> Path:
-    """A row of per-pixel std maps (in [-1,1] units) with one shared colour bar, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io.atomic import atomic_path
-
-    vmax = float(np.percentile(np.stack(stds), 99.5)) or 1e-6
-    fig, axes = plt.subplots(1, len(stds), figsize=(1.6 * len(stds) + 0.8, 1.9), squeeze=False)
-    for ax, s in zip(axes[0], stds):
-        im = ax.imshow(s, cmap="magma", vmin=0, vmax=vmax)
-        ax.axis("off")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="std ([-1,1] units)")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-CALIBRATION_LABELS = {
-    "pearson": "Pearson r(std, |err|)", "spearman": "Spearman", "rmse": "RMSE of the mean",
-    "rmv": "predicted std (RMV)", "ratio": "RMSE / std (1 = calibrated)", "ece": "ECE", "ause": "AUSE",
-    "ause_random": "AUSE random ranking",
-}
-
-
-def uncertainty_calibration(samples: torch.Tensor, x0: torch.Tensor, out: Path) -> str:
-    """Does the per-pixel std of the samples predict the error of their mean? (brain foreground only)
-
-    Writes calibration.md/.csv and calibration.png; returns the Markdown. With 4 or more samples
-    the binned curve also uses a std from an independent half of the samples, since binning by the
-    same noisy std that is evaluated bends the curve (meddiff.metrics.calibration).
-    """
-    from ..io.atomic import atomic_write_text
-    from ..metrics.calibration import calibration, calibration_figure
-
-    s = samples.shape[0]
-    mean = samples.mean(0)
-    fg = x0 > -0.99  # the prepared background is exactly -1: a mask that does not depend on the error
-    cal = calibration(samples.std(0), mean - x0, fg, samples=s)
-    figs = {f"std of {s} samples": cal}
-    if s >= 4:
-        h = s // 2
-        figs["binned by an independent half"] = calibration(samples[h:].std(0), mean - x0, fg, samples=s,
-                                                           bin_std=samples[:h].std(0))
-    calibration_figure(figs, out / "calibration.png")
-    rows = {name: r.to_row() for name, r in figs.items()}
-    keys = [k for k in CALIBRATION_LABELS if k in next(iter(rows.values()))]
-    lines = ["| std from | pixels | " + " | ".join(CALIBRATION_LABELS[k] for k in keys) + " |",
-             "|---|---:|" + "---:|" * len(keys)]
-    for name, row in rows.items():
-        lines.append(f"| {name} | {row['pixels']} | " + " | ".join(format(float(row[k]), ".4g") for k in keys) + " |")
-    md = "\n".join(lines) + "\n"
-    atomic_write_text(out / "calibration.md", md)
-    atomic_write_text(out / "calibration.csv", "method,pixels," + ",".join(keys) + "\n" + "".join(
-        f"{name},{row['pixels']}," + ",".join(repr(float(row[k])) for k in keys) + "\n" for name, row in rows.items()))
-    return md, float(cal.ratio)
-
-
-FOOTNOTES = [
-    "PSNR = 10 log10(R² / MSE) with R the full intensity range of the image (2 on the [-1, 1] scale the model works on); "
-    "SSIM as Wang et al. 2004 with the same R.",
-    "Sharpness (accutance) = 1000 · mean squared Sobel gradient / R² (meddiff.metrics.image.accutance); "
-    "gradient ratio = accutance / accutance of the truth.",
-    "Agreement with the measurement = RMS of clamp(A x) − y, where A is the anti-aliased downsampling that made the "
-    "low-resolution input y from the truth.",
-    "Uncertainty calibration: predicted error of the mean = std of the S samples · sqrt(1 + 1/S); RMSE / predicted error "
-    "> 1 means overconfident; AUSE = area between the sparsification curve and its oracle (lower is better).",
-]
-
-
-def plain_notes(n: int, factor: float, lr_shape, sampler: str, steps: int, samples: int, seed: int, seconds: float,
-                device, cons: dict[str, float]) -> list[str]:
-    """The report's notes in plain words (the formulas are the FOOTNOTES)."""
-    better = "closer to" if cons["meddiff sample"] <= cons["bicubic"] else "further from"
-    return [
-        f"What was tested: {n} slices of Colin27, a brain MRI of one person the model never saw (it learned from the "
-        f"MNI152 template only). Each slice was shrunk {factor:g} times (to {lr_shape[0]} x {lr_shape[1]} pixels) and the model "
-        "was asked to restore the full size; the original slice is the truth it is compared with.",
-        f"How: {sampler} sampler, {steps} steps, {samples} sample(s) per slice, seed {seed}; {seconds:.0f} s on {device}.",
-        "Higher PSNR and SSIM mean closer to the truth [1]; a gradient ratio near 1 means as sharp as the truth [2].",
-        f"Shrinking the meddiff result again gives an image {better} the measured low-resolution input than "
-        f"shrinking the bicubic one ({cons['meddiff sample']:.2e} vs {cons['bicubic']:.2e}) [3].",
-    ]
-
-
+@flag_errors  # the library names a setting by its field; here it is a flag
 def run(args: argparse.Namespace) -> int:
-    from ..baselines.interpolation import interpolate_baseline
-    from ..data.dataset import load_prepared
-    from ..data.degrade import SuperResolution
-    from ..data.prepare import PrepareOptions, prepare
-    from ..data.samples import samples_dir
     from ..errors import InputError
-    from ..inference import SAMPLERS, restore, sampler_options, summarise
-    from ..samplers.consistency import measurement_for
-    from ..metrics.compare import evaluate_arrays
-    from ..metrics.report import write_html_report
-    from ..metrics.table import write_table
-    from ..diffusion.checkpoint import load_model
-    from ..io.outdir import check_output_dir, mark
+    from ..evaluation.demo import DemoRequest, sr_demo
     from ..train.distributed import pick_device
-
-    from ..models import resolve_checkpoint
 
     if args.task != "sr":
         from .demo_xray import run_denoise, run_generate
@@ -173,106 +78,13 @@ def run(args: argparse.Namespace) -> int:
         return run_volume(args)
     if args.crop is not None or args.noise is not None:
         raise InputError("--crop and --noise apply to `meddiff demo --volume` only")
-    args.slices = 8 if args.slices is None else args.slices
-    t0 = time.perf_counter()
-    args.checkpoint = resolve_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT)  # a model name -> its file
-    out: Path = args.out
-    check_output_dir(out, [args.checkpoint] if args.checkpoint else [], overwrite=args.overwrite, verb="demo")
-    device = pick_device(args.device, what="--device")
-    cfg, net, denoiser = load_model(args.checkpoint, expect_task="sr", device=device, precision=args.precision)
-    steps = cfg.sampler.steps if args.steps is None else args.steps
-    sampler = args.sampler or cfg.sampler.name
-    eta = cfg.sampler.eta if args.eta is None else args.eta
-    if sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler!r}: expected one of {sorted(SAMPLERS)}")
-    if args.slices < 1 or args.samples < 1:
-        raise InputError("--slices and --samples must be >= 1")
-    if not 1 <= steps <= cfg.diffusion.timesteps:
-        raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
-
-    mark(out, "demo")  # checks passed: the first write
-    prepared_dir = out / "prepared_colin27"
-    if not (prepared_dir / "manifest.csv").is_file():
-        prepare(samples_dir("colin27"), prepared_dir, PrepareOptions(split=(0.0, 0.0, 1.0), size=cfg.data.size, overwrite=True),
-                progress=not args.no_progress)
-    prep = load_prepared(prepared_dir)
-    test = prep.arrays["test"]
-    idx = np.linspace(0, len(test) - 1, min(args.slices, len(test))).round().astype(int)
-    rows = [prep.rows["test"][i] for i in idx]
-    x0 = torch.from_numpy(np.asarray(test[idx], dtype=np.float32))[:, None]
-
-    deg = SuperResolution(cfg.task.sr_factor, cfg.task.sr_upsample)
-    lr = deg.downsample(x0)
-    bicubic = interpolate_baseline(lr, x0.shape[-2:], "bicubic")
-    bilinear = interpolate_baseline(lr, x0.shape[-2:], "bilinear")
-    cond = deg.upsample(lr, tuple(x0.shape[-2:]))
-    t_sample = time.perf_counter()
-    options = sampler_options(sampler, cfg.diffusion.variance, eta, args.grid or cfg.sampler.grid)
-    grid_note = f" on the {options['grid']} grid" if "grid" in options else ""
-    consistency = (measurement_for("sr", "project", cond, factor=cfg.task.sr_factor, lowres=lr)
-                   if args.consistency == "project" else None)
-    samples = restore(denoiser, deg.model_condition(cond, torch.ones_like(cond)), sampler=sampler, steps=steps,
-                      samples=args.samples, seed=args.seed, batch_size=cfg.sampler.batch_size, device=device,
-                      progress=not args.no_progress, consistency=consistency,
-                      **options)
-    t_sample = time.perf_counter() - t_sample
-    mean, std = summarise(samples)
-
-    def arrays(t: torch.Tensor) -> list[np.ndarray]:
-        return [a[0] for a in t.numpy()]
-
-    methods = {"bilinear": arrays(bilinear), "bicubic": arrays(bicubic), "meddiff (1 sample)": arrays(samples[0])}
-    if args.samples > 1:
-        methods[f"meddiff (mean of {args.samples})"] = arrays(mean)
-    table = evaluate_arrays(methods, arrays(x0), data_range=2.0)
-    n_calls = args.samples * len(idx) * steps
-    from ..samplers.consistency import sr_consistency_error
-
-    cons = {name: float(sr_consistency_error(img, lr).mean()) for name, img in
-            (("bicubic", bicubic), ("meddiff sample", samples[0]))}
-    notes = [
-        f"Held-out data: {len(idx)} slices of Colin27 (one person; the model was trained on the MNI152 template only), "
-        f"x{cfg.task.sr_factor:g} anti-aliased downsampling to {tuple(lr.shape[-2:])}, metrics on the [-1,1] scale (data range 2).",
-        f"meddiff: {sampler} sampler{f' (eta {eta:g})' if sampler == 'ddim' else ''}"
-        f"{grid_note}, {steps} steps, {args.samples} sample(s) per slice, seed {args.seed}; "
-        f"{t_sample:.0f} s for {n_calls} slice-steps on {device}.",
-        f"Consistency with the measurement (RMS of clamp(A x) - y, A = the x{cfg.task.sr_factor:g} anti-aliased downsampling; "
-        f"data consistency {args.consistency}): bicubic {cons['bicubic']:.2e}, meddiff sample {cons['meddiff sample']:.2e}.",
-        "accutance = 1000 * mean squared Sobel gradient / range^2 (meddiff.metrics.image.accutance); "
-        "gradient_ratio = accutance / accutance of the ground truth (1 = as sharp as the truth).",
-    ]
-    md = write_table(table, out / "results.md", out / "results.csv", notes=notes)
-    notes = plain_notes(len(idx), cfg.task.sr_factor, lr.shape[-2:], sampler, steps, args.samples, args.seed, t_sample,
-                        device, cons)  # the HTML report's: plain words, formulas in its footnotes
-    images = [
-        {"low-res (x4)": interpolate_baseline(lr[i : i + 1], x0.shape[-2:], "nearest")[0, 0].numpy(),
-         "bicubic": bicubic[i, 0].numpy(), "meddiff sample": samples[0, i, 0].numpy(),
-         **({f"meddiff mean of {args.samples}": mean[i, 0].numpy()} if args.samples > 1 else {}),
-         "truth": x0[i, 0].numpy()}
-        for i in range(len(idx))
-    ]
-    extra = {}
-    if args.samples > 1:
-        std_figure([s[0].numpy() for s in std], out / "std_maps.png")  # also shown in the grid, at full size
-        if float(std.max()) == 0.0:
-            notes.append("All samples are identical (zero std everywhere): no uncertainty calibration to measure.")
-        else:
-            cal_md, ratio = uncertainty_calibration(samples, x0, out)
-            extra["Uncertainty calibration: error against predicted std, sparsification"] = out / "calibration.png"
-            print(cal_md)
-            notes.append(f"How far to trust the uncertainty map: on the brain, the real error is {ratio:.1f} times what the "
-                         "spread of the samples predicts" + (" (the map is overconfident: read it as a lower bound of "
-                         "the error)" if ratio > 1.2 else "") + "; calibration.md has the details [4].")
-    norm = prep.normalisation_of("test", int(idx[0]))  # Colin27 is one patient: one map back to its own units
-    images = [{k: norm.inverse(v) for k, v in row.items()} for row in images]
-    stds = ([{f"meddiff mean of {args.samples}": std[i, 0].numpy() * norm.scale()} for i in range(len(idx))]
-            if args.samples > 1 else None)  # per-pixel std of the samples, beside the error it should predict
-    report = write_html_report(
-        out / "report.html", title="meddiff demo: MRI super-resolution x4 on a held-out brain", rows_of_images=images,
-        row_labels=[f"{r['source'].split('/')[-1]} slice {r['slice_index']}" for r in rows],
-        table_rows=table, notes=notes, extra_images=extra, footnotes=FOOTNOTES, std_maps=stds,
-        window=(norm.lo, norm.hi), units=f"{norm.units} MR signal units of the Colin27 file",
-    )
-    print(md)
-    print(f"report: {report}  ({time.perf_counter() - t0:.0f} s in all)")
+    result = sr_demo(DemoRequest(out=args.out, checkpoint=args.checkpoint, slices=8 if args.slices is None else args.slices,
+                                 samples=args.samples, sampler=args.sampler, steps=args.steps, eta=args.eta, grid=args.grid,
+                                 precision=args.precision, consistency=args.consistency, seed=args.seed,
+                                 device=pick_device(args.device, what="--device"), progress=not args.no_progress,
+                                 overwrite=args.overwrite))
+    if result.calibration_md:
+        print(result.calibration_md)
+    print(result.table_md)
+    print(f"report: {result.report}  ({result.seconds:.0f} s in all)")
     return 0

@@ -167,7 +167,8 @@ def restore_case(args: argparse.Namespace, case: VolumeCase, device) -> tuple[np
     req = Request(output=args.out, checkpoint=str(args.checkpoint), sampler=args.sampler, steps=args.steps, eta=args.eta,
                   grid=args.grid, precision=args.precision, seed=args.seed, consistency=args.consistency,
                   noise=args.noise, progress=not args.no_progress)
-    _, run_sampler, describe = ddpm_restorer(req, device)
+    restorer = ddpm_restorer(req, device)
+    run_sampler, describe = restorer.restore_slices, restorer.describe
     out = run_sampler(case.planes, case.lowres, Path("colin27"), None)
     return out[0, :, 0].numpy(), describe
 

@@ -55,7 +55,8 @@ def _degrade(x0: torch.Tensor, dose: float | None, seed: int) -> torch.Tensor:
 
 def run_denoise(args: argparse.Namespace) -> int:
     from ..baselines.classical import median_filter, nl_means
-    from ..inference import restore, sampler_options, summarise
+    from ..inference import sample_slices, summarise
+    from ..samplers.registry import SamplingDefaults, resolve
     from ..io.outdir import check_output_dir, mark
     from ..metrics.compare import evaluate_arrays
     from ..metrics.report import write_html_report
@@ -73,9 +74,10 @@ def run_denoise(args: argparse.Namespace) -> int:
     truth: list[np.ndarray] = []
     for li, (level, dose) in enumerate(LEVELS):
         y = _degrade(x0, dose, seed=args.seed + li)
-        mean = restore(denoiser, y, sampler=cfg.sampler.name, steps=cfg.sampler.steps, seed=args.seed, progress=False)[0]
-        draws = restore(denoiser, y, sampler="dpm_solver_pp", steps=5, samples=max(args.samples, 2), seed=args.seed,
-                        progress=False, **sampler_options("dpm_solver_pp", cfg.diffusion.variance, 0.0))
+        stored = SamplingDefaults.of_ddpm(cfg)
+        mean = sample_slices(denoiser, y, resolve(stored), seed=args.seed, progress=False)[0]
+        draws = sample_slices(denoiser, y, resolve(stored, sampler="dpm_solver_pp", steps=5, samples=max(args.samples, 2)),
+                              seed=args.seed, progress=False)
         _, std = summarise(draws)
         for i in range(len(films)):
             classical = nl_means(median_filter(y[i, 0].numpy()))

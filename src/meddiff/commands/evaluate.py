@@ -69,6 +69,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import flag_errors
 from ..evaluation.scores import DEFAULT_MODEL, LPIPS_NETS
 
 
@@ -140,6 +141,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@flag_errors  # the library names a setting by its field; here it is a flag
 def run(args: argparse.Namespace) -> int:
     if args.generated is not None or args.real is not None:
         from .evaluate_generation import run as run_generation
@@ -149,9 +151,14 @@ def run(args: argparse.Namespace) -> int:
         from .vdm_likelihood import run as run_likelihood
 
         return run_likelihood(args)
-    from ..evaluation import evaluate
+    import dataclasses
 
-    results, _ = evaluate(args)
+    from ..evaluation import EvaluationRequest, evaluate
+    from ..train.distributed import pick_device
+
+    request = EvaluationRequest.from_namespace(args)
+    request = dataclasses.replace(request, device=pick_device(request.device or "cpu", what="--device"))
+    results, _ = evaluate(request)
     multi = next(iter(results)) != ""
     for g, res in results.items():
         if multi:

@@ -30,10 +30,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --generated/--real (unpaired sets) or --pred/--truth (paired images), not both")
     if args.k < 1:
         raise InputError(f"--k {args.k}: expected >= 1")
+    bits = None
+    if args.checkpoint is not None:
+        if args.prepared is None:
+            raise InputError("held-out bits/dim needs --prepared DIR beside --checkpoint")
+        from ..models import locate
+        from ..vdm.likelihood import heldout_total
+
+        bits = heldout_total(locate(args.checkpoint), args.prepared, split=args.split, draws=args.draws, seed=args.seed)
     out = args.out if args.out is not None else args.generated.parent / "generation_eval"
-    scores = evaluate_generation(args.generated, args.real, out, split=args.split, checkpoint=args.checkpoint,
-                                 prepared=args.prepared, draws=args.draws, k=args.k, seed=args.seed,
-                                 real_size=args.real_size)
+    scores = evaluate_generation(args.generated, args.real, out, split=args.split, bits_per_dim=bits, draws=args.draws,
+                                 k=args.k, seed=args.seed, real_size=args.real_size)
     print(scores.markdown())
     print(f"wrote generation.md, generation.csv, generation.json, grid_generated.png and grid_real.png to {out}")
     return 0

@@ -44,7 +44,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, flag_errors
 from ..restore.models import CLASSICAL
 from . import sample_archive
 
@@ -84,8 +84,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="slices sampled together; lower it if memory runs out (default 8)")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one) | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
-                   help="arithmetic of the network (default auto: bf16 autocast where the CPU/GPU runs bf16 natively, "
-                        "fp32 elsewhere; measured within 0.01 dB PSNR of fp32 on the shipped model)")
+                   help="arithmetic of the network (default: the checkpoint's sampler.precision, fp32 for the shipped models; "
+                        "auto = bf16 where the CPU/GPU runs bf16 natively, fp32 elsewhere, measured within 0.01 dB PSNR "
+                        "of fp32 on the shipped model)")
     p.add_argument("--sr-factor", type=float, default=None,
                    help="super-resolution: the factor of this input (default: the checkpoint's task.sr_factor; "
                         "a model trained with task.sr_factors accepts any of those)")
@@ -137,16 +138,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@flag_errors  # the library names a setting by its field; here it is a flag
 def run(args: argparse.Namespace) -> int:
-    from ..checkpointing import VDM, format_of
+    from ..checkpointing import VDM
+    from ..models import locate
     from ..restore import Request, restore
     from ..train.distributed import pick_device
     from .vdm_sample import run as generate
 
-    from ..models import resolve_checkpoint
-
-    args.checkpoint = resolve_checkpoint(args.checkpoint)  # a model name -> its file
-    fmt = format_of(args.checkpoint) if args.checkpoint is not None else None
+    if args.checkpoint is not None:
+        args.checkpoint = locate(args.checkpoint)  # a model name or path -> its model file and header, once
+    fmt = None if args.checkpoint is None else args.checkpoint.format
     if fmt == VDM.name and args.method is None and args.input is None:
         claim_output(args)
         return generate(args)  # a VDM without an input generates

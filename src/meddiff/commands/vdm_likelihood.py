@@ -3,7 +3,7 @@
 Every slice of the split (centre-cropped to data.crop like the validation set, as the model
 was trained on crops of that size) is scored by the negative VLB of the EMA model in bits/dim,
 the mean of --draws independent Monte-Carlo draws of (t, eps, eps_0) per slice (default 1;
-vdm.generate.heldout_bpd). Printed and, with
+vdm.likelihood.heldout_likelihood, the one entry point). Printed and, with
 --out, written as likelihood.json (mean and standard error of total and each term, slices,
 settings) and likelihood_per_slice.csv. Class-conditional models read each slice's label as
 at training time (vdm.label_from of the checkpoint's config) and map it by class name.
@@ -18,49 +18,24 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
-from ..errors import InputError
+from ..errors import InputError, flag_errors
 from ..io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
+@flag_errors  # the library names a setting by its field; here it is a flag
 def run(args: argparse.Namespace) -> int:
-    from ..data.dataset import PairDataset, load_prepared
-    from ..data.degrade import build_degradation
+    from ..models import locate
     from ..train.distributed import pick_device
-    from ..vdm.build import NoCondition, case_labels, label_indices
-    from ..vdm.checkpoint import load_vdm
-    from ..vdm.generate import TERMS, heldout_bpd
+    from ..vdm.generate import TERMS
+    from ..vdm.likelihood import heldout_likelihood
 
     if args.checkpoint is None or args.prepared is None:
         raise InputError("--likelihood needs --checkpoint CKPT and --prepared DIR")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
-    if args.draws < 1:
-        raise InputError(f"--draws {args.draws}: expected >= 1")
-    from ..models import resolve_checkpoint
-
-    device = pick_device("auto")
-    vdm = load_vdm(resolve_checkpoint(args.checkpoint), device=device)
+    vdm, res = heldout_likelihood(locate(args.checkpoint), args.prepared, split=args.split, draws=args.draws, seed=args.seed,
+                                  batch_size=args.batch_size, device=pick_device("auto"))
     cfg = vdm.cfg
-    prep = load_prepared(args.prepared)
-    deg = build_degradation(cfg.task) if cfg.vdm.image_condition else NoCondition()
-    crop = vdm.data_shape[-1] if cfg.vdm.score != "unet" else cfg.data.crop
-    size = int(prep.arrays[args.split].shape[-1]) if args.split in prep.arrays else 0
-    if cfg.vdm.score != "unet" and size < crop:
-        raise InputError(f"{args.prepared}: slices are {size}x{size} but the model takes {crop}x{crop} (dense score network)")
-    ds = PairDataset(prep, args.split, deg, crop=crop if crop < size else 0, train=False, seed=args.seed)
-    labels_of = lambda ids: None  # noqa: E731
-    if vdm.class_names:
-        by_case = case_labels(prep, [args.split], cfg.vdm.label_from, cfg.vdm.labels_csv)
-        index = dict(zip(by_case, label_indices(list(by_case.values()), vdm.class_names)))
-        labels_of = lambda ids: torch.tensor([index[c] for c in ids], dtype=torch.long)  # noqa: E731
-    cond_of = (lambda c, m: deg.model_condition(c, m)) if cfg.vdm.image_condition else (lambda c, m: None)
-    res = heldout_bpd(vdm.model, ds, timesteps=cfg.vdm.timesteps, vocab_size=cfg.vdm.vocab_size, seed=args.seed,
-                      batch_size=args.batch_size, labels_of=labels_of, cond_of=cond_of, device=device,
-                      draws=args.draws)
     n = len(res.case_ids)
     lines = [f"negative VLB of {vdm.file} (step {vdm.step}) on {n} slices of split {args.split!r} of {args.prepared}",
              "term            bits/dim     std. error"]

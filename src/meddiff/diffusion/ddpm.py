@@ -74,6 +74,17 @@ def x0_from_v(sched: DiscreteSchedule, x_t: Tensor, k: Tensor, v: Tensor) -> Ten
     return _at(ab.sqrt(), k, x_t) * x_t - _at((1 - ab).sqrt(), k, x_t) * v
 
 
+def x0_of_prediction(sched: DiscreteSchedule, prediction: Prediction, out: Tensor, x_t: Tensor, k: Tensor) -> Tensor:
+    """Network output in its parameterisation -> x0_hat (what the Denoiser returns)."""
+    if prediction == "eps":
+        return x0_from_eps(sched, x_t, k, out)
+    if prediction == "x0":
+        return out
+    if prediction == "v":
+        return x0_from_v(sched, x_t, k, out)
+    raise ValueError(f"unknown prediction {prediction!r}; expected eps, x0 or v")
+
+
 def split_prediction(sched: DiscreteSchedule, prediction: Prediction, out: Tensor, x_t: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     """Network output in its parameterisation -> (eps_hat, x0_hat)."""
     if prediction == "eps":

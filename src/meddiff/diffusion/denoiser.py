@@ -1,9 +1,10 @@
 """The denoiser contract (`Denoiser`, the one place it is written): a trained network plus its
 parameterisation, seen by samplers as
 
-    eps_hat, x0_hat = denoiser(x_t, k, cond)
+    x0_hat = denoiser(x_t, k, cond)
 
-with x_t, eps_hat, x0_hat ``[B, C, *spatial]`` in the *diffused* space, ``k`` ``[B]`` the times of
+with x_t, x0_hat ``[B, C, *spatial]`` in the *diffused* space (a sampler that needs the noise derives
+it, eps_hat = (x_t - alpha_t x0_hat) / sigma_t, as DDIM does), ``k`` ``[B]`` the times of
 the denoiser's own grid (`denoiser.time_grid(steps, kind)`: int64 timestep indices for a DDPM,
 float64 times in (0, 1] for a continuous-time VDM), and ``cond`` the condition planes
 ``[B, C_cond, *spatial]`` (degraded image, and for inpainting the mask) that are concatenated to x_t
@@ -26,7 +27,7 @@ from typing import Iterator, Protocol
 import torch
 from torch import Tensor, nn
 
-from .ddpm import Prediction, split_prediction
+from .ddpm import Prediction, x0_of_prediction
 from .grid import TimeGrid, time_grid
 from .schedule import DiscreteSchedule
 
@@ -34,8 +35,8 @@ from .schedule import DiscreteSchedule
 class Denoiser(Protocol):
     """What every sampler (meddiff.samplers) and meddiff.inference.restore see of a model."""
 
-    def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """(eps_hat, x0_hat) [B, C, *spatial] in the diffused space at times k [B] of time_grid."""
+    def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> Tensor:
+        """x0_hat [B, C, *spatial] in the diffused space at times k [B] of time_grid."""
         ...
 
     def from_diffused(self, z0: Tensor, cond: Tensor) -> Tensor:
@@ -51,6 +52,10 @@ class Denoiser(Protocol):
         """Spatial sizes must be multiples of this (restore pads to it)."""
         ...
 
+    def call_bytes(self, batch: int, spatial: tuple[int, ...], device: torch.device) -> int | None:
+        """Estimated peak bytes one call on `batch` images of `spatial` size adds (None: no estimate;
+        meddiff.tiling plans batches and windows from it)."""
+        ...
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -70,27 +75,22 @@ def bf16_native(device: torch.device) -> bool:
                                or getattr(probe, "_is_amx_tile_supported", lambda: False)()))
 
 
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """Sampling's rule: "auto" -> "bf16" where the device runs bf16 natively (bf16_native), else
-    "fp32" (measured within 0.01 dB PSNR of fp32 on the shipped model). Training uses
-    resolved_precision (bf16 on CUDA only), so CPU training stays fp32 and bit-exact."""
-    if precision == "auto":
-        return "bf16" if bf16_native(device) else "fp32"
-    return precision
-
-
-def resolved_precision(precision: str, device: torch.device) -> str:
-    """Training's rule: 'auto' -> bf16 on CUDA, fp32 elsewhere (sampling: resolve_precision)."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
+def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> str:
+    """The one precision rule: "fp32" | "bf16" | "fp16" as given; "auto" -> "bf16" where `device` computes
+    bf16 natively (bf16_native; measured within 0.01 dB PSNR of fp32 on the shipped model), else "fp32".
+    Training (`training=True`) keeps fp32 off CUDA, so a CPU run stays bit-exact whatever the CPU."""
+    if precision != "auto":
+        return precision
+    if training and device.type != "cuda":
+        return "fp32"
+    return "bf16" if bf16_native(device) else "fp32"
 
 
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """Mixed precision for network calls: "bf16"/"fp16" autocast, "fp32" none, "auto" = bf16
     where the device runs it natively (resolve_precision), fp32 elsewhere."""
-    precision = resolve_precision(device, precision)
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         yield
         return
@@ -161,7 +161,7 @@ class DDPMDenoiser:
         a bf16 copy of the network (cast_network) on bf16 input, weights cast once; otherwise
         autocast (training, fp16, compiled networks)."""
         x = torch.cat([x_t, cond], dim=1)
-        precision = resolve_precision(x.device, self.precision)
+        precision = resolve_precision(self.precision, x.device)
         if precision == "bf16" and not torch.is_grad_enabled():
             net = cast_network(self.net, torch.bfloat16)
             if net is not self.net:
@@ -170,6 +170,13 @@ class DDPMDenoiser:
             out = self.net(x, k)
         return out.float()
 
-    def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+    def call_bytes(self, batch: int, spatial: tuple[int, ...], device: torch.device) -> int | None:
+        """The memory estimate of one call of its network (meddiff.memory.network_call_bytes)."""
+        from ..memory import network_call_bytes
+
+        return network_call_bytes(self.net, batch, spatial, device)
+
+    def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> Tensor:
+        """x0_hat [B, C, *spatial] (diffused space) from the network's eps / x0 / v prediction."""
         out = self.net_output(x_t, k, cond)
-        return split_prediction(self.sched, self.prediction, out, x_t, k)
+        return x0_of_prediction(self.sched, self.prediction, out, x_t, k)

@@ -19,13 +19,14 @@ from ..config import Config
 from ..data.order import VAL, loss_noise
 from ..nn.unet import build_unet
 from ..objective import Runtime, StepContext, TaskConditioned
-from .denoiser import DDPMDenoiser, resolved_precision
+from .denoiser import DDPMDenoiser, resolve_precision
 from .loss import diffusion_loss
 from .schedule import build_schedule
 
 
 class DDPMObjective(TaskConditioned):
     format = DDPM.name
+    sample_grid = True  # TensorBoard sample grids from ema_denoiser (train.tensorboard)
 
     @staticmethod
     def size_multiple(cfg: Config) -> tuple[int, str] | None:
@@ -37,7 +38,7 @@ class DDPMObjective(TaskConditioned):
         self.deg = self.degradation(cfg)
         self.in_channels = 1 + self.deg.cond_channels
         self.net = build_unet(cfg.model, self.in_channels, 1).to(runtime.device)
-        self.precision = resolved_precision(cfg.train.precision, runtime.device)
+        self.precision = resolve_precision(cfg.train.precision, runtime.device, training=True)
         self.sched = build_schedule(cfg.diffusion)
 
     def optimisers(self, lr: float, betas: tuple[float, float], weight_decay: float, grad_clip: float):

@@ -103,7 +103,7 @@ def split_noise(cond: Tensor) -> tuple[Tensor, Tensor]:
 def student_loss(student: DDPMDenoiser, x_T: Tensor, planes: Tensor, target: Tensor) -> Tensor:
     """|| f(x_T, T, y) - (target - base(y)) ||^2, mean over pixels and batch (x0 estimates in the diffused space)."""
     k = torch.full((x_T.shape[0],), student.sched.timesteps - 1, dtype=torch.long, device=x_T.device)
-    _, z0 = student(x_T, k, planes)
+    z0 = student(x_T, k, planes)
     return torch.mean((z0 - student.to_diffused(target, planes)) ** 2)
 
 

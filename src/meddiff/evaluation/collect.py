@@ -4,9 +4,9 @@ bilinear baselines of the input."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -20,6 +20,10 @@ from .pairing import (GroupSpec, MethodFiles, check_geometry, describe_names, fi
 
 
 RANGE_SPECS = ("auto", "per-image", "pooled")
+
+
+if TYPE_CHECKING:  # the request type only (evaluation.request)
+    from .request import EvaluationRequest
 
 
 def resolve_data_range(spec: str, truths: list[np.ndarray]) -> tuple[float, tuple[float, float] | None, str, bool]:
@@ -161,7 +165,7 @@ class GroupFiles:
     patient_of: dict[str, str]
 
 
-def group_files(args: argparse.Namespace, g: GroupSpec, where: str) -> GroupFiles:
+def group_files(args: EvaluationRequest, g: GroupSpec, where: str) -> GroupFiles:
     """Find and pair the files of group `g` (InputError naming what is missing)."""
     truth_files = find_images(g.truth, args.patient_from)
     keys = sorted(truth_files)
@@ -241,11 +245,11 @@ def check_written_task(g: GroupSpec, f: GroupFiles, shapes_differ: bool, where: 
                                  "is it the right run folder?")
 
 
-def collect(args: argparse.Namespace, g: GroupSpec) -> Collected:
+def collect(args: EvaluationRequest, g: GroupSpec) -> Collected:
     """Load and pair everything of one group (every method's files against the ground truth)."""
     where = f" (group {g.name})" if g.name else ""
     f = group_files(args, g, where)
-    loaded = [load_case(f, k) for k in tqdm(f.keys, desc=f"reading{where}", unit="file", disable=args.no_progress)]
+    loaded = [load_case(f, k) for k in tqdm(f.keys, desc=f"reading{where}", unit="file", disable=not args.progress)]
     shapes_differ = any(x is not None and x.shape != t.shape for _, _, t, x, *_ in loaded)
     check_written_task(g, f, shapes_differ, where)
     r, clamp, range_note, per_image = resolve_data_range(args.data_range, [row[2] for row in loaded])

@@ -4,12 +4,12 @@ method and group specifications (--pred NAME@GROUP=DIR ...), patients, and geome
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +21,10 @@ from ..io.suffixes import image_suffix
 
 # products of `meddiff sample` (meddiff.restore.output_path): <stem>_<tag>.<ext>
 SAMPLE_TAG = re.compile(r"^(?P<base>.+)_(?P<tag>restored|mean|std|sample\d+)$")
+
+
+if TYPE_CHECKING:  # the request type only (evaluation.request)
+    from .request import EvaluationRequest
 
 
 def image_key(path: Path, folder: Path) -> str:
@@ -143,7 +147,7 @@ def _group_values(values: list[str] | None, option: str, multi: bool) -> dict[st
     return out
 
 
-def parse_groups(args: argparse.Namespace) -> list[GroupSpec]:
+def parse_groups(args: EvaluationRequest) -> list[GroupSpec]:
     """The groups of the call in first-seen order, every --pred/--truth/... matched to one (InputError if not)."""
     specs = parse_pred_specs([str(x) for x in args.pred], args.method_name)
     grouped = [g != "" for _, g, _ in specs]

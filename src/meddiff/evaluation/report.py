@@ -1,9 +1,8 @@
-"""Scoring evaluation groups and writing their tables and HTML reports: `evaluate(args)` is what
-`meddiff evaluate` calls (args: the parsed options, see meddiff.commands.evaluate)."""
+"""Scoring evaluation groups and writing their tables and HTML reports: `evaluate(request)` is what
+`meddiff evaluate` calls (an EvaluationRequest: what to score and how, evaluation.request)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import re
@@ -13,13 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from ..baselines.interpolation import interpolate_baseline
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from ..io.outdir import mark
 from ..metrics.compare import paired_rows, per_image_metrics, rows_from_records
 from ..metrics.table import (LABELS, MetricStats, TableRow, metric_columns, paired_to_markdown, to_markdown, write_long_csv,
                              write_paired_table, write_per_image_csv, write_simple_table, write_table)
 from .collect import Collected, collect
 from .pairing import GroupSpec, group_factor, parse_groups
+from .request import EvaluationRequest
 from .scores import (CALIB_HEADER, calibration_rows, ci_notes, classifier_scores, dice_scores, fid_kid, import_downstream,
                      lpips_scores, model_path, read_labels_csv)
 
@@ -52,14 +52,14 @@ def _attach(records: list[dict[str, object]], values: dict[str, list], methods: 
         pos[m] += 1
 
 
-def score_group(args: argparse.Namespace, g: GroupSpec, out: Path, suffix: str, downstream: dict[str, object]) -> GroupResult:
+def score_group(args: EvaluationRequest, g: GroupSpec, out: Path, suffix: str, downstream: dict[str, object]) -> GroupResult:
     """Score one group and write its tables (results<suffix>.*, paired<suffix>.*, per_image<suffix>.csv, calibration<suffix>.*)."""
     c = collect(args, g)
     reference = args.reference if args.reference is not None else c.methods[0]
     if reference not in c.preds:
-        raise InputError(f"--reference {reference!r} is not one of the methods {list(c.preds)}"
+        raise FieldError("reference", text=f"{{reference}} {reference!r} is not one of the methods {list(c.preds)}"
                          + (f" of group {g.name!r}" if g.name else ""))
-    progress = not args.no_progress
+    progress = args.progress
     ranges = c.ranges if c.per_image else c.data_range
     records = per_image_metrics(c.preds, c.truths, ranges, names=c.names, holes=c.holes)
     notes = list(c.notes)
@@ -121,17 +121,17 @@ def score_group(args: argparse.Namespace, g: GroupSpec, out: Path, suffix: str, 
     return GroupResult(c, rows, pairs, records, notes, labels, reference, md, pmd, cmd)
 
 
-def load_downstream(args: argparse.Namespace) -> dict[str, object]:
+def load_downstream(args: EvaluationRequest) -> dict[str, object]:
     """The requested downstream models: {"segmenter": (seg, dice), "classifier": clf, "skipped": [messages]}."""
     out: dict[str, object] = {"skipped": []}
     if args.seg_labels and args.segmenter is None:
-        raise InputError("--seg-labels needs --segmenter [FILE]")
+        raise FieldError("seg_labels", text="{seg_labels} needs {segmenter} [FILE]")
     if args.labels is not None and args.classifier is None:
-        raise InputError("--labels needs --classifier [FILE]")
+        raise FieldError("labels", text="{labels} needs {classifier} [FILE]")
     if args.classifier is not None and args.labels is None:
-        raise InputError("--classifier needs --labels CSV (columns case, label) to score accuracy")
+        raise FieldError("classifier", text="{classifier} needs {labels} CSV (columns case, label) to score accuracy")
     if args.segmenter is not None:
-        path = model_path("--segmenter", args.segmenter)
+        path = model_path("segmenter", args.segmenter)
         got = import_downstream("--segmenter", ("Segmenter", "dice"))
         if isinstance(got, str):
             out["skipped"].append(got)  # type: ignore[union-attr]
@@ -139,7 +139,7 @@ def load_downstream(args: argparse.Namespace) -> dict[str, object]:
         else:
             out["segmenter"] = (got[0].load(path), got[1])  # type: ignore[attr-defined]
     if args.classifier is not None:
-        path = model_path("--classifier", args.classifier)
+        path = model_path("classifier", args.classifier)
         got = import_downstream("--classifier", ("Classifier",))
         if isinstance(got, str):
             out["skipped"].append(got)  # type: ignore[union-attr]
@@ -237,24 +237,25 @@ def write_multi_report(path: Path, results: dict[str, GroupResult], plots: dict[
                       extra_images=plots, image_sections=sections)
 
 
-def check_options(args: argparse.Namespace) -> None:
+def check_options(args: EvaluationRequest) -> None:
     """InputError naming the option when the evaluation options cannot work together."""
     if not args.pred or not args.truth:
-        raise InputError("--pred and --truth are required (or --likelihood --checkpoint CKPT --prepared DIR)")
+        raise FieldError("pred", text="{pred} and {truth} are required (or {likelihood} {checkpoint} CKPT {prepared} DIR)")
     if args.bootstrap < 100:
-        raise InputError(f"--bootstrap must be at least 100 resamples for a 95% interval, got {args.bootstrap}")
+        raise FieldError("bootstrap", text=f"{{bootstrap}} must be at least 100 resamples for a 95% interval, got {args.bootstrap}")
     if args.set_bootstrap != 0 and args.set_bootstrap < 20:
-        raise InputError(f"--set-bootstrap must be 0 (no FID/KID CI) or at least 20 resamples, got {args.set_bootstrap}")
+        raise FieldError("set_bootstrap", text=f"{{set_bootstrap}} must be 0 (no FID/KID CI) or at least 20 resamples, got {args.set_bootstrap}")
     if args.lpips == "alex" and args.lpips_backbone is None:
-        raise InputError("--lpips alex needs --lpips-backbone FILE (a local torchvision alexnet state dict); "
-                         "or use --lpips alex-st, whose weights ship in stlpips-pytorch")
+        raise FieldError("lpips", text="{lpips} alex needs {lpips_backbone} FILE (a local torchvision alexnet state dict); "
+                         "or use {lpips} alex-st, whose weights ship in stlpips-pytorch")
 
 
-def _device(args: argparse.Namespace):
-    """The device of the metric networks (LPIPS, Inception): --device (auto: a GPU if there is one)."""
-    from ..train.distributed import pick_device
+def _device(args: EvaluationRequest):
+    """The device of the metric networks (LPIPS, Inception): the request's (cpu, cuda, cuda:N or a
+    torch.device; `meddiff evaluate --device auto` is resolved by the command)."""
+    import torch
 
-    return pick_device(getattr(args, "device", "cpu") or "cpu")
+    return torch.device(args.device or "cpu")
 
 
 def claim_output(out: Path, groups: list[GroupSpec], overwrite: bool) -> None:
@@ -266,7 +267,7 @@ def claim_output(out: Path, groups: list[GroupSpec], overwrite: bool) -> None:
     check_output_dir(out, inputs, overwrite=overwrite, verb="evaluate")
 
 
-def evaluate(args: argparse.Namespace) -> tuple[dict[str, GroupResult], Path]:
+def evaluate(args: EvaluationRequest) -> tuple[dict[str, GroupResult], Path]:
     """Score every group of `args` (the options of `meddiff evaluate`), write the tables, plots and
     report.html; returns (results by group name, "" when there are no groups; the output folder)."""
     check_options(args)
@@ -274,7 +275,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, GroupResult], Path]:
     downstream = load_downstream(args)
     multi = groups[0].name != ""
     out = args.out if args.out is not None else groups[0].methods[0][1].resolve().parent / "evaluation"
-    claim_output(out, groups, getattr(args, "overwrite", False))
+    claim_output(out, groups, args.overwrite)
     results = {g.name: score_group(args, g, out, f"_{g.name}" if multi else "", downstream) for g in groups}
     if multi:
         factors = {g: group_factor(g) for g in results}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from ..metrics.fid_lowrank import fid_low_rank
 from ..metrics.stats import MIN_PATIENTS_FOR_PATIENT_TEST, SetBootstrap, set_bootstrap
 from ..metrics.weights import MissingWeightsError
@@ -163,7 +163,7 @@ def model_path(option: str, value: str) -> Path | None:
     if not path.exists() and "/" not in value and not value.endswith(".safetensors"):
         return resolve_checkpoint(value)  # a shipped model's name, e.g. seg_mni152_tissue
     if not path.exists():
-        raise InputError(f"{option} {value}: no such file; give a model file or {option} alone for the shipped default")
+        raise FieldError(option, value, f"no such file; give a model file or {{{option}}} alone for the shipped default")
     return path
 
 
@@ -201,7 +201,7 @@ def dice_scores(c: Collected, seg: object, dice: object) -> tuple[dict[str, list
         for b in _batches(shape_idx):
             r = torch.from_numpy(np.stack([c.seg_labels[i] for i in b])) if c.seg_labels is not None else run(c.truths, b)
             if c.seg_labels is not None and int(r.max()) >= n_classes:
-                raise InputError(f"--seg-labels: label {int(r.max())} in {c.names[b[int(r.flatten(1).max(1).values.argmax())]]} "
+                raise FieldError("seg_labels", text=f"{{seg_labels}}: label {int(r.max())} in {c.names[b[int(r.flatten(1).max(1).values.argmax())]]} "
                                  f"but the segmenter has {n_classes} classes {names}")
             for j, i in enumerate(b):
                 ref[i] = r[j]
@@ -229,12 +229,12 @@ def read_labels_csv(path: Path, c: Collected, class_names: list[str]) -> list[in
     """Class index of every slice from a CSV with columns case, label (case = image file stem or pairing key;
     label = class name or index)."""
     if not path.is_file():
-        raise InputError(f"--labels {path}: no such file; expected a CSV with columns case, label")
+        raise FieldError("labels", text=f"{{labels}} {path}: no such file; expected a CSV with columns case, label")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         if "case" not in fields or "label" not in fields:
-            raise InputError(f"--labels {path}: expected columns 'case' and 'label', got {fields}")
+            raise FieldError("labels", text=f"{{labels}} {path}: expected columns 'case' and 'label', got {fields}")
         table = {row["case"].strip(): row["label"].strip() for row in reader}
     out, missing = [], []
     for key in c.cases:
@@ -247,10 +247,10 @@ def read_labels_csv(path: Path, c: Collected, class_names: list[str]) -> list[in
         elif re.fullmatch(r"\d+", v) and int(v) < len(class_names):
             out.append(int(v))
         else:
-            raise InputError(f"--labels {path}: label {v!r} of case {key!r} is neither a class of the classifier {class_names} "
+            raise FieldError("labels", text=f"{{labels}} {path}: label {v!r} of case {key!r} is neither a class of the classifier {class_names} "
                              f"nor an index 0..{len(class_names) - 1}")
     if missing:
-        raise InputError(f"--labels {path}: no label for {len(set(missing))} case(s), e.g. {sorted(set(missing))[:5]}")
+        raise FieldError("labels", text=f"{{labels}} {path}: no label for {len(set(missing))} case(s), e.g. {sorted(set(missing))[:5]}")
     return out
 
 

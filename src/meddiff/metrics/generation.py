@@ -4,7 +4,7 @@
 One table of: FID and KID (meddiff.metrics.fid, Inception-v3 pool3 features), improved precision
 and recall (Kynkaanniemi et al., "Improved Precision and Recall Metric for Assessing Generative
 Models", NeurIPS 2019) in the same feature space, and, given a VDM checkpoint and a prepared
-folder, the held-out negative VLB in bits/dim (meddiff.vdm.generate.heldout_bpd).
+folder, the held-out negative VLB in bits/dim (computed by meddiff.vdm.likelihood, passed in).
 
 Small-n caveats, stated in the table rather than hidden: FID is biased upwards below ~50
 images per set (its covariance is a rank-(n-1) estimate of a 2048-d one), so it is given with a
@@ -165,35 +165,13 @@ def score_features(f_gen: np.ndarray, f_real: np.ndarray, k: int = PR_K, seed: i
     return s
 
 
-def heldout_bits_per_dim(checkpoint: str | Path, prepared: str | Path, split: str = "test", draws: int = 1,
-                         seed: int = 0) -> tuple[float, float, int]:
-    """(mean, standard error, slices) of the negative VLB in bits/dim of an unconditional VDM
-    checkpoint's EMA weights on `split` of a prepared folder (centre crops of data.crop, as in training)."""
-    from ..data.dataset import PairDataset, load_prepared
-    from ..vdm.build import NoCondition
-    from ..vdm.checkpoint import load_vdm
-    from ..vdm.generate import heldout_bpd
-
-    vdm = load_vdm(checkpoint)
-    cfg = vdm.cfg
-    if vdm.class_names or cfg.vdm.image_condition:
-        raise InputError(f"{vdm.file}: held-out bits/dim here is for unconditional VDMs; use "
-                         "`meddiff evaluate --likelihood` for class- or image-conditional ones")
-    prep = load_prepared(prepared)
-    size = int(prep.arrays[split].shape[-1])
-    crop = cfg.data.crop if cfg.vdm.score == "unet" else vdm.data_shape[-1]
-    ds = PairDataset(prep, split, NoCondition(), crop=crop if 0 < crop < size else 0, train=False, seed=seed)
-    res = heldout_bpd(vdm.model, ds, timesteps=cfg.vdm.timesteps, vocab_size=cfg.vdm.vocab_size, seed=seed,
-                      draws=draws)
-    return res.mean("total"), res.stderr("total"), len(res.case_ids)
-
-
 def evaluate_generation(generated: str | Path, real: str | Path, out: str | Path, *, split: str = "test",
-                        checkpoint: str | Path | None = None, prepared: str | Path | None = None, draws: int = 1,
+                        bits_per_dim: tuple[float, float, int] | None = None, draws: int = 1,
                         k: int = PR_K, seed: int = 0, real_size: str = "resize") -> GenerationScores:
     """The whole `meddiff evaluate --generated --real` run: read both sets (the real ones brought to
     the generated size, or refused, by `real_size`: see match_real_to_generated), score them in the
-    Inception feature space, add held-out bits/dim when `checkpoint` and `prepared` are given,
+    Inception feature space, add the held-out bits/dim when given ((mean, standard error, slices) of
+    the generating model on `split`, each slice the mean of `draws` draws: meddiff.vdm.likelihood.heldout_total),
     and write OUT/generation.{md,csv,json} and OUT/grid_{generated,real}.png (nearest-upscaled)."""
     from .fid import inception_features
 
@@ -202,10 +180,8 @@ def evaluate_generation(generated: str | Path, real: str | Path, out: str | Path
     scores = score_features(_features(gen, inception_features), _features(ref, inception_features), k, seed)
     if note:
         scores.rows.append(("resolution", "x".join(map(str, gen[0].shape)), note))
-    if checkpoint is not None:
-        if prepared is None:
-            raise InputError("held-out bits/dim needs --prepared DIR beside --checkpoint")
-        bpd, se, n = heldout_bits_per_dim(checkpoint, prepared, split, draws, seed)
+    if bits_per_dim is not None:
+        bpd, se, n = bits_per_dim
         scores.rows.append(("bits/dim (held out)", f"{bpd:.3f} +- {se:.3f}",
                             f"negative VLB of the EMA weights on {n} slices of split {split!r}, {draws} draw(s) each"))
         scores.values.update(bits_per_dim=bpd, bits_per_dim_se=se)
@@ -272,7 +248,7 @@ def write_generation_outputs(scores: GenerationScores, gen: list[np.ndarray], re
     import json
 
     from ..io.atomic import atomic_write_text
-    from ..vdm.generate import grid_for_viewing
+    from .grids import grid_for_viewing
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "generation.md", scores.markdown())

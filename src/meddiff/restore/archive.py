@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import FieldError
 from ..io.atomic import atomic_write_text
 from ..io.outdir import MARKER, check_not_input, check_output_dir, mark
 from . import manifest as mf
@@ -87,7 +87,7 @@ def claim(args: Request) -> None:
     """Check and mark the output folder (module steps 1)."""
     inputs = [p for p in (args.input, args.mask) if p is not None]
     if args.input is None or not args.input.is_dir():
-        raise InputError(f"--input {args.input}: --engine / --shard restore an archive folder; expected a folder "
+        raise FieldError("input", args.input, "{engine} / {shard} restore an archive folder; expected a folder "
                          "(for one file leave them out)")
     out = args.output
     if out.is_dir() and any(out.iterdir()) and is_archive_folder(out):
@@ -137,12 +137,12 @@ def make_engine(options: ArchiveOptions, args: Request, key: dict, device: str):
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise InputError("--engine ray needs Ray: pip install 'meddiff[ray]' (or pip install ray)") from None
+            raise FieldError("engine", "ray", text="{engine} ray needs Ray: pip install 'meddiff[ray]' (or pip install ray)") from None
         from .engines.ray_engine import RayEngine
 
         return RayEngine(args, key, address=options.address, workers=options.workers, gpus_per_worker=options.gpus_per_worker,
                          cpus_per_worker=options.cpus_per_worker, retries=options.retries, device=device)
-    raise InputError(f"--engine {options.engine}: expected one of {', '.join(ENGINES)}")
+    raise FieldError("engine", options.engine, f"expected one of {', '.join(ENGINES)}")
 
 
 def checkpoint_sha256(args: Request) -> str | None:
@@ -158,7 +158,7 @@ def run_archive(args: Request, options: ArchiveOptions = ArchiveOptions(), devic
 
     t0 = time.perf_counter()
     if options.retries < 0:
-        raise InputError(f"--retries {options.retries}: expected >= 0")
+        raise FieldError("retries", options.retries, "expected >= 0")
     claim(args)
     key = settings_key(args, checkpoint_sha256(args))
     units, todo, done, known = plan(args, key, options.shard)

@@ -1,7 +1,7 @@
 """The restore pipeline on files: read each input (meddiff.io), normalise per image to [-1, 1], cut
 2D slices along an axis, build the condition planes of the task, restore the slices (any
-`restore_slices(planes, lowres, name) -> [S, N, 1, H, W]`: a DDPM's sampler, a VDM's, a learned or
-classical baseline, see restore.models), undo the normalisation and write in the input's format
+`restore_slices(planes, lowres, name) -> [S, N, 1, H, W]` of a Restorer: a DDPM's sampler, a VDM's, a
+learned or classical baseline, see restore.models), undo the normalisation and write in the input's format
 with the input's geometry (super-resolution: spacing and affine scaled to the finer grid).
 
 Products per input: ``restored`` (one sample), or ``mean``, ``std`` and ``sample<k>`` (several).
@@ -22,7 +22,7 @@ from ..config import TaskConfig
 from ..data.degrade import SuperResolution, build_degradation
 from ..data.normalise import Normalisation
 from ..data.slices import from_slices, to_slices
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from ..inference import summarise
 from ..io import Volume, find_images, read_volume, write_volume
 from ..io.readers import ImageItem
@@ -39,12 +39,13 @@ RestoreSlices = Callable[[torch.Tensor, "torch.Tensor | None", Path, Any], torch
 class Request:
     """What to restore and how (the fields of `meddiff sample`; None = the checkpoint's setting).
 
-    checkpoint: a model file / checkpoint folder / run folder, or method: a classical baseline;
+    checkpoint: a shipped model's name, a model file / checkpoint folder / run folder (or the
+    checkpointing.ModelSource it resolves to, restore.models.located), or method: a classical baseline;
     input: an image file, a DICOM series folder or a folder of them; output: the output folder."""
 
     output: Path
     input: Path | None = None
-    checkpoint: str | None = None
+    checkpoint: Any = None  # str | Path | ModelSource
     method: str | None = None
     sampler: str | None = None
     steps: int | None = None
@@ -169,8 +170,8 @@ def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...
     return spacing, np.asarray(vol.affine, float) @ m
 
 
-def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices, describe: str) -> Written:
-    """Read each input, normalise, build the condition planes, call restore_slices(planes, lowres, name, bar)
+def restore_files(args: Request, restorer) -> Written:
+    """Read each input, normalise, build the condition planes, call restorer.restore_slices(planes, lowres, name, bar)
     -> [S, N, 1, H, W], undo the normalisation and write in the input's format (the path shared by
     DDPM and VDM checkpoints, learned and classical baselines). Returns the files written.
 
@@ -180,24 +181,27 @@ def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices
     from ..progress import Progress
     from .domain import domain_exit_status, domain_summary
 
+    task, restore_slices, describe = restorer.task, restorer.restore_slices, restorer.describe
     if args.mask is not None and task.kind != "inpaint":
-        raise InputError(f"--mask {args.mask}: this model does {task.kind}, not inpainting; a mask applies to inpainting models only")
+        raise FieldError("mask", args.mask, f"this model does {task.kind}, not inpainting; a mask applies to inpainting models only")
     if args.mask is None and (args.mask_label is not None or args.mask_dilate):
-        raise InputError("--mask-label / --mask-dilate describe a mask: give --mask FILE_OR_DIR too")
+        raise FieldError("mask_label", None, "/ {mask_dilate} describe a mask: give {mask} FILE_OR_DIR too")
     if task.kind == "inpaint" and args.mask is None:
-        what = f"--method {args.method}" if args.method else "this checkpoint"
-        raise InputError(f"{what} inpaints: give --mask FILE (nonzero where pixels are missing) or --mask DIR (a mask per input)")
+        what = f"{{method}} {args.method}" if args.method else "this checkpoint"
+        raise FieldError("mask", text=f"{what} inpaints: give {{mask}} FILE (nonzero where pixels are missing) "
+                                      "or {mask} DIR (a mask per input)")
     if args.input is None:
         raise InputError("--input is required to restore images")
-    if args.interval is not None and getattr(restore_slices, "interval", None) is None:
-        raise InputError(f"--interval {args.interval:g}: needs a super-resolution DDPM checkpoint with a stored interval calibration")
+    if args.interval is not None and getattr(restorer, "interval", None) is None:
+        raise FieldError("interval", f"{args.interval:g}", "needs a super-resolution DDPM checkpoint with a stored interval calibration")
     check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite,
                      verb="sample")
     items = [args.input] if args.input.is_file() else find_images(args.input)
     if not items:
         raise InputError(f"{args.input}: no readable image found")
     run = Run(args, task, build_degradation(task), restore_slices, describe, run_provenance(args, describe),
-              Progress(args.progress, files=len(items)))
+              Progress(args.progress, files=len(items)), domain_check=restorer.domain_check,
+              interval=getattr(restorer, "interval", None))
     written = Written()
     for item in items:
         written += restore_file(run, item)
@@ -212,7 +216,7 @@ def restore_files(args: Request, task: TaskConfig, restore_slices: RestoreSlices
 @dataclass
 class Run:
     """One restore run's shared state: request, task, degradation, restorer, provenance, progress bar,
-    the output names used so far and the domain reports (meddiff.domain)."""
+    the output names used so far, the domain reports and the restorer's domain check (meddiff.domain)."""
 
     args: Request
     task: TaskConfig
@@ -223,6 +227,8 @@ class Run:
     bar: Any
     used: set = field(default_factory=set)
     reports: list = field(default_factory=list)
+    domain_check: Any = None  # restore.models.DomainCheck, or None: not checked
+    interval: Any = None  # the restorer's --interval calibration (meddiff.uncertainty.maps), or None
 
 
 def read_item(item: ImageItem | Path, allow_rgb: bool = False) -> tuple[Volume, ImageItem]:
@@ -271,7 +277,7 @@ def _thick_planes(args: Request, task: TaskConfig, x: torch.Tensor):
         cond = upsample_axis(x, x.shape[0] * f, 0, "cubic").clamp(-1.0, 1.0)
         return cond, torch.ones_like(cond), cond, x
     if x.shape[0] % f:
-        raise InputError(f"--input-kind upsampled: {x.shape[0]} slices along --axis {args.axis} is not a multiple "
+        raise FieldError("input_kind", "upsampled", f"{x.shape[0]} slices along {{axis}} {args.axis} is not a multiple "
                          f"of the thick-slice factor {f}")
     return x, torch.ones_like(x), x, thick_slices(x, f, 0)
 
@@ -285,22 +291,32 @@ def check_samples_memory(samples: int, planes: torch.Tensor, source: Path) -> No
     need = samples * n * h * w * 4 * 3  # the samples, their float64 summaries and one written copy
     free = available_bytes(torch.device("cpu"))  # the samples are gathered on the CPU
     if need > free:
-        raise InputError(f"--samples {samples}: the samples of {source} ({n} slices of {h}x{w}) need about "
+        raise FieldError("samples", samples, f"the samples of {source} ({n} slices of {h}x{w}) need about "
                          f"{need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB of memory is free; expected at most "
                          f"{max(1, int(samples * free / need))} samples")
 
 
 def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     """One input through the pipeline (restore_files); returns the files written."""
+    vol, item = read_item(item, run.args.allow_rgb)
+    out, norm, report, extra = restore_volume(run, vol, item)
+    written = write_products(run, vol, item, norm, out, report, extra)
+    log.info("%s -> %s", item.path, written[0].parent if written else run.args.output)
+    return written
+
+
+def restore_volume(run: Run, vol: Volume, item: ImageItem) -> tuple[torch.Tensor, Normalisation, Any, dict | None]:
+    """The restoration of one read input: (out [S, N, 1, H, W] in normalised units, its normalisation,
+    its domain report or None, --interval's {tag: (map, sentence)} or None); normalise, slice, condition
+    planes, domain check, restore_slices."""
     from .domain import domain_postcheck, domain_precheck
 
     args, task = run.args, run.task
-    vol, item = read_item(item, args.allow_rgb)
     norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
     x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]
     cond, mask, planes, lowres = condition_planes(args, task, run.deg, vol, item, x)
     check_samples_memory(args.samples, planes, item.path)
-    domain = getattr(run.restore_slices, "domain", None)
+    domain = run.domain_check
     report = None if domain is None else domain_precheck(args, domain, item.path, vol, x, lowres is not None)
     before = run.bar.slices
     out = run.restore_slices(planes, lowres, item.path, run.bar)
@@ -311,13 +327,27 @@ def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     if task.kind == "inpaint":  # known pixels are measurements: keep them exactly
         out = out * mask + cond * (1 - mask)
     extra = None
-    if args.interval is not None:
+    if args.interval is not None:  # --interval P: lower / upper maps (meddiff.uncertainty)
         from ..uncertainty.maps import interval_maps
 
-        extra = interval_maps(getattr(run.restore_slices, "interval", None), args.interval, out, cond, lowres)
-    written = write_products(run, vol, item, norm, out, report, extra)
-    log.info("%s -> %s", item.path, written[0].parent if written else args.output)
-    return written
+        extra = interval_maps(run.interval, args.interval, out, cond, lowres)
+    return out, norm, report, extra
+
+
+def products_of(run: Run, norm: Normalisation, out: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The products of out [S, N, 1, H, W] (normalised units) as slices [N, 1, H, W] in the image's units:
+    restored (one sample), or mean, std, sample<k> and, with a calibrated model, uncertainty."""
+    from .domain import calibrated_error_scale
+
+    args = run.args
+    mean, std = summarise(out)
+    products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
+    if args.samples > 1:
+        products.update({f"sample{s}": norm.inverse(out[s]) for s in range(args.samples)})
+        scale = calibrated_error_scale(run.domain_check, args.samples)
+        if scale:  # the model card's calibration: the expected error of the mean, in the image's units
+            products["uncertainty"] = std * scale * norm.scale()
+    return products
 
 
 def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, out: torch.Tensor, report=None,
@@ -326,11 +356,9 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
     volumes of out [S, N, 1, H, W] (normalised units); extra: {tag: (map [N, 1, H, W] in normalised
     units, sentence for its description)}, e.g. --interval's lower / upper."""
     from ..io.outdir import mark
-    from .domain import calibrated_error_scale
 
     args, task = run.args, run.task
-    mean, std = summarise(out)
-    out_shape = from_slices(mean[:, 0].numpy(), vol.ndim, args.axis).shape
+    out_shape = from_slices(out[0, :, 0].numpy(), vol.ndim, args.axis).shape
     spacing, affine = (vol.spacing, vol.affine) if out_shape == vol.shape else scaled_geometry(vol, task.sr_factor, args.axis, out_shape)
     flag = "" if report is None or report.in_domain else "; OUT OF THE MODEL'S DOMAIN: " + "; ".join(report.reasons)
 
@@ -344,12 +372,7 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
         return Volume(a, spacing, affine, vol.patient_id, vol.source,
                       {**meta, "derived": f"meddiff {task.kind} {what}, {run.describe}{flag}"})
 
-    products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
-    if args.samples > 1:
-        products.update({f"sample{s}": norm.inverse(out[s]) for s in range(args.samples)})
-        scale = calibrated_error_scale(getattr(run.restore_slices, "domain", None), args.samples)
-        if scale:  # the model card's calibration: the expected error of the mean, in the image's units
-            products["uncertainty"] = std * scale * norm.scale()
+    products = products_of(run, norm, out)
     notes = {tag: note for tag, (_, note) in (extra or {}).items()}
     products.update({tag: norm.inverse(m) for tag, (m, _) in (extra or {}).items()})
     if not run.used:

@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from ..io import find_images
 from ..io.atomic import atomic_write_text
 from ..io.readers import ImageItem
@@ -197,7 +197,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise InputError(f"--shard {text}: expected I/N, e.g. 1/4 (shard I of N, counted from 1)") from None
+        raise FieldError("shard", text, "expected I/N, e.g. 1/4 (shard I of N, counted from 1)") from None
     if not 1 <= i <= n:
-        raise InputError(f"--shard {text}: expected 1 <= I <= N")
+        raise FieldError("shard", text, "expected 1 <= I <= N")
     return i, n

@@ -1,14 +1,17 @@
-"""The models that restore slices in the restore pipeline (restore.files), each as
-``(task, restore_slices(planes, lowres, name) -> [S, N, 1, H, W], description)``:
+"""The models that restore slices in the restore pipeline (restore.files), each a `Restorer`:
+its task, ``restore_slices(planes, lowres, name, bar) -> [S, N, 1, H, W]``, a description for the
+outputs and, where the model card allows it, the domain check (meddiff.domain):
 
-- a DDPM checkpoint: its sampler (ancestral, DDIM, DPM-Solver++) through `meddiff.inference.restore`,
-  optionally with data consistency (project / RePaint);
+- a DDPM checkpoint: its sampler (samplers.registry: the checkpoint's stored settings unless the
+  request overrides them) through `meddiff.inference.sample_slices`, optionally with data consistency;
 - an image-conditional VDM checkpoint: its score network and gamma under the same samplers;
 - a learned baseline's checkpoint (pix2pix, SRGAN, ...): its prediction per slice;
 - a classical baseline (`Request.method`): median / nlm (denoising), biharmonic (inpainting),
   bicubic / bilinear (super-resolution).
 
-`restore(request, device)` picks the model from the checkpoint's format and runs the pipeline.
+`restore(request, device)` resolves the checkpoint once (`ModelSource`: path, model file, header
+metadata), picks the restorer from its format and runs the pipeline. Errors name the request's
+fields (FieldError); `meddiff sample` names them as its flags.
 """
 
 from __future__ import annotations
@@ -16,21 +19,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 from ..baselines.classical import classical_restore
 from ..baselines.registry import load_baseline, restore_baseline
-from ..checkpointing import BASELINE, VDM, format_of
+from ..checkpointing import BASELINE, VDM, ModelSource
 from ..config import TaskConfig
 from ..diffusion.checkpoint import load_model
-from ..errors import InputError
-from ..inference import ONE_CALL, SAMPLERS, restore as restore_planes, sampler_options
+from ..errors import FieldError
+from ..inference import sample_slices
 from ..samplers.consistency import check_request, sr_consistency_error
+from ..samplers.registry import SamplingDefaults, SamplingSpec, resolve
 from ..train.weights import use_weights
 from ..vdm.checkpoint import LoadedVDM, load_vdm
 from ..vdm.sampling import VDMDenoiser
-from .files import Request, Written, restore_files
+from .files import Request, RestoreSlices, Written, restore_files
 from .volume import layout_of, noise_for
 
 log = logging.getLogger(__name__)
@@ -39,29 +44,64 @@ DEFAULT_NOISE = "shared"  # --noise default: same PSNR, lower through-plane erro
 CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bicubic": "sr", "bilinear": "sr"}
 
 
+class DomainCheck(NamedTuple):
+    """What the domain check of a restorer needs (meddiff.domain, restore.domain): the denoiser of the
+    model-based score (None: not for this layout), the model card, the SR factor (1 for inpainting) and
+    the sampler run ("dpm_solver_pp 10"), which the card's std calibration must match."""
+
+    denoiser: Any
+    card: Any
+    factor: float
+    sampler: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Restorer:
+    """A model ready to restore: its task (the checkpoint's, with sr_factor applied), restore_slices
+    (planes [N, C, H, W], lowres [N, 1, h, w] | None, name, run Progress) -> [S, N, 1, H, W], the
+    description written into every output, its domain check (None: not checked) and the sampler settings
+    it runs with (samplers.registry.SamplingSpec; None for baselines), e.g. for the outputs' provenance."""
+
+    task: TaskConfig
+    restore_slices: RestoreSlices
+    describe: str
+    domain_check: DomainCheck | None = None
+    sampling: SamplingSpec | None = None
+    interval: Any = None  # --interval's calibration (meddiff.uncertainty.maps), or None: not asked / not calibrated
+
+
 def sr_task(task: TaskConfig, factor: float | None) -> TaskConfig:
     """The task with --sr-factor applied (a warning if the model was not trained for it)."""
     if factor is None:
         return task
     if task.kind != "sr":
-        raise InputError(f"--sr-factor applies to super-resolution checkpoints, this one is {task.kind!r}")
+        raise FieldError("sr_factor", None, f"applies to super-resolution checkpoints, this one is {task.kind!r}")
     if not factor > 1:
-        raise InputError(f"--sr-factor {factor}: expected a factor > 1")
+        raise FieldError("sr_factor", factor, "expected a factor > 1")
     trained = task.sr_factors or (task.sr_factor,)
     if not any(abs(factor - f) < 1e-6 * f for f in trained):
-        log.warning("--sr-factor %g: this model was trained for %s only", factor, ", ".join(f"x{f:g}" for f in trained))
+        log.warning("sr factor %g: this model was trained for %s only", factor, ", ".join(f"x{f:g}" for f in trained))
     return dataclasses.replace(task, sr_factor=factor)
 
 
 def _not_for(args: Request, what: str, keys: tuple[str, ...]) -> None:
     for key in keys:
         if getattr(args, key) not in (None, "none"):
-            raise InputError(f"--{key.replace('_', '-')} applies to DDPM checkpoints only, not to {what}")
+            raise FieldError(key, None, f"applies to DDPM checkpoints only, not to {what}")
 
 
-def ddpm_restorer(args: Request, device):
-    """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of a DDPM checkpoint: its sampler."""
-    cfg, net, denoiser = load_model(args.checkpoint, device=device, precision=args.precision or "auto")
+def sampling_spec(args: Request, defaults: SamplingDefaults) -> SamplingSpec:
+    """The request's sampler settings over a checkpoint's stored defaults (samplers.registry.resolve)."""
+    return resolve(defaults, sampler=args.sampler, steps=args.steps, eta=args.eta, grid=args.grid,
+                   precision=args.precision, samples=args.samples, consistency=args.consistency, resample=args.resample)
+
+
+def ddpm_restorer(args: Request, device) -> Restorer:
+    """The Restorer of a DDPM checkpoint (args.checkpoint: a path or ModelSource): its sampler with the
+    checkpoint's stored settings (sampler, steps, eta, grid, precision) unless the request overrides them."""
+    cfg, net, denoiser = load_model(args.checkpoint, device=device)
+    spec = sampling_spec(args, SamplingDefaults.of_ddpm(cfg))
+    denoiser = dataclasses.replace(denoiser, precision=spec.precision)
     use_weights(net, args.checkpoint, cfg, args.weights)
     if args.compile:
         from ..diffusion.denoiser import compile_network
@@ -70,44 +110,26 @@ def ddpm_restorer(args: Request, device):
     layout = layout_of(cfg)  # 2D, 2.5D (neighbours added per slice), 3D or thick-slice (restore.volume)
     task = sr_task(dataclasses.replace(cfg.task, context_slices=0), args.sr_factor)
     if layout.thick and task.sr_factor != layout.thick:
-        raise InputError(f"--sr-factor {args.sr_factor}: this thick-slice model restores slices {layout.thick}x thinner only")
+        raise FieldError("sr_factor", args.sr_factor, f"this thick-slice model restores slices {layout.thick}x thinner only")
     noise = noise_for(layout, args.noise or DEFAULT_NOISE)
-    sampler = args.sampler or cfg.sampler.name
-    steps = args.steps if args.steps is not None else cfg.sampler.steps
-    if sampler in ONE_CALL:
-        steps = 1  # one network call whatever --steps says
-    if sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
-    if args.eta is not None and sampler != "ddim":
-        raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
-    eta = cfg.sampler.eta if args.eta is None else args.eta
-    if sampler == "ddim" and not 0 <= eta <= 1:
-        raise InputError(f"--eta {eta}: expected a number in [0, 1]")
-    grid = args.grid or cfg.sampler.grid
-    if args.grid is not None and sampler not in ("ddim", "dpm_solver_pp"):
-        raise InputError(f"--grid applies to --sampler ddim or dpm_solver_pp, not {sampler}")
-    options = sampler_options(sampler, cfg.diffusion.variance, eta, grid)
-    if not 1 <= steps <= cfg.diffusion.timesteps:
-        raise InputError(f"--steps {steps}: expected 1..{cfg.diffusion.timesteps}")
     check_request(task.kind, args.consistency, args.resample)
-    if args.consistency == "repaint" and sampler != "ancestral":
-        raise InputError(f"--consistency repaint needs --sampler ancestral, not {sampler}")
+    sampler, steps = spec.name, spec.steps
 
     memory = memory_options(args)
 
     def run_sampler(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path, bar=None) -> torch.Tensor:
         measured = layout.measurement(task.kind, args.consistency, planes, lowres, resample=args.resample,
                                       factor=task.sr_factor if task.kind == "sr" else None)
-        out = restore_planes(denoiser, layout.to_net(planes), sampler=sampler, steps=steps, samples=args.samples,
-                             seed=args.seed, batch_size=args.batch_size, device=device,
-                             progress=args.progress if bar is None else bar, consistency=measured, noise=noise,
-                             **memory, **options)
+        out = sample_slices(denoiser, layout.to_net(planes), spec, seed=args.seed, batch_size=args.batch_size,
+                            device=device, progress=args.progress if bar is None else bar, consistency=measured,
+                            noise=noise, **memory)
         if measured is not None and measured.lowres is not None and not layout.thick:
             err = max(float(sr_consistency_error(o, measured.lowres).max()) for o in out)
             log.info("%s: largest RMS |A x - y| over slices and samples %.2e ([-1, 1] units)", name, err)
         return layout.from_net(out)
 
     describe = f"{sampler} {steps} steps, seed {args.seed}, {noise} noise" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
+    domain = None
     if task.kind in ("sr", "inpaint") and layout.slicewise:  # the domain check of meddiff.domain (restore.files runs it)
         from ..checkpointing import resolve_model_file
         from ..domain import read_card
@@ -115,15 +137,16 @@ def ddpm_restorer(args: Request, device):
         # 2.5D: modality, spacing and intensities are checked; the model-based score takes one plane, so not for it
         # (nor for inpainting: it scores super-resolution); inpainting cards give factor 1 and the std calibration
         sr = task.kind == "sr"
-        run_sampler.domain = (None if layout.context or not sr else denoiser, read_card(resolve_model_file(args.checkpoint)),  # type: ignore[attr-defined]
-                              task.sr_factor if sr else 1.0, f"{sampler} {steps}")
+        domain = DomainCheck(None if layout.context or not sr else denoiser, read_card(resolve_model_file(args.checkpoint)),
+                             task.sr_factor if sr else 1.0, f"{sampler} {steps}")
+    interval = None
     if args.interval is not None:  # --interval P: the model's calibration for this sampler (meddiff.uncertainty)
         from ..checkpointing import resolve_model_file
         from ..uncertainty.maps import calibration_for_request
 
-        run_sampler.interval = calibration_for_request(resolve_model_file(args.checkpoint), f"{sampler} {steps}",  # type: ignore[attr-defined]
-                                                       args.samples, args.interval)
-    return task, run_sampler, describe
+        interval = calibration_for_request(resolve_model_file(args.checkpoint), f"{sampler} {steps}", args.samples,
+                                           args.interval)
+    return Restorer(task, run_sampler, describe, domain, spec, interval)
 
 
 def memory_options(args: Request) -> dict:
@@ -133,16 +156,16 @@ def memory_options(args: Request) -> dict:
     try:
         limit = None if args.max_memory is None else parse_size(args.max_memory)
     except ValueError as e:
-        raise InputError(f"--max-memory: {e}") from None
+        raise FieldError("max_memory", args.max_memory, text=f"{{max_memory}}: {e}") from None
     for key in ("tile_size", "tile_overlap"):
         value = getattr(args, key)
         if value is not None and value < (1 if key == "tile_size" else 0):
-            raise InputError(f"--{key.replace('_', '-')} {value}: expected a {'positive' if key == 'tile_size' else 'non-negative'} number of pixels")
+            raise FieldError(key, value, f"expected a {'positive' if key == 'tile_size' else 'non-negative'} number of pixels")
     return {"max_memory": limit, "tile_size": args.tile_size, "tile_overlap": args.tile_overlap}
 
 
-def baseline_restorer(args: Request, device):
-    """(task, restore, description) of a learned baseline's checkpoint: its prediction per slice."""
+def baseline_restorer(args: Request, device) -> Restorer:
+    """The Restorer of a learned baseline's checkpoint: its prediction per slice."""
     _not_for(args, "learned baselines", ("sampler", "steps", "eta", "grid", "precision", "consistency", "noise"))
     cfg, model = load_baseline(args.checkpoint, device=device)
     use_weights(model, args.checkpoint, cfg, args.weights)
@@ -150,19 +173,19 @@ def baseline_restorer(args: Request, device):
     def predict(planes: torch.Tensor, lowres: torch.Tensor | None, name: Path, bar=None) -> torch.Tensor:
         return restore_baseline(model, planes, samples=args.samples, seed=args.seed, batch_size=args.batch_size, device=device)
 
-    return sr_task(cfg.task, args.sr_factor), predict, f"{cfg.baseline.name} baseline, seed {args.seed}"
+    return Restorer(sr_task(cfg.task, args.sr_factor), predict, f"{cfg.baseline.name} baseline, seed {args.seed}")
 
 
-def classical_restorer(args: Request):
-    """(task, restore, description) of a classical baseline (--method): deterministic, one sample."""
-    _not_for(args, f"--method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency", "noise"))
+def classical_restorer(args: Request) -> Restorer:
+    """The Restorer of a classical baseline (Request.method): deterministic, one sample."""
+    _not_for(args, f"method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency", "noise"))
     if args.samples != 1:
-        raise InputError(f"--samples {args.samples}: --method {args.method} is deterministic, expected 1")
+        raise FieldError("samples", args.samples, f"{{method}} {args.method} is deterministic, expected 1")
     kind = CLASSICAL[args.method]
     if args.sr_factor is not None and kind != "sr":
-        raise InputError(f"--sr-factor applies to --method bicubic or bilinear, not {args.method}")
+        raise FieldError("sr_factor", None, f"applies to {{method}} bicubic or bilinear, not {args.method}")
     if args.sr_factor is not None and not args.sr_factor > 1:
-        raise InputError(f"--sr-factor {args.sr_factor}: expected a factor > 1")
+        raise FieldError("sr_factor", args.sr_factor, "expected a factor > 1")
     task = TaskConfig(kind=kind, sr_factor=args.sr_factor or 4.0,
                       sr_upsample=args.method if kind == "sr" else "bicubic")
 
@@ -171,75 +194,92 @@ def classical_restorer(args: Request):
             return planes[None, :, :1].clamp(-1, 1)
         return classical_restore(args.method, planes, planes[:, 1:] if kind == "inpaint" else torch.ones_like(planes))
 
-    return task, apply, args.method
+    return Restorer(task, apply, args.method)
 
 
-def vdm_restorer(args: Request, vdm: LoadedVDM, device):
-    """(task, restore(planes, lowres, name) -> [S, N, 1, H, W], description) of an image-conditional VDM:
+def vdm_restorer(args: Request, vdm: LoadedVDM, device) -> Restorer:
+    """The Restorer of an image-conditional VDM:
     its score network and gamma read as a discrete schedule of T = vdm.timesteps (1000 for a
     continuous-time model) under meddiff's samplers (VDMDenoiser.from_gamma), so `--sampler
     ancestral|ddim|dpm_solver_pp --steps S` work as for a DDPM. The output is z_0, the image in
     [-1, 1] up to the half-level offset of the level encoder (no decoder sampling)."""
     cfg = vdm.cfg
     if args.consistency != "none":
-        raise InputError(f"--consistency {args.consistency}: not available for VDM checkpoints (use none)")
-    sampler = args.sampler or "ancestral"
-    if sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler}: expected one of {sorted(SAMPLERS)}")
-    timesteps = cfg.vdm.timesteps or 1000
-    steps = args.steps if args.steps is not None else min(cfg.vdm.sample_steps, timesteps)
-    if not 1 <= steps <= timesteps:
-        raise InputError(f"--steps {steps}: expected 1..{timesteps} (the VDM's grid, vdm.timesteps or 1000)")
-    eta = 0.0 if args.eta is None else args.eta
-    if args.eta is not None and sampler != "ddim":
-        raise InputError(f"--eta applies to --sampler ddim only, not {sampler}")
-    options = sampler_options(sampler, "beta_tilde", eta, args.grid or "auto")
-    score = vdm.model.score
-    multiple = getattr(getattr(score, "unet", score), "size_multiple", 1)
-    denoiser = VDMDenoiser.from_gamma(score, vdm.model.gamma, timesteps, size_multiple=multiple)
+        raise FieldError("consistency", args.consistency, "not available for VDM checkpoints (use none)")
+    if args.precision not in (None, "fp32"):
+        raise FieldError("precision", args.precision, "a VDM checkpoint samples in fp32 (give fp32 or leave it out)")
+    if args.compile:
+        raise FieldError("compile", None, "applies to DDPM checkpoints only, not to VDM checkpoints")
+    spec = sampling_spec(args, vdm.restore_defaults())
+    sampler, steps, timesteps = spec.name, spec.steps, vdm.timesteps
+    denoiser = vdm.denoiser()
     task = sr_task(cfg.task, args.sr_factor)
+    noise = args.noise or "independent"  # a VDM restores each slice with its own noise unless asked
+    memory = memory_options(args)
 
     def run_sampler(planes: torch.Tensor, lowres, name: Path, bar=None) -> torch.Tensor:
-        return restore_planes(denoiser, planes, sampler=sampler, steps=steps, samples=args.samples, seed=args.seed,
-                              batch_size=args.batch_size, device=device, progress=args.progress if bar is None else bar,
-                              **options)
+        return sample_slices(denoiser, planes, spec, seed=args.seed, batch_size=args.batch_size, device=device,
+                             progress=args.progress if bar is None else bar, noise=noise, **memory)
 
-    return task, run_sampler, f"VDM {sampler} {steps} steps of T = {timesteps}, seed {args.seed}, step {vdm.step}"
+    return Restorer(task, run_sampler, f"VDM {sampler} {steps} steps of T = {timesteps}, seed {args.seed}, step {vdm.step}",
+                    sampling=spec)
+
+
+def validate_request(args: Request) -> None:
+    """The request's own consistency (before any file is read): a checkpoint or a method, an input,
+    positive samples and batch size, a seed numpy can use."""
+    if args.method is not None and args.checkpoint is not None:
+        raise FieldError("method", args.method, text=f"give {{checkpoint}} or {{method}}, not both (got {{method}} {args.method})")
+    if args.method is None and args.checkpoint is None:
+        raise FieldError("checkpoint", text=f"give {{checkpoint}} (a trained model) or {{method}} (one of {', '.join(sorted(CLASSICAL))})")
+    if args.input is None:
+        raise FieldError("input", None, "is required to restore images")
+    if args.samples < 1:
+        raise FieldError("samples", args.samples, "expected >= 1")
+    if args.batch_size < 1:
+        raise FieldError("batch_size", args.batch_size, "expected >= 1")
+    if not 0 <= args.seed < 2**63:
+        raise FieldError("seed", args.seed, "expected an integer from 0 to 2**63 - 1")
+
+
+def located(args: Request) -> Request:
+    """The request with its checkpoint resolved once into a ModelSource (a shipped model's name, a model
+    file, a checkpoint or run folder -> path, model file, header metadata; meddiff.models.locate)."""
+    if args.checkpoint is None or isinstance(args.checkpoint, ModelSource):
+        return args
+    from ..models import locate
+
+    return dataclasses.replace(args, checkpoint=locate(args.checkpoint))
+
+
+def restorer_for(args: Request, device) -> Restorer:
+    """The Restorer of a request whose checkpoint is located (a ModelSource) or which names a method:
+    DDPM, image-conditional VDM or learned baseline, told apart by the checkpoint's format."""
+    if args.method is not None:
+        return classical_restorer(args)
+    fmt = args.checkpoint.format if isinstance(args.checkpoint, ModelSource) else None
+    if fmt == BASELINE.name:
+        return baseline_restorer(args, device)
+    if fmt == VDM.name:
+        return vdm_restorer_of(args, device)
+    return ddpm_restorer(args, device)
 
 
 def restore(args: Request, device: torch.device | str = "cpu") -> Written:
     """Restore the inputs of `args` with its checkpoint (DDPM, image-conditional VDM or learned baseline,
     told apart by the checkpoint's format) or classical method; returns the files written (a list,
     with `.summary`: slices, network calls, seconds, peak memory)."""
-    if args.method is not None and args.checkpoint is not None:
-        raise InputError(f"give --checkpoint or --method, not both (got --method {args.method})")
-    if args.method is None and args.checkpoint is None:
-        raise InputError(f"give --checkpoint (a trained model) or --method (one of {', '.join(sorted(CLASSICAL))})")
-    if args.input is None:
-        raise InputError("--input is required to restore images")
-    if args.samples < 1:
-        raise InputError(f"--samples {args.samples}: expected >= 1")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size {args.batch_size}: expected >= 1")
-    if not 0 <= args.seed < 2**63:
-        raise InputError(f"--seed {args.seed}: expected an integer from 0 to 2**63 - 1")
-    fmt = format_of(args.checkpoint) if args.checkpoint is not None else None
-    if args.method is not None:
-        task, restore_slices, describe = classical_restorer(args)
-    elif fmt == BASELINE.name:
-        task, restore_slices, describe = baseline_restorer(args, device)
-    elif fmt == VDM.name:
-        task, restore_slices, describe = vdm_restorer_of(args, device)
-    else:
-        task, restore_slices, describe = ddpm_restorer(args, device)
-    return restore_files(args, task, restore_slices, describe)
+    validate_request(args)
+    args = located(args)
+    return restore_files(args, restorer_for(args, device))
 
 
-def vdm_restorer_of(args: Request, device):
+def vdm_restorer_of(args: Request, device) -> Restorer:
     """vdm_restorer of the checkpoint, refusing a VDM trained without an image condition."""
     vdm = load_vdm(args.checkpoint, device=device)
     use_weights(vdm.model, args.checkpoint, vdm.cfg, args.weights)
     if not vdm.cfg.vdm.image_condition:
-        raise InputError(f"--input: {vdm.file} is a VDM trained without an image condition, which generates "
-                         "images (--num N [--label L]); restoring needs one trained with vdm.image_condition: true")
+        raise FieldError("checkpoint", vdm.file, "a VDM trained without an image condition, which generates images "
+                         "({num} N [{label} L]) and cannot restore {input}; restoring needs one trained with "
+                         "vdm.image_condition: true")
     return vdm_restorer(args, vdm, device)

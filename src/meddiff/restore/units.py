@@ -125,24 +125,12 @@ class UnitResult:
 
 
 def restorer_for(args: Request, device):
-    """(task, restore_slices, description) of the request: the choice restore.models.restore makes
-    (kept in step with it), without running the file loop."""
-    from ..checkpointing import BASELINE, VDM, format_of
-    from ..errors import InputError
-    from .models import CLASSICAL, baseline_restorer, classical_restorer, ddpm_restorer, vdm_restorer_of
+    """The Restorer of the request: the choice restore.models.restore makes (the same function), without
+    running the file loop. args.checkpoint must be located (restore.models.located)."""
+    from .models import restorer_for as choose, validate_request
 
-    if (args.method is None) == (args.checkpoint is None):
-        raise InputError(f"give --checkpoint (a trained model) or --method (one of {', '.join(sorted(CLASSICAL))}), not both")
-    if args.samples < 1 or args.batch_size < 1:
-        raise InputError(f"--samples {args.samples}, --batch-size {args.batch_size}: expected >= 1")
-    fmt = format_of(args.checkpoint) if args.checkpoint is not None else None
-    if args.method is not None:
-        return classical_restorer(args)
-    if fmt == BASELINE.name:
-        return baseline_restorer(args, device)
-    if fmt == VDM.name:
-        return vdm_restorer_of(args, device)
-    return ddpm_restorer(args, device)
+    validate_request(args)
+    return choose(args, device)
 
 
 class UnitWorker:
@@ -154,8 +142,12 @@ class UnitWorker:
         from ..data.degrade import build_degradation
         from .files import run_provenance
 
+        from .models import located
+
+        args = located(args)
         self.args, self.key, self.device = args, key, device
-        self.task, self.restore_slices, self.describe = restorer_for(args, device)
+        self.restorer = restorer_for(args, device)
+        self.task, self.restore_slices, self.describe = self.restorer.task, self.restorer.restore_slices, self.restorer.describe
         self.deg = build_degradation(self.task)
         self.provenance = run_provenance(args, self.describe)
         self.name = f"{os.uname().nodename}:{os.getpid()}"
@@ -183,7 +175,7 @@ class UnitWorker:
         try:
             remove_stale_temporaries(out, [unit])
             run = Run(self.args, self.task, self.deg, self.restore_slices, self.describe, self.provenance,
-                      Progress(False), used=self._names_taken(unit, unit.item))
+                      Progress(False), used=self._names_taken(unit, unit.item), domain_check=self.restorer.domain_check)
             written = restore_file(run, unit.item)
             outputs = tuple(p.relative_to(out).as_posix() for p in written)
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -76,7 +76,7 @@ def sample_ancestral(
         for u in range(rounds):
             # the network sees the original timestep kept[i]; alpha_bar there equals the respaced
             # chain's alpha_bar[i], so x0_hat is the same whichever schedule converts it.
-            _, z0 = denoiser(x, times.at(n - 1 - i, shape[0], cond.device), cond)
+            z0 = denoiser(x, times.at(n - 1 - i, shape[0], cond.device), cond)
             if clip:
                 z0 = (z0 + base).clamp(-1, 1) - base
             z0 = constrain_x0(z0, base, on_x0)

@@ -30,7 +30,7 @@ from .noise import randn_per_image
 
 def predict_x0(denoiser: Denoiser, x: Tensor, k: Tensor, cond: Tensor, base: Tensor, clip: bool) -> Tensor:
     """x0_hat (diffused space) at times k [B] for every image; clip: clamp base + x0_hat to [-1, 1]."""
-    _, z0 = denoiser(x, k, cond)
+    z0 = denoiser(x, k, cond)
     return (z0 + base).clamp(-1, 1) - base if clip else z0
 
 

@@ -49,6 +49,28 @@ class LoadedVDM:
     step: int
     file: Path
 
+    @property
+    def timesteps(self) -> int:
+        """T of the discrete grid an image-conditional VDM restores on (vdm.timesteps; 1000 for a continuous-time model)."""
+        return self.cfg.vdm.timesteps or 1000
+
+    def restore_defaults(self):
+        """The sampler defaults of restoring with this VDM (meddiff.samplers.registry): the ancestral chain with
+        the posterior variance over min(vdm.sample_steps, T) steps of its grid of T times, eta 0, fp32."""
+        from ..samplers.registry import SamplingDefaults
+
+        return SamplingDefaults("ancestral", min(self.cfg.vdm.sample_steps, self.timesteps), 0.0, "auto", "fp32",
+                                "beta_tilde", self.timesteps, "the VDM's grid, vdm.timesteps or 1000")
+
+    def denoiser(self):
+        """The score network and gamma under the Denoiser contract on the grid of `timesteps` times
+        (sampling.VDMDenoiser.from_gamma)."""
+        from .sampling import VDMDenoiser
+
+        score = self.model.score
+        multiple = getattr(getattr(score, "unet", score), "size_multiple", 1)
+        return VDMDenoiser.from_gamma(score, self.model.gamma, self.timesteps, size_multiple=multiple)
+
 
 def load_vdm(path: str | Path, device: str | torch.device = "cpu") -> LoadedVDM:
     """The EMA VDMModel of a checkpoint (model file, checkpoint folder, run folder or `latest` file)."""

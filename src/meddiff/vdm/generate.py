@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InputError
+from ..errors import FieldError, InputError
+from ..metrics.grids import VIEW_WIDTH, grid_for_viewing, image_grid, upscale_nearest  # noqa: F401 (re-exported)
 from ..io import Volume, write_volume
 from .build import latent_shape
 from .checkpoint import LoadedVDM
@@ -57,33 +58,6 @@ def generate_levels(model: VDMModel, latent_shape: Sequence[int], n: int, *, ste
 def levels_to_image(x: Tensor, vocab_size: int) -> Tensor:
     """Levels 0..V-1 -> meddiff's [-1, 1] range: 2 x / (V - 1) - 1 (inverse of networks.to_levels)."""
     return 2.0 * x.float() / (vocab_size - 1) - 1.0
-
-
-def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2, fill: float = 0.0) -> np.ndarray:
-    """[N, H, W] -> one [rows*(H+pad)+pad, ncol*(W+pad)+pad] image, row-major, `fill` between tiles."""
-    n, h, w = images.shape
-    ncol = ncol or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / ncol)
-    out = np.full((rows * (h + pad) + pad, ncol * (w + pad) + pad), fill, dtype=images.dtype)
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = images[i]
-    return out
-
-
-VIEW_WIDTH = 512  # grids for viewing are enlarged to at least this many pixels wide
-
-
-def upscale_nearest(img: np.ndarray, min_width: int = VIEW_WIDTH) -> np.ndarray:
-    """[H, W] enlarged by the smallest integer factor that makes it >= min_width wide, each pixel
-    repeated (nearest neighbour: no interpolation, every level unchanged)."""
-    k = max(1, math.ceil(min_width / img.shape[1]))
-    return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
-
-
-def grid_for_viewing(images: np.ndarray, fill: float = -1.0) -> np.ndarray:
-    """image_grid of [N, H, W] enlarged with upscale_nearest (what grid PNGs show)."""
-    return upscale_nearest(image_grid(images, fill=fill))
 
 
 @dataclass(frozen=True)
@@ -146,7 +120,7 @@ def resolve_labels(label: str | None, names: tuple[str, ...], n: int) -> tuple[t
     """(class indices [n] or None, class name per sample ('' when unconditional))."""
     if not names:
         if label is not None:
-            raise InputError(f"--label {label!r}: this VDM is unconditional (trained without class labels)")
+            raise FieldError("label", repr(label), "this VDM is unconditional (trained without class labels)")
         return None, [""] * n
     if label is None:
         idx = [i % len(names) for i in range(n)]
@@ -155,7 +129,7 @@ def resolve_labels(label: str | None, names: tuple[str, ...], n: int) -> tuple[t
     elif label.isdigit() and int(label) < len(names):
         idx = [int(label)] * n
     else:
-        raise InputError(f"--label {label!r}: expected one of the model's classes {list(names)} or an index 0..{len(names) - 1}")
+        raise FieldError("label", repr(label), f"expected one of the model's classes {list(names)} or an index 0..{len(names) - 1}")
     return torch.tensor(idx, dtype=torch.long), [names[i] for i in idx]
 
 

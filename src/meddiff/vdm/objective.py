@@ -30,7 +30,7 @@ from ..data.degrade import build_degradation
 from ..data.order import NOISE, TIME, VAL, mix_seed
 from ..data.split import SPLITS
 from ..errors import ConfigError, InputError
-from ..objective import Runtime, StepContext
+from ..objective import OptionalHooks, Runtime, StepContext
 from .build import NoCondition, build_vdm, case_labels, label_indices, latent_shape
 from .build import class_names as sorted_class_names
 from .checkpoint import vdm_metadata
@@ -131,7 +131,7 @@ def vdm_data(cfg: Config, train_set: Dataset, labels: Mapping[str, int] | None, 
     return VDMData(shape, labels if v.n_classes > 0 else None, tuple(class_names))
 
 
-class VDMObjective:
+class VDMObjective(OptionalHooks):
     """The VDM under meddiff's training loop (module docstring); fp32, AdamW over all parameters
     (gamma's included)."""
 

@@ -12,7 +12,7 @@ own seed (as samplers.ancestral).
 
 `VDMDenoiser` presents a VDM score network under meddiff's denoiser contract
 (diffusion.denoiser.Denoiser), so the ancestral, DDIM and DPM-Solver++ samplers run on a VDM
-unchanged (they see only its time grid and (eps_hat, x0_hat)). Its grid is either discrete, T times
+unchanged (they see only its time grid and x0_hat). Its grid is either discrete, T times
 t_k = (k+1)/T read as a DiscreteSchedule with alpha_bar_k = sigmoid(-gamma(t_k)) (`from_gamma`;
 what `meddiff sample` uses, T = vdm.timesteps or 1000), or continuous (`continuous`): `steps` times
 in (0, 1] of the model's own gamma(t) (`continuous_grid`), evaluated at those exact times.
@@ -88,7 +88,7 @@ def decode_levels(logits: Tensor, generators: Sequence[torch.Generator] | None =
 
 @dataclass
 class VDMDenoiser:
-    """A VDM score network under the denoiser contract of diffusion.denoiser (eps_hat, x0_hat = d(x_t, k, cond)).
+    """A VDM score network under the denoiser contract of diffusion.denoiser (x0_hat = d(x_t, k, cond)).
 
     timesteps: T of the grid t_k = (k+1)/T; cond passed to the samplers is the condition planes
     [B, C, *spatial] (an empty [B, 0, *spatial] tensor for an unconditional model: the samplers
@@ -128,7 +128,14 @@ class VDMDenoiser:
     def to_diffused(self, x0: Tensor, cond: Tensor) -> Tensor:
         return x0
 
-    def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+    def call_bytes(self, batch: int, spatial: tuple[int, ...], device: torch.device) -> int | None:
+        """The memory estimate of one call of a U-Net score network (meddiff.memory.network_call_bytes)."""
+        from ..memory import network_call_bytes
+
+        return network_call_bytes(getattr(self.score, "unet", None), batch, spatial, device)
+
+    def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> Tensor:
+        """x0_hat = (z_t - sigma_t eps_hat) / alpha_t from the score network's eps_hat."""
         if k.is_floating_point():  # continuous times t
             assert self.gamma is not None
             g = self.gamma(k.to(x_t.device)).to(x_t.dtype)
@@ -137,8 +144,7 @@ class VDMDenoiser:
             g = -self.sched.log_snr.to(x_t.device)[k.to(x_t.device)].to(x_t.dtype)  # gamma(t_k)
         net_cond = self.labels if self.labels is not None else (cond if cond.shape[1] > 0 else None)
         eps_hat = self.score(x_t, g, net_cond)
-        x0_hat = (x_t - _bcast(sigma(g), x_t) * eps_hat) / _bcast(alpha(g), x_t)
-        return eps_hat, x0_hat
+        return (x_t - _bcast(sigma(g), x_t) * eps_hat) / _bcast(alpha(g), x_t)
 
 
 @torch.no_grad()

@@ -73,10 +73,10 @@ class RayEngine:
         self.args, self.key, self.address, self.workers = args, key, address, workers
         self.gpus, self.cpus, self.retries, self.depth = gpus_per_worker, cpus_per_worker, retries, depth
         if device.startswith("cuda") and gpus_per_worker <= 0:
-            from ...errors import InputError
+            from ...errors import FieldError
 
-            raise InputError(f"--device {device} with --engine ray: give --gpus-per-worker (e.g. 1) so that Ray "
-                             "gives each worker a GPU")
+            raise FieldError("device", device, text=f"{{device}} {device} with {{engine}} ray: give {{gpus_per_worker}} "
+                             "(e.g. 1) so that Ray gives each worker a GPU")
         self.device = ("cuda" if gpus_per_worker > 0 else "cpu") if device == "auto" else device
         self.lost = 0  # attempts lost with a dead worker
         self.pids: list[int] = []
