@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=default_data(), help="chest-film folder (default: shared/data/cxr_train beside the clone)")
     ap.add_argument("--classifier", type=Path, default=None, help="a meddiff-cls-v1 chest-film file (default: the shipped cls_cxr)")
     ap.add_argument("--checkpoint", default="xray_denoise", help="denoiser: NAME=MODEL or MODEL")
-    ap.add_argument("--per-source", type=int, default=0, help="test films per source, class-stratified (0: all)")
+    ap.add_argument("--per-source", type=int, default=40, help="test films per source, class-stratified (0: all: 116 adult, 82 pediatric)")
     ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
     ap.add_argument("--generated", type=Path, default=None, help="generated films for the class-fidelity table")
     ap.add_argument("--no-denoise", action="store_true", help="only the class-fidelity table")

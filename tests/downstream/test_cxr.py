@@ -87,3 +87,21 @@ def _sample_films():
     x = np.stack([percentile_scale(np.asarray(Image.open(folder / r["file"]).convert("L"), np.float32)) for r in rows])
     labels = [label_of(ADULT if r["source"].startswith("NIH") else PEDIATRIC, r["finding"]) for r in rows]
     return classifier_input(x), labels
+
+
+def test_shipped_classifier_reads_the_held_out_sample_films():
+    """The four shipped films are of test patients (films.csv; never trained on): adult normal and pneumonia,
+    pediatric normal and bacterial. Chance is 1/2 (adult) and 1/3 (pediatric) per film."""
+    assert CLS_CXR_FILE.stat().st_size < 2e6
+    clf = ChestFilmClassifier.load()
+    assert clf.class_names == CXR_CLASSES and clf.recipe["input_size"] == 128
+    x, labels = _sample_films()
+    assert labels == [0, 1, 2, 3]
+    logits = clf(x)
+    assert logits.shape == (4, 5) and logits.dtype == torch.float32
+    assert logits.argmax(1).tolist() == labels  # the five-way argmax names source and finding (measured: all four)
+    for i, lab in enumerate(labels):
+        source = ADULT if lab < 2 else PEDIATRIC
+        p = clf.probabilities(x[i:i + 1], source)[0]
+        k = int(within_source_labels([lab], source)[0])
+        assert p[k] > 0.6, (i, p)  # measured 0.80, 0.91, 1.00, 0.83
