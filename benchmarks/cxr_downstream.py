@@ -155,6 +155,18 @@ def fidelity(a, clf) -> str:
         lines.append(f"| test {source}, predicted | {len(films)} | " + " | ".join(f"{np.mean(pred == k):.2f}" for k in range(len(CXR_CLASSES)))
                      + f" | {acc:.3f} |")
         lines.append(f"| test {source}, true labels | {len(films)} | " + " | ".join(f"{t:.2f}" for t in true) + " | |")
+    lines += ["\nWithin each source: the generated films the classifier assigns to it, and the shares of its classes "
+              "among them, against the test films' true shares\n",
+              "| source | generated assigned (share) | generated: class shares | test: true class shares |", "|---|---:|---|---|"]
+    for source, idx in SOURCE_CLASSES.items():
+        mine = np.isin(pred_gen, idx)
+        films = [f for f in read_films(a.data, "test") if f.source == source]
+        true = np.bincount([f.label for f in films], minlength=len(CXR_CLASSES))[list(idx)] / len(films)
+        gen_sh = [np.mean(pred_gen[mine] == k) if mine.any() else float("nan") for k in idx]
+        names = [CXR_CLASSES[k].split(" ", 1)[1] for k in idx]
+        lines.append(f"| {source} | {int(mine.sum())} ({mine.mean():.2f}) | "
+                     + ", ".join(f"{n} {v:.2f}" for n, v in zip(names, gen_sh)) + " | "
+                     + ", ".join(f"{n} {v:.2f}" for n, v in zip(names, true)) + " |")
     return "\n".join(lines) + "\n"
 
 
