@@ -16,8 +16,8 @@ and AUROC (two classes: normal vs pneumonia; three: one-vs-rest mean), with 95% 
 resampling patients (meddiff.metrics.stats; NIH patients may have several films), and the paired
 difference in accuracy to the clean films with its CI. The issue's target: |denoised - clean| <= 2 points.
 
-    python benchmarks/cxr_downstream.py                      # every test film: 116 adult, 82 pediatric
-    python benchmarks/cxr_downstream.py --per-source 40      # a class-stratified subset, about 4x faster
+    python benchmarks/cxr_downstream.py                      # 40 adult + 39 pediatric films, class-stratified (~330 CPU-s)
+    python benchmarks/cxr_downstream.py --per-source 0       # every test film: 116 adult, 82 pediatric (~840 CPU-s)
 
 Class fidelity of an unconditional generator (--generated DIR, e.g. `meddiff sample --checkpoint
 xray_vdm64 --num 100 --steps 128 -o DIR`): the five-way predicted classes of the generated films
