@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,3 +75,37 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
         raise InputError(f"accuracy: labels must be integers in 0..{logits.shape[1] - 1}, got dtype {labels.dtype} "
                          f"range [{labels.min().item()}, {labels.max().item()}]")
     return float((logits.argmax(1) == labels).double().mean())
+
+
+def auroc(scores, positive) -> float:
+    """Area under the ROC curve of ``scores`` [N] for the binary labels ``positive`` [N] (bool).
+
+    The Mann-Whitney form (Hanley and McNeil 1982): with r_i the mid-ranks of the scores (ties share
+    their mean rank), n1 positives and n0 negatives, AUC = (sum_{i positive} r_i - n1 (n1 + 1) / 2) / (n1 n0),
+    the probability that a random positive scores above a random negative (ties count 1/2).
+    """
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    pos = np.asarray(positive, dtype=bool).ravel()
+    if s.shape != pos.shape or not np.all(np.isfinite(s)):
+        raise InputError(f"auroc: expected finite scores and labels of one length, got {s.shape} and {pos.shape}")
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        raise InputError(f"auroc: needs positives and negatives, got {n1} positive and {n0} negative")
+    r = rankdata(s)
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def macro_auroc(probs, labels) -> float:
+    """One-vs-rest AUROC averaged over classes: probs [N, K], labels [N] in 0..K-1 (K = 2: the AUROC of column 1).
+
+    Every class must occur in ``labels`` (else InputError: the macro average would change meaning).
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels).ravel()
+    if p.ndim != 2 or p.shape[0] != y.shape[0] or p.shape[1] < 2:
+        raise InputError(f"macro_auroc: expected probs [N, K >= 2] and labels [N], got {p.shape} and {y.shape}")
+    if p.shape[1] == 2:
+        return auroc(p[:, 1], y == 1)
+    return float(np.mean([auroc(p[:, k], y == k) for k in range(p.shape[1])]))

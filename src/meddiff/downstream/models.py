@@ -71,15 +71,16 @@ def read_checkpoint(path: str | Path, expected_format: str) -> tuple[dict[str, T
 
 
 def write_checkpoint(path: str | Path, net: torch.nn.Module, fmt: str, class_names: tuple[str, ...],
-                     recipe: Mapping[str, Any]) -> Path:
-    """Save ``net``'s weights as float16 safetensors with the metadata of the module docstring."""
+                     recipe: Mapping[str, Any], input_note: str = INPUT_NOTE) -> Path:
+    """Save ``net``'s weights as float16 safetensors with the metadata of the module docstring
+    (``input_note``: how images must be prepared; default the MR slices' note)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
     meta = {"format": fmt, "class_names": json.dumps(list(class_names)), "channels": json.dumps(list(net.channels)),
-            "input": INPUT_NOTE, "recipe": json.dumps(dict(recipe), sort_keys=True)}
+            "input": input_note, "recipe": json.dumps(dict(recipe), sort_keys=True)}
     save_file(tensors, str(path), metadata=meta)
     return path
 
