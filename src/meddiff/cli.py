@@ -30,11 +30,24 @@ VERBS = {
 }
 
 
+class VerbParser(argparse.ArgumentParser):
+    """The parser of a verb (and of a sub-verb: `study create`): an argument it does not know is its error,
+    shown with its usage (`usage: meddiff sample ...`), not handed up to the top-level parser, whose
+    usage says nothing about the verb. A verb's parser takes every argument after the verb, so there
+    is nothing left over that a parent could accept."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meddiff", description="Diffusion models for medical imaging.")
     parser.add_argument("--version", action="version", version=f"meddiff {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and full tracebacks")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=VerbParser)  # sub-verbs inherit the class
     sub.required = True
     for verb, module in VERBS.items():
         mod = importlib.import_module(f"meddiff.commands.{module}")
