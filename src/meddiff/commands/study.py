@@ -13,6 +13,8 @@
 reader's secret code; `serve` runs the web app readers open in a browser; `results` prints
 accuracy per method and reader with exact 95% intervals and binomial tests against 50%, and
 inter-reader kappa, and writes CSV files and report.html to STUDY/results (or --out).
+STUDY may also be given by the flag of every verb: `create -o STUDY` (the folder written),
+`serve|results|readers -i STUDY` (the folder read); both forms together must name the same folder.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ss.required = True
 
     c = ss.add_parser("create", help="build a study folder from real and generated images")
-    c.add_argument("study", type=Path, help="new study folder")
+    add_study_folder(c, "new study folder", output=True)
     c.add_argument("--real", required=True, type=Path, help="folder of real images")
     c.add_argument("--method", required=True, action="append", metavar="NAME=DIR",
                    help="a method's generated images (a folder, or a `meddiff sample` output folder); repeat per method")
@@ -56,22 +58,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_create)
 
     s = ss.add_parser("serve", help="run the reader web app")
-    s.add_argument("study", type=Path, help="study folder written by `meddiff study create`")
+    add_study_folder(s, "study folder written by `meddiff study create`")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000; 0 = any free port)")
     s.set_defaults(func=run_serve)
 
     r = ss.add_parser("results", help="accuracy, exact intervals, binomial tests, kappa; CSV and HTML report")
-    r.add_argument("study", type=Path, help="study folder written by `meddiff study create`")
+    add_study_folder(r, "study folder written by `meddiff study create`")
     r.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None, help="output folder (default STUDY/results)")
     r.set_defaults(func=run_results)
 
     a = ss.add_parser("readers", help="list readers and their codes, or add readers")
-    a.add_argument("study", type=Path, help="study folder written by `meddiff study create`")
+    add_study_folder(a, "study folder written by `meddiff study create`")
     g = a.add_mutually_exclusive_group()
     g.add_argument("--add", type=int, default=0, help="add N readers with random codes")
     g.add_argument("--add-codes", default=None, help="add readers with these comma-separated codes")
     a.set_defaults(func=run_readers)
+
+
+def add_study_folder(p: argparse.ArgumentParser, what: str, *, output: bool = False) -> None:
+    """The study folder as the positional STUDY or, by the convention of every verb, as -o/--output (create:
+    the folder written) or -i/--input (serve, results, readers: the folder read); study_folder(args) reads it."""
+    p.add_argument("study", type=Path, nargs="?", default=None, metavar="STUDY", help=f"{what} (or {_FLAGS[output]} STUDY)")
+    p.add_argument(*_FLAGS[output].split("/"), *(("--out",) if output else ()), dest="study_flag", type=Path, default=None,
+                   help=f"{what}: the same as the positional STUDY")
+    p.set_defaults(study_flag_name=_FLAGS[output])
+
+
+_FLAGS = {True: "-o/--output", False: "-i/--input"}
+
+
+def study_folder(args: argparse.Namespace) -> Path:
+    """The study folder given as STUDY or as its flag; InputError when neither is given, or both disagree."""
+    flag, positional, named = args.study_flag_name, args.study, args.study_flag
+    if positional is None and named is None:
+        raise InputError(f"the study folder is required: give STUDY or {flag} STUDY")
+    if positional is not None and named is not None and positional.resolve() != named.resolve():
+        raise InputError(f"two study folders: STUDY {positional} and {flag} {named}; give one (or the same folder twice)")
+    return positional if positional is not None else named
 
 
 def _codes(text: str | None) -> list[str] | None:
@@ -96,7 +120,7 @@ def run_create(args: argparse.Namespace) -> int:
             pairs = int(args.pairs)
         except ValueError:
             raise InputError(f"--pairs {args.pairs!r}: expected a whole number or 'all'") from None
-    out, readers = create_study(args.study, args.real, methods, pairs=pairs, seed=args.seed, pairing=args.pairing, axis=args.axis,
+    out, readers = create_study(study_folder(args), args.real, methods, pairs=pairs, seed=args.seed, pairing=args.pairing, axis=args.axis,
                                 window=args.window, percentiles=tuple(args.percentiles), min_foreground=args.min_foreground,
                                 product=args.product, readers=args.readers, reader_codes=_codes(args.reader_codes),
                                 feedback=args.feedback, confidence=args.confidence, order=args.order)
@@ -115,14 +139,14 @@ def run_create(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from ..study.server import serve
 
-    serve(args.study, args.host, args.port, quiet=not getattr(args, "verbose", False))
+    serve(study_folder(args), args.host, args.port, quiet=not getattr(args, "verbose", False))
     return 0
 
 
 def run_results(args: argparse.Namespace) -> int:
     from ..study.results import write_results
 
-    res = write_results(args.study, args.out)
+    res = write_results(study_folder(args), args.out)
     print(res["text"])
     print(f"wrote answers.csv, accuracy.csv, agreement.csv, results.json, report.html to {res['out']}")
     return 0
@@ -131,7 +155,7 @@ def run_results(args: argparse.Namespace) -> int:
 def run_readers(args: argparse.Namespace) -> int:
     from ..study import db
 
-    conn = db.open_study_db(args.study)
+    conn = db.open_study_db(study_folder(args))
     try:
         if args.add or args.add_codes:
             for label, code in db.add_readers(conn, n=args.add, codes=_codes(args.add_codes)):
