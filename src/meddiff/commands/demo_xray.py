@@ -53,6 +53,20 @@ def _degrade(x0: torch.Tensor, dose: float | None, seed: int) -> torch.Tensor:
     return low_dose(x0, torch.full((x0.shape[0],), dose), LowDose(), g)
 
 
+SAMPLING_FLAGS = ("sampler", "steps", "eta", "grid", "precision")
+
+
+def refuse_sampling_flags(args: argparse.Namespace, keep: tuple[str, ...] = ()) -> None:
+    """These demos run fixed samplers (denoise: the checkpoint's stored one and 5-step DPM-Solver++ draws; generate:
+    the VDM's ancestral chain, whose steps `--steps` sets): a sampling flag they would ignore is refused, by its name."""
+    from ..errors import InputError
+
+    for key in SAMPLING_FLAGS:
+        if key not in keep and getattr(args, key, None) is not None:
+            raise InputError(f"--{key} applies to `meddiff demo --task sr`, not --task {args.task}"
+                             + (" (--steps sets the ancestral steps)" if keep else ""))
+
+
 def run_denoise(args: argparse.Namespace) -> int:
     from ..baselines.classical import median_filter, nl_means
     from ..inference import sample_slices, summarise
@@ -63,6 +77,7 @@ def run_denoise(args: argparse.Namespace) -> int:
     from ..metrics.table import write_table
     from ..models import load_pretrained
 
+    refuse_sampling_flags(args)
     t0 = time.perf_counter()
     out: Path = args.out
     check_output_dir(out, [], overwrite=args.overwrite)
@@ -110,15 +125,16 @@ def run_generate(args: argparse.Namespace) -> int:
     from ..metrics.report import write_html_report
     from ..models import resolve_checkpoint
     from ..vdm.checkpoint import load_vdm
-    from ..vdm.generate import generate_images
+    from ..vdm.generate import generate_images, generation_steps
 
+    refuse_sampling_flags(args, keep=("steps",))
     t0 = time.perf_counter()
     out: Path = args.out
     check_output_dir(out, [], overwrite=args.overwrite)
     vdm = load_vdm(resolve_checkpoint(args.checkpoint or GENERATOR))
+    steps = generation_steps(vdm, args.steps)
     mark(out, "demo")
     n = 2 * 4  # two generated films beside each of the four held-out real ones
-    steps = args.steps or vdm.cfg.vdm.sample_steps
     levels = generate_images(vdm, n, steps=steps, seed=args.seed)
     v = vdm.cfg.vdm.vocab_size
     generated = levels / (v - 1) * 2 - 1

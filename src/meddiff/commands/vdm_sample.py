@@ -21,7 +21,7 @@ from ..errors import InputError
 def run(args: argparse.Namespace) -> int:
     from ..train.distributed import pick_device
     from ..vdm.checkpoint import load_vdm
-    from ..vdm.generate import generate_images, resolve_labels, write_generated
+    from ..vdm.generate import generate_images, generation_steps, resolve_labels, write_generated
 
     device = pick_device(args.device, what="--device")
     vdm = load_vdm(args.checkpoint, device=device)
@@ -31,9 +31,7 @@ def run(args: argparse.Namespace) -> int:
     weights = use_weights(vdm.model, args.checkpoint, cfg, getattr(args, "weights", "ema"))
     if cfg.vdm.image_condition:
         raise InputError(f"{vdm.file}: an image-conditional VDM (restoration) cannot generate without an input")
-    steps = args.steps if args.steps is not None else cfg.vdm.sample_steps
-    if steps < 1:
-        raise InputError(f"--steps {steps}: expected an integer >= 1 (any number of ancestral steps)")
+    steps = generation_steps(vdm, args.steps)
     n = args.num
     if n < 1:
         raise InputError(f"--num {n}: expected >= 1")

@@ -133,6 +133,15 @@ def resolve_labels(label: str | None, names: tuple[str, ...], n: int) -> tuple[t
     return torch.tensor(idx, dtype=torch.long), [names[i] for i in idx]
 
 
+def generation_steps(vdm: LoadedVDM, steps: int | None = None) -> int:
+    """The ancestral steps of a generation run: `steps`, else the checkpoint's vdm.sample_steps (a
+    continuous-time chain: any number >= 1); FieldError("steps") otherwise."""
+    steps = vdm.cfg.vdm.sample_steps if steps is None else steps
+    if steps < 1:
+        raise FieldError("steps", steps, "expected an integer >= 1 (any number of ancestral steps)")
+    return int(steps)
+
+
 def generate_images(vdm: LoadedVDM, n: int, *, steps: int, seed: int = 0, labels: Tensor | None = None,
                     batch_size: int = 16, device: torch.device | str = "cpu") -> np.ndarray:
     """n samples of `vdm` as levels 0..V-1, float32 [n, H, W] (one channel), in batches of batch_size
