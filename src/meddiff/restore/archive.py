@@ -148,7 +148,7 @@ def make_engine(options: ArchiveOptions, args: Request, key: dict, device: str):
 def checkpoint_sha256(args: Request) -> str | None:
     from .files import run_provenance
 
-    return run_provenance(args, "")["checkpoint_sha256"] if args.checkpoint is not None else None
+    return run_provenance(args)["checkpoint_sha256"] if args.checkpoint is not None else None
 
 
 def run_archive(args: Request, options: ArchiveOptions = ArchiveOptions(), device: str = "auto", engine=None) -> ArchiveSummary:

@@ -134,8 +134,12 @@ def unique_suffix(args: Request, item: ImageItem, used: set[Path]) -> str:
         k += 1
 
 
-def run_provenance(args: Request, describe: str) -> dict:
-    """What made this run's outputs (recorded by the writers beside and, for DICOM, inside each output)."""
+def run_provenance(args: Request, restorer=None) -> dict:
+    """What made this run's outputs (recorded by the writers beside and, for DICOM, inside each output).
+
+    sampler, steps and precision are the ones the run resolved (the restorer's samplers.registry.SamplingSpec:
+    the checkpoint's stored defaults under the request's overrides), never None where defaults applied; a
+    restorer without a sampler (a baseline) records the request's, None."""
     import shlex
 
     from ..checkpointing import resolve_model_file
@@ -147,9 +151,12 @@ def run_provenance(args: Request, describe: str) -> dict:
             sha = file_sha256(resolve_model_file(args.checkpoint))
         except Exception:  # a baseline/VDM layout: the command line still names the checkpoint
             sha = file_sha256(args.checkpoint) if Path(args.checkpoint).is_file() else None
+    spec = getattr(restorer, "sampling", None)
+    sampling = ({"sampler": args.sampler, "steps": args.steps, "precision": args.precision} if spec is None else
+                {"sampler": spec.name, "steps": spec.steps, "precision": spec.precision})
     return {"checkpoint": None if args.checkpoint is None else str(args.checkpoint), "checkpoint_sha256": sha,
-            "method": args.method, "restoration": describe, "sampler": args.sampler, "steps": args.steps,
-            "seed": args.seed, "precision": args.precision, "samples": args.samples,
+            "method": args.method, "restoration": getattr(restorer, "describe", ""), **sampling,
+            "seed": args.seed, "samples": args.samples,
             **({"command": shlex.join(args.argv)} if args.argv else {})}
 
 
@@ -199,7 +206,7 @@ def restore_files(args: Request, restorer) -> Written:
     items = [args.input] if args.input.is_file() else find_images(args.input)
     if not items:
         raise InputError(f"{args.input}: no readable image found")
-    run = Run(args, task, build_degradation(task), restore_slices, describe, run_provenance(args, describe),
+    run = Run(args, task, build_degradation(task), restore_slices, describe, run_provenance(args, restorer),
               Progress(args.progress, files=len(items)), domain_check=restorer.domain_check,
               interval=getattr(restorer, "interval", None))
     written = Written()

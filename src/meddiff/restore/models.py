@@ -28,6 +28,7 @@ from ..baselines.registry import load_baseline, restore_baseline
 from ..checkpointing import BASELINE, VDM, ModelSource
 from ..config import TaskConfig
 from ..diffusion.checkpoint import load_model
+from ..diffusion.denoiser import resolve_precision
 from ..errors import FieldError
 from ..inference import sample_slices
 from ..samplers.consistency import check_request, sr_consistency_error
@@ -101,6 +102,8 @@ def ddpm_restorer(args: Request, device) -> Restorer:
     checkpoint's stored settings (sampler, steps, eta, grid, precision) unless the request overrides them."""
     cfg, net, denoiser = load_model(args.checkpoint, device=device)
     spec = sampling_spec(args, SamplingDefaults.of_ddpm(cfg))
+    # "auto" resolved on this device once (the one precision rule), so the outputs' provenance says what ran
+    spec = dataclasses.replace(spec, precision=resolve_precision(spec.precision, torch.device(device)))
     denoiser = dataclasses.replace(denoiser, precision=spec.precision)
     use_weights(net, args.checkpoint, cfg, args.weights)
     if args.compile:

@@ -149,7 +149,7 @@ class UnitWorker:
         self.restorer = restorer_for(args, device)
         self.task, self.restore_slices, self.describe = self.restorer.task, self.restorer.restore_slices, self.restorer.describe
         self.deg = build_degradation(self.task)
-        self.provenance = run_provenance(args, self.describe)
+        self.provenance = run_provenance(args, self.restorer)
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         if self.provenance["checkpoint_sha256"] != key["checkpoint_sha256"]:  # another file on this node
             from ..errors import CheckpointError
