@@ -45,10 +45,13 @@ class ModelCard:
     scores: dict[str, str] = field(default_factory=dict)
     scores_source: str = ""
     readme: str = ""  # the README section that documents it
+    short_task: str = ""  # the task in a word or three, shared by the models that do it (models.yaml)
+    headline: str = ""  # the one score of `meddiff models`' table, against its baseline
+    recommended: bool = False  # the model to use for its short_task (models.yaml `recommended: true`)
 
     def lines(self) -> list[str]:
         """A readable card: one 'key: value' line per known field."""
-        out = [f"{self.name} ({self.origin}): {self.path}"]
+        out = [f"{self.name} ({self.origin}): {self.path}" + (f"  [recommended for {self.short_task}]" if self.recommended else "")]
         for key in ("format", "task", "modality", "anatomy", "training_data", "licence"):
             value = getattr(self, key)
             out.append(f"  {key.replace('_', ' ')}: {value or 'not recorded'}")
@@ -114,8 +117,37 @@ def shipped_models() -> list[ModelCard]:
         cards.append(ModelCard(name, file, "shipped", format=fmt, task=e.get("task", ""), modality=e.get("modality", ""),
                                anatomy=e.get("anatomy", ""), training_data=e.get("training_data", ""),
                                licence=e.get("licence", ""), scores={str(k): str(v) for k, v in (e.get("scores") or {}).items()},
-                               scores_source=e.get("scores_source", ""), readme=e.get("readme", "")))
+                               scores_source=e.get("scores_source", ""), readme=e.get("readme", ""),
+                               short_task=e.get("short_task", ""), headline=e.get("headline", ""),
+                               recommended=bool(e.get("recommended", False))))
     return cards
+
+
+def default_sampler(card: ModelCard) -> str:
+    """What the model runs unless told otherwise, from its file's stored config: "posterior_mean, 1 call",
+    "dpm_solver_pp, 10 steps", "VDM ancestral, 256 steps"; "-" for a model that samples nothing."""
+    meta = _metadata(card.path)
+    try:
+        cfg = yaml.safe_load(meta.get("config", "")) or {}
+    except yaml.YAMLError:
+        return "?"
+    fmt = meta.get("format", "")
+    if "vdm" in fmt:
+        return f"VDM ancestral, {(cfg.get('vdm') or {}).get('sample_steps', '?')} steps"
+    s = cfg.get("sampler") if "ddpm" in fmt else None
+    if not s:
+        return "-"
+    one_call = s.get("name") in ("posterior_mean", "student")
+    return f"{s.get('name')}, " + ("1 call" if one_call else f"{s.get('steps')} steps")
+
+
+def models_table(cards: list[ModelCard]) -> str:
+    """`meddiff models`' short table: name (* = recommended for its task), task, modality, default sampler, headline score."""
+    head = ("name", "task", "modality", "default sampler", "headline score (vs baseline)")
+    rows = [((c.name + (" *" if c.recommended else "")), c.short_task or c.task or "-", c.modality.split(" (")[0] or "-",
+             default_sampler(c), c.headline or "-") for c in cards]
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head) - 1)]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1] for r in (head, *rows))
 
 
 def model_roots(roots: list[str | Path] | None = None) -> list[Path]:
