@@ -1,6 +1,6 @@
 """Named models: the shipped ones (src/meddiff/checkpoints) and local ones, with their model cards.
 
-    resolve_checkpoint("demo_sr_x4")          -> .../checkpoints/demo_sr_x4.safetensors
+    resolve_checkpoint("sr_x4_general")       -> .../checkpoints/sr_x4_general.safetensors
     resolve_checkpoint("runs/sr_x4")          -> runs/sr_x4 (an existing path is returned as given)
     locate("sr_x4_general")                   -> ModelSource(path, model file, header metadata), once per run
     meddiff.load_pretrained("sr_x4_general")  -> a Pipeline (meddiff.restore.pipeline)

@@ -31,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output folder (only one meddiff wrote)")
     p.add_argument("--checkpoint", default=None,
-                   help="super-resolution model: a name from `meddiff models` or a file/folder (default: the shipped demo_sr_x4; "
+                   help="super-resolution model: a name from `meddiff models` or a file/folder (default: the shipped demo_sr_x4, "
+                        "sampled with DPM-Solver++ so the report shows samples, their spread and its calibration, and "
+                        "README's demo figures stay reproducible; --checkpoint sr_x4_general runs the recommended model; "
                         "with --volume: sr_x4_2p5d if shipped, else sr_x4_general)")
     p.add_argument("--task", choices=["sr", "denoise", "generate"], default="sr",
                    help="sr: MRI super-resolution (default); denoise: the chest X-ray denoiser on held-out films; generate: "

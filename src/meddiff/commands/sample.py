@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="restore images with a trained model (super-resolution, denoising, inpainting)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None,
-                   help="a shipped model's name (see `meddiff models`, e.g. demo_sr_x4), model.safetensors, "
+                   help="a shipped model's name (see `meddiff models`, e.g. sr_x4_general, the recommended one for super-resolution), model.safetensors, "
                         "a checkpoint folder or a run folder")
     p.add_argument("--method", default=None, choices=sorted(CLASSICAL),
                    help="a classical baseline instead of --checkpoint: median, nlm (denoising), biharmonic (inpainting), "

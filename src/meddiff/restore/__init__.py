@@ -4,7 +4,7 @@
     from meddiff.restore import Request, restore
 
     written = restore(Request(output=Path("out"), input=Path("scan.nii.gz"),
-                              checkpoint="src/meddiff/checkpoints/demo_sr_x4.safetensors", steps=20))
+                              checkpoint="sr_x4_general"))  # its stored sampler: the posterior mean
 
 files.py    Request (what `meddiff sample` takes), restore_files (read, normalise, slice, condition
             planes, restore, denormalise, write with the input's geometry), output naming
