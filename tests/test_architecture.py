@@ -177,3 +177,15 @@ def test_optional_objective_hooks_are_declared_not_looked_for():
     assert [n for n, c in OBJECTIVES.items() if c.sample_grid] == ["ddpm"]
     for path in (SRC / "objectives.py", SRC / "train" / "tensorboard.py"):
         assert "hasattr(" not in path.read_text(), path
+
+
+MAX_FUNCTION_LINES = 60  # principle 9: functions of a screen or less
+
+
+def test_no_function_is_longer_than_a_screen():
+    """No function or method in src/meddiff spans more than MAX_FUNCTION_LINES lines (def to last line, its
+    docstring included; issue 27 split the 11 that did)."""
+    long = [f"{p.relative_to(SRC)}:{n.name} {n.end_lineno - n.lineno + 1} lines"
+            for p in sorted(SRC.rglob("*.py")) for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+    assert long == [], long
