@@ -122,11 +122,17 @@ def vdm_samples(out: dict[str, torch.Tensor]) -> None:
 def training(out: dict[str, torch.Tensor]) -> None:
     from meddiff.train.loop import train
 
+    import inspect
+
+    from meddiff.objectives import objective_class
+
+    receives = "family" in inspect.signature(train).parameters  # since redesign step 2; before, the loop looked it up
     for kind, values in TRAIN_CONFIGS.items():
         with tempfile.TemporaryDirectory() as tmp:
             cfg = config_mod.from_dict(values(Path(tmp)))
             data = TinyPairs(size=16 if kind == "baseline" else 8)
-            res = train(cfg, data, val_set=TinyPairs(4, data.x0.shape[-1]), progress=False)
+            family = {"family": objective_class(cfg)} if receives else {}
+            res = train(cfg, data, val_set=TinyPairs(4, data.x0.shape[-1]), progress=False, **family)
             rows = list(csv.DictReader(open(res.log)))
             out[f"train.{kind}.loss"] = torch.tensor([float(r["loss"]) for r in rows], dtype=torch.float64)
             vals = list(csv.DictReader(open(res.val_log)))

@@ -1,5 +1,6 @@
-"""The package graph of src/meddiff (imports inside functions included) has no loops, the training
-loop names no model family, and every objective names its checkpoint format (issue 18)."""
+"""The package graph of src/meddiff (imports inside functions included) has no loops, the trainer reaches
+no model family through any chain of imports, restoring and scoring reach nothing of the trainer, every
+objective names its checkpoint format (issue 18), and no function is longer than 60 lines (issue 27)."""
 
 import ast
 from collections import defaultdict
@@ -51,6 +52,87 @@ def test_the_training_loop_names_no_model_family():
     assert not [m for m in imported if m.split(".")[1:2] in (["vdm"], ["baselines"], ["diffusion"], ["nn"])], imported
 
 
+def _module_name(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _load_time_imports(path: Path, src: Path = SRC) -> set[str]:
+    """The meddiff modules importing `path` runs (imports at module and class level, not inside functions),
+    with the packages whose __init__ they run on the way (`from ..a.b import c` runs meddiff.a, meddiff.a.b and,
+    if it is a module, meddiff.a.b.c)."""
+    name = _module_name(path, src)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found: set[str] = set()
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                found.update({module, *(f"{module}.{a.name}" for a in node.names)})
+            visit(ast.iter_child_nodes(node))
+
+    visit(ast.parse(path.read_text()).body)
+    modules = {_module_name(p, src) for p in src.rglob("*.py")}
+    out = {".".join(m.split(".")[:i]) for m in found if m.startswith("meddiff.") for i in range(2, m.count(".") + 2)}
+    return (out & modules) - {name}
+
+
+def import_chain(package: str, forbidden: set[str], src: Path = SRC) -> list[str] | None:
+    """A shortest chain of load-time imports (see `_load_time_imports`) from a module of `package` to a module of
+    one of the `forbidden` packages, or None if there is none."""
+    graph = {_module_name(p, src): _load_time_imports(p, src) for p in src.rglob("*.py")}
+    starts = [m for m in graph if m.split(".")[1:2] == [package]]
+    previous: dict[str, str | None] = dict.fromkeys(starts)
+    queue = list(starts)
+    while queue:
+        here = queue.pop(0)
+        if here.split(".")[1] in forbidden:
+            chain = [here]
+            while previous[chain[-1]] is not None:
+                chain.append(previous[chain[-1]])  # type: ignore[arg-type]
+            return chain[::-1]
+        for nxt in sorted(graph.get(here, ())):
+            if nxt not in previous:
+                previous[nxt] = here
+                queue.append(nxt)
+    return None
+
+
+def test_the_trainer_reaches_no_model_family_through_any_chain_of_imports():
+    """train/ is given its Objective class by `meddiff train` (meddiff.objectives.objective_class): importing any
+    module of train/ loads no model family, network, sampler or the objective registry."""
+    families = {"diffusion", "vdm", "baselines", "distill", "objectives", "nn", "samplers", "restore"}
+    assert import_chain("train", families) is None, import_chain("train", families)
+
+
+def test_restoring_and_scoring_reach_nothing_of_the_trainer_through_any_chain_of_imports():
+    """The EMA-weights choice of sampling lives in meddiff.checkpointing (weights.py, ema.py), not in train/."""
+    for package in ("restore", "metrics", "evaluation"):
+        assert import_chain(package, {"train"}) is None, (package, import_chain(package, {"train"}))
+
+
+def test_the_chain_finder_sees_indirect_imports(tmp_path):
+    (tmp_path / "meddiff" / "a").mkdir(parents=True)
+    (tmp_path / "meddiff" / "b").mkdir()
+    (tmp_path / "meddiff" / "c").mkdir()
+    (tmp_path / "meddiff" / "__init__.py").write_text("")
+    (tmp_path / "meddiff" / "a" / "__init__.py").write_text("from .m import f\n")
+    (tmp_path / "meddiff" / "a" / "m.py").write_text("from ..b import g\n\ndef f():\n    from ..c import x\n")
+    (tmp_path / "meddiff" / "b" / "__init__.py").write_text("from meddiff.c.y import z\n")
+    (tmp_path / "meddiff" / "c" / "__init__.py").write_text("")
+    (tmp_path / "meddiff" / "c" / "y.py").write_text("z = 1\n")
+    src = tmp_path / "meddiff"
+    assert import_chain("a", {"c"}, src) in (["meddiff.a", "meddiff.a.m", "meddiff.b", "meddiff.c"],
+                                             ["meddiff.a.m", "meddiff.b", "meddiff.c"])
+    assert import_chain("b", {"a"}, src) is None
+
+
 def test_every_objective_has_a_registered_format_and_the_protocol_members():
     for name, cls in OBJECTIVES.items():
         assert name in (REGISTRY[cls.format].objective, *REGISTRY[cls.format].also) and format_for(name) == cls.format
@@ -95,3 +177,15 @@ def test_optional_objective_hooks_are_declared_not_looked_for():
     assert [n for n, c in OBJECTIVES.items() if c.sample_grid] == ["ddpm"]
     for path in (SRC / "objectives.py", SRC / "train" / "tensorboard.py"):
         assert "hasattr(" not in path.read_text(), path
+
+
+MAX_FUNCTION_LINES = 60  # principle 9: functions of a screen or less
+
+
+def test_no_function_is_longer_than_a_screen():
+    """No function or method in src/meddiff spans more than MAX_FUNCTION_LINES lines (def to last line, its
+    docstring included; issue 27 split the 11 that did)."""
+    long = [f"{p.relative_to(SRC)}:{n.name} {n.end_lineno - n.lineno + 1} lines"
+            for p in sorted(SRC.rglob("*.py")) for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+    assert long == [], long

@@ -87,24 +87,12 @@ def sample_slices(
     extra_options: sampler options a spec does not hold (e.g. DPM-Solver++'s `order`), passed on as given.
     """
     check_noise(noise)
-    if not torch.isfinite(cond).all():
-        raise ValueError("condition contains NaN or infinite values")
-    if consistency is not None:
-        if consistency.mode != spec.consistency:
-            raise ValueError(f"a {consistency.mode!r} measurement for a spec resolved with consistency {spec.consistency!r}")
-        if consistency.size is not None and tuple(consistency.size) != tuple(cond.shape[2:]):
-            raise InputError(f"measurement for images of size {tuple(consistency.size)}, but the condition is {tuple(cond.shape[2:])}")
-        if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
-            raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
+    _check_condition(cond, spec, consistency)
     device = torch.device(device)
     times = spec.time_grid(denoiser)
     bar = progress if isinstance(progress, Progress) else Progress(bool(progress), desc=spec.describe())
-    m = denoiser.size_multiple  # the plan needs the padded shape only (restore_batches pads the data)
-    padded = torch.empty(*cond.shape[:2], *(-(-s // m) * m for s in cond.shape[2:]), device="meta")
-    plan = plan_for(denoiser.call_bytes, padded, m, batch=batch_size, device=device, max_memory=max_memory,
-                    tile=tile_size, overlap=tile_overlap)
-    if plan.tile is not None or plan.batch < min(batch_size, cond.shape[0]):
-        log.info("%s", describe(plan, padded.shape[2:]))
+    m = denoiser.size_multiple
+    plan = _memory_plan(denoiser, cond, batch_size, device, max_memory, tile_size, tile_overlap)
     net = (CountingDenoiser(denoiser, bar.advance) if plan.tile is None else
            TiledDenoiser(denoiser, plan.tile, plan.overlap, plan.batch * plan.tiles_per_call, bar.advance))
     repaint = consistency.resample if consistency is not None and consistency.mode == "repaint" else 1
@@ -121,6 +109,35 @@ def sample_slices(
     if not isinstance(progress, Progress):
         bar.close()
     return out
+
+
+def _check_condition(cond: Tensor, spec: SamplingSpec, consistency: Measurement | None) -> None:
+    """The condition planes must be finite, and a measurement must be of the spec's consistency mode and
+    fit `cond` (its image size, one low-resolution image per slice)."""
+    if not torch.isfinite(cond).all():
+        raise ValueError("condition contains NaN or infinite values")
+    if consistency is None:
+        return
+    if consistency.mode != spec.consistency:
+        raise ValueError(f"a {consistency.mode!r} measurement for a spec resolved with consistency {spec.consistency!r}")
+    if consistency.size is not None and tuple(consistency.size) != tuple(cond.shape[2:]):
+        raise InputError(f"measurement for images of size {tuple(consistency.size)}, but the condition is {tuple(cond.shape[2:])}")
+    if consistency.lowres is not None and consistency.lowres.shape[0] != cond.shape[0]:
+        raise InputError(f"{consistency.lowres.shape[0]} low-resolution images for {cond.shape[0]} slices")
+
+
+def _memory_plan(denoiser: Denoiser, cond: Tensor, batch_size: int, device: torch.device, max_memory: int | None,
+                 tile_size: int | None, tile_overlap: int | None):
+    """The batch / tiling plan (meddiff.tiling.plan_for) for `cond` padded to the denoiser's size multiple
+    (the plan needs the padded shape only: restore_batches pads the data); logged when it lowers the batch
+    or tiles."""
+    m = denoiser.size_multiple
+    padded = torch.empty(*cond.shape[:2], *(-(-s // m) * m for s in cond.shape[2:]), device="meta")
+    plan = plan_for(denoiser.call_bytes, padded, m, batch=batch_size, device=device, max_memory=max_memory,
+                    tile=tile_size, overlap=tile_overlap)
+    if plan.tile is not None or plan.batch < min(batch_size, cond.shape[0]):
+        log.info("%s", describe(plan, padded.shape[2:]))
+    return plan
 
 
 def restore(denoiser: Denoiser, cond: Tensor, *, sampler: str = "ancestral", steps: int = 50, samples: int = 1,

@@ -3,9 +3,10 @@
 `meddiff.train.loop` owns everything every family shares: data order and seeds, the learning-rate
 schedule, global RNG seeding per step, EMA, checkpoints, resume, logs. An `Objective` owns the rest:
 its network, its optimiser(s), what one step computes and how it is validated, and the metadata its
-checkpoints carry. The loop sees only this protocol; `meddiff.objectives` maps a config's
-``objective`` to the implementation (`diffusion.objective.DDPMObjective`, `vdm.objective.VDMObjective`,
-`baselines.objective.BaselineObjective`).
+checkpoints carry. The loop sees only this protocol and receives the family's class (an
+`ObjectiveFamily`) from its caller; `meddiff.objectives` maps a config's ``objective`` to the
+implementation (`diffusion.objective.DDPMObjective`, `vdm.objective.VDMObjective`,
+`baselines.objective.BaselineObjective`, `distill.objective.DistillObjective`).
 
 Shapes: a training batch is `meddiff.data.order.Batch` (x0 [B, 1, H, W] in [-1, 1], cond, mask,
 case_id, position).
@@ -112,6 +113,19 @@ class Objective(Protocol):
 
     def metadata(self) -> dict[str, str] | None:
         """Extra str -> str keys of the model file (None: none)."""
+        ...
+
+
+class ObjectiveFamily(Protocol):
+    """What the training loop receives: a model family's Objective class (the train command picks it with
+    `meddiff.objectives.objective_class(cfg)`), so the loop imports no family and no registry."""
+
+    def describe_data(self, cfg: Any, train_set: Any, labels: Mapping[str, int] | None, class_names: Any) -> Any:
+        """As Objective.describe_data (a static method of the class)."""
+        ...
+
+    def __call__(self, cfg: Any, runtime: Runtime, data: Any) -> Objective:
+        """The Objective, its network built on runtime.device (the loop seeds torch first)."""
         ...
 
 

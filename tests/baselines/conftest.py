@@ -75,3 +75,11 @@ def tiny_baseline_config(out_dir, name: str = "pix2pix", task: str = "denoise", 
 @pytest.fixture(scope="session")
 def crop32() -> torch.Tensor:
     return mni_crop(32)
+
+
+def train(cfg, train_set, **kw):
+    """meddiff.train.loop.train with the model family cfg.objective names (as `meddiff train` passes it)."""
+    from meddiff.objectives import objective_class
+    from meddiff.train import loop
+
+    return loop.train(cfg, train_set, family=objective_class(cfg), **kw)

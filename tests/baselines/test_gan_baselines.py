@@ -13,10 +13,9 @@ from meddiff.baselines.pix2pix import PatchGAN, patch_receptive_field
 from meddiff.baselines.registry import restore_baseline
 from meddiff.data.degrade import SuperResolution
 from meddiff.errors import CheckpointError, ConfigError, TrainingError
-from meddiff.train import loop
 from meddiff.checkpointing import latest_checkpoint
 
-from .conftest import NoisyCrops, psnr, tiny_baseline_config
+from .conftest import NoisyCrops, psnr, tiny_baseline_config, train
 
 OVERFIT = {  # name -> (baseline section, steps, lr, betas)
     "pix2pix": ({"name": "pix2pix", "width": 16, "disc_width": 16, "depth": 5, "disc_layers": 2}, 300, 2e-4, (0.5, 0.999)),
@@ -80,7 +79,7 @@ def test_patchgan_is_70x70_and_sees_the_condition():
 
 @pytest.mark.parametrize("name", ["pix2pix", "srgan"])
 def test_checkpoint_round_trip_gives_identical_predictions(name, tmp_path):
-    out = loop.train(tiny_baseline_config(tmp_path, name, steps=3), NoisyCrops(), progress=False)
+    out = train(tiny_baseline_config(tmp_path, name, steps=3), NoisyCrops(), progress=False)
     cfg, model = load_baseline(out.checkpoint)
     assert cfg.baseline.name == name and not model.training
     ema = load_file(str(out.checkpoint / "model.safetensors"))
@@ -102,9 +101,9 @@ def test_checkpoint_round_trip_gives_identical_predictions(name, tmp_path):
 def test_pix2pix_resume_ends_bitwise_equal_to_straight_run(tmp_path):
     """Exact resume (as the DDPM's and VDM's tests in tests/train/test_loop.py): both optimisers,
     raw and EMA weights, with dropout and noisy conditions drawn from the trainer's seeds."""
-    straight = loop.train(tiny_baseline_config(tmp_path / "a"), NoisyCrops(), progress=False)
-    loop.train(tiny_baseline_config(tmp_path / "b", steps=3), NoisyCrops(), progress=False)
-    resumed = loop.train(tiny_baseline_config(tmp_path / "b"), NoisyCrops(), resume=True, progress=False)
+    straight = train(tiny_baseline_config(tmp_path / "a"), NoisyCrops(), progress=False)
+    train(tiny_baseline_config(tmp_path / "b", steps=3), NoisyCrops(), progress=False)
+    resumed = train(tiny_baseline_config(tmp_path / "b"), NoisyCrops(), resume=True, progress=False)
     assert straight.checkpoint.name == resumed.checkpoint.name == "step_0000006"
     for f in ("model.safetensors", "train_state.safetensors"):
         a, b = load_file(str(straight.checkpoint / f)), load_file(str(resumed.checkpoint / f))
@@ -128,7 +127,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
     monkeypatch.setattr(Pix2Pix, "train_step", nan_at_step_5)
     with pytest.raises(TrainingError, match=r"loss is nan at step 5; training stopped \(last good checkpoint: .*step_0000003\)"):
-        loop.train(tiny_baseline_config(tmp_path), NoisyCrops(), progress=False)
+        train(tiny_baseline_config(tmp_path), NoisyCrops(), progress=False)
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step_0000003"
 
 
@@ -142,7 +141,7 @@ def test_lr_of_every_optimiser_follows_the_schedule(tmp_path, monkeypatch):
         return real(self, x0, cond, mask, opts, step)
 
     monkeypatch.setattr(Pix2Pix, "train_step", spy)
-    loop.train(tiny_baseline_config(tmp_path, steps=3, grad_clip=0.5), NoisyCrops(), progress=False)
+    train(tiny_baseline_config(tmp_path, steps=3, grad_clip=0.5), NoisyCrops(), progress=False)
     assert seen == [(0, 5e-4, 5e-4, 0.5), (1, 1e-3, 1e-3, 0.5), (2, 1e-3, 1e-3, 0.5)]  # warm-up over 2 steps
 
 

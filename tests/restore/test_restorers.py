@@ -19,7 +19,7 @@ from meddiff.restore import Request, restore
 from meddiff.restore import models as restore_models
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train.conftest import TinyPairs, tiny_config  # noqa: E402
+from train.conftest import TinyPairs, tiny_config, train  # noqa: E402
 
 
 @pytest.fixture
@@ -58,12 +58,11 @@ def test_sample_uses_the_checkpoints_stored_precision(tmp_path, captured):
 
 @pytest.fixture(scope="module")
 def image_vdm(tmp_path_factory) -> Path:
-    from meddiff.train import loop
 
     out = tmp_path_factory.mktemp("vdm")
     cfg = config_mod.from_dict({**config_mod.to_dict(tiny_config(out / "run", steps=1)), "objective": "vdm",
                                 "vdm": {"score": "unet", "image_condition": True, "gamma": "fixed_linear"}})
-    return loop.train(cfg, TinyPairs(), progress=False).checkpoint
+    return train(cfg, TinyPairs(), progress=False).checkpoint
 
 
 @pytest.mark.parametrize("extra,message", [({"precision": "bf16"}, "precision bf16: a VDM checkpoint samples in fp32"),

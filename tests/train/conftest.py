@@ -66,3 +66,11 @@ def tiny_vdm_config(out_dir, gamma="learned_nnet", vdm=None, **train):
                   "device": "cpu", "threads": 1, "warmup_steps": 2, "lr_schedule": "cosine", **train},
     }
     return config_mod.from_dict(values)
+
+
+def train(cfg, train_set, **kw):
+    """meddiff.train.loop.train with the model family cfg.objective names (as `meddiff train` passes it)."""
+    from meddiff.objectives import objective_class
+    from meddiff.train import loop
+
+    return loop.train(cfg, train_set, family=objective_class(cfg), **kw)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TinyPairs, tiny_config, tiny_vdm_config  # noqa: E402
+from conftest import TinyPairs, tiny_config, tiny_vdm_config, train  # noqa: E402
 
 from meddiff.train import loop  # noqa: E402
 
@@ -28,7 +28,7 @@ def init(self, cfg, env, *rest):
 loop._Run.__init__ = init
 cfg = (tiny_vdm_config(out_dir, steps=3, batch_size=batch, lr_decay_steps=3) if objective == "vdm"
        else tiny_config(out_dir, dropout=0.0, steps=3, batch_size=batch))
-loop.train(cfg, TinyPairs(), progress=False)
+train(cfg, TinyPairs(), progress=False)
 run = captured["run"]
 rank = int(os.environ["RANK"])
 tensors = {f"model.{k}": v.detach().clone() for k, v in run.net.state_dict().items()}

@@ -10,9 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from meddiff.train import loop
 
-from .conftest import TinyPairs, tiny_config, tiny_vdm_config
+from .conftest import TinyPairs, tiny_config, tiny_vdm_config, train
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -35,7 +34,7 @@ def test_two_rank_gloo_run_matches_single_process_with_double_batch(tmp_path):
     for k, v in saved.items():
         assert torch.equal(v, r0[f"ema.{k}"]), k
 
-    single = loop.train(tiny_config(tmp_path / "single", dropout=0.0, steps=3, batch_size=4), TinyPairs(), progress=False)
+    single = train(tiny_config(tmp_path / "single", dropout=0.0, steps=3, batch_size=4), TinyPairs(), progress=False)
     ema = load_file(str(single.checkpoint / "model.safetensors"))
     raw = load_file(str(single.checkpoint / "train_state.safetensors"))
     moved = 0.0
@@ -58,7 +57,7 @@ def test_two_rank_vdm_run_matches_single_process_with_double_batch(tmp_path):
     r0, r1 = load_file(str(tmp_path / "dump" / "rank0.safetensors")), load_file(str(tmp_path / "dump" / "rank1.safetensors"))
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
-    single = loop.train(tiny_vdm_config(tmp_path / "single", steps=3, batch_size=4, lr_decay_steps=3), TinyPairs(),
+    single = train(tiny_vdm_config(tmp_path / "single", steps=3, batch_size=4, lr_decay_steps=3), TinyPairs(),
                         progress=False)
     ema = load_file(str(single.checkpoint / "model.safetensors"))
     raw = load_file(str(single.checkpoint / "train_state.safetensors"))

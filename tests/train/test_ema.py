@@ -52,7 +52,7 @@ def test_ema_rejects_bad_decay():
 
 import math  # noqa: E402
 
-from meddiff.train.ema import ema_decay_at, init_share, init_share_warning  # noqa: E402
+from meddiff.checkpointing.ema import ema_decay_at, init_share, init_share_warning  # noqa: E402
 
 
 def test_warmup_decay_is_capped_and_constant_rule_is_unchanged():

@@ -17,8 +17,8 @@ from meddiff.cli import main
 from meddiff.data.dataset import PairDataset, load_prepared
 from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.samples import samples_dir
-from meddiff.train.ema import EMAWarning
-from meddiff.train.weights import load_raw_weights
+from meddiff.checkpointing.ema import EMAWarning
+from meddiff.checkpointing.weights import load_raw_weights
 from meddiff.vdm.build import NoCondition
 from meddiff.vdm.checkpoint import load_vdm
 from meddiff.vdm.generate import heldout_bpd

@@ -13,7 +13,7 @@ from meddiff.checkpointing import latest_checkpoint
 from meddiff.diffusion.checkpoint import load_model
 from meddiff.data.order import StepBatches, index_at, loss_noise, rank_positions
 
-from .conftest import TinyPairs, tiny_config, tiny_vdm_config
+from .conftest import TinyPairs, tiny_config, tiny_vdm_config, train
 
 
 def _tensors(ckpt_dir):
@@ -21,9 +21,9 @@ def _tensors(ckpt_dir):
 
 
 def test_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_path):
-    straight = loop.train(tiny_config(tmp_path / "a"), TinyPairs(), progress=False)
-    loop.train(tiny_config(tmp_path / "b", steps=3), TinyPairs(), progress=False)
-    resumed = loop.train(tiny_config(tmp_path / "b"), TinyPairs(), resume=True, progress=False)
+    straight = train(tiny_config(tmp_path / "a"), TinyPairs(), progress=False)
+    train(tiny_config(tmp_path / "b", steps=3), TinyPairs(), progress=False)
+    resumed = train(tiny_config(tmp_path / "b"), TinyPairs(), resume=True, progress=False)
     assert straight.checkpoint.name == resumed.checkpoint.name == "step_0000006"
     (ema_a, state_a), (ema_b, state_b) = _tensors(straight.checkpoint), _tensors(resumed.checkpoint)
     assert ema_a.keys() == ema_b.keys() and state_a.keys() == state_b.keys()
@@ -42,9 +42,9 @@ def test_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_path
 def test_vdm_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_path, gamma):
     """The same exact-resume guarantee under objective vdm (noise from (seed, position) and (seed, step), gamma's
     parameters and the variance-trained shape parameters in the checkpoint, cosine lr)."""
-    straight = loop.train(tiny_vdm_config(tmp_path / "a", gamma, lr_decay_steps=6), TinyPairs(), progress=False)
-    loop.train(tiny_vdm_config(tmp_path / "b", gamma, steps=3, lr_decay_steps=6), TinyPairs(), progress=False)
-    resumed = loop.train(tiny_vdm_config(tmp_path / "b", gamma, lr_decay_steps=6), TinyPairs(), resume=True, progress=False)
+    straight = train(tiny_vdm_config(tmp_path / "a", gamma, lr_decay_steps=6), TinyPairs(), progress=False)
+    train(tiny_vdm_config(tmp_path / "b", gamma, steps=3, lr_decay_steps=6), TinyPairs(), progress=False)
+    resumed = train(tiny_vdm_config(tmp_path / "b", gamma, lr_decay_steps=6), TinyPairs(), resume=True, progress=False)
     (ema_a, state_a), (ema_b, state_b) = _tensors(straight.checkpoint), _tensors(resumed.checkpoint)
     assert ema_a.keys() == ema_b.keys() and state_a.keys() == state_b.keys()
     for k in ema_a:
@@ -55,7 +55,7 @@ def test_vdm_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_
     if gamma == "learned_nnet":  # the schedule's parameters are stored and were trained
         assert {"gamma.b", "gamma.w", "gamma.l2.weight"} <= ema_a.keys()
         assert not torch.equal(state_a["model.gamma.l2.weight"], _tensors(
-            loop.train(tiny_vdm_config(tmp_path / "c", gamma, steps=1, lr=1e-30), TinyPairs(), progress=False).checkpoint)[1]["model.gamma.l2.weight"])
+            train(tiny_vdm_config(tmp_path / "c", gamma, steps=1, lr=1e-30), TinyPairs(), progress=False).checkpoint)[1]["model.gamma.l2.weight"])
     else:
         assert float(ema_a["gamma.gamma_min"]) == -13.3 and float(ema_a["gamma.gamma_max"]) == 5.0
     rows = list(csv.DictReader(open(resumed.log)))
@@ -78,7 +78,7 @@ def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path, mon
 
     monkeypatch.setattr(ddpm_objective, "diffusion_loss", nan_at_step_5)
     with pytest.raises(TrainingError, match=r"loss is nan at step 5; training stopped \(last good checkpoint: .*step_0000003\)"):
-        loop.train(tiny_config(tmp_path), TinyPairs(), progress=False)
+        train(tiny_config(tmp_path), TinyPairs(), progress=False)
     root = tmp_path / "checkpoints"
     assert latest_checkpoint(root).name == "step_0000003"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000003"]
@@ -88,19 +88,19 @@ def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path, mon
 
 def test_resume_refuses_without_checkpoint_and_with_changed_config(tmp_path):
     with pytest.raises(CheckpointError, match="cannot resume: no checkpoint in .*checkpoints"):
-        loop.train(tiny_config(tmp_path), TinyPairs(), resume=True, progress=False)
-    loop.train(tiny_config(tmp_path, steps=3), TinyPairs(), progress=False)
+        train(tiny_config(tmp_path), TinyPairs(), resume=True, progress=False)
+    train(tiny_config(tmp_path, steps=3), TinyPairs(), progress=False)
     with pytest.raises(CheckpointError, match=r"different config: train.lr \(0.001 in the checkpoint, 0.002 now\)"):
-        loop.train(tiny_config(tmp_path, lr=2e-3), TinyPairs(), resume=True, progress=False)
+        train(tiny_config(tmp_path, lr=2e-3), TinyPairs(), resume=True, progress=False)
     with pytest.raises(CheckpointError, match="already holds checkpoints: pass --resume"):
-        loop.train(tiny_config(tmp_path), TinyPairs(), progress=False)
+        train(tiny_config(tmp_path), TinyPairs(), progress=False)
     # steps / logging / checkpoint settings may change
-    out = loop.train(tiny_config(tmp_path, steps=4, log_every=2, ckpt_every=2), TinyPairs(), resume=True, progress=False)
+    out = train(tiny_config(tmp_path, steps=4, log_every=2, ckpt_every=2), TinyPairs(), resume=True, progress=False)
     assert out.step == 4 and out.checkpoint.name == "step_0000004"
 
 
 def test_logs_plot_and_validation(tmp_path):
-    out = loop.train(tiny_config(tmp_path, steps=4, log_every=2), TinyPairs(), val_set=TinyPairs(5, seed=9), progress=False)
+    out = train(tiny_config(tmp_path, steps=4, log_every=2), TinyPairs(), val_set=TinyPairs(5, seed=9), progress=False)
     rows = list(csv.DictReader(open(out.log)))
     assert [r["step"] for r in rows] == ["2", "4"]
     assert float(rows[0]["lr"]) == pytest.approx(1e-3) and float(rows[0]["images_per_s"]) > 0
@@ -123,10 +123,10 @@ def test_cosine_decay_after_warmup_hits_lr_half_way_and_lr_min_at_the_end():
 
 
 def test_cosine_to_train_steps_makes_train_steps_unresumable(tmp_path):
-    loop.train(tiny_vdm_config(tmp_path, steps=3), TinyPairs(), progress=False)
+    train(tiny_vdm_config(tmp_path, steps=3), TinyPairs(), progress=False)
     with pytest.raises(CheckpointError, match=r"train.steps \(3 in the checkpoint, 6 now; the cosine decay ends at "
                                               r"train.steps: set train.lr_decay_steps"):
-        loop.train(tiny_vdm_config(tmp_path, steps=6), TinyPairs(), resume=True, progress=False)
+        train(tiny_vdm_config(tmp_path, steps=6), TinyPairs(), resume=True, progress=False)
 
 
 def test_ranks_split_each_global_batch_and_epochs_visit_every_example_once():
@@ -149,13 +149,13 @@ def test_ranks_split_each_global_batch_and_epochs_visit_every_example_once():
 ])
 def test_unusable_train_values_are_config_errors_naming_the_key(tmp_path, key, value, expected):
     with pytest.raises(ConfigError, match=re.escape(f"train.{key}: expected {expected}")):
-        loop.train(tiny_config(tmp_path, **{key: value}), TinyPairs(), progress=False)
+        train(tiny_config(tmp_path, **{key: value}), TinyPairs(), progress=False)
     assert not (tmp_path / "checkpoints").exists()
 
 
 def test_empty_training_set_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="training set is empty"):
-        loop.train(tiny_config(tmp_path), TinyPairs(0), progress=False)
+        train(tiny_config(tmp_path), TinyPairs(0), progress=False)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
@@ -163,4 +163,4 @@ def test_empty_training_set_is_an_input_error(tmp_path):
                                              ("gpu0", "'gpu0' is not a device")])
 def test_unavailable_or_unknown_device_is_a_config_error(tmp_path, device, message):
     with pytest.raises(ConfigError, match=f"train.device: {message}"):
-        loop.train(tiny_config(tmp_path, device=device), TinyPairs(), progress=False)
+        train(tiny_config(tmp_path, device=device), TinyPairs(), progress=False)

@@ -7,16 +7,15 @@ import csv
 import pytest
 import torch
 
-from meddiff.train import loop
 
-from .conftest import TinyPairs, tiny_config
+from .conftest import TinyPairs, tiny_config, train
 
 
 def test_tensorboard_events_match_the_csv(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = loop.train(tiny_config(tmp_path, steps=4, log_every=2, tensorboard=True), TinyPairs(),
+    out = train(tiny_config(tmp_path, steps=4, log_every=2, tensorboard=True), TinyPairs(),
                      val_set=TinyPairs(5, seed=9), progress=False)
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
@@ -36,12 +35,12 @@ def test_sample_grid_leaves_training_unchanged(tmp_path):
     pytest.importorskip("tensorboard")
     from safetensors.torch import load_file
 
-    runs = [loop.train(tiny_config(tmp_path / name, steps=4, log_every=2, tensorboard=tb), TinyPairs(),
+    runs = [train(tiny_config(tmp_path / name, steps=4, log_every=2, tensorboard=tb), TinyPairs(),
                        val_set=TinyPairs(5, seed=9), progress=False) for name, tb in (("a", True), ("b", False))]
     a, b = (load_file(str(r.checkpoint / "model.safetensors")) for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_off_by_default(tmp_path):
-    loop.train(tiny_config(tmp_path, steps=2, log_every=1), TinyPairs(), progress=False)
+    train(tiny_config(tmp_path, steps=2, log_every=1), TinyPairs(), progress=False)
     assert not (tmp_path / "tensorboard").exists()

@@ -12,7 +12,6 @@ import torch
 
 from meddiff import config as config_mod
 from meddiff.errors import CheckpointError, ConfigError, InputError
-from meddiff.train import loop
 from meddiff.diffusion.checkpoint import load_model
 from meddiff.vdm.build import build_vdm, class_names, label_indices, slice_labels
 from meddiff.vdm.checkpoint import load_vdm
@@ -21,7 +20,7 @@ from meddiff.vdm.networks import ScoreNet, UNetScore
 from meddiff.vdm.schedule import NoiseNetGamma
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train.conftest import TinyPairs, tiny_config, tiny_vdm_config  # noqa: E402
+from train.conftest import TinyPairs, tiny_config, tiny_vdm_config, train  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- config
@@ -81,7 +80,7 @@ def test_tiny_vdm_training_lowers_the_heldout_negative_vlb(tmp_path):
     val = TinyPairs(6, seed=9)
     cfg = tiny_vdm_config(tmp_path, "fixed_linear", steps=40, ckpt_every=10, log_every=10, ema_decay=0.0,
                           lr=3e-3, warmup_steps=5)
-    out = loop.train(cfg, TinyPairs(), val_set=val, progress=False)
+    out = train(cfg, TinyPairs(), val_set=val, progress=False)
     rows = list(csv.DictReader(open(out.val_log)))
     assert [r["step"] for r in rows] == ["10", "20", "30", "40"]
     trained = load_vdm(out.checkpoint).model
@@ -99,15 +98,15 @@ def test_tiny_vdm_training_lowers_the_heldout_negative_vlb(tmp_path):
 def test_class_conditional_and_image_conditional_vdms_train(tmp_path):
     labels = {f"case{i}": i for i in range(3)}  # TinyPairs' case ids case0..case2
     cfg = tiny_vdm_config(tmp_path / "cls", vdm={"n_classes": 3, "label_from": "column:c"}, steps=2)
-    out = loop.train(cfg, TinyPairs(), labels=labels, class_names=["a", "b", "c"], progress=False)
+    out = train(cfg, TinyPairs(), labels=labels, class_names=["a", "b", "c"], progress=False)
     assert load_vdm(out.checkpoint).class_names == ("a", "b", "c")
     with pytest.raises(ConfigError, match="vdm.n_classes is 3: give labels"):
-        loop.train(cfg, TinyPairs(), progress=False)
+        train(cfg, TinyPairs(), progress=False)
     with pytest.raises(ConfigError, match="class labels were given but vdm.n_classes is 0"):
-        loop.train(tiny_vdm_config(tmp_path / "u"), TinyPairs(), labels=labels, progress=False)
+        train(tiny_vdm_config(tmp_path / "u"), TinyPairs(), labels=labels, progress=False)
     unet = config_mod.from_dict({**config_mod.to_dict(tiny_config(tmp_path / "img", steps=2)), "objective": "vdm",
                                  "vdm": {"score": "unet", "image_condition": True, "gamma": "fixed_linear"}})
-    out = loop.train(unet, TinyPairs(), progress=False)
+    out = train(unet, TinyPairs(), progress=False)
     loaded = load_vdm(out.checkpoint)
     assert loaded.cond_channels == 1 and loaded.model.score.unet.in_channels == 2
 
@@ -116,8 +115,8 @@ def test_class_conditional_and_image_conditional_vdms_train(tmp_path):
 
 
 def test_ddpm_and_vdm_loaders_refuse_each_others_checkpoints(tmp_path):
-    vdm = loop.train(tiny_vdm_config(tmp_path / "v", steps=1), TinyPairs(), progress=False).checkpoint
-    ddpm = loop.train(tiny_config(tmp_path / "d", steps=1), TinyPairs(), progress=False).checkpoint
+    vdm = train(tiny_vdm_config(tmp_path / "v", steps=1), TinyPairs(), progress=False).checkpoint
+    ddpm = train(tiny_config(tmp_path / "d", steps=1), TinyPairs(), progress=False).checkpoint
     with pytest.raises(CheckpointError, match=r"is a VDM \(variational diffusion\) checkpoint \(format 'meddiff-vdm-v1'\) "
                                               r"but a DDPM \(Med-cDiff\) checkpoint \(format 'meddiff-ddpm-v1'\) is needed"):
         load_model(vdm)
@@ -125,7 +124,7 @@ def test_ddpm_and_vdm_loaders_refuse_each_others_checkpoints(tmp_path):
         load_vdm(ddpm)
     # resuming a DDPM run with a VDM config is refused by the config check before any weights load
     with pytest.raises(CheckpointError, match=r"objective \('ddpm' in the checkpoint, 'vdm' now\)"):
-        loop.train(tiny_vdm_config(tmp_path / "d", steps=2), TinyPairs(), resume=True, progress=False)
+        train(tiny_vdm_config(tmp_path / "d", steps=2), TinyPairs(), resume=True, progress=False)
 
 
 # ----------------------------------------------------------------------------- labels

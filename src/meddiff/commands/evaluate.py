@@ -119,6 +119,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="device of the metric networks (LPIPS, FID's Inception): cpu (default), auto (a GPU if there is "
                         "one), cuda or cuda:N; the downstream segmenter and classifier run on the CPU")
     p.add_argument("--keep-empty", action="store_true", help="also score slices whose ground truth is constant (skipped by default)")
+    _downstream_arguments(p)
+    from .evaluate_generation import add_arguments as add_generation_arguments
+    add_generation_arguments(p)
+    _likelihood_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _downstream_arguments(p: argparse.ArgumentParser) -> None:
+    """Dice of a segmenter and accuracy of a classifier on the restored images (meddiff.downstream)."""
     ds = p.add_argument_group("downstream tasks (meddiff.downstream)")
     ds.add_argument("--segmenter", nargs="?", const=DEFAULT_MODEL, default=None, metavar="FILE",
                     help="segment every image and add Dice (no FILE: the shipped segmenter)")
@@ -127,8 +136,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ds.add_argument("--classifier", nargs="?", const=DEFAULT_MODEL, default=None, metavar="FILE",
                     help="classify every image and add accuracy (no FILE: the shipped classifier); needs --labels")
     ds.add_argument("--labels", type=Path, default=None, help="CSV with columns case (image file stem) and label, for --classifier")
-    from .evaluate_generation import add_arguments as add_generation_arguments
-    add_generation_arguments(p)
+
+
+def _likelihood_arguments(p: argparse.ArgumentParser) -> None:
+    """Bits/dim of a VDM checkpoint on a prepared split, instead of --pred/--truth."""
     lk = p.add_argument_group("likelihood of a VDM checkpoint (instead of --pred/--truth)")
     lk.add_argument("--likelihood", action="store_true", help="bits/dim of --checkpoint on --split of --prepared")
     lk.add_argument("--checkpoint", default=None, help="VDM model name (see `meddiff models`), model.safetensors, "
@@ -138,7 +149,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lk.add_argument("--batch-size", type=int, default=16, help="slices per batch (default 16)")
     lk.add_argument("--draws", type=int, default=1,
                     help="independent Monte-Carlo draws of (t, eps, eps_0) averaged per slice (default 1)")
-    p.set_defaults(func=run)
 
 
 @flag_errors  # the library names a setting by its field; here it is a flag

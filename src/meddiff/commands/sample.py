@@ -66,6 +66,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="output folder: new or empty (or one meddiff wrote, with --overwrite); never an input folder")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty output folder, replacing earlier results; only a folder meddiff wrote")
+    _sampling_arguments(p)
+    _input_arguments(p)
+    _output_and_run_arguments(p)
+    sample_archive.add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """The sampler, its steps and noise, the device and arithmetic."""
     p.add_argument("--sampler", default=None, help="sampler (default: the checkpoint's sampler.name)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's sampler.steps)")
     p.add_argument("--eta", type=float, default=None, help="ddim only: noise scale in [0, 1], 0 = deterministic (default: the checkpoint's sampler.eta)")
@@ -87,6 +96,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="arithmetic of the network (default: the checkpoint's sampler.precision, fp32 for the shipped models; "
                         "auto = bf16 where the CPU/GPU runs bf16 natively, fp32 elsewhere, measured within 0.01 dB PSNR "
                         "of fp32 on the shipped model)")
+
+
+def _input_arguments(p: argparse.ArgumentParser) -> None:
+    """What the input is (SR factor, slice axis, low-res or upsampled), data consistency and inpainting masks."""
     p.add_argument("--sr-factor", type=float, default=None,
                    help="super-resolution: the factor of this input (default: the checkpoint's task.sr_factor; "
                         "a model trained with task.sr_factors accepts any of those)")
@@ -108,6 +121,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="inpainting: grow the holes by MM millimetres (through the image's pixel spacing; default 0)")
     p.add_argument("--clip-percentiles", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="normalise with these percentiles (use the same as `meddiff prepare`)")
+
+
+def _output_and_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Output format and patient tags, VDM generation, weights, the domain check, memory and tiling, the run."""
     p.add_argument("--format", choices=["same", "nifti", "png", "dicom"], default="same", help="output format")
     p.add_argument("--keep-patient-tags", action="store_true",
                    help="copy patient name/ID/birth date/sex into DICOM output and name output folders after the "
@@ -134,8 +151,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-rgb", action="store_true",
                    help="convert colour (RGB) inputs to gray with BT.601 luma weights instead of refusing them")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    sample_archive.add_arguments(p)
-    p.set_defaults(func=run)
 
 
 @flag_errors  # the library names a setting by its field; here it is a flag

@@ -75,14 +75,14 @@ def claim_out_dir(cfg, resume: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..objectives import training_data
+    from ..objectives import objective_class, training_data
     from ..train.loop import train
 
     cfg = resolve_config(args)
     claim_out_dir(cfg, args.resume)
     train_set, val_set, labels, names = training_data(cfg)
-    result = train(cfg, train_set, val_set=val_set, resume=args.resume, progress=not args.no_progress,
-                   labels=labels, class_names=names)
+    result = train(cfg, train_set, family=objective_class(cfg), val_set=val_set, resume=args.resume,
+                   progress=not args.no_progress, labels=labels, class_names=names)
     out = Path(cfg.train.out_dir)
     if int(os.environ.get("RANK", "0")) == 0:
         unit = " bits/dim (negative VLB)" if cfg.objective == "vdm" else ""

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device, what="--device")
     vdm = load_vdm(args.checkpoint, device=device)
     cfg = vdm.cfg
-    from ..train.weights import use_weights
+    from ..checkpointing.weights import use_weights
 
     weights = use_weights(vdm.model, args.checkpoint, cfg, getattr(args, "weights", "ema"))
     if cfg.vdm.image_condition:

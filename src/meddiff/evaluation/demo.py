@@ -148,15 +148,11 @@ def plain_notes(n: int, factor: float, lr_shape, sampler: str, steps: int, sampl
 def sr_demo(req: DemoRequest) -> DemoResult:
     """Run the super-resolution demo of `req` (module docstring) and write its report under req.out."""
     from ..baselines.interpolation import interpolate_baseline
-    from ..data.dataset import load_prepared
     from ..data.degrade import SuperResolution
-    from ..data.prepare import PrepareOptions, prepare
-    from ..data.samples import samples_dir
     from ..diffusion.checkpoint import load_model
     from ..inference import sample_slices, summarise
     from ..io.outdir import check_output_dir, mark
     from ..metrics.compare import evaluate_arrays
-    from ..metrics.report import write_html_report
     from ..metrics.table import write_table
     from ..models import resolve_checkpoint
     from ..samplers.consistency import measurement_for
@@ -170,28 +166,17 @@ def sr_demo(req: DemoRequest) -> DemoResult:
     cfg, net, denoiser = load_model(checkpoint, expect_task="sr", device=device, precision=req.precision)
     spec = resolve(SamplingDefaults.of_ddpm(cfg), sampler=req.sampler, steps=req.steps, eta=req.eta, grid=req.grid,
                    precision=req.precision, samples=req.samples, consistency=req.consistency)
-    sampler, steps, eta = spec.name, spec.steps, spec.eta
     if req.slices < 1:
         raise FieldError("slices", req.slices, "expected >= 1")
 
     mark(out, "demo")  # checks passed: the first write
-    prepared_dir = out / "prepared_colin27"
-    if not (prepared_dir / "manifest.csv").is_file():
-        prepare(samples_dir("colin27"), prepared_dir, PrepareOptions(split=(0.0, 0.0, 1.0), size=cfg.data.size, overwrite=True),
-                progress=req.progress)
-    prep = load_prepared(prepared_dir)
-    test = prep.arrays["test"]
-    idx = np.linspace(0, len(test) - 1, min(req.slices, len(test))).round().astype(int)
-    rows = [prep.rows["test"][i] for i in idx]
-    x0 = torch.from_numpy(np.asarray(test[idx], dtype=np.float32))[:, None]
-
+    prep, idx, rows, x0 = _held_out_slices(req, out, cfg.data.size)
     deg = SuperResolution(cfg.task.sr_factor, cfg.task.sr_upsample)
     lr = deg.downsample(x0)
     bicubic = interpolate_baseline(lr, x0.shape[-2:], "bicubic")
     bilinear = interpolate_baseline(lr, x0.shape[-2:], "bilinear")
     cond = deg.upsample(lr, tuple(x0.shape[-2:]))
     t_sample = time.perf_counter()
-    grid_note = f" on the {spec.grid} grid" if "grid" in spec.entry.options else ""
     consistency = (measurement_for("sr", "project", cond, factor=cfg.task.sr_factor, lowres=lr)
                    if req.consistency == "project" else None)
     samples = sample_slices(denoiser, deg.model_condition(cond, torch.ones_like(cond)), spec, seed=req.seed,
@@ -207,33 +192,76 @@ def sr_demo(req: DemoRequest) -> DemoResult:
     if req.samples > 1:
         methods[f"meddiff (mean of {req.samples})"] = arrays(mean)
     table = evaluate_arrays(methods, arrays(x0), data_range=2.0)
-    n_calls = req.samples * len(idx) * steps
     from ..samplers.consistency import sr_consistency_error
 
     cons = {name: float(sr_consistency_error(img, lr).mean()) for name, img in
             (("bicubic", bicubic), ("meddiff sample", samples[0]))}
-    notes = [
-        f"Held-out data: {len(idx)} slices of Colin27 (one person; the model was trained on the MNI152 template only), "
-        f"x{cfg.task.sr_factor:g} anti-aliased downsampling to {tuple(lr.shape[-2:])}, metrics on the [-1,1] scale (data range 2).",
+    notes = _table_notes(req, spec, cfg.task.sr_factor, len(idx), tuple(lr.shape[-2:]), t_sample, cons)
+    md = write_table(table, out / "results.md", out / "results.csv", notes=notes)
+    notes = plain_notes(len(idx), cfg.task.sr_factor, lr.shape[-2:], spec.name, spec.steps, req.samples, req.seed,
+                        t_sample, device, cons)  # the HTML report's: plain words, formulas in its footnotes
+    images = _image_rows(req, lr, bicubic, samples, mean, x0)
+    extra, cal_md = _uncertainty(req, samples, std, x0, out, notes)
+    report = _write_report(out, prep, idx, rows, images, std, req.samples, table, notes, extra)
+    return DemoResult(report, md, cal_md, time.perf_counter() - t0)
+
+
+def _held_out_slices(req: DemoRequest, out: Path, size: int):
+    """(the prepared Colin27 folder, the indices of req.slices evenly spaced test slices, their manifest rows,
+    x0 [N, 1, size, size] in [-1, 1]); Colin27 is prepared under `out` once (prepared_colin27/)."""
+    from ..data.dataset import load_prepared
+    from ..data.prepare import PrepareOptions, prepare
+    from ..data.samples import samples_dir
+
+    prepared_dir = out / "prepared_colin27"
+    if not (prepared_dir / "manifest.csv").is_file():
+        prepare(samples_dir("colin27"), prepared_dir, PrepareOptions(split=(0.0, 0.0, 1.0), size=size, overwrite=True),
+                progress=req.progress)
+    prep = load_prepared(prepared_dir)
+    test = prep.arrays["test"]
+    idx = np.linspace(0, len(test) - 1, min(req.slices, len(test))).round().astype(int)
+    rows = [prep.rows["test"][i] for i in idx]
+    x0 = torch.from_numpy(np.asarray(test[idx], dtype=np.float32))[:, None]
+    return prep, idx, rows, x0
+
+
+def _table_notes(req: DemoRequest, spec, factor: float, n: int, lr_size: tuple[int, ...], t_sample: float,
+                 cons: dict[str, float]) -> list[str]:
+    """The notes under results.md: the data, the sampler and its cost, consistency, how accutance is computed."""
+    sampler, steps, eta = spec.name, spec.steps, spec.eta
+    grid_note = f" on the {spec.grid} grid" if "grid" in spec.entry.options else ""
+    n_calls = req.samples * n * steps
+    return [
+        f"Held-out data: {n} slices of Colin27 (one person; the model was trained on the MNI152 template only), "
+        f"x{factor:g} anti-aliased downsampling to {lr_size}, metrics on the [-1,1] scale (data range 2).",
         f"meddiff: {sampler} sampler{f' (eta {eta:g})' if sampler == 'ddim' else ''}"
         f"{grid_note}, {steps} steps, {req.samples} sample(s) per slice, seed {req.seed}; "
-        f"{t_sample:.0f} s for {n_calls} slice-steps on {device}.",
-        f"Consistency with the measurement (RMS of clamp(A x) - y, A = the x{cfg.task.sr_factor:g} anti-aliased downsampling; "
+        f"{t_sample:.0f} s for {n_calls} slice-steps on {req.device}.",
+        f"Consistency with the measurement (RMS of clamp(A x) - y, A = the x{factor:g} anti-aliased downsampling; "
         f"data consistency {req.consistency}): bicubic {cons['bicubic']:.2e}, meddiff sample {cons['meddiff sample']:.2e}.",
         "accutance = 1000 * mean squared Sobel gradient / range^2 (meddiff.metrics.image.accutance); "
         "gradient_ratio = accutance / accutance of the ground truth (1 = as sharp as the truth).",
     ]
-    md = write_table(table, out / "results.md", out / "results.csv", notes=notes)
-    notes = plain_notes(len(idx), cfg.task.sr_factor, lr.shape[-2:], sampler, steps, req.samples, req.seed, t_sample,
-                        device, cons)  # the HTML report's: plain words, formulas in its footnotes
-    images = [
+
+
+def _image_rows(req: DemoRequest, lr, bicubic, samples, mean, x0) -> list[dict[str, np.ndarray]]:
+    """One row of the report's grid per slice ([-1, 1]): low-res (nearest), bicubic, a sample, the mean, the truth."""
+    from ..baselines.interpolation import interpolate_baseline
+
+    return [
         {"low-res (x4)": interpolate_baseline(lr[i : i + 1], x0.shape[-2:], "nearest")[0, 0].numpy(),
          "bicubic": bicubic[i, 0].numpy(), "meddiff sample": samples[0, i, 0].numpy(),
          **({f"meddiff mean of {req.samples}": mean[i, 0].numpy()} if req.samples > 1 else {}),
          "truth": x0[i, 0].numpy()}
-        for i in range(len(idx))
+        for i in range(len(x0))
     ]
-    extra, cal_md = {}, ""
+
+
+def _uncertainty(req: DemoRequest, samples, std, x0, out: Path, notes: list[str]) -> tuple[dict[str, Path], str]:
+    """With several samples: std_maps.png and the calibration (calibration.md, calibration.png), a note on it
+    appended to `notes`; returns (extra report images, calibration.md's table or "")."""
+    extra: dict[str, Path] = {}
+    cal_md = ""
     if req.samples > 1:
         std_figure([s[0].numpy() for s in std], out / "std_maps.png")  # also shown in the grid, at full size
         if float(std.max()) == 0.0:
@@ -244,14 +272,21 @@ def sr_demo(req: DemoRequest) -> DemoResult:
             notes.append(f"How far to trust the uncertainty map: on the brain, the real error is {ratio:.1f} times what the "
                          "spread of the samples predicts" + (" (the map is overconfident: read it as a lower bound of "
                          "the error)" if ratio > 1.2 else "") + "; calibration.md has the details [4].")
+    return extra, cal_md
+
+
+def _write_report(out: Path, prep, idx, rows, images, std, n_samples: int, table, notes, extra) -> Path:
+    """report.html: the grid in Colin27's own units (one patient: one map back), the std maps beside the error
+    they should predict, the table and notes."""
+    from ..metrics.report import write_html_report
+
     norm = prep.normalisation_of("test", int(idx[0]))  # Colin27 is one patient: one map back to its own units
     images = [{k: norm.inverse(v) for k, v in row.items()} for row in images]
-    stds = ([{f"meddiff mean of {req.samples}": std[i, 0].numpy() * norm.scale()} for i in range(len(idx))]
-            if req.samples > 1 else None)  # per-pixel std of the samples, beside the error it should predict
-    report = write_html_report(
+    stds = ([{f"meddiff mean of {n_samples}": std[i, 0].numpy() * norm.scale()} for i in range(len(idx))]
+            if n_samples > 1 else None)  # per-pixel std of the samples, beside the error it should predict
+    return write_html_report(
         out / "report.html", title="meddiff demo: MRI super-resolution x4 on a held-out brain", rows_of_images=images,
         row_labels=[f"{r['source'].split('/')[-1]} slice {r['slice_index']}" for r in rows],
         table_rows=table, notes=notes, extra_images=extra, footnotes=FOOTNOTES, std_maps=stds,
         window=(norm.lo, norm.hi), units=f"{norm.units} MR signal units of the Colin27 file",
     )
-    return DemoResult(report, md, cal_md, time.perf_counter() - t0)

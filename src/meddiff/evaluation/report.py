@@ -52,6 +52,19 @@ def _attach(records: list[dict[str, object]], values: dict[str, list], methods: 
         pos[m] += 1
 
 
+def _with_set_metrics(rows: list[TableRow], sets: dict, n: int) -> list[TableRow]:
+    """The table rows with each method's set-level FID and KID (from `fid_kid`, over `n` images) added, their
+    CIs NaN when there was no set bootstrap."""
+    out = []
+    for r in rows:
+        fid, kid, kid_std, b = sets[r.method]
+        ci_f = (b.fid_lo, b.fid_hi) if b is not None else (math.nan, math.nan)
+        ci_k = (b.kid_lo, b.kid_hi) if b is not None else (math.nan, math.nan)
+        out.append(TableRow(r.method, {**r.metrics, "fid": MetricStats(fid, math.nan, n, *ci_f),
+                                       "kid": MetricStats(kid, kid_std, n, *ci_k)}))
+    return out
+
+
 def score_group(args: EvaluationRequest, g: GroupSpec, out: Path, suffix: str, downstream: dict[str, object]) -> GroupResult:
     """Score one group and write its tables (results<suffix>.*, paired<suffix>.*, per_image<suffix>.csv, calibration<suffix>.*)."""
     c = collect(args, g)
@@ -89,15 +102,7 @@ def score_group(args: EvaluationRequest, g: GroupSpec, out: Path, suffix: str, d
         sets, fid_notes = fid_kid(c, progress, args.seed, args.set_bootstrap, device=_device(args))
         notes += fid_notes
         if sets is not None:
-            n = len(c.truths)
-            new_rows = []
-            for r in rows:
-                fid, kid, kid_std, b = sets[r.method]
-                ci_f = (b.fid_lo, b.fid_hi) if b is not None else (math.nan, math.nan)
-                ci_k = (b.kid_lo, b.kid_hi) if b is not None else (math.nan, math.nan)
-                new_rows.append(TableRow(r.method, {**r.metrics, "fid": MetricStats(fid, math.nan, n, *ci_f),
-                                                    "kid": MetricStats(kid, kid_std, n, *ci_k)}))
-            rows = new_rows
+            rows = _with_set_metrics(rows, sets, len(c.truths))
     notes += ci_notes(c.patients, args.bootstrap, args.seed)
     notes.append("accutance = 1000 · mean |Sobel gradient|² / R² (Higgins & Jones 1952, normalised); "
                  "gradient ratio = accutance / accutance of the truth (best = closest to 1)")

@@ -125,7 +125,14 @@ def fid_kid(c: Collected, progress: bool, seed: int, n_boot: int = 0, device: st
             boot_unit = f"{boot.n_clusters} {boot.unit}"
         out[method] = (fid, kid_mean, kid_std if n_subsets > 1 else float("nan"), boot)
     bar.close()
-    lo, hi = c.window
+    return out, _fid_kid_notes(net, n, c.window, n_subsets, subset, n_boot, seed, boot_unit, shifts)
+
+
+def _fid_kid_notes(net: str, n: int, window: tuple[float, float], n_subsets: int, subset: int, n_boot: int, seed: int,
+                   boot_unit: str, shifts: list[float]) -> list[str]:
+    """The notes under the FID/KID table: the network, the set level and image range, how KID and the CIs
+    were computed, and FID's bias at small N."""
+    lo, hi = window
     kid_how = (f"mean over {n_subsets} random subsets of {subset}" if n_subsets > 1 else
                f"unbiased MMD² over all {n} images (cubic polynomial kernel)")
     if n_boot > 0:
@@ -141,7 +148,7 @@ def fid_kid(c: Collected, progress: bool, seed: int, n_boot: int = 0, device: st
     if n < FID_MIN_IMAGES:
         notes.append(f"FID is strongly biased upwards at N = {n} images (< {FID_MIN_IMAGES}; its covariance is a rank-{n - 1} "
                      "estimate of a 2048-d one) and not comparable with FID at other N: read KID, which is unbiased")
-    return out, notes
+    return notes
 
 
 def import_downstream(option: str, names: tuple[str, ...]) -> tuple[object, ...] | str:

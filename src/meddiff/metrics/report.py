@@ -159,28 +159,17 @@ def _grid_html(rows, columns, truth_key, row_labels, window, error_maps, vmax, s
     return "\n".join(out)
 
 
+Images = Sequence[Mapping[str, np.ndarray]]  # rows of images: one dict per case, label -> 2D image
+
+
 def write_html_report(
-    path: str | Path,
-    *,
-    title: str,
-    rows_of_images: Sequence[Mapping[str, np.ndarray]],
-    columns: Sequence[str] | None = None,
-    truth_key: str | None = "truth",
-    row_labels: Sequence[str] | None = None,
-    window: tuple[float, float] = (-1.0, 1.0),
-    error_maps: bool = True,
-    error_vmax: float | None = None,
-    table_markdown: str | None = None,
-    table_rows: Sequence[TableRow] | None = None,
-    notes: Sequence[str] = (),
-    extra_images: Mapping[str, str | Path] | None = None,
-    extra_tables: Mapping[str, str] | None = None,
-    std_maps: Sequence[Mapping[str, np.ndarray]] | None = None,
-    image_sections: Sequence[tuple[str, Sequence[Mapping[str, np.ndarray]], Sequence[str] | None,
-                                  Sequence[Mapping[str, np.ndarray]] | None]] | None = None,
-    banner: str | None = BANNER,
-    footnotes: Sequence[str] = (),
-    units: str | None = None,
+    path: str | Path, *, title: str, rows_of_images: Images, columns: Sequence[str] | None = None,
+    truth_key: str | None = "truth", row_labels: Sequence[str] | None = None, window: tuple[float, float] = (-1.0, 1.0),
+    error_maps: bool = True, error_vmax: float | None = None, table_markdown: str | None = None,
+    table_rows: Sequence[TableRow] | None = None, notes: Sequence[str] = (), extra_images: Mapping[str, str | Path] | None = None,
+    extra_tables: Mapping[str, str] | None = None, std_maps: Images | None = None,
+    image_sections: Sequence[tuple[str, Images, Sequence[str] | None, Images | None]] | None = None,
+    banner: str | None = BANNER, footnotes: Sequence[str] = (), units: str | None = None,
 ) -> Path:
     """Write one self-contained HTML report atomically and return its path.
 
@@ -212,17 +201,9 @@ def write_html_report(
     if window[1] <= window[0]:
         raise InputError(f"display window must be (lo, hi) with lo < hi, got {window}")
     sections = [("Images", rows_of_images, row_labels, std_maps)] + list(image_sections or [])
-    for _, rws, labs, sds in sections:
-        _check_rows(rws, columns, truth_key)
-        if sds is not None and len(sds) != len(rws):
-            raise InputError(f"{len(sds)} rows of std maps for {len(rws)} rows of images")
-        for i, (r, sd) in enumerate(zip(rws, sds or [])):
-            for c, a in sd.items():
-                if c in r and np.shape(a) != np.shape(r[c]):
-                    raise InputError(f"report row {i}: std map of {c!r} has shape {np.shape(a)}, the image has {np.shape(r[c])}")
+    _check_sections(sections, columns, truth_key)
     all_rows = [r for _, rws, _, _ in sections for r in rws]
-    has_truth = any(truth_key in r for r in all_rows)
-    show_err = error_maps and has_truth
+    show_err = error_maps and any(truth_key in r for r in all_rows)
     vmax = float(error_vmax) if error_vmax is not None else _error_vmax(all_rows, columns, truth_key)
     if show_err and not vmax > 0:
         raise InputError(f"error_vmax must be positive, got {error_vmax}")
@@ -231,6 +212,30 @@ def write_html_report(
         table_markdown = to_markdown(table_rows)
     table = _table(table_markdown) if table_markdown else None
     extra = [{"name": name, **_table(md)} for name, md in (extra_tables or {}).items()]
+    rendered = _render_sections(sections, columns, truth_key, window, units, show_err, vmax)
+    page = _template().render(title=title, banner=banner, table=table, notes=list(notes), extra_tables=extra,
+                              sections=rendered, figures=_figures(extra_images), footnotes=list(footnotes))
+    path = Path(path)
+    atomic_write_text(path, page)
+    return path
+
+
+def _check_sections(sections: Sequence[tuple], columns: Sequence[str], truth_key: str | None) -> None:
+    """Each image section's rows have the columns (and the truth), and its std maps, if any, one per row
+    with the shapes of the images they belong to (InputError naming the row and column otherwise)."""
+    for _, rws, _labs, sds in sections:
+        _check_rows(rws, columns, truth_key)
+        if sds is not None and len(sds) != len(rws):
+            raise InputError(f"{len(sds)} rows of std maps for {len(rws)} rows of images")
+        for i, (r, sd) in enumerate(zip(rws, sds or [])):
+            for c, a in sd.items():
+                if c in r and np.shape(a) != np.shape(r[c]):
+                    raise InputError(f"report row {i}: std map of {c!r} has shape {np.shape(a)}, the image has {np.shape(r[c])}")
+
+
+def _render_sections(sections: Sequence[tuple], columns: Sequence[str], truth_key: str | None, window: tuple[float, float],
+                     units: str | None, show_err: bool, vmax: float) -> list[dict[str, str]]:
+    """The image grids of the non-empty sections (name, caption and HTML of each), on one error scale [0, vmax]."""
     rendered = []
     for name, rws, labs, sds in sections:
         if not rws:
@@ -239,17 +244,18 @@ def write_html_report(
             raise InputError(f"{len(labs)} row labels for {len(rws)} rows of images in section {name!r}")
         rendered.append({"name": name, "caption": _caption(window, units, show_err, truth_key, vmax, any(sds or [])),
                          "grid": _grid_html(rws, columns, truth_key, labs, window, show_err, vmax, sds)})
+    return rendered
+
+
+def _figures(extra_images: Mapping[str, str | Path] | None) -> list[dict[str, str]]:
+    """The extra PNGs of the report (title -> file), base64-encoded for embedding; a missing file is an InputError."""
     figures = []
     for name, png in (extra_images or {}).items():
         p = Path(png)
         if not p.is_file():
             raise InputError(f"extra image {name!r}: file {p} does not exist")
         figures.append({"name": name, "b64": base64.b64encode(p.read_bytes()).decode("ascii")})
-    page = _template().render(title=title, banner=banner, table=table, notes=list(notes), extra_tables=extra,
-                              sections=rendered, figures=figures, footnotes=list(footnotes))
-    path = Path(path)
-    atomic_write_text(path, page)
-    return path
+    return figures
 
 
 def metric_vs_factor_png(path: str | Path, metric_label: str, groups: Sequence[str], factors: Sequence[float | None],

@@ -20,7 +20,7 @@ Measured in benchmarks/unet_speed.py; ``fast_path=False`` is the plain reference
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -236,8 +236,24 @@ class UNet(nn.Module):
 
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
-        skips = [c0]
-        c = c0
+        skips = self._build_encoder(channels, num_res_blocks, attention_levels, res, attn)
+        c = skips[-1]
+        self.mid1 = res(c, c)
+        self.mid_attn = Attention(spatial_dims, c, norm_groups, num_heads)
+        self.mid2 = res(c, c)
+
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        c = self._build_decoder(channels, num_res_blocks, attention_levels, res, attn, skips)
+        self.norm_out = nn.GroupNorm(norm_groups, c)
+        self.conv_out = zero_init(conv_nd(spatial_dims, c, out_channels, 3, padding=1))
+
+    def _build_encoder(self, channels: Sequence[int], num_res_blocks: int, attention_levels: Sequence[bool],
+                       res: Callable[[int, int], nn.Module], attn: Callable[[int, bool], nn.Module]) -> list[int]:
+        """Fill self.down (the blocks of each level) and self.downsample (stride-2 convs between levels), in
+        the order their weights are drawn; returns the widths of the skip connections (the last: the bottom's)."""
+        skips = [channels[0]]
+        c = channels[0]
         for i, co in enumerate(channels):
             blocks, attns = [], []
             for _ in range(num_res_blocks):
@@ -247,14 +263,16 @@ class UNet(nn.Module):
                 skips.append(c)
             self.down.append(Level(blocks, attns))
             if i < self.levels - 1:
-                self.downsample.append(conv_nd(spatial_dims, c, c, 3, stride=2, padding=1))
+                self.downsample.append(conv_nd(self.spatial_dims, c, c, 3, stride=2, padding=1))
                 skips.append(c)
-        self.mid1 = res(c, c)
-        self.mid_attn = Attention(spatial_dims, c, norm_groups, num_heads)
-        self.mid2 = res(c, c)
+        return skips
 
-        self.up = nn.ModuleList()
-        self.upsample = nn.ModuleList()
+    def _build_decoder(self, channels: Sequence[int], num_res_blocks: int, attention_levels: Sequence[bool],
+                       res: Callable[[int, int], nn.Module], attn: Callable[[int, bool], nn.Module],
+                       skips: list[int]) -> int:
+        """Fill self.up (num_res_blocks + 1 blocks per level, each taking a skip from `skips`, which it empties)
+        and self.upsample (the convs after each nearest upsampling); returns the output width."""
+        c = skips[-1]
         for i, co in reversed(list(enumerate(channels))):
             blocks, attns = [], []
             for _ in range(num_res_blocks + 1):
@@ -263,9 +281,8 @@ class UNet(nn.Module):
                 c = co
             self.up.append(Level(blocks, attns))
             if i > 0:
-                self.upsample.append(conv_nd(spatial_dims, c, c, 3, padding=1))
-        self.norm_out = nn.GroupNorm(norm_groups, c)
-        self.conv_out = zero_init(conv_nd(spatial_dims, c, out_channels, 3, padding=1))
+                self.upsample.append(conv_nd(self.spatial_dims, c, c, 3, padding=1))
+        return c
 
     @property
     def size_multiple(self) -> int:

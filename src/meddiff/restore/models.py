@@ -33,7 +33,7 @@ from ..errors import FieldError
 from ..inference import sample_slices
 from ..samplers.consistency import check_request, sr_consistency_error
 from ..samplers.registry import SamplingDefaults, SamplingSpec, resolve
-from ..train.weights import use_weights
+from ..checkpointing.weights import use_weights
 from ..vdm.checkpoint import LoadedVDM, load_vdm
 from ..vdm.sampling import VDMDenoiser
 from .files import Request, RestoreSlices, Written, restore_files

@@ -76,10 +76,7 @@ def sample_ancestral(
         for u in range(rounds):
             # the network sees the original timestep kept[i]; alpha_bar there equals the respaced
             # chain's alpha_bar[i], so x0_hat is the same whichever schedule converts it.
-            z0 = denoiser(x, times.at(n - 1 - i, shape[0], cond.device), cond)
-            if clip:
-                z0 = (z0 + base).clamp(-1, 1) - base
-            z0 = constrain_x0(z0, base, on_x0)
+            z0 = _x0_estimate(denoiser, x, times.at(n - 1 - i, shape[0], cond.device), cond, base, clip, on_x0)
             mean = q_posterior_mean(sched, z0, x, torch.full((shape[0],), i, dtype=torch.long, device=cond.device))
             x_prev = mean + var[i].sqrt().to(x.dtype) * randn_per_image(shape, generators, cond.device) if i > 0 else mean
             if repaint is not None:
@@ -92,3 +89,13 @@ def sample_ancestral(
         if callback is not None:
             callback(n - 1 - i, x, z0 + base)
     return finalize(x + base, consistency)
+
+
+def _x0_estimate(denoiser: Denoiser, x: Tensor, t: Tensor, cond: Tensor, base: Tensor, clip: bool,
+                 on_x0: Consistency | None) -> Tensor:
+    """The denoiser's x0 estimate at x_t in the diffused space (x0 - base), clamped to [-1, 1] in image
+    space if `clip`, then the consistency callable applied (samplers.consistency.constrain_x0)."""
+    z0 = denoiser(x, t, cond)
+    if clip:
+        z0 = (z0 + base).clamp(-1, 1) - base
+    return constrain_x0(z0, base, on_x0)

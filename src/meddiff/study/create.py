@@ -202,6 +202,51 @@ def create_study(out: str | Path, real: str | Path, methods: dict[str, str | Pat
     confidence: number of confidence levels asked after each choice (0 = not asked, else 2-10).
     """
     out, real = Path(out), Path(real)
+    _check_options(out, real, methods, pairs=pairs, pairing=pairing, feedback=feedback, order=order,
+                   confidence=confidence, min_foreground=min_foreground)
+    wspec = parse_window(window, percentiles)
+    rng = np.random.default_rng(seed)
+
+    real_items = collect(real, generated=False)
+    gen_items = {m: collect(Path(f), generated=True, product=product) for m, f in methods.items()}
+    slices = _Slices(axis, min_foreground)
+    # (method, real key, real slice, generated key, generated slice)
+    if pairing == "matched":
+        chosen = _matched_pairs(slices, real, real_items, gen_items, pairs, rng)
+    else:
+        chosen = _random_pairs(slices, real_items, gen_items, pairs, rng)
+
+    real_sides = rng.integers(0, 2, size=len(chosen))
+    ids = rng.permutation(len(chosen)) + 1
+    hashes = {("real", k): _sha256(it) for k, it in real_items.items()}
+    hashes.update({(m, k): _sha256(it) for m, items in gen_items.items() for k, it in items.items()})
+
+    with atomic_dir(out) as tmp:
+        mark(tmp, "study create")
+        (tmp / "images").mkdir()
+        records = _write_pairs(tmp, chosen, real_sides, ids, slices.volumes, real_items, gen_items, wspec)
+        options = {"pairs_per_method": pairs, "seed": seed, "pairing": pairing, "axis": axis, "window": list(window or ["auto"]),
+                   "percentiles": list(wspec.percentiles), "min_foreground": min_foreground, "product": product,
+                   "feedback": feedback, "confidence": confidence, "order": order}
+        manifest = {
+            "format": "meddiff-2afc-study", "version": 1, "meddiff": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "options": options,
+            "real": {"folder": str(real), "images": {k: {"path": str(it.path), "sha256": hashes[("real", k)]} for k, it in real_items.items()}},
+            "methods": {m: {"folder": str(methods[m]), "images": {k: {"path": str(it.path), "sha256": hashes[(m, k)]} for k, it in items.items()}}
+                        for m, items in gen_items.items()},
+            "pairs": records,
+        }
+        atomic_write_text(tmp / db.STUDY_JSON, json.dumps(manifest, indent=1) + "\n")
+        meta = {"seed": str(seed), "order": order, "feedback": feedback, "confidence": str(confidence),
+                "created": manifest["created"]}
+        added = _write_database(tmp / db.STUDY_DB, records, meta, readers, reader_codes)
+    return out, added
+
+
+def _check_options(out: Path, real: Path, methods: dict[str, str | Path], *, pairs: int | None, pairing: str,
+                   feedback: str, order: str, confidence: int, min_foreground: float) -> None:
+    """InputError naming the bad option: the study folder new and outside the inputs, generated folders other than
+    the real one, method names, pairing, feedback, order, confidence levels, pairs and the foreground fraction."""
     check_not_input(out, [real, *methods.values()], inside_input_ok=False)  # a study inside --real would be read as real
     for name, folder in methods.items():
         if Path(folder).exists() and real.exists() and Path(folder).resolve() == real.resolve():
@@ -226,108 +271,109 @@ def create_study(out: str | Path, real: str | Path, methods: dict[str, str | Pat
         raise InputError(f"--pairs {pairs}: expected at least 1")
     if not 0 <= min_foreground < 1:
         raise InputError(f"min_foreground {min_foreground}: expected a fraction in [0, 1)")
-    wspec = parse_window(window, percentiles)
-    rng = np.random.default_rng(seed)
 
-    real_items = collect(real, generated=False)
-    gen_items = {m: collect(Path(f), generated=True, product=product) for m, f in methods.items()}
-    volumes: dict[tuple[str, str], tuple[np.ndarray, dict]] = {}
 
-    def load(kind: str, key: str, item: ImageItem) -> tuple[np.ndarray, dict]:
-        if (kind, key) not in volumes:
+class _Slices:
+    """The images of a study as slice stacks along `axis`, each read once ((kind, key) -> (slices, meta); kind is
+    "real" or a method), and their slices with at least `min_foreground` foreground."""
+
+    def __init__(self, axis: int, min_foreground: float):
+        self.axis, self.min_foreground = axis, min_foreground
+        self.volumes: dict[tuple[str, str], tuple[np.ndarray, dict]] = {}
+
+    def load(self, kind: str, key: str, item: ImageItem) -> tuple[np.ndarray, dict]:
+        if (kind, key) not in self.volumes:
             vol = read_volume(item)
-            volumes[(kind, key)] = (to_slices(np.asarray(vol.array), axis), dict(vol.meta))
-        return volumes[(kind, key)]
+            self.volumes[(kind, key)] = (to_slices(np.asarray(vol.array), self.axis), dict(vol.meta))
+        return self.volumes[(kind, key)]
 
-    def usable(kind: str, key: str, item: ImageItem) -> list[tuple[str, int]]:
-        arr, _ = load(kind, key, item)
-        return [(key, z) for z in range(arr.shape[0]) if foreground_fraction(arr[z]) >= min_foreground]
+    def usable(self, kind: str, key: str, item: ImageItem) -> list[tuple[str, int]]:
+        arr, _ = self.load(kind, key, item)
+        return [(key, z) for z in range(arr.shape[0]) if foreground_fraction(arr[z]) >= self.min_foreground]
 
-    # (method, real key, real slice, generated key, generated slice)
+
+def _matched_pairs(slices: _Slices, real: Path, real_items: dict, gen_items: dict, pairs: int | None,
+                   rng: np.random.Generator) -> list[tuple[str, str, int, str, int]]:
+    """Matched pairing: the same slice of the same relative path, real and generated (grids must agree); `pairs`
+    slices shared by every method drawn once and shown for each method."""
+    for m, items in gen_items.items():
+        missing = sorted(set(items) - set(real_items))
+        if missing:
+            raise InputError(f"method {m}: no real image in {real} for generated {missing[:5]!r}"
+                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                             + " (matched pairing pairs files by relative path; use --pairing random otherwise)")
+    keys = sorted(set.intersection(*(set(items) for items in gen_items.values())))
+    for key in keys:
+        shape = slices.load("real", key, real_items[key])[0].shape
+        for m, items in gen_items.items():
+            gshape = slices.load(m, key, items[key])[0].shape
+            if gshape != shape:
+                raise InputError(f"{items[key].path}: shape {gshape} (slices along axis {slices.axis}) differs from the real "
+                                 f"{real_items[key].path} {shape}; matched pairs need the same grid")
+    cands = [c for key in keys for c in slices.usable("real", key, real_items[key])]
+    if not cands:
+        raise InputError(f"{real}: no real slice shared by every method has >= {slices.min_foreground:.0%} foreground")
+    picked = [cands[i] for i in _pick(len(cands), pairs, rng, "real slices with a generated counterpart")]
+    return [(m, k, z, k, z) for m in gen_items for k, z in picked]
+
+
+def _random_pairs(slices: _Slices, real_items: dict, gen_items: dict, pairs: int | None,
+                  rng: np.random.Generator) -> list[tuple[str, str, int, str, int]]:
+    """Random pairing: `pairs` usable real slices (default: as many as the smallest set) each paired with a random
+    usable slice of each method."""
     chosen: list[tuple[str, str, int, str, int]] = []
-    if pairing == "matched":
-        for m, items in gen_items.items():
-            missing = sorted(set(items) - set(real_items))
-            if missing:
-                raise InputError(f"method {m}: no real image in {real} for generated {missing[:5]!r}"
-                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-                                 + " (matched pairing pairs files by relative path; use --pairing random otherwise)")
-        keys = sorted(set.intersection(*(set(items) for items in gen_items.values())))
-        for key in keys:
-            shape = load("real", key, real_items[key])[0].shape
-            for m, items in gen_items.items():
-                gshape = load(m, key, items[key])[0].shape
-                if gshape != shape:
-                    raise InputError(f"{items[key].path}: shape {gshape} (slices along axis {axis}) differs from the real "
-                                     f"{real_items[key].path} {shape}; matched pairs need the same grid")
-        cands = [c for key in keys for c in usable("real", key, real_items[key])]
-        if not cands:
-            raise InputError(f"{real}: no real slice shared by every method has >= {min_foreground:.0%} foreground")
-        picked = [cands[i] for i in _pick(len(cands), pairs, rng, "real slices with a generated counterpart")]
-        chosen = [(m, k, z, k, z) for m in gen_items for k, z in picked]
-    else:
-        real_c = [c for key, it in real_items.items() for c in usable("real", key, it)]
-        n = pairs if pairs is not None else min(len(real_c), *(len(v) for v in gen_items.values()))
-        real_pick = [real_c[i] for i in _pick(len(real_c), n, rng, "usable real slices")]
-        for m, items in gen_items.items():
-            gen_c = [c for key, it in items.items() for c in usable(m, key, it)]
-            gen_pick = [gen_c[i] for i in _pick(len(gen_c), n, rng, f"usable slices of method {m}")]
-            chosen += [(m, rk, rz, gk, gz) for (rk, rz), (gk, gz) in zip(real_pick, gen_pick)]
+    real_c = [c for key, it in real_items.items() for c in slices.usable("real", key, it)]
+    n = pairs if pairs is not None else min(len(real_c), *(len(v) for v in gen_items.values()))
+    real_pick = [real_c[i] for i in _pick(len(real_c), n, rng, "usable real slices")]
+    for m, items in gen_items.items():
+        gen_c = [c for key, it in items.items() for c in slices.usable(m, key, it)]
+        gen_pick = [gen_c[i] for i in _pick(len(gen_c), n, rng, f"usable slices of method {m}")]
+        chosen += [(m, rk, rz, gk, gz) for (rk, rz), (gk, gz) in zip(real_pick, gen_pick)]
+    return chosen
 
-    real_sides = rng.integers(0, 2, size=len(chosen))
-    ids = rng.permutation(len(chosen)) + 1
-    hashes = {("real", k): _sha256(it) for k, it in real_items.items()}
-    hashes.update({(m, k): _sha256(it) for m, items in gen_items.items() for k, it in items.items()})
 
+def _write_pairs(tmp: Path, chosen, real_sides, ids, volumes, real_items: dict, gen_items: dict, wspec) -> list[dict]:
+    """The two PNGs of each pair (both in the real slice's window, the real one on its drawn side) under
+    tmp/images, and the manifest record of each, sorted by pair id."""
     records = []
-    with atomic_dir(out) as tmp:
-        mark(tmp, "study create")
-        (tmp / "images").mkdir()
-        for (m, rk, rz, gk, gz), side_bit, pid in zip(chosen, real_sides, ids):
-            r_arr, r_meta = volumes[("real", rk)]
-            g_arr = volumes[(m, gk)][0]
-            win = window_for(r_arr[rz], r_meta, wspec)
-            real_png, gen_png = png_bytes(apply_window(r_arr[rz], win)), png_bytes(apply_window(g_arr[gz], win))
-            real_side = db.SIDES[int(side_bit)]
-            left, right = (real_png, gen_png) if real_side == "left" else (gen_png, real_png)
-            names = (f"{pid:05d}_left.png", f"{pid:05d}_right.png")
-            atomic_write_bytes(tmp / "images" / names[0], left)
-            atomic_write_bytes(tmp / "images" / names[1], right)
-            records.append({
-                "pair_id": int(pid), "method": m, "real_side": real_side,
-                "real": {"key": rk, "slice": rz, "path": str(real_items[rk].path)},
-                "generated": {"key": gk, "slice": gz, "path": str(gen_items[m][gk].path)},
-                "window": [win.lo, win.hi], "left_png": names[0], "right_png": names[1],
-                "left_sha256": hashlib.sha256(left).hexdigest(), "right_sha256": hashlib.sha256(right).hexdigest(),
-            })
-        records.sort(key=lambda r: r["pair_id"])
-        options = {"pairs_per_method": pairs, "seed": seed, "pairing": pairing, "axis": axis, "window": list(window or ["auto"]),
-                   "percentiles": list(wspec.percentiles), "min_foreground": min_foreground, "product": product,
-                   "feedback": feedback, "confidence": confidence, "order": order}
-        manifest = {
-            "format": "meddiff-2afc-study", "version": 1, "meddiff": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "options": options,
-            "real": {"folder": str(real), "images": {k: {"path": str(it.path), "sha256": hashes[("real", k)]} for k, it in real_items.items()}},
-            "methods": {m: {"folder": str(methods[m]), "images": {k: {"path": str(it.path), "sha256": hashes[(m, k)]} for k, it in items.items()}}
-                        for m, items in gen_items.items()},
-            "pairs": records,
-        }
-        atomic_write_text(tmp / db.STUDY_JSON, json.dumps(manifest, indent=1) + "\n")
-        conn = db.connect(tmp / db.STUDY_DB)
-        try:
-            conn.executescript(db.SCHEMA)
-            conn.execute("BEGIN IMMEDIATE")
-            meta = {"seed": str(seed), "order": order, "feedback": feedback, "confidence": str(confidence),
-                    "secret_key": secrets.token_hex(32), "created": manifest["created"]}
-            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", sorted(meta.items()))
-            conn.executemany(
-                "INSERT INTO pairs (pair_id, method, real_side, left_png, right_png, real_source, generated_source, slice) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r["pair_id"], r["method"], r["real_side"], r["left_png"], r["right_png"],
-                  f"{r['real']['key']}#{r['real']['slice']}", f"{r['generated']['key']}#{r['generated']['slice']}",
-                  r["real"]["slice"]) for r in records])
-            conn.execute("COMMIT")
-            added = db.add_readers(conn, n=readers, codes=reader_codes)
-        finally:
-            conn.close()
-    return out, added
+    for (m, rk, rz, gk, gz), side_bit, pid in zip(chosen, real_sides, ids):
+        r_arr, r_meta = volumes[("real", rk)]
+        g_arr = volumes[(m, gk)][0]
+        win = window_for(r_arr[rz], r_meta, wspec)
+        real_png, gen_png = png_bytes(apply_window(r_arr[rz], win)), png_bytes(apply_window(g_arr[gz], win))
+        real_side = db.SIDES[int(side_bit)]
+        left, right = (real_png, gen_png) if real_side == "left" else (gen_png, real_png)
+        names = (f"{pid:05d}_left.png", f"{pid:05d}_right.png")
+        atomic_write_bytes(tmp / "images" / names[0], left)
+        atomic_write_bytes(tmp / "images" / names[1], right)
+        records.append({
+            "pair_id": int(pid), "method": m, "real_side": real_side,
+            "real": {"key": rk, "slice": rz, "path": str(real_items[rk].path)},
+            "generated": {"key": gk, "slice": gz, "path": str(gen_items[m][gk].path)},
+            "window": [win.lo, win.hi], "left_png": names[0], "right_png": names[1],
+            "left_sha256": hashlib.sha256(left).hexdigest(), "right_sha256": hashlib.sha256(right).hexdigest(),
+        })
+    records.sort(key=lambda r: r["pair_id"])
+    return records
+
+
+def _write_database(path: Path, records: list[dict], meta: dict[str, str], readers: int,
+                    reader_codes: list[str] | None) -> list[tuple[str, str]]:
+    """The study's SQLite database: schema, meta (with a new secret key), the pairs, and the readers added
+    (returns their (label, code))."""
+    conn = db.connect(path)
+    try:
+        conn.executescript(db.SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        meta = {**meta, "secret_key": secrets.token_hex(32)}
+        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", sorted(meta.items()))
+        conn.executemany(
+            "INSERT INTO pairs (pair_id, method, real_side, left_png, right_png, real_source, generated_source, slice) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r["pair_id"], r["method"], r["real_side"], r["left_png"], r["right_png"],
+              f"{r['real']['key']}#{r['real']['slice']}", f"{r['generated']['key']}#{r['generated']['slice']}",
+              r["real"]["slice"]) for r in records])
+        conn.execute("COMMIT")
+        return db.add_readers(conn, n=readers, codes=reader_codes)
+    finally:
+        conn.close()

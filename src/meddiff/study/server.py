@@ -53,54 +53,78 @@ def _flask():
 def create_app(study: str | Path):
     """The Flask app serving the study folder `study` (made by `meddiff study create`)."""
     flask = _flask()
-    from flask import Flask, Response, g, redirect, request, send_file, session
-
     study = Path(study).resolve()
-    images = (study / "images").resolve()
+    meta = _read_meta(study)
+    app = flask.Flask("meddiff.study", static_folder=None)
+    app.config.update(SECRET_KEY=meta["secret_key"], SESSION_COOKIE_NAME="meddiff_study", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict", MAX_CONTENT_LENGTH=16 * 1024)
+    site = _Site(flask, app, study, meta)
+    _add_hooks(app, site)
+    _add_login_routes(app, site)
+    _add_study_routes(app, site)
+    _add_image_route(app, site)
+    return app
+
+
+def _read_meta(study: Path) -> dict[str, str]:
+    """The study database's meta table (InputError naming the file if it is missing or not a usable database)."""
     conn = db.open_study_db(study)  # InputError naming the file if it is missing or not a database
     try:
         conn.executescript(db.SCHEMA)  # no-op on a complete study; checks the file is a usable database
-        meta = db.get_meta(conn)
+        return db.get_meta(conn)
     except sqlite3.DatabaseError as e:
         raise InputError(f"{study / db.STUDY_DB}: not a usable study database ({e})") from None
     finally:
         conn.close()
-    feedback, confidence = meta.get("feedback", "end"), int(meta.get("confidence", "0"))
 
-    app = Flask("meddiff.study", static_folder=None)
-    app.config.update(SECRET_KEY=meta["secret_key"], SESSION_COOKIE_NAME="meddiff_study", SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Strict", MAX_CONTENT_LENGTH=16 * 1024)
 
-    def conn_() -> sqlite3.Connection:
+class _Site:
+    """What every route of one study's app shares: the study folder, its options (feedback, confidence levels),
+    the request's database connection, pages rendered from pages.py, the logged-in reader, the CSRF check."""
+
+    def __init__(self, flask, app, study: Path, meta: dict[str, str]):
+        self.flask, self.study, self.images = flask, study, (study / "images").resolve()
+        self.feedback, self.confidence = meta.get("feedback", "end"), int(meta.get("confidence", "0"))
+        self.jinja = app.jinja_env
+        # compiled once; Flask's environment autoescapes templates made from strings
+        self.base = app.jinja_env.from_string(pages.BASE)
+        self.compiled: dict[str, object] = {}
+
+    def conn(self) -> sqlite3.Connection:
+        g = self.flask.g
         if "db" not in g:
-            g.db = db.connect(study / db.STUDY_DB)
+            g.db = db.connect(self.study / db.STUDY_DB)
         return g.db
+
+    def page(self, template: str, code: int = 200, **kw):
+        if template not in self.compiled:
+            self.compiled[template] = self.jinja.from_string(template)
+        html = self.compiled[template].render(base=self.base, **kw)
+        return self.flask.Response(html, status=code, mimetype="text/html")
+
+    def error(self, status: int, message: str):
+        return self.page(pages.ERROR, status, status=status, message=message)
+
+    def current_reader(self) -> sqlite3.Row | None:
+        session = self.flask.session
+        return db.session_reader(self.conn(), session.get("sid"), session.get("rid"))
+
+    def check_token(self) -> bool:
+        session = self.flask.session
+        token = self.flask.request.form.get("token", "")
+        return bool(session.get("csrf")) and secrets.compare_digest(str(token), str(session["csrf"]))
+
+
+def _add_hooks(app, site: _Site) -> None:
+    """Closing the request's database, the security headers of every response, the error pages, and the
+    routes that need no login (health check, style sheet, script)."""
+    from flask import Response, g
 
     @app.teardown_appcontext
     def _close(exc):  # noqa: ARG001
         c = g.pop("db", None)
         if c is not None:
             c.close()
-
-    # compiled once; Flask's environment autoescapes templates made from strings
-    base = app.jinja_env.from_string(pages.BASE)
-    compiled: dict[str, object] = {}
-
-    def page(template: str, code: int = 200, **kw) -> Response:
-        if template not in compiled:
-            compiled[template] = app.jinja_env.from_string(template)
-        html = compiled[template].render(base=base, **kw)
-        return Response(html, status=code, mimetype="text/html")
-
-    def error(status: int, message: str) -> Response:
-        return page(pages.ERROR, status, status=status, message=message)
-
-    def current_reader() -> sqlite3.Row | None:
-        return db.session_reader(conn_(), session.get("sid"), session.get("rid"))
-
-    def check_token() -> bool:
-        token = request.form.get("token", "")
-        return bool(session.get("csrf")) and secrets.compare_digest(str(token), str(session["csrf"]))
 
     @app.after_request
     def _headers(resp: Response) -> Response:
@@ -114,19 +138,19 @@ def create_app(study: str | Path):
 
     @app.errorhandler(404)
     def _404(e):  # noqa: ARG001
-        return error(404, "Not found.")
+        return site.error(404, "Not found.")
 
     @app.errorhandler(405)
     def _405(e):  # noqa: ARG001
-        return error(405, "Method not allowed.")
+        return site.error(405, "Method not allowed.")
 
     @app.errorhandler(413)
     def _413(e):  # noqa: ARG001
-        return error(413, "Request too large.")
+        return site.error(413, "Request too large.")
 
     @app.errorhandler(400)
     def _400(e):  # noqa: ARG001
-        return error(400, "Bad request.")
+        return site.error(400, "Bad request.")
 
     @app.get("/healthz")
     def healthz():
@@ -140,127 +164,147 @@ def create_app(study: str | Path):
     def js():
         return Response(pages.JS, mimetype="text/javascript")
 
+
+def _add_login_routes(app, site: _Site) -> None:
+    """/ (the login page), /login (a reader code -> a new server-side session) and /logout (ends it)."""
+    from flask import redirect, request, session
+
     @app.get("/")
     def index():
-        if current_reader() is not None:
+        if site.current_reader() is not None:
             return redirect("/study", 303)
-        return page(pages.LOGIN, paused=request.args.get("paused") == "1")
+        return site.page(pages.LOGIN, paused=request.args.get("paused") == "1")
 
     @app.post("/login")
     def login():
         code = request.form.get("code")
         if not isinstance(code, str) or not db.CODE_RE.match(code.strip()):
-            return page(pages.LOGIN, 400, error="A reader code is 4-64 letters or digits.")
-        row = conn_().execute("SELECT reader_id FROM readers WHERE code = ?", (db.normalise_code(code),)).fetchone()
+            return site.page(pages.LOGIN, 400, error="A reader code is 4-64 letters or digits.")
+        row = site.conn().execute("SELECT reader_id FROM readers WHERE code = ?", (db.normalise_code(code),)).fetchone()
         if row is None:
-            return page(pages.LOGIN, 403, error="Unknown reader code.")
+            return site.page(pages.LOGIN, 403, error="Unknown reader code.")
         session.clear()
         session["rid"] = int(row["reader_id"])
-        session["sid"] = db.start_session(conn_(), int(row["reader_id"]))
+        session["sid"] = db.start_session(site.conn(), int(row["reader_id"]))
         session["csrf"] = secrets.token_urlsafe(24)
         return redirect("/study", 303)
 
     @app.post("/logout")
     def logout():
-        if not check_token():
-            return error(400, "Missing or wrong form token; reload the page.")
+        if not site.check_token():
+            return site.error(400, "Missing or wrong form token; reload the page.")
         if isinstance(session.get("sid"), str):
-            db.end_sessions(conn_(), sid=session["sid"])
+            db.end_sessions(site.conn(), sid=session["sid"])
         session.clear()
         return redirect("/?paused=1", 303)
 
+
+def _answer_fields(form, confidence: int) -> tuple[int, str, int | None, int | None] | str:
+    """(pair, choice, confidence or None, reaction time in ms or None) of an answer form, or what is wrong with it."""
+    pair, choice = form.get("pair", ""), form.get("choice", "")
+    if _number(pair) is None:
+        return f"pair {pair[:20]!r}: expected a pair number."
+    if choice not in db.SIDES:
+        return f"choice {choice[:20]!r}: expected left or right."
+    conf = form.get("confidence", "")
+    if confidence:
+        if _number(conf) is None or not 1 <= int(conf) <= confidence:
+            return f"confidence {conf[:20]!r}: expected a whole number from 1 to {confidence}."
+        conf_v: int | None = int(conf)
+    else:
+        if conf != "":
+            return "This study does not ask for a confidence rating."
+        conf_v = None
+    rt = form.get("rt_ms", "")
+    if rt != "" and (_number(rt) is None or int(rt) > MAX_RT_MS):
+        return f"rt_ms {rt[:20]!r}: expected a whole number of milliseconds."
+    return int(pair), choice, conf_v, int(rt) if rt != "" else None
+
+
+ANSWER_ERRORS = {"changed": (409, "This pair was already answered; answers cannot be changed."),
+                 "not_current": (409, "This is not the pair being shown; reload the page."),
+                 "unknown_pair": (404, "No such pair.")}
+
+
+def _add_study_routes(app, site: _Site) -> None:
+    """/study (the next pair), /answer (record one), /feedback/<pair> (with feedback "each") and /done."""
+    from flask import redirect, request, session
+
     @app.get("/study")
     def study_page():
-        reader = current_reader()
+        reader = site.current_reader()
         if reader is None:
             return redirect("/", 303)
-        prog = db.progress(conn_(), reader["reader_id"])
+        prog = db.progress(site.conn(), reader["reader_id"])
         if prog.next_pair is None:
             return redirect("/done", 303)
-        return page(pages.PAIR, label=reader["label"], done=prog.done, total=prog.total, pair_id=prog.next_pair,
-                    token=session["csrf"], confidence=confidence, conf_keys=pages.CONF_KEYS)
+        return site.page(pages.PAIR, label=reader["label"], done=prog.done, total=prog.total, pair_id=prog.next_pair,
+                         token=session["csrf"], confidence=site.confidence, conf_keys=pages.CONF_KEYS)
 
     @app.post("/answer")
     def answer():
-        reader = current_reader()
+        reader = site.current_reader()
         if reader is None:
-            return error(401, "Not logged in: enter your reader code.")
-        if not check_token():
-            return error(400, "Missing or wrong form token; reload the page.")
-        form = request.form
-        pair, choice = form.get("pair", ""), form.get("choice", "")
-        if _number(pair) is None:
-            return error(400, f"pair {pair[:20]!r}: expected a pair number.")
-        if choice not in db.SIDES:
-            return error(400, f"choice {choice[:20]!r}: expected left or right.")
-        conf = form.get("confidence", "")
-        if confidence:
-            if _number(conf) is None or not 1 <= int(conf) <= confidence:
-                return error(400, f"confidence {conf[:20]!r}: expected a whole number from 1 to {confidence}.")
-            conf_v: int | None = int(conf)
-        else:
-            if conf != "":
-                return error(400, "This study does not ask for a confidence rating.")
-            conf_v = None
-        rt = form.get("rt_ms", "")
-        if rt != "" and (_number(rt) is None or int(rt) > MAX_RT_MS):
-            return error(400, f"rt_ms {rt[:20]!r}: expected a whole number of milliseconds.")
-        rt_v = int(rt) if rt != "" else None
-        status = db.record_answer(conn_(), reader["reader_id"], int(pair), choice, conf_v, rt_v)
-        if status == "changed":
-            return error(409, "This pair was already answered; answers cannot be changed.")
-        if status == "not_current":
-            return error(409, "This is not the pair being shown; reload the page.")
-        if status == "unknown_pair":
-            return error(404, "No such pair.")
-        if feedback == "each":
-            return redirect(f"/feedback/{int(pair)}", 303)
+            return site.error(401, "Not logged in: enter your reader code.")
+        if not site.check_token():
+            return site.error(400, "Missing or wrong form token; reload the page.")
+        fields = _answer_fields(request.form, site.confidence)
+        if isinstance(fields, str):
+            return site.error(400, fields)
+        status = db.record_answer(site.conn(), reader["reader_id"], *fields)
+        if status in ANSWER_ERRORS:
+            return site.error(*ANSWER_ERRORS[status])
+        if site.feedback == "each":
+            return redirect(f"/feedback/{fields[0]}", 303)
         return redirect("/study", 303)
 
     @app.get(f"/feedback/<int(max={MAX_ID}):pair_id>")
     def feedback_page(pair_id: int):
-        reader = current_reader()
+        reader = site.current_reader()
         if reader is None:
             return redirect("/", 303)
-        if feedback != "each":
-            return error(404, "Not found.")
-        row = conn_().execute("SELECT a.choice, a.correct, p.real_side FROM answers a JOIN pairs p ON p.pair_id = a.pair_id "
-                              "WHERE a.reader_id = ? AND a.pair_id = ?", (reader["reader_id"], pair_id)).fetchone()
+        if site.feedback != "each":
+            return site.error(404, "Not found.")
+        row = site.conn().execute("SELECT a.choice, a.correct, p.real_side FROM answers a JOIN pairs p ON p.pair_id = a.pair_id "
+                                  "WHERE a.reader_id = ? AND a.pair_id = ?", (reader["reader_id"], pair_id)).fetchone()
         if row is None:
-            return error(404, "Not found.")
-        return page(pages.FEEDBACK, correct=bool(row["correct"]), real_side=row["real_side"], choice=row["choice"])
+            return site.error(404, "Not found.")
+        return site.page(pages.FEEDBACK, correct=bool(row["correct"]), real_side=row["real_side"], choice=row["choice"])
 
     @app.get("/done")
     def done():
-        reader = current_reader()
+        reader = site.current_reader()
         if reader is None:
             return redirect("/", 303)
-        prog = db.progress(conn_(), reader["reader_id"])
+        prog = db.progress(site.conn(), reader["reader_id"])
         if prog.next_pair is not None:
             return redirect("/study", 303)
-        correct = conn_().execute("SELECT COALESCE(SUM(correct), 0) FROM answers WHERE reader_id = ?",
-                                  (reader["reader_id"],)).fetchone()[0]
+        correct = site.conn().execute("SELECT COALESCE(SUM(correct), 0) FROM answers WHERE reader_id = ?",
+                                      (reader["reader_id"],)).fetchone()[0]
         pct = f"{100.0 * correct / prog.total:.0f}" if prog.total else "0"
-        return page(pages.DONE, total=prog.total, correct=correct, pct=pct, show_score=feedback != "none", token=session["csrf"])
+        return site.page(pages.DONE, total=prog.total, correct=correct, pct=pct, show_score=site.feedback != "none",
+                         token=session["csrf"])
+
+
+def _add_image_route(app, site: _Site) -> None:
+    """/image/<pair>/<left|right>: the file named in the pairs table, only from inside <study>/images."""
+    from flask import send_file
 
     @app.get(f"/image/<int(max={MAX_ID}):pair_id>/<side>")
     def image(pair_id: int, side: str):
-        if current_reader() is None:
-            return error(401, "Not logged in.")
+        if site.current_reader() is None:
+            return site.error(401, "Not logged in.")
         if side not in db.SIDES:
-            return error(404, "Not found.")
-        row = conn_().execute("SELECT left_png, right_png FROM pairs WHERE pair_id = ?", (pair_id,)).fetchone()
+            return site.error(404, "Not found.")
+        row = site.conn().execute("SELECT left_png, right_png FROM pairs WHERE pair_id = ?", (pair_id,)).fetchone()
         if row is None:
-            return error(404, "Not found.")
-        path = (images / row[f"{side}_png"]).resolve()
-        if path.parent != images or not path.is_file():  # the table itself must not point outside images/
-            return error(404, "Not found.")
+            return site.error(404, "Not found.")
+        path = (site.images / row[f"{side}_png"]).resolve()
+        if path.parent != site.images or not path.is_file():  # the table itself must not point outside images/
+            return site.error(404, "Not found.")
         resp = send_file(path, mimetype="image/png", conditional=True, max_age=0, etag=False, last_modified=None)
         resp.headers["Cache-Control"] = "private, no-store"
         return resp
-
-    del flask
-    return app
 
 
 def is_loopback(host: str) -> bool:

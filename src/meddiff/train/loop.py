@@ -6,9 +6,10 @@ plot and atomic checkpoints. Everything random in a step is a function of
 resumed from a checkpoint ends at bitwise the same weights as an uninterrupted one (CPU).
 
 The model family (the conditional DDPM, ``objective: vdm`` a variational diffusion model,
-``objective: baseline`` a learned baseline) is an `meddiff.objective.Objective` chosen by
-`meddiff.objectives`: it builds the network and optimiser(s), computes each step and the
-validation loss and names its checkpoint format; this loop never asks which family it trains.
+``objective: baseline`` a learned baseline) is an `meddiff.objective.Objective`; its class (the
+`family`) is chosen by the caller (`meddiff train`: `meddiff.objectives.objective_class(cfg)`) and
+passed in: it builds the network and optimiser(s), computes each step and the validation loss and
+names its checkpoint format; this loop imports no model family and never asks which one it trains.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from ..checkpointing import init_weights, latest_checkpoint, load_train_state, r
 from ..config import Config
 from ..data.order import STEP, VAL, SeededItems, StepBatches, collate, mix_seed, seed_global_rngs
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
-from ..objective import Runtime, StepContext, optimiser_list
-from ..objectives import build_objective, describe_data
+from ..objective import ObjectiveFamily, Runtime, StepContext, optimiser_list
 from . import distributed as D
-from .ema import EMAWarning, ema_copy, ema_decay_at, ema_update, init_share_warning
+from ..checkpointing.ema import EMAWarning, ema_decay_at, init_share_warning
+from .ema import ema_copy, ema_update
 from .log import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss, truncate_log, with_tensorboard
 
 # keys that may change when resuming (they do not change what the steps compute)
@@ -110,9 +111,9 @@ def config_differences(old: Config, new: Config) -> list[str]:
 
 class _Run:
     """State of one training run (built by `train`); each method is one stage of a step. The model
-    family is an `Objective` (meddiff.objectives): this class never asks which one."""
+    family is an `Objective` built from the `family` passed in: this class never asks which one."""
 
-    def __init__(self, cfg: Config, env: D.DistEnv, data: object = None):
+    def __init__(self, cfg: Config, env: D.DistEnv, family: ObjectiveFamily, data: object = None):
         self.cfg, self.env = cfg, env
         t = cfg.train
         self.out = Path(t.out_dir)
@@ -121,7 +122,7 @@ class _Run:
         self.runtime = Runtime(env.device, env.rank, env.world_size, lambda m: D.wrap(m, env),
                                lambda v: D.mean_over_ranks(v, env))
         torch.manual_seed(t.seed)  # identical initial weights on every rank
-        self.objective = build_objective(cfg, self.runtime, data)
+        self.objective = family(cfg, self.runtime, data)  # its network built on runtime.device
         self.net, self.fmt, self.in_channels = self.objective.net, self.objective.format, self.objective.in_channels
         if t.init_from:
             init_weights(self.net, t.init_from, self.fmt)
@@ -206,10 +207,12 @@ def _loader(cfg: Config, env: D.DistEnv, dataset: Dataset, start: int) -> DataLo
                       num_workers=cfg.data.num_workers, persistent_workers=False)
 
 
-def train(cfg: Config, train_set: Dataset, *, val_set: Dataset | None = None, resume: bool = False,
-          progress: bool = True, labels: Mapping[str, int] | None = None, class_names: Sequence[str] = ()) -> TrainResult:
-    """Train the model `cfg` describes on `train_set` (a Dataset of Pair(x0, cond, mask, case_id),
-    [1, H, W] tensors in [-1, 1]) for cfg.train.steps optimiser steps in total.
+def train(cfg: Config, train_set: Dataset, *, family: ObjectiveFamily, val_set: Dataset | None = None,
+          resume: bool = False, progress: bool = True, labels: Mapping[str, int] | None = None,
+          class_names: Sequence[str] = ()) -> TrainResult:
+    """Train the model `cfg` describes, of the model family `family` (the Objective class of
+    cfg.objective: `meddiff.objectives.objective_class(cfg)`), on `train_set` (a Dataset of
+    Pair(x0, cond, mask, case_id), [1, H, W] tensors in [-1, 1]) for cfg.train.steps optimiser steps in total.
 
     Writes to cfg.train.out_dir (rank 0 only): checkpoints/, train_log.csv, val_log.csv, loss.png.
     resume: continue from checkpoints/latest (same config except RESUMABLE_KEYS). Under torchrun
@@ -224,10 +227,10 @@ def train(cfg: Config, train_set: Dataset, *, val_set: Dataset | None = None, re
         raise InputError("the training set is empty")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    data = describe_data(cfg, train_set, labels, class_names)
+    data = family.describe_data(cfg, train_set, labels, class_names)
     env = D.setup(cfg.train.device)
     try:
-        result = _train(cfg, env, train_set, val_set, resume, progress, data)
+        result = _train(cfg, env, family, train_set, val_set, resume, progress, data)
     finally:
         D.cleanup(env)
     warning = init_share_warning(result.step, cfg.train.ema_decay, cfg.train.ema_warmup)
@@ -251,10 +254,10 @@ def _prepare_out(run: _Run, resume: bool) -> tuple[Path, Path]:
     return log_path, val_path
 
 
-def _train(cfg: Config, env: D.DistEnv, train_set: Dataset, val_set: Dataset | None, resume: bool, progress: bool,
-           data: object = None) -> TrainResult:
+def _train(cfg: Config, env: D.DistEnv, family: ObjectiveFamily, train_set: Dataset, val_set: Dataset | None,
+           resume: bool, progress: bool, data: object = None) -> TrainResult:
     t = cfg.train
-    run = _Run(cfg, env, data)
+    run = _Run(cfg, env, family, data)
     log_path, val_path = _prepare_out(run, resume)
     plot_path = run.out / "loss.png"
     terms = run.objective.log_terms  # the objective's extra log columns (a VDM's VLB terms in bits/dim)

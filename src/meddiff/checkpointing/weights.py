@@ -4,7 +4,7 @@ the raw training weights (the "model.<name>" tensors of train_state.safetensors 
 The raw weights exist only in a checkpoint folder written by `meddiff train`; an exported model
 file (`export_model`) holds the EMA weights alone. `ema_check` tells, from a checkpoint's config
 and step, whether its EMA weights still hold a large share of the random initialisation
-(`meddiff.train.ema.init_share`), the case where --weights raw is the better choice.
+(`meddiff.checkpointing.ema.init_share`), the case where --weights raw is the better choice.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from torch import nn
 
 from ..config import Config
 from ..errors import CheckpointError, InputError
-from ..checkpointing.folders import STATE_FILE
-from ..checkpointing.formats import load_weights, read_safetensors, resolve_model_file
 from .ema import EMAWarning, init_share_warning
+from .folders import STATE_FILE
+from .formats import load_weights, read_safetensors, resolve_model_file
 
 WEIGHTS = ("ema", "raw")
 RAW_PREFIX = "model."
