@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import collections
 
+import pytest
 import yaml
 
 import meddiff.models as models
 from meddiff.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _no_local_runs(tmp_path, monkeypatch):
+    """`meddiff models` also lists run folders under ./runs: run from an empty folder so only shipped models count."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _rows(out: str) -> dict[str, str]:
