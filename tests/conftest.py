@@ -18,3 +18,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The pseudonym key (meddiff.io.phi): fixed for the suite, so no test writes ~/.config/meddiff/pseudonym-key.
+os.environ.setdefault("MEDDIFF_PSEUDONYM_KEY", "meddiff-test-suite-key")

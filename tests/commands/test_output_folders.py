@@ -12,6 +12,7 @@ from meddiff.io import Volume, write_volume
 from meddiff.io.outdir import MARKER, check_output_dir, mark
 
 from .test_sample import make_checkpoint
+from meddiff.io.phi import pseudonym
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -116,7 +117,7 @@ def test_sample_paths_carry_no_patient_id(tmp_path, id_ckpt):
     assert sample("--checkpoint", id_ckpt, "--input", tmp_path / "in", "--output", out, "--input-kind", "upsampled") == 0
     files = [p for p in out.rglob("*") if p.is_file() and p.suffix != ".json"]
     assert files and all("123565" not in str(p) and "Doe" not in str(p) for p in files)
-    assert [p.relative_to(out).as_posix() for p in files] == ["case_a/slice_restored.dcm"]  # mirrors the input
+    assert [p.relative_to(out).as_posix() for p in files] == [f"{pseudonym('case_a')}/slice_restored.dcm"]  # mirrors the input, folders pseudonymised
     kept = tmp_path / "kept"
     assert sample("--checkpoint", id_ckpt, "--input", tmp_path / "in" / "case_a" / "slice.dcm", "--output", kept,
                   "--input-kind", "upsampled", "--keep-patient-tags") == 0

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from meddiff import config as config_mod
 from meddiff.cli import main
+from meddiff.io.phi import pseudonym
 from meddiff.restore import output_path, scaled_geometry
 from meddiff.data.samples import samples_dir
 from meddiff.io import ImageItem, Volume, read_volume, write_volume
@@ -133,7 +134,7 @@ def test_dicom_series_in_dicom_series_out(tmp_path, id_ckpt, sr_ckpt):
     in_uids = {pydicom.dcmread(f).SeriesInstanceUID for f in series.iterdir()}
     out_root = tmp_path / "out"
     assert run("--checkpoint", id_ckpt / "model.safetensors", "--input", series, "--output", out_root) == 0
-    out_dir = out_root / "series_restored"
+    out_dir = out_root / f"{pseudonym('series')}_restored"
     files = sorted(out_dir.iterdir())
     assert [f.name for f in files] == ["IM_0001.dcm", "IM_0002.dcm", "IM_0003.dcm"]
     out = read_volume(out_dir)
@@ -151,8 +152,8 @@ def test_dicom_series_in_dicom_series_out(tmp_path, id_ckpt, sr_ckpt):
     again = sorted(out_dir.iterdir())
     assert [f.name for f in again] == [f.name for f in files]
     assert pydicom.dcmread(again[0]).SeriesInstanceUID != dss[0].SeriesInstanceUID
-    assert sorted(p.name for p in out_root.iterdir()) == [".meddiff-output.json", "domain_check.json", "series_restored",
-                                                          "series_restored.json"]
+    assert sorted(p.name for p in out_root.iterdir()) == sorted([".meddiff-output.json", "domain_check.json", f"{pseudonym('series')}_restored",
+                                                                 f"{pseudonym('series')}_restored.json"])
     assert np.abs(read_volume(out_dir).array - out.array).mean() > 1e-2 * np.ptp(inp.array)
 
 
@@ -257,16 +258,18 @@ def test_output_path_naming():
     def item(name, kind, pid="p1"):
         return ImageItem(Path("/in/case") / name, pid, kind, (Path("/in/case") / name,))
 
-    # mirrors the input's path below the --input folder; the patient id names nothing
+    from meddiff.io.phi import pseudonym
+
+    # mirrors the input's path below the --input folder, folder names pseudonymised; the patient id names nothing
     root = Path("/in")
-    assert output_path(out, item("scan.nii.gz", "nifti"), "same", "restored", input_root=root) == Path("/o/case/scan_restored.nii.gz")
+    assert output_path(out, item("scan.nii.gz", "nifti"), "same", "restored", input_root=root) == Path(f"/o/{pseudonym('case')}/scan_restored.nii.gz")
     assert output_path(out, item("scan.nii", "nifti"), "same", "mean") == Path("/o/scan_mean.nii.gz")
-    assert output_path(out, item("ser", "dicom_series"), "same", "std") == Path("/o/ser_std")
+    assert output_path(out, item("ser", "dicom_series"), "same", "std") == Path(f"/o/{pseudonym('ser')}_std")
     assert output_path(out, item("img.DCM", "dicom"), "same", "sample2") == Path("/o/img_sample2.dcm")
     assert output_path(out, item("cxr.png", "raster"), "same", "restored") == Path("/o/cxr_restored.png")
     assert output_path(out, item("arr.npy", "numpy"), "same", "restored") == Path("/o/arr_restored.npy")
     assert output_path(out, item("ct.tif", "tiff"), "same", "restored") == Path("/o/ct_restored.tif")
-    assert output_path(out, item("ser", "dicom_series"), "nifti", "restored") == Path("/o/ser_restored.nii.gz")
+    assert output_path(out, item("ser", "dicom_series"), "nifti", "restored") == Path(f"/o/{pseudonym('ser')}_restored.nii.gz")
     assert output_path(out, item("scan.nii.gz", "nifti"), "dicom", "restored") == Path("/o/scan_restored.dcm")
     # --keep-patient-tags: the patient id names the folder, as before
     assert output_path(out, item("scan.nii.gz", "nifti"), "same", "restored", patient_folder=True) == Path("/o/p1/scan_restored.nii.gz")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from meddiff.cli import main
+from meddiff.io.phi import pseudonym
 from meddiff.data.thick import thick_slices
 from meddiff.restore.volume import Layout
 
@@ -121,12 +122,12 @@ def test_3d_thick_slice_model_restores_a_dicom_series(run_3d, thick_nifti, tmp_p
     write_volume(dataclasses.replace(vol, meta={**vol.meta, "modality": "MR"}), series, synthetic=False)  # MR: a stack, not projections
     assert main(["sample", "--checkpoint", str(run_3d), "--input", str(series), "--output", str(tmp_path / "o"),
                  "--steps", "2", "--no-progress"]) == 0
-    src, out = read_volume(series), read_volume(tmp_path / "o" / "thick_restored")
+    src, out = read_volume(series), read_volume(tmp_path / "o" / f"{pseudonym('thick')}_restored")
     assert out.shape == (12, 16, 12) and np.allclose(out.spacing, (1, 1, 1), atol=1e-4)
     m = np.eye(4)
     m[0, 0], m[0, 3] = 0.25, -0.375
     np.testing.assert_allclose(out.affine, src.affine @ m, atol=1e-3)
-    first = pydicom.dcmread(sorted((tmp_path / "o" / "thick_restored").glob("*.dcm"))[0])
+    first = pydicom.dcmread(sorted((tmp_path / "o" / f"{pseudonym('thick')}_restored").glob("*.dcm"))[0])
     assert float(first.SliceThickness) == pytest.approx(1.0)
 
 

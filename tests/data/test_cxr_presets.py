@@ -39,7 +39,7 @@ def encodings(tmp_path_factory):
     u8 = np.round(255 * (shown - shown.min()) / (shown.max() - shown.min())).astype(np.uint8)
     (root / "in" / "png8").mkdir()
     Image.fromarray(u8).save(root / "in" / "png8" / "film.png")
-    assert main(["prepare", str(root / "in"), str(root / "prep"), "--size", "64", "--clip-percentiles", "0.5", "99.5",
+    assert main(["prepare", str(root / "in"), str(root / "prep"), "--size", "64", "--keep-patient-tags", "--clip-percentiles", "0.5", "99.5",
                  "--split", "1", "0", "0", "--no-progress"]) == 0
     arr = np.load(root / "prep" / "train.npy").reshape(-1, 64, 64)
     with open(root / "prep" / "manifest.csv", newline="") as f:

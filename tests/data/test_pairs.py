@@ -32,15 +32,18 @@ def highres(tmp_path) -> Path:
     s = a[..., 0]
     Image.fromarray(((s - s.min()) / (s.max() - s.min()) * 255).astype(np.uint8)).save(tmp_path / "hr" / "p2" / "slice.png")
     return tmp_path / "hr"
+from meddiff.io.phi import pseudonym
+
+P1 = pseudonym("p1")  # degrade names output folders by pseudonym (meddiff.io.phi)
 
 
 def test_sr_end_to_end_sample_and_evaluate(tmp_path, highres):
     """degrade -> sample with the shipped model -> evaluate: one command each, names pair up."""
     pairs, pred, ev = tmp_path / "pairs", tmp_path / "pred", tmp_path / "ev"
     assert main(["degrade", "-i", str(highres), "-o", str(pairs), "--task", "sr", "--factor", "4"]) == 0
-    truth = read_volume(pairs / "truth" / "p1" / "brain.nii.gz")
-    low = read_volume(pairs / "input" / "p1" / "brain.nii.gz")
-    assert (pairs / "truth" / "p2" / "slice.png").read_bytes() == (highres / "p2" / "slice.png").read_bytes()
+    truth = read_volume(pairs / "truth" / P1 / "brain.nii.gz")
+    low = read_volume(pairs / "input" / P1 / "brain.nii.gz")
+    assert (pairs / "truth" / pseudonym("p2") / "slice.png").read_bytes() == (highres / "p2" / "slice.png").read_bytes()
     assert (truth.shape, low.shape) == ((2, 64, 64), (2, 16, 16))  # slices along axis 0, in-plane / 4
     assert np.allclose(low.spacing, (truth.spacing[0], 4 * truth.spacing[1], 4 * truth.spacing[2]))
     centre = lambda v, idx: (v.affine @ np.array([*idx, 1.0]))[:3]  # noqa: E731  field of view kept
@@ -60,7 +63,7 @@ def test_sr_end_to_end_sample_and_evaluate(tmp_path, highres):
 
 def _std_in_units(pairs: Path, highres: Path) -> float:
     truth = read_volume(highres / "p1" / "brain.nii.gz")
-    noisy = read_volume(pairs / "input" / "p1" / "brain.nii.gz")
+    noisy = read_volume(pairs / "input" / P1 / "brain.nii.gz")
     norm = Normalisation.from_volume(truth)
     return float(np.std(norm.forward(noisy.array) - norm.forward(truth.array)))
 
@@ -70,11 +73,11 @@ def test_denoise_is_seeded_and_has_the_asked_level(tmp_path, highres):
     assert main([*argv, "-o", str(tmp_path / "a")]) == 0
     assert main([*argv, "-o", str(tmp_path / "b")]) == 0
     assert main([*argv, "-o", str(tmp_path / "c"), "--seed", "1"]) == 0
-    a, b, c = (read_volume(tmp_path / n / "input" / "p1" / "brain.nii.gz").array for n in "abc")
+    a, b, c = (read_volume(tmp_path / n / "input" / P1 / "brain.nii.gz").array for n in "abc")
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     # sigma 0.1 in [-1, 1] units; clamping at -1 (dark background) removes some noise, so allow 0.07..0.105
     assert 0.07 < _std_in_units(tmp_path / "a", highres) < 0.105
-    levels = json.loads((tmp_path / "a" / "pairs.json").read_text())["images"]["p1/brain"]
+    levels = json.loads((tmp_path / "a" / "pairs.json").read_text())["images"][f"{P1}/brain"]
     assert levels["noise_std"] == pytest.approx([0.1, 0.1])
 
 

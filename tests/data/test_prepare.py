@@ -34,7 +34,8 @@ def _manifest(out):
 
 def test_cli_prepare_end_to_end_on_real_slices(real_subset, tmp_path, capsys):
     out = tmp_path / "prep"
-    rc = main(["prepare", str(real_subset), str(out), "--size", "32", "--split", "0.34", "0.33", "0.33", "--no-progress"])
+    rc = main(["prepare", str(real_subset), str(out), "--size", "32", "--split", "0.34", "0.33", "0.33", "--no-progress",
+               "--keep-patient-tags"])  # the real folder names, to find the source files again
     assert rc == 0
     assert "prepared 12 slices from 3 patients" in capsys.readouterr().out
     rows = _manifest(out)
@@ -75,7 +76,8 @@ def test_axis_all_and_foreground_filter(tmp_path, write_nifti):
 
 def test_percentile_clipping_is_recorded(multi_patient_dir, tmp_path):
     prep = tmp_path / "p"
-    main(["prepare", str(multi_patient_dir), str(prep), "--size", "16", "--clip-percentiles", "1", "99", "--no-progress"])
+    main(["prepare", str(multi_patient_dir), str(prep), "--size", "16", "--clip-percentiles", "1", "99", "--no-progress",
+          "--keep-patient-tags"])
     loaded = load_prepared(prep)
     n = loaded.normalisation["p03"]
     assert n.clip and n.hi < 200.0  # p03's maximum is ~200; the 99th percentile is below it

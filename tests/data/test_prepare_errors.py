@@ -47,7 +47,7 @@ def test_each_bad_file_stops_with_error_naming_it(kind, match, tmp_path, write_n
 
 def test_skip_lists_every_bad_file_and_keeps_the_good_ones(tmp_path, write_nifti, multi_patient_dir):
     bad = _bad_files(multi_patient_dir, write_nifti)
-    summary = prepare(multi_patient_dir, tmp_path / "out", PrepareOptions(size=16, on_error="skip"), progress=False)
+    summary = prepare(multi_patient_dir, tmp_path / "out", PrepareOptions(size=16, on_error="skip", keep_patient_ids=True), progress=False)
     with open(tmp_path / "out" / "skipped.csv", newline="") as f:
         skipped = {r["file"]: r["reason"] for r in csv.DictReader(f)}
     assert set(skipped) == {str(p) for p in bad.values()}

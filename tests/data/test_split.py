@@ -17,7 +17,7 @@ def _patients_per_split(out):
 
 
 def test_prepared_split_keeps_each_patient_in_one_split_and_is_deterministic(multi_patient_dir, tmp_path):
-    opts = PrepareOptions(size=16, split=(0.6, 0.2, 0.2), seed=3, min_foreground=0.0)
+    opts = PrepareOptions(size=16, split=(0.6, 0.2, 0.2), seed=3, min_foreground=0.0, keep_patient_ids=True)
     a = _patients_per_split(prepare(multi_patient_dir, tmp_path / "a", opts, progress=False).output)
     b = _patients_per_split(prepare(multi_patient_dir, tmp_path / "b", opts, progress=False).output)
     assert set(a) == {f"p{p:02d}" for p in range(10)}

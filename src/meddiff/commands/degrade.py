@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 from pathlib import Path
 
 
@@ -73,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.pairs import make_pairs
 
     task = task_from_args(args)
-    provenance = {"command": shlex.join(args.argv)} if hasattr(args, "argv") else {}
+    from ..io.phi import public_command
+
+    provenance = {"command": public_command(args.argv)} if hasattr(args, "argv") else {}  # no paths (meddiff.io.phi)
     summary = make_pairs(args.input, args.output, task, seed=args.seed, axis=args.axis,
                          percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
                          allow_rgb=args.allow_rgb, overwrite=args.overwrite, provenance=provenance)

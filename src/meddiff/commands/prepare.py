@@ -44,6 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
                    help="--mode volume: target voxel size in mm, one value (isotropic) or three (Z Y X = S A R); default 1")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists")
+    p.add_argument("--keep-patient-tags", action="store_true",
+                   help="write patient ids (subfolder names, DICOM PatientID) and folder names as they are into manifest.csv, "
+                        "normalisation.json and prepare.json (default: their pseudonyms, MD + 10 hex digits; meddiff.io.phi)")
+    p.add_argument("--patient-map", default=None, metavar="FILE",
+                   help="also write FILE (CSV: pseudonym, patient_id), written atomically. It holds PHI (the real patient "
+                        "ids): keep it apart from the data you share")
     p.add_argument("--allow-rgb", action="store_true",
                    help="convert colour (RGB) images to gray with BT.601 luma weights instead of refusing them")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -68,6 +74,8 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
         on_error=args.on_error,
         overwrite=args.overwrite,
         allow_rgb_to_gray=getattr(args, "allow_rgb", False),
+        keep_patient_ids=getattr(args, "keep_patient_tags", False),
+        patient_map=getattr(args, "patient_map", None),
     )
 
 

@@ -29,6 +29,7 @@ import torch
 from ..config import TaskConfig
 from ..errors import InputError
 from ..io import Volume, find_images, read_volume, write_volume
+from ..io.phi import public_relpath
 from ..io.readers import ImageItem
 from .degrade import Denoise, Inpaint, SuperResolution, build_degradation
 from .normalise import Normalisation
@@ -77,9 +78,13 @@ def degrade_slices(x: torch.Tensor, task: TaskConfig, generator: torch.Generator
     return x * (1 - mask), mask, {"hole_fraction": mask.mean(dim=(1, 2, 3)).tolist()}
 
 
-def _rel_name(item: ImageItem, root: Path) -> tuple[Path, str]:
-    """(relative folder, stem) of an item below `root` (a series folder: its own name)."""
-    rel = item.path.relative_to(root) if root in item.path.parents else Path(item.path.name)
+def _rel_name(item: ImageItem, root: Path, *, public: bool = True) -> tuple[Path, str]:
+    """(relative folder, stem) of an item below `root` (a series folder: its own name); `public`: every
+    folder name pseudonymised (meddiff.io.phi: no patient-named folder reaches an output name)."""
+    if public:
+        rel = public_relpath(item.path, root, is_dir=item.kind == "dicom_series")
+    else:
+        rel = item.path.relative_to(root) if root in item.path.parents else Path(item.path.name)
     name = rel.name
     for suf in _SUFFIXES:
         if name.lower().endswith(suf):
@@ -111,6 +116,7 @@ def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, se
     vol = read_volume(item, allow_rgb_to_gray=allow_rgb)
     folder, stem = _rel_name(item, root)
     rel = (folder / stem).as_posix()
+    seed_name = "/".join(_rel_name(item, root, public=False)[0].parts + (_rel_name(item, root, public=False)[1],))
     norm = Normalisation.from_volume(vol, percentiles=percentiles)
     x = torch.from_numpy(to_slices(norm.forward(vol.array), axis).copy()).float()[:, None]
     if task.kind == "sr" and min(round(n / task.sr_factor) for n in x.shape[-2:]) < MIN_LOWRES:
@@ -118,7 +124,7 @@ def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, se
         raise InputError(f"--factor {task.sr_factor:g}: {item.path} is {h}x{w} pixels, so its low-resolution image would be "
                          f"{round(h / task.sr_factor)}x{round(w / task.sr_factor)}; expected a factor of at most "
                          f"{min(h, w) / MIN_LOWRES:g} (at least {MIN_LOWRES} pixels a side)")
-    g = torch.Generator().manual_seed(image_seed(seed, rel))
+    g = torch.Generator().manual_seed(image_seed(seed, seed_name))  # the input's own name: the key changes no noise
     y, mask, levels = degrade_slices(x, task, g)
     arr = from_slices(norm.inverse(y[:, 0]).numpy(), vol.ndim, axis).astype(np.float32)
     spacing, affine = (vol.spacing, vol.affine) if arr.shape == vol.shape else regridded(vol, arr.shape)
@@ -126,14 +132,14 @@ def degrade_item(item: ImageItem, root: Path, out: Path, task: TaskConfig, *, se
     what = f"meddiff degrade {task.kind} " + json.dumps(levels if task.kind == "sr" else {"seed": seed})
     degraded = Volume(arr, spacing, affine, vol.patient_id, vol.source, {**vol.meta, "derived": what})
     written = write_volume(degraded, out / "input" / folder / f"{stem}{ext}", reference=vol if arr.shape == vol.shape else None,
-                           synthetic=False, description=what, overwrite=True, provenance=provenance)
+                           synthetic=False, description=what, overwrite=True, provenance={**provenance, "source": rel})
     if mask is not None:
         m = from_slices(mask[:, 0].numpy(), vol.ndim, axis).astype(np.float32)
         mvol = Volume(m, vol.spacing, vol.affine, vol.patient_id, vol.source, {"derived": "meddiff degrade inpaint mask"})
         written += write_volume(mvol, out / "mask" / folder / f"{stem}.nii.gz", synthetic=False,
                                 description="meddiff inpainting mask (1 = missing)", overwrite=True, provenance=provenance)
     truth = out / "truth" / folder / (item.path.name if item.kind != "dicom_series" else stem)
-    truth_files = _copy_truth(item, truth, vol, provenance)
+    truth_files = _copy_truth(item, truth, vol, {**provenance, "source": rel})
     return rel, levels, [*written, *truth_files]
 
 

@@ -36,6 +36,7 @@ from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_dir, atomic_write_text
 from ..io.outdir import check_output_dir, mark
+from ..io.phi import pseudonym, public_relpath
 from .normalise import Normalisation
 from .slices import SliceGeometry, foreground_fraction, in_plane_spacing, iter_slices, to_model_slice
 from .split import SPLITS, describe_small_cohort, split_counts, split_patients
@@ -61,6 +62,8 @@ class PrepareOptions:
     on_error: str = "stop"  # "stop" | "skip"
     overwrite: bool = False
     allow_rgb_to_gray: bool = False  # colour inputs -> BT.601 luma (else refused)
+    keep_patient_ids: bool = False  # write patient ids and folder names as they are (else pseudonyms, meddiff.io.phi)
+    patient_map: str | None = None  # also write the pseudonym -> patient id map here (a file holding PHI)
 
 
 @dataclass
@@ -148,7 +151,8 @@ def _prepare_patient(
         except InputError as e:
             if opts.on_error == "stop":
                 raise
-            summary.skipped.append((str(path), str(e).replace(f"{path}: ", "", 1)))
+            shown = str(path) if opts.keep_patient_ids else public_relpath(path, input_dir).as_posix()
+            summary.skipped.append((shown, str(e).replace(f"{path}: ", "", 1)))
         bar.update(1)
     if not volumes:
         return [], None
@@ -164,17 +168,22 @@ def _prepare_patient(
                     continue
                 out, geom = to_model_slice(img, opts.size)
                 f.write(np.ascontiguousarray(out, dtype=np.float32).tobytes())
-                rows.append(_row(pid, vol, input_dir, axis, i, geom, fg, seen))
+                rows.append(_row(pid, vol, input_dir, axis, i, geom, fg, seen, public=not opts.keep_patient_ids))
     return rows, norm
 
 
-def _row(pid: str, vol: Any, input_dir: Path, axis: int, i: int, geom: SliceGeometry, fg: float, seen: set[str]) -> dict[str, Any]:
+def _row(pid: str, vol: Any, input_dir: Path, axis: int, i: int, geom: SliceGeometry, fg: float, seen: set[str], *,
+         public: bool = True) -> dict[str, Any]:
     source = Path(vol.source)
     with contextlib.suppress(ValueError):
         source = source.resolve().relative_to(input_dir.resolve())
+    named = Path(vol.source)
+    if public:  # folder names pseudonymised (meddiff.io.phi)
+        source = public_relpath(Path(vol.source).resolve(), input_dir.resolve())
+        named = Path(vol.source).with_name(source.name)
     sr, sc = in_plane_spacing(tuple(vol.spacing), axis)
     return {
-        "case_id": _case_id(pid, Path(vol.source), axis, i, seen), "patient_id": pid,
+        "case_id": _case_id(pid, named, axis, i, seen), "patient_id": pid,
         "source": source.as_posix(), "axis": axis, "slice_index": i,
         "volume_shape": "x".join(str(s) for s in vol.shape),
         "volume_spacing": "x".join(f"{s:g}" for s in vol.spacing),
@@ -255,7 +264,8 @@ def prepare(input_dir: str | Path, output_dir: str | Path, opts: PrepareOptions 
         per_patient, norms, seen = {}, {}, set()
         with tqdm(total=len(items), desc="prepare", unit="file", disable=not progress) as bar:
             for pid in sorted(by_patient):
-                rows, norm = _prepare_patient(pid, by_patient[pid], opts, input_dir, tmp / "raw" / f"{_safe(pid)}.f32", summary, seen, bar)
+                shown = pid if opts.keep_patient_ids else pseudonym(pid)
+                rows, norm = _prepare_patient(shown, by_patient[pid], opts, input_dir, tmp / "raw" / f"{_safe(pid)}.f32", summary, seen, bar)
                 if rows:
                     per_patient[pid], norms[pid] = rows, norm
         if not per_patient:
@@ -270,10 +280,20 @@ def prepare(input_dir: str | Path, output_dir: str | Path, opts: PrepareOptions 
         note = describe_small_cohort(len(per_patient), opts.split)
         if note:
             summary.notes.append(note)
-        _write_metadata(tmp, input_dir, opts, manifest, norms, assignment, summary)
+        shown = {p: p if opts.keep_patient_ids else pseudonym(p) for p in per_patient}
+        _write_metadata(tmp, input_dir, opts, manifest, {shown[p]: n for p, n in norms.items()},
+                        {shown[p]: s for p, s in assignment.items()}, summary)
+        if opts.patient_map is not None:
+            write_patient_map(opts.patient_map, shown)
         summary.bytes = sum(p.stat().st_size for p in tmp.iterdir())
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def write_patient_map(path: str | Path, shown: dict[str, str]) -> None:
+    """pseudonym -> patient id as CSV, atomically (it holds PHI: the user asked for it with --patient-map)."""
+    rows = [{"pseudonym": v, "patient_id": k} for k, v in sorted(shown.items(), key=lambda kv: kv[1])]
+    atomic_write_text(path, _csv_text(("pseudonym", "patient_id"), rows))
 
 
 def _write_metadata(tmp, input_dir, opts, manifest, norms, assignment, summary) -> None:
@@ -286,8 +306,8 @@ def _write_metadata(tmp, input_dir, opts, manifest, norms, assignment, summary) 
     atomic_write_text(tmp / "normalisation.json", json.dumps(norm_doc, indent=1) + "\n")
     info = {
         "meddiff_version": __version__,
-        "input_dir": str(input_dir.resolve()),
-        "options": asdict(opts),
+        "input_dir": str(input_dir.resolve()) if opts.keep_patient_ids else None,  # may name a patient (meddiff.io.phi)
+        "options": {**asdict(opts), "patient_map": opts.patient_map and (opts.patient_map if opts.keep_patient_ids else "<path>")},
         "splits": {p: assignment[p] for p in sorted(assignment)},
         "slices": summary.slices,
         "empty_slices": summary.empty_slices,

@@ -58,11 +58,11 @@ class UIDMap:
         return generate_uid(entropy_srcs=[self.salt, str(uid)])
 
     def pseudonym(self, patient: str) -> str:
-        """One de-identified PatientID per source patient for the whole run ("MD" + 10 hex digits of a salted
-        hash): two patients never share one, and nothing links it back to the source without the salt."""
-        import hashlib  # noqa: PLC0415
+        """One de-identified PatientID per source patient: meddiff.io.phi.pseudonym (stable across runs, so
+        two patients never share one and a patient's outputs of several runs still match)."""
+        from meddiff.io.phi import pseudonym  # noqa: PLC0415
 
-        return "MD" + hashlib.sha256(f"{self.salt}:{patient}".encode()).hexdigest()[:10].upper()
+        return pseudonym(patient)
 
     def next_series_number(self) -> int:
         """1001, 1002, ...: a distinct SeriesNumber for every series this run writes (the sources' numbers are

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from meddiff.io import phi
 from meddiff.io.atomic import atomic_write_text
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".png", ".tif", ".tiff", ".npy", ".npz")
@@ -30,11 +31,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def complete(provenance: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The caller's provenance plus meddiff_version, command (this process's argv) and created (UTC)."""
+def complete(provenance: Mapping[str, Any] | None, *, keep_paths: bool = False) -> dict[str, Any]:
+    """The caller's provenance plus meddiff_version, command (this process's argv; without its paths
+    unless `keep_paths`, meddiff.io.phi) and created (UTC)."""
     from meddiff import __version__  # noqa: PLC0415
 
-    base = {"meddiff_version": str(__version__), "command": shlex.join(sys.argv),
+    command = shlex.join(sys.argv) if keep_paths else phi.public_command(sys.argv)
+    base = {"meddiff_version": str(__version__), "command": command,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     return {**base, **dict(provenance or {})}
 

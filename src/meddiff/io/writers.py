@@ -18,7 +18,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 
 from meddiff.errors import InputError
-from meddiff.io import dicom_header, dicom_write, nifti, raster
+from meddiff.io import dicom_header, dicom_write, nifti, phi, raster
 from meddiff.io import provenance as _provenance
 from meddiff.io.atomic import atomic_dir, atomic_write_with
 from meddiff.io.volume import Volume
@@ -100,6 +100,14 @@ def _true_counts(volume: Volume, bits: int, window) -> np.ndarray:
 def _without_paths(record: Mapping[str, Any]) -> dict[str, Any]:
     """Provenance for a de-identified header: no command line or file paths (they may name the patient)."""
     return {k: v for k, v in record.items() if k not in ("command", "source", "checkpoint")}
+
+
+def _source(volume: Volume, record: Mapping[str, Any], keep: bool) -> str:
+    """The sidecar's `source`: the path as read with patient tags kept, else the caller's (relative to
+    --input, meddiff.io.phi) or the source's own name (a folder's pseudonymised)."""
+    if keep:
+        return str(volume.source)
+    return str(record.get("source") or phi.public_relpath(volume.source, None))
 
 
 def _pseudonym(source: Volume, uid_map: dicom_header.UIDMap) -> str | None:
@@ -190,7 +198,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, reference: Volume |
     marker = dicom_write.MARKER_SYNTHETIC if synthetic else dicom_write.MARKER_DERIVED
     if not np.isfinite(volume.array).all():
         raise InputError(f"volume from {volume.source} contains NaN/inf values; expected finite values to write to {path}")
-    record = _provenance.complete(provenance)
+    record = _provenance.complete(provenance, keep_paths=keep_patient_tags)
     text = f"{marker}: {description}"
     if fmt == "png":
         own = volume.meta.get("format") in ("png", "jpg", "bmp") and volume.meta.get("bits") in (8, 16)
@@ -205,7 +213,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, reference: Volume |
         nifti_text = f"meddiff {'synthetic' if synthetic else 'derived'}: {description}"
         written = _write_file(volume, path, fmt, affine, nifti_text if fmt == "nifti" else text, bits or 16, window)
     output = written[0] if len(written) == 1 and written[0] == path else (written[0].parent if len(written) else path)
-    _provenance.write_sidecar(output, {**record, "source": str(volume.source), "format": fmt, "synthetic": synthetic,
+    _provenance.write_sidecar(output, {**record, "source": _source(volume, record, keep_patient_tags), "format": fmt, "synthetic": synthetic,
                                        "description": description, "marker": marker,
                                        "files": [str(p.name) for p in written], "value_units": str(volume.meta.get("units", ""))})
     return written

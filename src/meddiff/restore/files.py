@@ -26,6 +26,7 @@ from ..errors import FieldError, InputError
 from ..inference import summarise
 from ..io import Volume, find_images, read_volume, write_volume
 from ..io.readers import ImageItem
+from ..io.phi import public_command, public_relpath
 from ..io.suffixes import strip_image_suffix
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,11 @@ def output_path(out_dir: Path, item: ImageItem, fmt: str, tag: str, *, input_roo
         ext = ".npz"  # keeps the spacing an .npz carries
     if patient_folder:
         return out_dir / safe_folder_name(item.patient_id) / f"{stem}_{tag}{ext}"
-    rel = Path()
-    if input_root is not None and input_root in item.path.parents:
-        rel = item.path.relative_to(input_root).parent
-    return out_dir / rel / f"{stem}_{tag}{ext}"
+    # no patient data in names: folders relative to --input, each pseudonymised (meddiff.io.phi)
+    rel = public_relpath(item.path, input_root, is_dir=item.kind == "dicom_series")
+    if item.kind == "dicom_series":
+        stem = rel.name
+    return out_dir / rel.parent / f"{stem}_{tag}{ext}"
 
 
 def unique_suffix(args: Request, item: ImageItem, used: set[Path]) -> str:
@@ -157,7 +159,8 @@ def run_provenance(args: Request, restorer=None) -> dict:
     return {"checkpoint": None if args.checkpoint is None else str(args.checkpoint), "checkpoint_sha256": sha,
             "method": args.method, "restoration": getattr(restorer, "describe", ""), **sampling,
             "seed": args.seed, "samples": args.samples,
-            **({"command": shlex.join(args.argv)} if args.argv else {})}
+            **({"command": shlex.join(args.argv) if args.keep_patient_tags else public_command(args.argv)}
+               if args.argv else {})}
 
 
 def scaled_geometry(vol: Volume, factor: float, axis: int, shape: tuple[int, ...]) -> tuple[tuple[float, ...], np.ndarray]:
@@ -393,8 +396,15 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
         ref = vol if v.shape == vol.shape else None
         written += write_volume(v, path, reference=ref, synthetic=True, keep_patient_tags=args.keep_patient_tags,
                                 description=f"meddiff {task.kind} ({tag})" + (f": {notes[tag]}" if tag in notes else ""),
-                                overwrite=True, provenance=run.provenance)
+                                overwrite=True, provenance={**run.provenance, **_public_source(args, item)})
     return written
+
+
+def _public_source(args: Request, item: ImageItem) -> dict:
+    """The sidecar's source without patient tags kept: relative to --input, folders pseudonymised (meddiff.io.phi)."""
+    if args.keep_patient_tags:
+        return {}
+    return {"source": str(public_relpath(item.path, args.input, is_dir=item.kind == "dicom_series"))}
 
 
 def write_domain_reports(out: Path, reports: list) -> None:

@@ -45,6 +45,7 @@ from meddiff.io import ImageItem, find_images, read_volume
 from meddiff.data.slices import to_slices
 from meddiff.io.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from meddiff.io.outdir import check_not_input, mark
+from meddiff.io.phi import public_relpath
 from meddiff.io.suffixes import image_suffix
 from meddiff.study import db
 
@@ -140,10 +141,16 @@ def foreground_fraction(image: np.ndarray) -> float:
     return 0.0 if hi <= lo else float(np.mean(image > lo + 0.05 * (hi - lo)))
 
 
+def _public(path: Path, folder: Path) -> str:
+    """A source path as study.json records it: relative to its --real / --method folder, folder names
+    pseudonymised (meddiff.io.phi; the folders themselves may name a patient)."""
+    return public_relpath(path, folder).as_posix()
+
+
 def image_key(item: ImageItem, folder: Path, generated: bool) -> str:
     """Pairing key: path relative to `folder`, '/'-separated, without format suffix (and, for
     generated images, without a trailing ``_restored`` / ``_mean`` / ``_sample<k>`` tag)."""
-    rel = item.path.relative_to(folder).as_posix()
+    rel = public_relpath(item.path, folder, is_dir=item.kind == "dicom_series").as_posix()  # folders pseudonymised
     if item.path.is_file():
         suffix = image_suffix(rel)
         rel = rel[: len(rel) - len(suffix)]
@@ -224,15 +231,15 @@ def create_study(out: str | Path, real: str | Path, methods: dict[str, str | Pat
     with atomic_dir(out) as tmp:
         mark(tmp, "study create")
         (tmp / "images").mkdir()
-        records = _write_pairs(tmp, chosen, real_sides, ids, slices.volumes, real_items, gen_items, wspec)
+        records = _write_pairs(tmp, chosen, real_sides, ids, slices.volumes, real_items, gen_items, wspec, real, methods)
         options = {"pairs_per_method": pairs, "seed": seed, "pairing": pairing, "axis": axis, "window": list(window or ["auto"]),
                    "percentiles": list(wspec.percentiles), "min_foreground": min_foreground, "product": product,
                    "feedback": feedback, "confidence": confidence, "order": order}
         manifest = {
             "format": "meddiff-2afc-study", "version": 1, "meddiff": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "options": options,
-            "real": {"folder": str(real), "images": {k: {"path": str(it.path), "sha256": hashes[("real", k)]} for k, it in real_items.items()}},
-            "methods": {m: {"folder": str(methods[m]), "images": {k: {"path": str(it.path), "sha256": hashes[(m, k)]} for k, it in items.items()}}
+            "real": {"folder": None, "images": {k: {"path": _public(it.path, real), "sha256": hashes[("real", k)]} for k, it in real_items.items()}},
+            "methods": {m: {"folder": None, "images": {k: {"path": _public(it.path, methods[m]), "sha256": hashes[(m, k)]} for k, it in items.items()}}
                         for m, items in gen_items.items()},
             "pairs": records,
         }
@@ -332,7 +339,8 @@ def _random_pairs(slices: _Slices, real_items: dict, gen_items: dict, pairs: int
     return chosen
 
 
-def _write_pairs(tmp: Path, chosen, real_sides, ids, volumes, real_items: dict, gen_items: dict, wspec) -> list[dict]:
+def _write_pairs(tmp: Path, chosen, real_sides, ids, volumes, real_items: dict, gen_items: dict, wspec,
+                 real: Path, methods: dict) -> list[dict]:
     """The two PNGs of each pair (both in the real slice's window, the real one on its drawn side) under
     tmp/images, and the manifest record of each, sorted by pair id."""
     records = []
@@ -348,8 +356,8 @@ def _write_pairs(tmp: Path, chosen, real_sides, ids, volumes, real_items: dict, 
         atomic_write_bytes(tmp / "images" / names[1], right)
         records.append({
             "pair_id": int(pid), "method": m, "real_side": real_side,
-            "real": {"key": rk, "slice": rz, "path": str(real_items[rk].path)},
-            "generated": {"key": gk, "slice": gz, "path": str(gen_items[m][gk].path)},
+            "real": {"key": rk, "slice": rz, "path": _public(real_items[rk].path, real)},
+            "generated": {"key": gk, "slice": gz, "path": _public(gen_items[m][gk].path, methods[m])},
             "window": [win.lo, win.hi], "left_png": names[0], "right_png": names[1],
             "left_sha256": hashlib.sha256(left).hexdigest(), "right_sha256": hashlib.sha256(right).hexdigest(),
         })
