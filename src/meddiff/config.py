@@ -567,9 +567,9 @@ def _validate_vdm(cfg: Config) -> None:
                           "model (n_classes > 0) needs labels (folder, file or column:NAME), an unconditional one none")
     if v.n_classes == 1:
         raise ConfigError("vdm.n_classes: 1 class is an unconditional model; expected 0 or >= 2")
-    if v.score == "unet" and v.n_classes > 0:
-        raise ConfigError("vdm.score unet takes no class labels (the U-Net has no class embedding): use score scorenet "
-                          "for class-conditional generation, or n_classes 0")
+    if v.image_condition and v.n_classes > 0:
+        raise ConfigError("vdm.image_condition and vdm.n_classes > 0: a VDM here is conditioned on an image or on a "
+                          "class, not both")
     if v.image_condition and v.score != "unet":
         raise ConfigError("vdm.image_condition needs vdm.score unet (the condition image enters by channel concatenation)")
     if cfg.train.precision not in ("auto", "fp32"):

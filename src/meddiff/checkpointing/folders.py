@@ -231,8 +231,25 @@ def init_weights(module: nn.Module, path: str | Path, fmt: str = FORMAT) -> Path
     check_format(file, meta, fmt)
     ref = next(iter(module.parameters()))
     tensors = widen_input_planes(tensors, module.state_dict(), file)
+    tensors = add_conditioning(tensors, module.state_dict(), file)
     load_weights(module, {k: v.to(ref.dtype) for k, v in tensors.items()}, file)
     return file
+
+
+CONDITIONING = ("class_embedding.", "score.unet.cond_proj.")  # a class-conditional VDM's new tensors
+
+
+def add_conditioning(tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
+    """A class-conditional VDM initialised from an unconditional one: the class embedding and the U-Net's
+    conditioning projection are absent from the file and keep the model's own initialisation (the
+    projection starts at zero, so the new model starts as exactly the old one). Only those tensors may
+    be missing; load_weights names any other mismatch."""
+    new = [k for k in own if k not in tensors and k.startswith(CONDITIONING)]
+    if not new or any(k.startswith(CONDITIONING) for k in tensors):
+        return tensors
+    log.info("%s: no class conditioning; %s start from the model's initialisation (the projection at zero)",
+             where, ", ".join(new))
+    return {**tensors, **{k: own[k].detach().clone() for k in new}}
 
 
 INPUT_CONV = "conv_in.weight"  # the U-Net's first convolution: input planes = [x_t, condition planes]

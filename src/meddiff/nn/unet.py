@@ -213,6 +213,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         spatial_dims: int = 2,
         fast_path: bool = True,
+        cond_dim: int = 0,
     ):
         super().__init__()
         self.fast_path = fast_path
@@ -226,6 +227,10 @@ class UNet(nn.Module):
         emb_dim = 4 * c0
         self.time_dim = c0
         self.time_mlp = nn.Sequential(nn.Linear(c0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # a conditioning vector (a class embedding) added to the time embedding; zero at the start, so a
+        # conditional model initialised from an unconditional one starts as exactly that model
+        self.cond_dim = cond_dim
+        self.cond_proj = zero_init(nn.Linear(cond_dim, emb_dim)) if cond_dim > 0 else None
         self.conv_in = conv_nd(spatial_dims, in_channels, c0, 3, padding=1)
 
         def res(ci: int, co: int) -> ResBlock:
@@ -289,8 +294,12 @@ class UNet(nn.Module):
         """Every spatial size of the input must be a multiple of this."""
         return 2 ** (self.levels - 1)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """x: [B, in_channels, *spatial]; t: [B] -> [B, out_channels, *spatial]."""
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        """x: [B, in_channels, *spatial]; t: [B]; c: [B, cond_dim] (a model built with cond_dim > 0 only)
+        -> [B, out_channels, *spatial]."""
+        if (c is None) != (self.cond_proj is None):
+            raise ValueError(f"UNet built with cond_dim {self.cond_dim} called with "
+                             f"{'no conditioning vector' if c is None else 'a conditioning vector'}")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"UNet expects {self.in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
         m = self.size_multiple
@@ -302,6 +311,8 @@ class UNet(nn.Module):
             # (oneDNN backward), no faster in 3D; elsewhere the input's layout is kept
             x = x.contiguous(memory_format=torch.channels_last)
         emb = self.time_mlp(timestep_embedding(t, self.time_dim).to(x.dtype))
+        if self.cond_proj is not None:
+            emb = emb + self.cond_proj(c.to(emb.dtype))
         h = self.conv_in(x)
         hs = [h]
         for i, level in enumerate(self.down):
@@ -328,8 +339,8 @@ class UNet(nn.Module):
         return attn(h, fast) if isinstance(attn, Attention) else h
 
 
-def build_unet(cfg: ModelConfig, in_channels: int, out_channels: int = 1) -> UNet:
-    """The U-Net described by a ModelConfig."""
+def build_unet(cfg: ModelConfig, in_channels: int, out_channels: int = 1, cond_dim: int = 0) -> UNet:
+    """The U-Net described by a ModelConfig (cond_dim: width of a conditioning vector, 0 = none)."""
     return UNet(
         in_channels=in_channels,
         out_channels=out_channels,
@@ -340,4 +351,5 @@ def build_unet(cfg: ModelConfig, in_channels: int, out_channels: int = 1) -> UNe
         num_heads=cfg.num_heads,
         dropout=cfg.dropout,
         spatial_dims=cfg.spatial_dims,
+        cond_dim=cond_dim,
     )

@@ -52,7 +52,7 @@ def build_vdm(cfg: Config, data_shape: Sequence[int], cond_channels: int = 0) ->
         if v.encoder == "resnet":
             raise ConfigError("vdm.score unet diffuses images: it needs vdm.encoder levels, not resnet")
         in_ch = data_shape[0] + (cond_channels if v.image_condition else 0)
-        score = UNetScore(build_unet(cfg.model, in_ch, data_shape[0]), v.gamma_min, v.gamma_max)
+        score = UNetScore(build_unet(cfg.model, in_ch, data_shape[0], cond_dim=class_dim), v.gamma_min, v.gamma_max)
     if v.encoder == "resnet":
         enc = ResNetEncoder(data_shape, v.z_dim, v.encoder_hidden, v.encoder_layers, v.vocab_size, class_dim)
         dec = ResNetDecoder(data_shape, v.z_dim, v.encoder_hidden, v.encoder_layers, v.vocab_size, class_dim)

@@ -9,7 +9,8 @@ Score networks map (z_t, gamma_t, cond) -> eps_hat with z_t [B, *dims], gamma_t 
   layer and `n_layers` residual blocks of two dense layers with swish; the output is added to
   the input: eps_hat = z + h. Paper: embedding_dim 128, 10 layers.
 - `UNetScore`: meddiff's U-Net (nn.unet) as the score network, the image condition entering by
-  channel concatenation, so the restoration tasks train under the VDM objective.
+  channel concatenation, so the restoration tasks train under the VDM objective; or a class
+  embedding added to the U-Net's time embedding (class-conditional generation).
 
 Encoders / decoders (the decoder defines p(x | z_0)):
 
@@ -111,8 +112,9 @@ class UNetScore(nn.Module):
     """meddiff's U-Net as a VDM score network: eps_hat = unet(cat(z_t, cond), 1000 (gamma - g_min)/(g_max - g_min)).
 
     cond: condition planes [B, C_cond, *spatial] (the degraded image, mask) or None; the U-Net's
-    in_channels must equal z's channels + C_cond. Class labels are not supported (the U-Net has no
-    class embedding)."""
+    in_channels must equal z's channels + C_cond. A class-conditional model instead has a U-Net built
+    with cond_dim = the class embedding's width, and cond is the class embedding [B, cond_dim], added
+    to the time embedding (through a projection that starts at zero)."""
 
     def __init__(self, unet: UNet, gamma_min: float = -13.3, gamma_max: float = 5.0):
         super().__init__()
@@ -120,8 +122,11 @@ class UNetScore(nn.Module):
 
     def forward(self, z: Tensor, gamma_t: Tensor, cond: Tensor | None = None) -> Tensor:
         gamma_t = gamma_t.expand(z.shape[0]) if gamma_t.ndim == 0 else gamma_t
+        time = gamma_time(gamma_t, *self.gamma_range)
+        if self.unet.cond_dim > 0:
+            return self.unet(z, time, cond)
         inp = z if cond is None else torch.cat([z, cond.to(z.dtype)], dim=1)
-        return self.unet(inp, gamma_time(gamma_t, *self.gamma_range))
+        return self.unet(inp, time)
 
 
 def check_levels(x: Tensor, vocab_size: int) -> None:
