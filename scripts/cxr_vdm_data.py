@@ -9,7 +9,8 @@ Two steps, around ``meddiff prepare``:
     python scripts/cxr_vdm_data.py labels ../shared/data/cxr_train runs/prep_cxr64
 
 ``films`` links (symbolic links, nothing copied) the films of one ``split`` of metadata.csv into one
-sub-folder per patient, the layout ``meddiff prepare`` splits by. ``labels`` writes
+sub-folder per patient, the layout ``meddiff prepare`` splits by (``--source adult|pediatric``: one
+source's, e.g. the held-out films ``meddiff evaluate --generated`` compares with, per source). ``labels`` writes
 ``PREPARED/labels.csv`` (``case_id``, ``cxr_class``): each prepared film's class of
 ``meddiff.downstream.cxr.CXR_CLASSES`` (source and finding together, e.g. ``pediatric_viral``), joined
 to the manifest by the film's file name. The config reads it as ``vdm.label_from: column:cxr_class``.
@@ -23,19 +24,22 @@ import os
 import sys
 from pathlib import Path
 
-from meddiff.downstream.cxr import CXR_CLASSES, read_films
+from meddiff.downstream.cxr import ADULT, CXR_CLASSES, PEDIATRIC, read_films
 from meddiff.errors import InputError
 from meddiff.io.atomic import atomic_write_text
+
+
+SOURCES = {"adult": ADULT, "pediatric": PEDIATRIC}
 
 
 def slug(label: int) -> str:
     return CXR_CLASSES[label].replace(" ", "_")
 
 
-def link_films(root: Path, out: Path, split: str) -> int:
-    films = read_films(root, split)
+def link_films(root: Path, out: Path, split: str, source: str = "all") -> int:
+    films = [f for f in read_films(root, split) if source == "all" or f.source == SOURCES[source]]
     if not films:
-        raise InputError(f"{root}/metadata.csv: no films with split == {split!r}")
+        raise InputError(f"{root}/metadata.csv: no films with split == {split!r} and source {source!r}")
     for film in films:
         dest = out / film.patient_id / film.path.name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -69,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("root", type=Path)
     f.add_argument("out", type=Path)
     f.add_argument("--split", default="train")
+    f.add_argument("--source", choices=("all", *SOURCES), default="all", help="one source's films only (held-out sets)")
     lab = sub.add_parser("labels", help="write PREPARED/labels.csv (case_id, cxr_class)")
     lab.add_argument("root", type=Path)
     lab.add_argument("prepared", type=Path)
     a = p.parse_args(argv)
     try:
         if a.step == "films":
-            print(f"{link_films(a.root, a.out, a.split)} films linked under {a.out}")
+            print(f"{link_films(a.root, a.out, a.split, a.source)} films linked under {a.out}")
         else:
             print(f"{write_labels(a.root, a.prepared)} labels written to {a.prepared / 'labels.csv'}")
     except InputError as e:

@@ -168,7 +168,8 @@ def test_archive_options_are_checked(good, tmp_path, capsys):
 def test_a_worker_with_another_checkpoint_file_refuses_to_start(good, tmp_path):
     from meddiff.errors import CheckpointError
     from meddiff.restore.archive import checkpoint_sha256
-    from meddiff.restore.units import UnitWorker, settings_key
+    from meddiff.restore.resume import settings_key
+    from meddiff.restore.units import UnitWorker
 
     args = Request(output=tmp_path / "out", input=good, checkpoint=str(resolve_checkpoint(MODEL)), progress=False)
     key = settings_key(args, checkpoint_sha256(args))

@@ -27,7 +27,7 @@ from meddiff.models import resolve_checkpoint  # noqa: E402
 from meddiff.restore import Request  # noqa: E402
 from meddiff.restore.archive import ArchiveOptions, run_archive  # noqa: E402
 from meddiff.restore.engines.ray_engine import RayEngine  # noqa: E402
-from meddiff.restore.units import settings_key  # noqa: E402
+from meddiff.restore.resume import settings_key  # noqa: E402
 
 from .conftest import assert_same_images, image_outputs  # noqa: E402
 

@@ -2,15 +2,85 @@
 
 A reader never sees a half-written file, and if writing fails (full disk, interruption) the
 previous file at that path is left intact and the temporary file is removed.
+
+Temporary names carry their owner: ``.NAME.m<pid>@<host>.XXXXXXXX.tmp[.suffix]``. A process
+killed with SIGKILL cannot remove its temporary file or folder; the next write of the same NAME
+(:func:`atomic_dir`), and the output-folder checks of meddiff.io.outdir, remove the ones whose
+owner is a process of this machine that no longer runs (:func:`stale`). A live owner's, or
+another machine's, are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def owner_tag() -> str:
+    """``m<pid>@<host>``: which process writes a temporary file (see :func:`stale`)."""
+    return f"m{os.getpid()}@{_host()}"
+
+
+_OWNER = re.compile(r"\.(m\d+@[A-Za-z0-9-]+)\.")
+
+
+def on_this_machine(tag: str) -> bool:
+    return tag.partition("@")[2] == _host()
+
+
+def owner_running(tag: str) -> bool:
+    """True if `tag` (``m<pid>@<host>``, :func:`owner_tag`) names a process that may still run: one of this
+    machine that runs (another user's counts), or any process of another machine (which cannot be asked)."""
+    pid, _, host = tag[1:].partition("@")
+    if host != _host():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def owner_of(path: str | Path) -> str | None:
+    """The owner tag in a temporary name of this module, None for a name without one."""
+    m = _OWNER.search(Path(path).name)
+    return None if m is None else m.group(1)
+
+
+def stale(path: str | Path) -> bool | None:
+    """For a temporary name of this module: True if its owner was a process of this machine that no longer
+    runs (a killed write: safe to delete), False if the owner may run, None for a name without an owner tag
+    (older meddiff, or not a temporary name)."""
+    owner = owner_of(path)
+    return None if owner is None else not owner_running(owner)
+
+
+def remove_stale(folder: str | Path, prefix: str = ".", recursive: bool = False) -> list[Path]:
+    """Delete the temporary files/folders of killed meddiff writes (:func:`stale`) in `folder` whose names
+    start with `prefix` (all of them in the tree below with `recursive`); returns what was removed."""
+    import shutil
+
+    folder, gone = Path(folder), []
+    if not folder.is_dir():
+        return gone
+    for p in list(folder.iterdir()):
+        if p.name.startswith(prefix) and p.name.startswith(".") and ".tmp" in p.name and stale(p):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            gone.append(p)
+        elif recursive and p.is_dir() and not p.is_symlink():
+            gone += remove_stale(p, prefix, recursive=True)
+    return gone
 
 
 @contextlib.contextmanager
@@ -23,7 +93,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)
@@ -73,7 +143,11 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     if path.exists() and not replace:
         raise FileExistsError(f"{path} already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale(path.parent, prefix=f".{path.name}.")  # what a killed write of this folder left (never a live one's)
+    if path.exists():  # a replace killed after the new folder landed leaves the old one moved aside
+        for old in path.parent.glob(f".{path.name}.old-*"):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual folder permissions

@@ -36,7 +36,8 @@ from ..io.atomic import atomic_write_text
 from ..io.outdir import MARKER, check_not_input, check_output_dir, mark
 from . import manifest as mf
 from .files import Request
-from .units import UnitResult, done_sidecar, known_failure, remove_stale_temporaries, settings_key
+from .resume import settings_key
+from .units import UnitResult, done_sidecar, known_failure, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,9 @@ from ..inference import summarise
 from ..io import Volume, find_images, read_volume, write_volume
 from ..io.readers import ImageItem
 from ..io.phi import public_command, public_relpath
+from ..io.outdir import check_output_dir, mark
 from ..io.suffixes import strip_image_suffix
+from .resume import DoneLog, run_key
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,6 @@ def restore_files(args: Request, restorer) -> Written:
 
     The output folder must not be or hold an input, and must be new, empty or (with overwrite) one
     meddiff wrote (meddiff.io.outdir); it is marked as meddiff's just before the first write."""
-    from ..io.outdir import check_output_dir
     from ..progress import Progress
     from .domain import domain_exit_status, domain_summary
 
@@ -204,21 +205,29 @@ def restore_files(args: Request, restorer) -> Written:
         raise InputError("--input is required to restore images")
     if args.interval is not None and getattr(restorer, "interval", None) is None:
         raise FieldError("interval", f"{args.interval:g}", "needs a super-resolution DDPM checkpoint with a stored interval calibration")
+    provenance = run_provenance(args, restorer)
+    key = run_key(args, provenance["checkpoint_sha256"])
     check_output_dir(args.output, [p for p in (args.input, args.mask) if p is not None], overwrite=args.overwrite,
-                     verb="sample")
+                     verb="sample", resume=key)
     items = [args.input] if args.input.is_file() else find_images(args.input)
     if not items:
         raise InputError(f"{args.input}: no readable image found")
-    run = Run(args, task, build_degradation(task), restore_slices, describe, run_provenance(args, restorer),
+    run = Run(args, task, build_degradation(task), restore_slices, describe, provenance,
               Progress(args.progress, files=len(items)), domain_check=restorer.domain_check,
-              interval=getattr(restorer, "interval", None))
-    written = Written()
+              interval=getattr(restorer, "interval", None), key=key)
+    done = DoneLog(args.output, key, resume=not args.overwrite)
+    written, skipped = Written(), 0
     for item in items:
-        written += restore_file(run, item)
+        files = restore_or_skip(run, item, done)
+        skipped += files is None
+        written += files or []
     run.bar.close()
     if run.reports:
         write_domain_reports(args.output, run.reports)
-    written.summary = run.bar.summary()
+    mark(args.output, "sample", complete=True, run=key)
+    done.close()
+    written.summary = run.bar.summary() + (f"; resumed an unfinished run: {skipped} of {len(items)} inputs were "
+                                           "already done and kept" if skipped else "")
     written.domain_summary, written.status = domain_summary(run.reports), domain_exit_status(args.strict_domain, run.reports)
     return written
 
@@ -239,6 +248,7 @@ class Run:
     reports: list = field(default_factory=list)
     domain_check: Any = None  # restore.models.DomainCheck, or None: not checked
     interval: Any = None  # the restorer's --interval calibration (meddiff.uncertainty.maps), or None
+    key: str = ""  # restore.resume.run_key of a `meddiff sample` run that can be resumed ("" for archive units)
 
 
 def read_item(item: ImageItem | Path, allow_rgb: bool = False) -> tuple[Volume, ImageItem]:
@@ -306,6 +316,28 @@ def check_samples_memory(samples: int, planes: torch.Tensor, source: Path) -> No
                          f"{max(1, int(samples * free / need))} samples")
 
 
+def restore_or_skip(run: Run, item: ImageItem | Path, done: DoneLog) -> list[Path] | None:
+    """restore_file, recorded in the run's DoneLog; None for an input an unfinished run of the same key already
+    finished (its output names are taken again, in order, and its domain report kept)."""
+    from ..domain import DomainReport
+
+    args = run.args
+    path = item.path if isinstance(item, ImageItem) else Path(item)
+    name = public_relpath(path, args.input if args.input.is_dir() else None,
+                          is_dir=isinstance(item, ImageItem) and item.kind == "dicom_series").as_posix()
+    entry = done.finished(name)
+    if entry is not None:
+        if isinstance(item, ImageItem):
+            unique_suffix(args, item, run.used)
+        if entry["report"] is not None:
+            run.reports.append(DomainReport(**entry["report"]))
+        return None
+    before = len(run.reports)
+    files = restore_file(run, item)
+    done.record(name, files, run.reports[-1] if len(run.reports) > before else None)
+    return files
+
+
 def restore_file(run: Run, item: ImageItem | Path) -> list[Path]:
     """One input through the pipeline (restore_files); returns the files written."""
     vol, item = read_item(item, run.args.allow_rgb)
@@ -365,7 +397,6 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
     """Write the restored / mean / std / sample<k> (and, with a calibrated model, uncertainty)
     volumes of out [S, N, 1, H, W] (normalised units); extra: {tag: (map [N, 1, H, W] in normalised
     units, sentence for its description)}, e.g. --interval's lower / upper."""
-    from ..io.outdir import mark
 
     args, task = run.args, run.task
     out_shape = from_slices(out[0, :, 0].numpy(), vol.ndim, args.axis).shape
@@ -385,8 +416,8 @@ def write_products(run: Run, vol: Volume, item: ImageItem, norm: Normalisation, 
     products = products_of(run, norm, out)
     notes = {tag: note for tag, (_, note) in (extra or {}).items()}
     products.update({tag: norm.inverse(m) for tag, (m, _) in (extra or {}).items()})
-    if not run.used:
-        mark(args.output, "sample")
+    if not run.used:  # the first write: unfinished until restore_files marks it complete
+        mark(args.output, "sample", **({"complete": False, "run": run.key} if run.key else {}))
     suffix = unique_suffix(args, item, run.used)
     written: list[Path] = []
     for tag, arr in products.items():

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +30,8 @@ from .files import Request, output_path
 from .manifest import Unit
 
 UNITS_DIR = ".units"
-# Request fields that do not change a unit's pixels (where, whether a bar shows, the command line);
-# the checkpoint path is replaced by its SHA-256.
-_NOT_SETTINGS = {"output", "input", "progress", "overwrite", "argv", "checkpoint"}
 _PRODUCT = r"(?:restored|mean|std|uncertainty|lower|upper|sample\d+)"
-_TEMP = re.compile(r"^\.(?P<name>.+?)\.(?:[a-z0-9_]{8}\.tmp.*|old-[0-9a-f]{8})$")  # atomic_path / atomic_dir names
-
-
-def settings_key(args: Request, checkpoint_sha256: str | None) -> dict[str, Any]:
-    """The part of a done-sidecar's key shared by every unit of the run (input_sha256 added per unit)."""
-    from .. import __version__
-
-    settings = {f.name: getattr(args, f.name) for f in fields(args) if f.name not in _NOT_SETTINGS}
-    settings = json.loads(json.dumps(settings, default=str))  # Paths and tuples as JSON has them
-    return {"checkpoint_sha256": checkpoint_sha256, "meddiff_version": str(__version__), "settings": settings}
+_TEMP = re.compile(r"^\.(?P<name>.+?)\.(?:m\d+@[A-Za-z0-9-]+\.)?(?:[a-z0-9_]{8}\.tmp.*|old-[0-9a-f]{8})$")  # atomic names
 
 
 def sidecar_path(out: Path, unit_id: str) -> Path:
