@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -12,6 +14,9 @@ from torch.utils.data import Dataset
 from meddiff import config as config_mod
 from meddiff.data.samples import samples_dir
 from meddiff.io import read_volume
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train.conftest import train  # noqa: E402,F401  (the one helper: the family `meddiff train` picks)
 
 
 def mni_crop(size: int = 32, index: int = 33) -> torch.Tensor:
@@ -75,11 +80,3 @@ def tiny_baseline_config(out_dir, name: str = "pix2pix", task: str = "denoise", 
 @pytest.fixture(scope="session")
 def crop32() -> torch.Tensor:
     return mni_crop(32)
-
-
-def train(cfg, train_set, **kw):
-    """meddiff.train.loop.train with the model family cfg.objective names (as `meddiff train` passes it)."""
-    from meddiff.objectives import objective_class
-    from meddiff.train import loop
-
-    return loop.train(cfg, train_set, family=objective_class(cfg), **kw)
