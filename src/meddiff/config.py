@@ -333,7 +333,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.steps=100' -> (['train', 'steps'], 100), 'objective=vdm' -> (['objective'], 'vdm'); values parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+        hint = (" (a path? --resume and the other flags take no path here: the run folder is --out)"
+                if "/" in text or Path(text).exists() else "")
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=100{hint}")
     key, raw = text.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
     if path in (["objective"],):  # top-level scalar keys

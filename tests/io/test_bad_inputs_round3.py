@@ -167,7 +167,97 @@ CASES = {
                                            ["prepare", str(t / "notes"), str(t / "out"), "--no-progress"], "notes"),
     "prepare_split_all_zero": lambda t: (["prepare", str(NIFTI.parent), str(t / "out"), "--split", "0", "0", "0",
                                           "--no-progress"], "--split"),
+    # round three, second batch
+    "M2_truncated_compressed": lambda t: (_sample(t, _cut(t, JPEG2000, 3108)), "truncated"),
+    "M2_truncated_slice_of_series": lambda t: (_sample(t, _series_one_cut(t)), "s1.dcm"),
+    "M2_image_class_without_pixels": lambda t: (_sample(t, _cut(t, JPEG2000, 2308)), "probably truncated"),
+    "dicom_dicomdir": lambda t: (_sample(t, _bytes(t, "DICOMDIR.dcm", Path(get_testdata_file("DICOMDIR")).read_bytes())),
+                                 "Media Storage Directory"),
+    "nifti_scl_slope_inf": lambda t: (_sample(t, _nifti_slope(t, np.inf)), "scl_slope"),
+    "tiff_cut": lambda t: (_sample(t, _tiff_cut(t)), "c.tif"),
+    "mask_empty_file": lambda t: (_inpaint(t, _empty(t, "m.png")), "m.png"),
+    "mask_dilate_negative": lambda t: (_inpaint(t, _mask_png(t), "--mask-dilate", "-2"), "--mask-dilate -2"),
+    "sample_interval_above_one": lambda t: (_sr(t, NIFTI, "--interval", "1.5"), "--interval 1.5"),
+    "sample_eta_nan": lambda t: (_sr(t, NIFTI, "--sampler", "ddim", "--eta", "nan"), "--eta nan"),
+    "sample_shard_beyond_count": lambda t: (_sample(t, NIFTI, None, "--shard", "3/2"), "--shard 3/2"),
+    "sample_shard_text": lambda t: (_sample(t, NIFTI, None, "--shard", "a/b"), "--shard a/b"),
+    "sample_samples_negative": lambda t: (_sr(t, NIFTI, "--samples", "-3"), "--samples -3"),
+    "sample_steps_above_timesteps": lambda t: (_sr(t, NIFTI, "--steps", "100000"), "--steps 100000"),
+    "sample_workers_without_ray": lambda t: (_sample(t, NIFTI, None, "--workers", "0"), "--workers"),
+    "sample_retries_negative": lambda t: (_sample(t, NIFTI, None, "--retries", "-1"), "--retries -1"),
+    "sample_label_without_vdm": lambda t: (_sr(t, NIFTI, "--label", "3"), "--label"),
+    "prepare_spacing_zero": lambda t: (_prepare(t, "--mode", "volume", "--spacing", "0"), "--spacing"),
+    "prepare_spacing_nan": lambda t: (_prepare(t, "--mode", "volume", "--spacing", "nan"), "--spacing"),
+    "prepare_min_foreground_nan": lambda t: (_prepare(t, "--min-foreground", "nan"), "--min-foreground"),
+    "prepare_size_beyond_memory": lambda t: (_prepare(t, "--size", "100000"), "--size 100000"),
+    "evaluate_bootstrap_negative": lambda t: (_evaluate_same(t, "--bootstrap", "-1"), "--bootstrap"),
+    "evaluate_data_range_zero": lambda t: (_evaluate_same(t, "--data-range", "0"), "--data-range"),
+    "evaluate_data_range_text": lambda t: (_evaluate_same(t, "--data-range", "wide"), "wide"),
+    "evaluate_patients_csv_missing": lambda t: (_evaluate_same(t, "--patients", str(t / "none.csv")), "none.csv"),
+    "study_pairs_zero": lambda t: (_study(t, "--pairs", "0"), "--pairs 0"),
+    "study_confidence_one": lambda t: (_study(t, "--confidence", "1"), "--confidence 1"),
+    "study_window_junk": lambda t: (_study(t, "--window", "wide"), "wide"),
+    "study_readers_zero": lambda t: (_study(t, "--readers", "0"), "--readers 0"),
+    "train_path_as_override": lambda t: (["train", "--config", str(CONFIG), "--resume", str(t / "norun")], "norun"),
 }
+
+
+JPEG2000 = Path(get_testdata_file("JPEG2000.dcm"))
+
+
+def _prepare(t: Path, *extra: str) -> list[str]:
+    return ["prepare", str(NIFTI.parent), str(t / "out"), "--no-progress", *extra]
+
+
+def _inpaint(t: Path, mask: Path, *extra: str) -> list[str]:
+    return ["sample", "--method", "biharmonic", "-i", str(NIFTI), "-o", str(t / "out"), "--mask", str(mask), "--no-progress",
+            *extra]
+
+
+def _study(t: Path, *extra: str) -> list[str]:
+    (t / "gen").mkdir()
+    (t / "gen" / "axial.nii.gz").write_bytes(NIFTI.read_bytes())
+    return ["study", "create", str(t / "st"), "--real", str(NIFTI.parent), "--method", f"m={t / 'gen'}", *extra]
+
+
+def _evaluate_same(t: Path, *extra: str) -> list[str]:
+    return [*_evaluate(t, pred={"a.npy": _npy_bytes((8, 8))}, truth={"a.npy": _npy_bytes((8, 8))}), *extra]
+
+
+def _mask_png(t: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.ones((181, 217), np.uint8)).save(t / "m.png")
+    return t / "m.png"
+
+
+def _series_one_cut(t: Path) -> Path:
+    """Three slices of MR_small 2 mm apart; the middle one lost its last 3,000 bytes."""
+    (t / "ser").mkdir()
+    for k in range(3):
+        ds = pydicom.dcmread(MR)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
+        ds.InstanceNumber = k + 1
+        ds.save_as(t / "ser" / f"s{k}.dcm")
+    data = (t / "ser" / "s1.dcm").read_bytes()
+    (t / "ser" / "s1.dcm").write_bytes(data[: len(data) - 3000])
+    return t / "ser"
+
+
+def _nifti_slope(t: Path, slope: float) -> Path:
+    nib.save(nib.Nifti1Image(np.arange(256, dtype=np.int16).reshape(4, 8, 8), np.eye(4)), str(t / "sl.nii"))
+    data = bytearray((t / "sl.nii").read_bytes())
+    data[112:116] = np.asarray([slope], "<f4").tobytes()  # scl_slope: bytes 112..115 of a NIfTI-1 header
+    (t / "sl.nii").write_bytes(bytes(data))
+    return t / "sl.nii"
+
+
+def _tiff_cut(t: Path) -> Path:
+    tifffile.imwrite(t / "f.tif", np.random.default_rng(0).random((64, 64)).astype(np.float32))
+    data = (t / "f.tif").read_bytes()
+    (t / "f.tif").unlink()
+    return _bytes(t, "c.tif", data[:2000])
 
 
 def _cut(t: Path, src: Path, n: int, name: str = "cut.dcm") -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,7 +27,8 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from meddiff.errors import InputError
 from meddiff.io import mosaic
 from meddiff.io._raw import RawImage, colour_to_gray
-from meddiff.io.dicom_pixels import check_pixel_length, check_pixel_module, note_truncation, truncated_before_pixels
+from meddiff.io.dicom_pixels import (CUT_IN_SEQUENCE, check_pixel_length, check_pixel_module, note_truncation,
+                                     truncated_before_pixels, truncated_in_sequence)
 from meddiff.io.geometry import affine_2d, affine_3d, default_affine
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dc3"}
@@ -65,14 +67,20 @@ def is_dicom_candidate(path: Path) -> bool:
 def read_dataset(path: Path, *, pixels: bool = True) -> Dataset:
     """dcmread with errors turned into InputError naming the file."""
     try:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
-            if "Rows" not in ds and not any(t in ds for t in PIXEL_TAGS) and "SOPClassUID" not in ds:
-                raise InvalidDicomError("no DICOM preamble and no image attributes")
+        with warnings.catch_warnings(record=True) as caught, _quiet_pydicom():
+            warnings.simplefilter("always")
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+            except InvalidDicomError:
+                ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
+                if "Rows" not in ds and not any(t in ds for t in PIXEL_TAGS) and "SOPClassUID" not in ds:
+                    raise InvalidDicomError("no DICOM preamble and no image attributes")
+        if any(CUT_IN_SEQUENCE in str(w.message) for w in caught):  # pydicom then returns what it read, or nothing
+            raise InputError(truncated_in_sequence(Path(path)))
         note_truncation(ds, Path(path), pixels=pixels)
         return ds
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: file not found; expected a DICOM file") from None
     except Exception as e:  # pydicom raises many types on corrupt input
@@ -213,7 +221,8 @@ def _quiet_pydicom():
 def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.ndarray:
     """Decoded, rescaled pixels: ``[F, Y, X]`` for multi-frame, ``[Y, X]`` otherwise (float64)."""
     modality = str(ds.get("Modality", "") or "")
-    sop = ds.get("SOPClassUID", "unknown SOP class")
+    meta_sop = ds.file_meta.get("MediaStorageSOPClassUID") if hasattr(ds, "file_meta") else None
+    sop = ds.get("SOPClassUID") or meta_sop or "unknown SOP class"
     kind = ", ".join(x for x in (modality, str(getattr(sop, "name", sop))) if x)
     if not any(t in ds for t in PIXEL_TAGS):
         raise truncated_before_pixels(ds, path) or InputError(f"{path}: DICOM file has no pixel data ({kind}); expected an image")

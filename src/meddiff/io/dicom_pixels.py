@@ -115,10 +115,31 @@ def check_pixel_length(ds: Dataset, path: Path, px: dict[str, int], compressed: 
                      f"{expected} bytes ({how}): a wrong Rows, Columns, BitsAllocated or NumberOfFrames")
 
 
+CUT_IN_SEQUENCE = "End of file reached before delimiter"  # pydicom's warning for a file cut inside an undefined length
+
+
+def truncated_in_sequence(path: Path) -> str:
+    return (f"{path}: file is truncated ({_size(path)}): it ends inside an element of undefined length (compressed pixel "
+            "data or a sequence) before its delimiter; expected the whole file: copy it again from its source")
+
+
+def _image_class(ds: Dataset) -> str | None:
+    """The name of the dataset's SOP class when it is an image storage class (which must hold pixel data)."""
+    meta = getattr(ds, "file_meta", None)
+    uid = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    name = str(getattr(uid, "name", "") or "")
+    return name if name.endswith("Image Storage") else None
+
+
 def truncated_before_pixels(ds: Dataset, path: Path) -> InputError | None:
     """For a file without pixel data: the error to raise when it is a cut image file (it ends inside an element and
-    holds image attributes), None when it really has no pixel data."""
+    holds image attributes, or its SOP class is an image's), None when it really has no pixel data."""
     cut = getattr(ds, CUT_ATTR, None)
+    if (cut is None or "Rows" not in ds or "Columns" not in ds) and _image_class(ds):
+        last = str(list(ds.keys())[-1]) if len(ds) else "its file meta information"
+        return InputError(f"{path}: DICOM file has no pixel data although its SOP class is {_image_class(ds)} "
+                          f"({_size(path)}, ending after {last}): the file is probably truncated; expected an image "
+                          "with its pixel data (copy it again from its source)")
     if cut is None or "Rows" not in ds or "Columns" not in ds:
         return None
     element, declared, present = cut

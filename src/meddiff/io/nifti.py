@@ -31,19 +31,20 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
-# (header size, offset and type of dim[8], offset and type of pixdim[8]) of NIfTI-1 and NIfTI-2 headers
-_HEADERS = ((348, 40, "i2", 76, "f4"), (540, 16, "i8", 104, "f8"))
+# (header size, offset and type of dim[8], offset and type of pixdim[8], offset of scl_slope) of NIfTI-1 and NIfTI-2
+_HEADERS = ((348, 40, "i2", 76, "f4", 112), (540, 16, "i8", 104, "f8", 176))
 
 
 def _check_pixdim(path: Path) -> None:
     """InputError when a voxel size (pixdim[1..3]) of an axis longer than 1 is zero, negative or not finite in the
-    header: nibabel replaces it (by 1, or its absolute value) with only a log warning."""
+    header (nibabel replaces it by 1, or its absolute value, with only a log warning), or the intensity scaling is
+    infinite."""
     try:
         with nib.openers.ImageOpener(str(path)) as f:
             head = f.read(544)
     except Exception:  # noqa: BLE001 - nib.load reports an unreadable file
         return
-    for size, dim_at, dim_t, pix_at, pix_t in _HEADERS:
+    for size, dim_at, dim_t, pix_at, pix_t, scl_at in _HEADERS:
         for order in "<>":
             if len(head) < size or int(np.frombuffer(head[:4], order + "i4")[0]) != size:
                 continue
@@ -54,6 +55,11 @@ def _check_pixdim(path: Path) -> None:
                 if dims[i] > 1 and not (np.isfinite(pix[i]) and pix[i] > 0):
                     raise InputError(f"{path}: NIfTI header pixdim[{i}] (voxel size along axis {i}) is {float(pix[i]):g}; "
                                      "expected a positive voxel size")
+            scl = np.frombuffer(head[scl_at:scl_at + 2 * int(pix_t[1])], order + pix_t)
+            for name, value in zip(("scl_slope", "scl_inter"), scl):
+                if np.isinf(value):  # nibabel ignores it (no scaling) without a word
+                    raise InputError(f"{path}: NIfTI header {name} is {float(value):g}; expected a finite intensity scaling "
+                                     "(or 0 / NaN for none)")
             return
 
 
