@@ -59,8 +59,11 @@ def _int(ds: Dataset, path: Path, name: str, lo: int, hi: int, expected: str, de
             raise InputError(f"{path}: {name} is missing; expected {expected}")
         return default
     try:
-        number = int(str(value).strip())
-    except ValueError:
+        number = value if isinstance(value, int) else float(str(value).strip())  # an IS may read '10.0'
+        if number != int(number):
+            raise ValueError(number)
+        number = int(number)
+    except (ValueError, OverflowError):
         raise InputError(f"{path}: {name} is {str(value)!r}, not an integer; expected {expected}") from None
     if not lo <= number <= hi:
         raise InputError(f"{path}: {name} is {number}; expected {expected}")
@@ -138,8 +141,8 @@ def truncated_before_pixels(ds: Dataset, path: Path) -> InputError | None:
     if (cut is None or "Rows" not in ds or "Columns" not in ds) and _image_class(ds):
         last = str(list(ds.keys())[-1]) if len(ds) else "its file meta information"
         return InputError(f"{path}: DICOM file has no pixel data although its SOP class is {_image_class(ds)} "
-                          f"({_size(path)}, ending after {last}): the file is probably truncated; expected an image "
-                          "with its pixel data (copy it again from its source)")
+                          f"({_size(path)}, ending after {last}): a truncated file or a header-only copy; expected an "
+                          "image with its pixel data (copy it again from its source)")
     if cut is None or "Rows" not in ds or "Columns" not in ds:
         return None
     element, declared, present = cut
