@@ -304,7 +304,8 @@ def _build(cls: type, values: Any, where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {names}")
+        head = f"{where}: unknown key(s)" if where else "unknown top-level section(s)"
+        raise ConfigError(f"{head} {unknown}; expected some of {names}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
     return cls(**kwargs)
 
@@ -332,7 +333,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.steps=100' -> (['train', 'steps'], 100), 'objective=vdm' -> (['objective'], 'vdm'); values parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+        hint = (" (a path? --resume and the other flags take no path here: the run folder is --out)"
+                if "/" in text or Path(text).exists() else "")
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=100{hint}")
     key, raw = text.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
     if path in (["objective"],):  # top-level scalar keys
@@ -440,9 +443,12 @@ def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Confi
         except UnicodeDecodeError as e:
             raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start}: {e.reason}); expected a YAML file") from None
         loaded = load_yaml(text, f"config file {p}")
-        if loaded is not None and not isinstance(loaded, dict):
+        if loaded is None:
+            raise ConfigError(f"config file {p} holds no settings (empty, or only comments); expected a mapping of "
+                              "sections (e.g. 'train: {steps: 1000}'), or no --config for the defaults")
+        if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: expected a mapping of sections at the top level")
-        values = loaded or {}
+        values = loaded
     values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in values.items()}
     for text in overrides:
         path_, value = parse_override(text)
@@ -504,8 +510,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"diffusion.timesteps: expected 1..{MAX_TIMESTEPS} (the paper uses 2000), got {d.timesteps}")
     if not (1 <= cfg.sampler.steps <= d.timesteps):
         raise ConfigError(f"sampler.steps: expected 1..{d.timesteps}, got {cfg.sampler.steps}")
-    if cfg.train.batch_size < 1 or cfg.train.steps < 0:
-        raise ConfigError("train.batch_size must be >= 1 and train.steps >= 0")
+    if cfg.train.batch_size < 1:
+        raise ConfigError(f"train.batch_size: expected an integer >= 1, got {cfg.train.batch_size}")
+    if cfg.train.steps < 0:
+        raise ConfigError(f"train.steps: expected an integer >= 0, got {cfg.train.steps}")
     t = cfg.train
     finite = lambda v: v == v and abs(v) != float("inf")  # noqa: E731
     rules = [  # the messages of meddiff.train.loop.check_train_config (checked here, before any work)

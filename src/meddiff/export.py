@@ -79,6 +79,19 @@ def contract(cfg, net: nn.Module, checkpoint: Path) -> dict:
             "config": config_mod.to_dict(cfg)}
 
 
+def check_destination(dest: Path) -> None:
+    """InputError naming `dest` (the path the user gave, not a temporary file) unless a file can be written there:
+    checked before the model is loaded and traced."""
+    from .io.atomic import check_writable_dir
+
+    if dest.is_dir():
+        raise InputError(f"-o {dest} is a folder; expected the path of the file to write (e.g. {dest / 'model.ts'})")
+    try:
+        check_writable_dir(dest.parent, f"folder of {dest.name}")
+    except InputError as e:
+        raise InputError(f"-o {dest}: cannot write the export file there: {e}") from None
+
+
 def export_denoiser(checkpoint: str | Path, dest: str | Path, fmt: str, *, onnx_attention: str = "fused",
                     overwrite: bool = False) -> ExportResult:
     """Export the network of a DDPM checkpoint (file, folder, run folder or shipped name) to `dest`,
@@ -96,22 +109,27 @@ def export_denoiser(checkpoint: str | Path, dest: str | Path, fmt: str, *, onnx_
     dest = Path(dest)
     if dest.exists() and not overwrite:
         raise InputError(f"{dest} exists: give --overwrite to replace it, or another -o")
+    check_destination(dest)
     file = resolve_model_file(resolve_checkpoint(checkpoint))
     cfg, net, _ = load_model(file)
     eager = _portable(net)
     info = contract(cfg, eager, file)
     if fmt == "onnx":
         info["attention"] = onnx_attention
-    with torch.no_grad(), atomic_path(dest) as tmp, warnings.catch_warnings():
-        # the U-Net's input checks (channels, size multiple) become constants of the trace: expected
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        x, k = example_inputs(eager, 1, 4, seed=0)
-        if fmt == "torchscript":
-            traced = torch.jit.trace(eager, (x, k), check_trace=False)
-            torch.jit.save(traced, str(tmp), _extra_files={"meddiff.json": json.dumps(info)})
-        else:
-            _export_onnx(eager, (x, k), tmp, info, onnx_attention)
-        diff, shape = check_export(tmp, fmt, net)
+    try:
+        with torch.no_grad(), atomic_path(dest) as tmp, warnings.catch_warnings():
+            # the U-Net's input checks (channels, size multiple) become constants of the trace: expected
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            x, k = example_inputs(eager, 1, 4, seed=0)
+            if fmt == "torchscript":
+                traced = torch.jit.trace(eager, (x, k), check_trace=False)
+                torch.jit.save(traced, str(tmp), _extra_files={"meddiff.json": json.dumps(info)})
+            else:
+                _export_onnx(eager, (x, k), tmp, info, onnx_attention)
+            diff, shape = check_export(tmp, fmt, net)
+    except OSError as e:  # the destination's file system failing while writing: name the destination, not the temporary
+        raise InputError(f"-o {dest}: cannot write the export file ({e.strerror or e}); expected a writable location "
+                         "with room for it") from None
     return ExportResult(dest, fmt, diff, shape)
 
 

@@ -31,7 +31,7 @@ def test_tiled_run_writes_the_volume_and_a_one_line_summary(tmp_path, lowres, ca
 @pytest.mark.parametrize("extra,message", [(["--max-memory", "1MB"], "raise --max-memory"),
                                            (["--max-memory", "lots"], "--max-memory: memory size 'lots'"),
                                            (["--tile-size", "0"], "--tile-size 0: expected a positive"),
-                                           (["--tile-size", "32", "--tile-overlap", "20"], "tile overlap 20")])
+                                           (["--tile-size", "32", "--tile-overlap", "20"], "--tile-overlap 20: expected at most half")])
 def test_impossible_memory_or_tiles_are_refused(tmp_path, lowres, capsys, extra, message):
     assert run("--input", lowres, "--output", tmp_path / "o", *extra) == 2
     assert message in capsys.readouterr().err

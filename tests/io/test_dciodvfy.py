@@ -95,3 +95,20 @@ def test_source_attributes_carried(tmp_path):
     back = read_image(f).array
     expected = ds.pixel_array * float(item.RealWorldValueSlope) + float(item.RealWorldValueIntercept)
     np.testing.assert_allclose(back.squeeze(), expected, rtol=1e-6)
+
+
+def test_chest_radiograph_denoised_by_model_passes(tmp_path):
+    """A 128 x 128 crop of pydicom-data's chest radiograph RG1_UNCR.dcm (CR, MONOCHROME1) denoised by the shipped
+    xray_denoise model (one network call) and written as DICOM: 0 dciodvfy errors."""
+    src = _pydicom_data("RG1_UNCR.dcm")
+    ds = pydicom.dcmread(src)
+    y0, x0 = (ds.Rows - 128) // 2, (ds.Columns - 128) // 2
+    ds.PixelData = np.ascontiguousarray(ds.pixel_array[y0:y0 + 128, x0:x0 + 128]).tobytes()
+    ds.Rows, ds.Columns = 128, 128
+    ds.save_as(tmp_path / "crop.dcm")
+    assert main(["sample", "--checkpoint", "xray_denoise", "-i", str(tmp_path / "crop.dcm"), "-o", str(tmp_path / "o"),
+                 "--format", "dicom", "--no-progress"]) == 0
+    (f,) = sorted((tmp_path / "o").rglob("*.dcm"))
+    out = pydicom.dcmread(f)
+    assert (out.Rows, out.Columns) == (128, 128) and out.PhotometricInterpretation == ds.PhotometricInterpretation
+    assert _problems(f) == []

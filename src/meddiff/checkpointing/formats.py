@@ -59,6 +59,8 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     """(tensors, string metadata) of a safetensors file; CheckpointError naming it if missing or corrupt."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty (0 bytes); expected a safetensors model file")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = dict(f.metadata() or {})
@@ -99,7 +101,7 @@ def config_from_yaml(text: str, where: Path) -> Config:
     try:
         return config_mod.from_dict(drop_legacy_keys(yaml.safe_load(text)))
     except (yaml.YAMLError, ConfigError, AttributeError, TypeError) as e:
-        raise CheckpointError(f"{where}: the stored config is invalid ({e})") from None
+        raise CheckpointError(f"{where}: the stored config is invalid ({' '.join(str(e).split())})") from None
 
 
 def check_format(file: Path, meta: dict[str, str], expected: str) -> None:
@@ -214,6 +216,9 @@ def read_model_file(path: str | Path, expected: str) -> ModelFile:
     file = resolve_model_file(path)
     tensors, meta = read_safetensors(file)
     check_format(file, meta, expected)
+    if not meta.get("config", "").strip():
+        raise CheckpointError(f"{file}: its metadata hold no 'config' (the model's configuration, which meddiff train "
+                              "stores in every model file); expected a model file written by meddiff")
     return ModelFile(file, tensors, meta, config_from_yaml(meta.get("config", ""), file))
 
 
@@ -223,6 +228,16 @@ def read_config(ckpt_dir: str | Path) -> Config:
     if not p.is_file():
         raise CheckpointError(f"checkpoint config {p} does not exist")
     return config_from_yaml(p.read_text(), p)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: Path, prefix: str = "") -> None:
+    """CheckpointError naming `where` and the first floating tensor holding NaN or infinity: such weights make every
+    output NaN, which would otherwise be reported against the input image (checked once, when loaded)."""
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{where}: tensor {prefix}{k} holds {bad} NaN or infinite value(s) of {v.numel()}; the "
+                                  "checkpoint is corrupt (e.g. saved after training diverged); expected finite weights")
 
 
 def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], where: Path, prefix: str = "") -> None:
@@ -235,6 +250,7 @@ def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], where: Pat
         raise CheckpointError(
             f"{where}: weights do not match the configured model (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
+    check_finite(got, where, prefix)
     for k, v in own.items():
         if tuple(got[k].shape) != tuple(v.shape):
             raise CheckpointError(

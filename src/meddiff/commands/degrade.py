@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 
 
@@ -65,7 +66,32 @@ def task_from_args(args: argparse.Namespace):
             raise InputError(f"--{flag.replace('_', '-')} applies to --task {applies}, not {kind}")
         if value is not None:
             changes[key] = tuple(value) if isinstance(value, list) else value
-    return dataclasses.replace(task, **changes)
+    task = dataclasses.replace(task, **changes)
+    _check_flag_values(args, task)
+    return task
+
+
+_FLAGS = {"sr_factor": "factor", "noise_std": "noise_std", "salt_pepper": "salt_pepper", "mask_coverage": "mask_coverage"}
+
+
+def _check_flag_values(args: argparse.Namespace, task) -> None:
+    """A degradation setting the task refuses (ConfigError naming task.KEY), re-raised naming the flag the user gave
+    and its value (`--factor 0: expected a factor > 1`)."""
+    from ..data.degrade import build_degradation
+    from ..errors import ConfigError, InputError
+
+    if args.factor is not None and not (math.isfinite(args.factor) and args.factor > 1):
+        raise InputError(f"--factor {args.factor:g}: expected a finite factor > 1")
+    try:
+        build_degradation(task)
+    except ConfigError as e:
+        key, _, reason = str(e).partition(": ")
+        flag = _FLAGS.get(key.removeprefix("task."))
+        value = getattr(args, flag, None) if flag else None
+        if value is None:
+            raise
+        shown = " ".join(f"{v:g}" for v in (value if isinstance(value, list) else [value]))
+        raise InputError(f"--{flag.replace('_', '-')} {shown}: {reason}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,11 +56,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_size_fits(size: int) -> None:
+    """InputError for a --size whose slices cannot be held: a few float32 working copies of one slice beyond the
+    machine's memory (else the allocation fails mid-run with the allocator's error)."""
+    import os
+
+    from ..errors import InputError
+
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return
+    need = size * size * 4 * 8
+    if need > memory:
+        raise InputError(f"--size {size}: a {size} x {size} slice needs about {need / 2**30:.0f} GiB of working memory, more "
+                         f"than this machine's {memory / 2**30:.0f} GiB; expected a smaller size (e.g. 128 to 1024)")
+
+
 def options_from_args(args: argparse.Namespace) -> PrepareOptions:
     from ..errors import InputError
 
     if args.size < 8:
         raise InputError(f"--size: expected at least 8 pixels, got {args.size}")
+    _check_size_fits(args.size)
     if not 0.0 <= args.min_foreground <= 1.0:
         raise InputError(f"--min-foreground: expected a fraction in [0, 1], got {args.min_foreground}")
     return PrepareOptions(

@@ -29,7 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def requested(args: argparse.Namespace) -> bool:
     """Any archive option given (the Ray-only ones too, so that run() can refuse them without --engine ray)."""
-    return any(getattr(args, k, None) for k in ("engine", "shard", "address", "workers", "gpus_per_worker"))
+    from ..errors import InputError
+
+    if getattr(args, "retries", 0) < 0:  # checked here too: a plain run ignores --retries, but not a wrong one
+        raise InputError(f"--retries {args.retries}: expected >= 0")
+    return any(getattr(args, k, None) is not None for k in ("engine", "shard", "address", "workers")) or bool(
+        getattr(args, "gpus_per_worker", 0))
 
 
 def run(args: argparse.Namespace) -> int:

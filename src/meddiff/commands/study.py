@@ -113,6 +113,10 @@ def run_create(args: argparse.Namespace) -> int:
         if name in methods:
             raise InputError(f"--method {name!r} given twice")
         methods[name] = Path(folder)
+    if args.readers < 1 and not args.reader_codes:
+        raise InputError(f"--readers {args.readers}: expected at least 1 reader (or --reader-codes)")
+    if args.confidence != 0 and not 2 <= args.confidence <= 10:
+        raise InputError(f"--confidence {args.confidence}: expected 0 (not asked) or 2-10 levels")
     if args.pairs == "all":
         pairs = None
     else:

@@ -92,7 +92,7 @@ class Normalisation:
         else:
             p_lo, p_hi = percentiles
             if not (0.0 <= p_lo < p_hi <= 100.0):
-                raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+                raise InputError(f"--clip-percentiles {p_lo:g} {p_hi:g}: expected percentiles 0 <= LO < HI <= 100")
             lo, hi = (float(v) for v in np.percentile(values, [p_lo, p_hi]))
         if not hi > lo:
             if percentiles is None or float(values.min()) == float(values.max()):

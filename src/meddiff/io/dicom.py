@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +27,8 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from meddiff.errors import InputError
 from meddiff.io import mosaic
 from meddiff.io._raw import RawImage, colour_to_gray
+from meddiff.io.dicom_pixels import (CUT_IN_SEQUENCE, check_pixel_length, check_pixel_module, note_truncation,
+                                     truncated_before_pixels, truncated_in_sequence)
 from meddiff.io.geometry import affine_2d, affine_3d, default_affine
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dc3"}
@@ -64,13 +67,20 @@ def is_dicom_candidate(path: Path) -> bool:
 def read_dataset(path: Path, *, pixels: bool = True) -> Dataset:
     """dcmread with errors turned into InputError naming the file."""
     try:
-        try:
-            return pydicom.dcmread(path, stop_before_pixels=not pixels)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
-            if "Rows" not in ds and not any(t in ds for t in PIXEL_TAGS) and "SOPClassUID" not in ds:
-                raise InvalidDicomError("no DICOM preamble and no image attributes")
-            return ds
+        with warnings.catch_warnings(record=True) as caught, _quiet_pydicom():
+            warnings.simplefilter("always")
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+            except InvalidDicomError:
+                ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
+                if "Rows" not in ds and not any(t in ds for t in PIXEL_TAGS) and "SOPClassUID" not in ds:
+                    raise InvalidDicomError("no DICOM preamble and no image attributes")
+        if any(CUT_IN_SEQUENCE in str(w.message) for w in caught):  # pydicom then returns what it read, or nothing
+            raise InputError(truncated_in_sequence(Path(path)))
+        note_truncation(ds, Path(path), pixels=pixels)
+        return ds
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: file not found; expected a DICOM file") from None
     except Exception as e:  # pydicom raises many types on corrupt input
@@ -211,14 +221,17 @@ def _quiet_pydicom():
 def _pixels(ds: Dataset, path: Path, allow_rgb_to_gray: bool, meta: dict) -> np.ndarray:
     """Decoded, rescaled pixels: ``[F, Y, X]`` for multi-frame, ``[Y, X]`` otherwise (float64)."""
     modality = str(ds.get("Modality", "") or "")
-    sop = ds.get("SOPClassUID", "unknown SOP class")
+    meta_sop = ds.file_meta.get("MediaStorageSOPClassUID") if hasattr(ds, "file_meta") else None
+    sop = ds.get("SOPClassUID") or meta_sop or "unknown SOP class"
     kind = ", ".join(x for x in (modality, str(getattr(sop, "name", sop))) if x)
     if not any(t in ds for t in PIXEL_TAGS):
-        raise InputError(f"{path}: DICOM file has no pixel data ({kind}); expected an image")
+        raise truncated_before_pixels(ds, path) or InputError(f"{path}: DICOM file has no pixel data ({kind}); expected an image")
     if modality in NOT_IMAGES or str(sop) in NOT_IMAGES.values():
         raise InputError(f"{path}: DICOM file is a {NOT_IMAGE_NAMES.get(modality, modality)} ({kind}), a label map rather "
                          "than an image to restore; expected an image (CT, MR, CR, ...)")
     _ensure_transfer_syntax(ds)
+    ts = ds.file_meta.get("TransferSyntaxUID")
+    check_pixel_length(ds, path, check_pixel_module(ds, path), ts is not None and ts.is_compressed)
     try:
         with _quiet_pydicom():
             raw = ds.pixel_array
@@ -249,6 +262,9 @@ def _spacing_2d(ds: Dataset, frame: int | None, meta: dict) -> tuple[float, floa
         if v is None:
             continue
         v = _numbers(ds, name, v, 2, expected="2 finite numbers (row\\column spacing in mm)")
+        if any(s < 0 for s in v):
+            raise InputError(f"{_where(ds)}: {name} is {v[0]:g}\\{v[1]:g}, a negative pixel size; expected 2 positive numbers "
+                             "(row\\column spacing in mm)")
         if all(s > 0 for s in v):
             meta["spacing_source"] = name
             return v[0], v[1]
@@ -300,6 +316,8 @@ def _base_meta(ds: Dataset, source: Path) -> dict[str, Any]:
     wc, ww = _raw(ds, "WindowCenter"), _raw(ds, "WindowWidth")
     if wc is not None and ww is not None:
         meta["window"] = (_numbers(ds, "WindowCenter", wc)[0], _numbers(ds, "WindowWidth", ww)[0])
+        if meta["window"][1] <= 0:
+            raise InputError(f"{_where(ds)}: WindowWidth is {meta['window'][1]:g}; expected a positive window width")
     return meta
 
 

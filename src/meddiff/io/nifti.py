@@ -31,8 +31,41 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
+# (header size, offset and type of dim[8], offset and type of pixdim[8], offset of scl_slope) of NIfTI-1 and NIfTI-2
+_HEADERS = ((348, 40, "i2", 76, "f4", 112), (540, 16, "i8", 104, "f8", 176))
+
+
+def _check_pixdim(path: Path) -> None:
+    """InputError when a voxel size (pixdim[1..3]) of an axis longer than 1 is zero, negative or not finite in the
+    header (nibabel replaces it by 1, or its absolute value, with only a log warning), or the intensity scaling is
+    infinite."""
+    try:
+        with nib.openers.ImageOpener(str(path)) as f:
+            head = f.read(544)
+    except Exception:  # noqa: BLE001 - nib.load reports an unreadable file
+        return
+    for size, dim_at, dim_t, pix_at, pix_t, scl_at in _HEADERS:
+        for order in "<>":
+            if len(head) < size or int(np.frombuffer(head[:4], order + "i4")[0]) != size:
+                continue
+            dims = np.frombuffer(head[dim_at:dim_at + 8 * int(dim_t[1])], order + dim_t)
+            pix = np.frombuffer(head[pix_at:pix_at + 8 * int(pix_t[1])], order + pix_t)
+            n = int(dims[0]) if 1 <= dims[0] <= 7 else 0
+            for i in range(1, min(n, 3) + 1):
+                if dims[i] > 1 and not (np.isfinite(pix[i]) and pix[i] > 0):
+                    raise InputError(f"{path}: NIfTI header pixdim[{i}] (voxel size along axis {i}) is {float(pix[i]):g}; "
+                                     "expected a positive voxel size")
+            scl = np.frombuffer(head[scl_at:scl_at + 2 * int(pix_t[1])], order + pix_t)
+            for name, value in zip(("scl_slope", "scl_inter"), scl):
+                if np.isinf(value):  # nibabel ignores it (no scaling) without a word
+                    raise InputError(f"{path}: NIfTI header {name} is {float(value):g}; expected a finite intensity scaling "
+                                     "(or 0 / NaN for none)")
+            return
+
+
 def read_nifti(path: Path) -> RawImage:
     """NIfTI-1/2 file -> RawImage with array ``[.., Z, Y, X]`` (scl_slope/inter applied)."""
+    _check_pixdim(path)
     try:
         img = nib.load(str(path))
         kind = np.dtype(img.get_data_dtype()).kind

@@ -34,6 +34,24 @@ def _no_geometry(array: np.ndarray, meta: dict, spacing=None) -> RawImage:
     return RawImage(array, tuple(float(s) for s in spacing), default_affine(tuple(spacing)[-nd:]), meta, None)
 
 
+PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "gray + alpha", 6: "RGBA"}
+
+
+def _check_png_depth(path: Path, arr: np.ndarray, mode: str) -> None:
+    """InputError for a 16-bit PNG that Pillow decodes at 8 bits (gray + alpha, RGB(A)): its precision would be lost
+    without a word."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or head[24] != 16 or arr.dtype.itemsize > 1:
+        return
+    kind = PNG_COLOUR_TYPES.get(head[25], f"colour type {head[25]}")
+    raise InputError(f"{path}: 16-bit PNG with {kind} samples, which Pillow reads at 8 bits (mode {mode}), losing its "
+                     "precision; expected a 16-bit grayscale PNG without alpha (or the image as a 16-bit TIFF)")
+
+
 def read_pil(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     """PNG (8/16-bit gray, RGB, palette), JPEG, BMP -> 2D ``[Y, X]`` in stored counts."""
     try:
@@ -49,6 +67,7 @@ def read_pil(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
         raise InputError(f"{path}: file not found; expected an image file") from None
     except Exception as e:
         raise InputError(f"{path}: cannot read image ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
+    _check_png_depth(path, arr, mode)
     meta = {"format": path.suffix.lower().lstrip(".").replace("jpeg", "jpg"), "units": "counts", "modality": "",
             "pil_mode": mode, "bits": 16 if arr.dtype == np.uint16 or mode.startswith("I;16") else 8 * arr.dtype.itemsize}
     if arr.ndim == 3:

@@ -21,6 +21,7 @@ from meddiff.errors import InputError
 from meddiff.io import dicom, mosaic, nifti, raster
 from meddiff.io._raw import RawImage
 from meddiff.io.geometry import squeeze_first_axis
+from meddiff.io.sniff import mislabelled
 from meddiff.io.volume import Volume
 
 SUPPORTED = ("DICOM (.dcm or no extension with 'DICM' preamble, or a series folder), NIfTI (.nii, .nii.gz), "
@@ -81,6 +82,17 @@ def _file_stem(path: Path) -> str:
 
 
 def _read_raw(path: Path, kind: str, files: tuple[Path, ...], allow_rgb_to_gray: bool) -> RawImage:
+    """The reader of `kind`; when it refuses a file that is empty or plainly another format, say so instead."""
+    try:
+        return _read_kind(path, kind, files, allow_rgb_to_gray)
+    except InputError as e:
+        better = mislabelled(path, kind) if path.is_file() else None
+        if better is None:
+            raise
+        raise InputError(better) from e
+
+
+def _read_kind(path: Path, kind: str, files: tuple[Path, ...], allow_rgb_to_gray: bool) -> RawImage:
     if kind == "dicom_series":
         return dicom.read_dicom_series(files, path, allow_rgb_to_gray=allow_rgb_to_gray)
     if kind == "dicom":

@@ -164,6 +164,8 @@ def memory_options(args: Request) -> dict:
         value = getattr(args, key)
         if value is not None and value < (1 if key == "tile_size" else 0):
             raise FieldError(key, value, f"expected a {'positive' if key == 'tile_size' else 'non-negative'} number of pixels")
+    if args.tile_size is not None and args.tile_overlap is not None and args.tile_overlap > args.tile_size // 2:
+        raise FieldError("tile_overlap", args.tile_overlap, f"expected at most half of {{tile_size}} {args.tile_size}")
     return {"max_memory": limit, "tile_size": args.tile_size, "tile_overlap": args.tile_overlap}
 
 
@@ -182,6 +184,7 @@ def baseline_restorer(args: Request, device) -> Restorer:
 def classical_restorer(args: Request) -> Restorer:
     """The Restorer of a classical baseline (Request.method): deterministic, one sample."""
     _not_for(args, f"method {args.method}", ("sampler", "steps", "eta", "grid", "precision", "consistency", "noise"))
+    memory_options(args)  # unused here, but a malformed --max-memory / --tile-* is refused all the same
     if args.samples != 1:
         raise FieldError("samples", args.samples, f"{{method}} {args.method} is deterministic, expected 1")
     kind = CLASSICAL[args.method]
