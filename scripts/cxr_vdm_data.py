@@ -5,7 +5,7 @@ Two steps, around ``meddiff prepare``:
 
     python scripts/cxr_vdm_data.py films  ../shared/data/cxr_train runs/cxr_train_by_patient --split train
     meddiff prepare -i runs/cxr_train_by_patient -o runs/prep_cxr64 --size 64 --clip-percentiles 0.5 99.5 \\
-        --split 0.95 0.05 0 --keep-patient-tags
+        --split 0.95 0.05 0
     python scripts/cxr_vdm_data.py labels ../shared/data/cxr_train runs/prep_cxr64
 
 ``films`` links (symbolic links, nothing copied) the films of one ``split`` of metadata.csv into one
