@@ -55,7 +55,7 @@ from heldout import _crop4, _dicom, _norm, _resize  # noqa: E402
 
 from meddiff.data.acquisition import KSPACE_KERNELS  # noqa: E402
 from meddiff.diffusion.checkpoint import load_model  # noqa: E402
-from meddiff.inference import restore, sampler_options  # noqa: E402
+from meddiff.samplers.run import restore, sampler_options  # noqa: E402
 from meddiff.io.atomic import atomic_write_text  # noqa: E402
 from meddiff.metrics.image import psnr  # noqa: E402
 

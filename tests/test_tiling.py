@@ -11,7 +11,7 @@ from meddiff.data.degrade import SuperResolution
 from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.samples import samples_dir
 from meddiff.errors import InputError
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 from meddiff.metrics.image import psnr
 from meddiff.tiling import TiledDenoiser, plan_sampling, ramp_weights, tile_grid, tile_starts
 from meddiff.diffusion.checkpoint import load_model

@@ -115,7 +115,7 @@ def model_score(denoiser, images: Tensor, factor: float, *, t_fraction: float = 
     relative to y' itself (bicubic). Image i's noise comes from its own generator
     (inference.image_seed(seed, i, 0)), so the score does not depend on how images are batched.
     """
-    from .inference import image_seed, pad_planes
+    from .samplers.run import image_seed, pad_planes
     from .samplers.noise import generators_for, randn_per_image
 
     sr = SuperResolution(factor)

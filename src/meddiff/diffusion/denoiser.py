@@ -33,7 +33,7 @@ from .schedule import DiscreteSchedule
 
 
 class Denoiser(Protocol):
-    """What every sampler (meddiff.samplers) and meddiff.inference.restore see of a model."""
+    """What every sampler (meddiff.samplers) and meddiff.samplers.run.restore see of a model."""
 
     def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> Tensor:
         """x0_hat [B, C, *spatial] in the diffused space at times k [B] of time_grid."""

@@ -23,7 +23,7 @@ from ..data.degrade import SuperResolution, build_degradation
 from ..data.normalise import Normalisation
 from ..data.slices import from_slices, to_slices
 from ..errors import FieldError, InputError
-from ..inference import summarise
+from ..samplers.run import summarise
 from ..io import Volume, find_images, read_volume, write_volume
 from ..io.readers import ImageItem
 from ..io.phi import public_command, public_relpath

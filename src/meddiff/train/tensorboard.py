@@ -13,7 +13,7 @@ def sample_grid(cfg, deg, denoiser, val_set, device) -> Tensor:
     """[N, 1, H, 3W] in [0, 1]: condition, sample and truth side by side for the first GRID_ITEMS
     validation items (seeded by train.seed; no global RNG is touched, so training is unchanged)."""
     from ..data.order import VAL, SeededItems, collate, mix_seed
-    from ..inference import restore, sampler_options
+    from ..samplers.run import restore, sampler_options
 
     n = min(GRID_ITEMS, len(val_set))
     items = SeededItems(val_set, mix_seed(cfg.train.seed, VAL))
