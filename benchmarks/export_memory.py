@@ -40,7 +40,7 @@ def child(mode: str, size: int, checkpoint: str, onnx_dir: Path, threads: int, t
     import torch
 
     torch.set_num_threads(threads)
-    from meddiff.memory import current_rss_bytes, peak_rss_bytes
+    from meddiff.samplers.memory import current_rss_bytes, peak_rss_bytes
     from meddiff.models import load_pretrained
 
     cfg, den = load_pretrained(checkpoint)

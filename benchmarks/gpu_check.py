@@ -172,7 +172,7 @@ def memory_job(kind: str, a, device: torch.device) -> float:
     """Peak bytes of restoring one synthetic input through meddiff.restore (this process)."""
     import nibabel as nib
 
-    from meddiff.memory import peak_rss_bytes
+    from meddiff.samplers.memory import peak_rss_bytes
     from meddiff.models import resolve_checkpoint
     from meddiff.restore import Request, restore
 
@@ -193,7 +193,7 @@ def memory_job(kind: str, a, device: torch.device) -> float:
 
 
 def memory(device: torch.device, a) -> None:
-    from meddiff.memory import format_bytes
+    from meddiff.samplers.memory import format_bytes
 
     x, y, z = a.volume
     for kind, what in (("ct", f"CT {a.ct}x{a.ct} (x4 from {a.ct // 4}^2)"), ("volume", f"volume {x}x{y}x{z} (x4 in-plane)")):

@@ -189,7 +189,7 @@ def restore_files(args: Request, restorer) -> Written:
 
     The output folder must not be or hold an input, and must be new, empty or (with overwrite) one
     meddiff wrote (meddiff.io.outdir); it is marked as meddiff's just before the first write."""
-    from ..progress import Progress
+    from ..samplers.progress import Progress
     from .domain import domain_exit_status, domain_summary
 
     task, restore_slices, describe = restorer.task, restorer.restore_slices, restorer.describe
@@ -305,7 +305,7 @@ def _thick_planes(args: Request, task: TaskConfig, x: torch.Tensor):
 def check_samples_memory(samples: int, planes: torch.Tensor, source: Path) -> None:
     """--samples S keeps S restored copies of every slice (then mean, std and each sample are written): refuse,
     before sampling, a request that cannot fit in the memory this machine has free."""
-    from ..memory import available_bytes
+    from ..samplers.memory import available_bytes
 
     n, _, h, w = planes.shape
     need = samples * n * h * w * 4 * 3  # the samples, their float64 summaries and one written copy

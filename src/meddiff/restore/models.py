@@ -154,7 +154,7 @@ def ddpm_restorer(args: Request, device) -> Restorer:
 
 def memory_options(args: Request) -> dict:
     """restore()'s max_memory / tile_size / tile_overlap from the request."""
-    from ..memory import parse_size
+    from ..samplers.memory import parse_size
 
     try:
         limit = None if args.max_memory is None else parse_size(args.max_memory)

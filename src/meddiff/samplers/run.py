@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from ..diffusion.denoiser import Denoiser
 from ..errors import InputError
-from ..progress import CountingDenoiser, Progress, calls_per_slice
-from ..tiling import TiledDenoiser, describe, plan_for
+from .progress import CountingDenoiser, Progress, calls_per_slice
+from .tiling import TiledDenoiser, describe, plan_for
 from .consistency import Measurement
 from .noise import check_noise, generators_for, seed_index
 from .registry import SamplingDefaults, SamplingSpec, entry, resolve, sampler_options  # noqa: F401 (sampler_options: the old import path)
@@ -80,7 +80,7 @@ def sample_slices(
     its mode must be spec.consistency, which resolve checked against the sampler).
     progress: a bar of its own (True), none (False), or a run-wide Progress to advance.
     max_memory (bytes; None = a share of the free memory), tile_size, tile_overlap: the batch is
-    lowered, or the denoiser tiled, to keep the estimated peak under max_memory (meddiff.tiling).
+    lowered, or the denoiser tiled, to keep the estimated peak under max_memory (meddiff.samplers.tiling).
     noise: "independent" (each slice its own seed) or "shared" (the slices of `cond` are one volume:
     the same noise for every slice, per sample; samplers.noise).
     extra_options: sampler options a spec does not hold (e.g. DPM-Solver++'s `order`), passed on as given.
@@ -127,7 +127,7 @@ def _check_condition(cond: Tensor, spec: SamplingSpec, consistency: Measurement 
 
 def _memory_plan(denoiser: Denoiser, cond: Tensor, batch_size: int, device: torch.device, max_memory: int | None,
                  tile_size: int | None, tile_overlap: int | None):
-    """The batch / tiling plan (meddiff.tiling.plan_for) for `cond` padded to the denoiser's size multiple
+    """The batch / tiling plan (meddiff.samplers.tiling.plan_for) for `cond` padded to the denoiser's size multiple
     (the plan needs the padded shape only: restore_batches pads the data); logged when it lowers the batch
     or tiles."""
     m = denoiser.size_multiple
