@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         return sample_archive.run(args)
     written = restore(Request.from_namespace(args), pick_device(args.device, what="--device"))
     print(f"wrote {len(written)} file(s) under {args.output}: {written.summary}")
-    if written.domain_summary:  # once, after the progress bar (meddiff.restore.domain)
+    if written.domain_summary:  # once, after the progress bar (meddiff.domain.check)
         print(written.domain_summary, file=sys.stderr)
     return written.status
 

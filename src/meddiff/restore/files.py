@@ -190,7 +190,7 @@ def restore_files(args: Request, restorer) -> Written:
     The output folder must not be or hold an input, and must be new, empty or (with overwrite) one
     meddiff wrote (meddiff.io.outdir); it is marked as meddiff's just before the first write."""
     from ..samplers.progress import Progress
-    from .domain import domain_exit_status, domain_summary
+    from ..domain.check import domain_exit_status, domain_summary
 
     task, restore_slices, describe = restorer.task, restorer.restore_slices, restorer.describe
     if args.mask is not None and task.kind != "inpaint":
@@ -351,7 +351,7 @@ def restore_volume(run: Run, vol: Volume, item: ImageItem) -> tuple[torch.Tensor
     """The restoration of one read input: (out [S, N, 1, H, W] in normalised units, its normalisation,
     its domain report or None, --interval's {tag: (map, sentence)} or None); normalise, slice, condition
     planes, domain check, restore_slices."""
-    from .domain import domain_postcheck, domain_precheck
+    from ..domain.check import domain_postcheck, domain_precheck
 
     args, task = run.args, run.task
     norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
@@ -379,7 +379,7 @@ def restore_volume(run: Run, vol: Volume, item: ImageItem) -> tuple[torch.Tensor
 def products_of(run: Run, norm: Normalisation, out: torch.Tensor) -> dict[str, torch.Tensor]:
     """The products of out [S, N, 1, H, W] (normalised units) as slices [N, 1, H, W] in the image's units:
     restored (one sample), or mean, std, sample<k> and, with a calibrated model, uncertainty."""
-    from .domain import calibrated_error_scale
+    from ..domain.check import calibrated_error_scale
 
     args = run.args
     mean, std = summarise(out)

@@ -46,7 +46,7 @@ CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bi
 
 
 class DomainCheck(NamedTuple):
-    """What the domain check of a restorer needs (meddiff.domain, restore.domain): the denoiser of the
+    """What the domain check of a restorer needs (meddiff.domain.card, meddiff.domain.check): the denoiser of the
     model-based score (None: not for this layout), the model card, the SR factor (1 for inpainting) and
     the sampler run ("dpm_solver_pp 10"), which the card's std calibration must match."""
 
