@@ -15,7 +15,7 @@ from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.diffusion.checkpoint import load_model
 from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import build_schedule
-from meddiff.distill.objective import load_teacher, student_loss
+from meddiff.objectives.distill import load_teacher, student_loss
 from meddiff.distill.targets import build_targets, teacher_targets
 from meddiff.errors import ConfigError, InputError
 from meddiff.samplers.run import restore

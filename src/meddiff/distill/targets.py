@@ -151,7 +151,7 @@ def val_item(val_set: Dataset, count: int) -> Callable[[int], Pair]:
 class DistilledPairs(Dataset):
     """The targets as training pairs: Pair(x0 = teacher sample [1, H, W], cond = the condition planes with
     the starting noise x_T as the LAST plane [C_cond + 1, H, W], mask zeros, case_id "distill_i").
-    The student's step splits cond back (meddiff.distill.objective.split_noise)."""
+    The student's step splits cond back (meddiff.objectives.distill.split_noise)."""
 
     planes: Tensor
     noise: Tensor

@@ -33,7 +33,7 @@ def log_sample_grid(writer, run, val_set, step: int) -> None:
     objectives that sample (an `ema_denoiser` and a degradation `deg`: the DDPM; not a distilled
     student, whose validation pairs carry their starting noise: `sample_grid = False`)."""
     obj = run.objective
-    if not obj.sample_grid:  # an optional hook of the Objective (meddiff.objective.OptionalHooks)
+    if not obj.sample_grid:  # an optional hook of the Objective (meddiff.objectives.protocol.OptionalHooks)
         return
     grid = sample_grid(run.cfg, obj.deg, obj.ema_denoiser(run.ema), val_set, run.env.device)
     writer.add_images("val/samples (condition | sample | truth)", grid, step, dataformats="NCHW")
