@@ -114,7 +114,7 @@ def throughput(mode: str, inp: Path, work: Path, device: str) -> dict:
     from meddiff.restore.archive import ArchiveOptions, checkpoint_sha256, run_archive
     from meddiff.restore.engines.local import LocalEngine
     from meddiff.restore.engines.ray_engine import RayEngine
-    from meddiff.restore.units import settings_key
+    from meddiff.restore.resume import settings_key
     from meddiff.train.distributed import pick_device
 
     out = Path(tempfile.mkdtemp(dir=work)) / "out"

@@ -46,8 +46,8 @@ from heldout import all_sources  # noqa: E402
 from meddiff.checkpointing import resolve_model_file  # noqa: E402
 from meddiff.diffusion.checkpoint import load_model  # noqa: E402
 from meddiff.domain import read_card  # noqa: E402
-from meddiff.inference import restore, summarise  # noqa: E402
-from meddiff.samplers.registry import ONE_CALL, sampler_options  # noqa: E402
+from meddiff.samplers.registry import ONE_CALL  # noqa: E402
+from meddiff.samplers.run import restore, sampler_options, summarise  # noqa: E402
 from meddiff.io.atomic import atomic_write_text  # noqa: E402
 from meddiff.metrics.calibration import error_std_factor  # noqa: E402
 from meddiff.uncertainty.calibrate import IntervalCalibration, read_calibrations  # noqa: E402

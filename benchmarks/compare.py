@@ -19,11 +19,11 @@ Degradation (meddiff.data.degrade), the same input for every method:
 
 Methods (restored in Python, never through `meddiff sample` files: its per-image min/max
 renormalisation would change a noisy input's scale):
-  NAME=RUN     a DDPM run (run folder, checkpoint folder or model.safetensors): meddiff.inference.restore
+  NAME=RUN     a DDPM run (run folder, checkpoint folder or model.safetensors): meddiff.samplers.run.restore
                with the run's sampler and steps (--sampler/--steps override), on the condition of the run's
                own task at this factor (dataclasses.replace(cfg.task, sr_factor=f)); or a learned baseline
                run (pix2pix, SRGAN, UP-GAN, HPUNet): meddiff.baselines.registry.restore_baseline. Sample s of
-               slice j uses meddiff.inference.image_seed(seed, j, s). Inpainting: known pixels kept exactly.
+               slice j uses meddiff.samplers.run.image_seed(seed, j, s). Inpainting: known pixels kept exactly.
   --classical  sr: bicubic, bilinear (meddiff.baselines.interpolation of the measurement); denoise: median,
                nlm; inpaint: biharmonic (meddiff.baselines.classical). Default: all of the task's.
   input        sr: nearest-neighbour upsampling of the measurement (its pixels at full size, as
@@ -148,7 +148,7 @@ def trained_factors(m: Learned) -> tuple[float, ...]:
 
 
 def degrade_seed(seed: int, index: int) -> int:
-    """Seed of slice `index`'s degradation (a stream apart from meddiff.inference.image_seed's sampler noise)."""
+    """Seed of slice `index`'s degradation (a stream apart from meddiff.samplers.run.image_seed's sampler noise)."""
     ss = np.random.SeedSequence([DEGRADE_STREAM, int(seed), int(index)])
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
@@ -182,7 +182,7 @@ def restore_learned(m: Learned, planes: torch.Tensor, *, samples: int, seed: int
                     steps: int | None, sampler: str | None) -> torch.Tensor:
     """[S, N, 1, H, W] restorations of the condition planes [N, C, H, W], clamped to [-1, 1]."""
     if m.kind == "ddpm":
-        from meddiff.inference import restore, sampler_options
+        from meddiff.samplers.run import restore, sampler_options
 
         cfg = m.cfg
         name = sampler or cfg.sampler.name
@@ -203,7 +203,7 @@ def baseline_std(m: Learned, planes: torch.Tensor, seed: int) -> torch.Tensor | 
     """Per-pixel std [N, 1, H, W] of a deterministic baseline that estimates its own uncertainty
     (overrides predict_with_uncertainty and gives the same prediction under two seeds), else None."""
     from meddiff.baselines.base import Baseline
-    from meddiff.inference import pad_planes
+    from meddiff.samplers.run import pad_planes
 
     model = m.model
     if m.kind != "baseline" or type(model).predict_with_uncertainty is Baseline.predict_with_uncertainty:
@@ -337,7 +337,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--classical {' '.join(bad)}: not a classical method for --task {args.task}; "
                          f"expected some of {', '.join(CLASSICAL[args.task])}")
     if args.sampler is not None:
-        from meddiff.inference import SAMPLERS
+        from meddiff.samplers.registry import SAMPLERS
 
         if args.sampler not in SAMPLERS:
             raise InputError(f"--sampler {args.sampler}: expected one of {sorted(SAMPLERS)}")

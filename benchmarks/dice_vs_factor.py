@@ -14,7 +14,7 @@ SuperResolution(f).downsample(truth) (anti-aliased bicubic); methods:
   input     nearest-neighbour upsampling of the measurement (its pixels, shown at full size)
   bicubic   meddiff.baselines.interpolation, bicubic
   bilinear  meddiff.baselines.interpolation, bilinear
-  meddiff   --checkpoint restored with meddiff.inference.restore from the condition of the
+  meddiff   --checkpoint restored with meddiff.samplers.run.restore from the condition of the
             checkpoint's task at factor f (dataclasses.replace(cfg.task, sr_factor=f)), with the
             checkpoint's sampler and steps (override with --sampler/--steps), seed --seed
 Dice: meddiff.downstream.Segmenter (shipped: other / grey matter / white matter) of each
@@ -74,7 +74,7 @@ def restorations(x: torch.Tensor, f: float, model, steps: int | None, sampler: s
     out = {"truth": x, "input": interpolate_baseline(lr, size, "nearest"),
            "bicubic": interpolate_baseline(lr, size, "bicubic"), "bilinear": interpolate_baseline(lr, size, "bilinear")}
     if model is not None:
-        from meddiff.inference import restore, sampler_options
+        from meddiff.samplers.run import restore, sampler_options
 
         cfg, denoiser = model
         task = dataclasses.replace(cfg.task, sr_factor=f)

@@ -55,7 +55,7 @@ from heldout import _crop4, _dicom, _norm, _resize  # noqa: E402
 
 from meddiff.data.acquisition import KSPACE_KERNELS  # noqa: E402
 from meddiff.diffusion.checkpoint import load_model  # noqa: E402
-from meddiff.inference import restore, sampler_options  # noqa: E402
+from meddiff.samplers.run import restore, sampler_options  # noqa: E402
 from meddiff.io.atomic import atomic_write_text  # noqa: E402
 from meddiff.metrics.image import psnr  # noqa: E402
 
@@ -152,7 +152,7 @@ def check_one(m, src: HeldOut, restored: np.ndarray, denoiser, card) -> dict:
     out = torch.from_numpy(restored)[None, None]
     if hasattr(domain, "check_output"):
         domain.check_output(rep, out, m.lowres, m.factor, card)
-    else:  # the check before issue 29 (restore.domain.domain_postcheck)
+    else:  # the check before issue 29 (meddiff.domain.check.domain_postcheck)
         rep.consistency = domain.consistency_ratio(out, m.lowres, m.factor)
         if rep.consistency > domain.SCORE_LIMIT:
             rep.reasons.append("consistency")

@@ -40,7 +40,7 @@ def child(mode: str, size: int, checkpoint: str, onnx_dir: Path, threads: int, t
     import torch
 
     torch.set_num_threads(threads)
-    from meddiff.memory import current_rss_bytes, peak_rss_bytes
+    from meddiff.samplers.memory import current_rss_bytes, peak_rss_bytes
     from meddiff.models import load_pretrained
 
     cfg, den = load_pretrained(checkpoint)
@@ -57,7 +57,7 @@ def child(mode: str, size: int, checkpoint: str, onnx_dir: Path, threads: int, t
         run = lambda: net(x, k)  # noqa: E731
     else:
         from meddiff.export import exported_denoiser
-        from meddiff.inference import restore, sampler_options
+        from meddiff.samplers.run import restore, sampler_options
 
         cfg, ex = exported_denoiser(onnx_dir / "onnx.onnx")
         cond = torch.rand(1, den.net.in_channels - 1, size, size, generator=g) * 2 - 1

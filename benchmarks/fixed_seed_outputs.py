@@ -5,7 +5,7 @@
 
 Recorded (all tiny, CPU, one thread, about a minute):
 - the shipped checkpoint demo_sr_x4 restoring two 16x16 slices with each sampler (ancestral,
-  ddim, dpm_solver_pp; 4 steps), through `meddiff.inference.restore`;
+  ddim, dpm_solver_pp; 4 steps), through `meddiff.samplers.run.restore`;
 - an unconditional VDM (tiny ScoreNet, random weights from a fixed seed) generating two 8x8 samples
   (`vdm.generate.generate_levels`), and an image-conditional U-Net VDM restoring through `restore`
   with each sampler;
@@ -79,7 +79,7 @@ TRAIN_CONFIGS = {
 
 
 def ddpm_samples(out: dict[str, torch.Tensor]) -> None:
-    from meddiff.inference import restore, sampler_options
+    from meddiff.samplers.run import restore, sampler_options
 
     try:
         from meddiff.diffusion.checkpoint import load_model
@@ -94,7 +94,7 @@ def ddpm_samples(out: dict[str, torch.Tensor]) -> None:
 
 
 def vdm_samples(out: dict[str, torch.Tensor]) -> None:
-    from meddiff.inference import restore, sampler_options
+    from meddiff.samplers.run import restore, sampler_options
     from meddiff.vdm.build import build_vdm
     from meddiff.vdm.generate import generate_levels
     from meddiff.vdm.sampling import VDMDenoiser

@@ -49,7 +49,7 @@ from heldout import Source, all_sources  # noqa: E402
 from meddiff.data.acquisition import ACQ_KERNELS, KSPACE_KERNELS, low_res, sinc_upsample  # noqa: E402
 from meddiff.data.augment import kspace_truncate  # noqa: E402
 from meddiff.data.degrade import SuperResolution  # noqa: E402
-from meddiff.inference import restore, sampler_options  # noqa: E402
+from meddiff.samplers.run import restore, sampler_options  # noqa: E402
 from meddiff.io.atomic import atomic_write_text  # noqa: E402
 from meddiff.metrics.image import psnr, ssim  # noqa: E402
 from meddiff.metrics.stats import bootstrap_ci, paired_comparison  # noqa: E402

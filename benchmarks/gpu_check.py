@@ -75,7 +75,7 @@ def shipped(name: str, device: torch.device, precision: str = "fp32"):
 def student_restore(device: torch.device, n: int, size: int, batch: int, precision: str = "fp32", seed: int = 0):
     """The one-call student over n condition planes of size x size (the upsampled low-resolution
     slices, i.e. the output grid) in batches of `batch`."""
-    from meddiff.inference import restore
+    from meddiff.samplers.run import restore
 
     cfg, _, denoiser = shipped("sr_x4_general_1step", device, precision)
     cond = torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -91,7 +91,7 @@ def cuda_checks(device: torch.device, a) -> None:
         for what in ("student CUDA vs CPU", "fixed seed repeats", "bf16 vs fp32"):
             row("cuda", what, "skipped", "no CUDA")
         return
-    from meddiff.inference import restore
+    from meddiff.samplers.run import restore
 
     n, s = 4, a.size
     gpu = student_restore(device, n, s, a.batch)()
@@ -172,7 +172,7 @@ def memory_job(kind: str, a, device: torch.device) -> float:
     """Peak bytes of restoring one synthetic input through meddiff.restore (this process)."""
     import nibabel as nib
 
-    from meddiff.memory import peak_rss_bytes
+    from meddiff.samplers.memory import peak_rss_bytes
     from meddiff.models import resolve_checkpoint
     from meddiff.restore import Request, restore
 
@@ -193,7 +193,7 @@ def memory_job(kind: str, a, device: torch.device) -> float:
 
 
 def memory(device: torch.device, a) -> None:
-    from meddiff.memory import format_bytes
+    from meddiff.samplers.memory import format_bytes
 
     x, y, z = a.volume
     for kind, what in (("ct", f"CT {a.ct}x{a.ct} (x4 from {a.ct // 4}^2)"), ("volume", f"volume {x}x{y}x{z} (x4 in-plane)")):

@@ -110,7 +110,7 @@ def model_method(path: str, sampler: str | None, steps: int | None, consistency:
     from meddiff.checkpointing import resolve_model_file
     from meddiff.diffusion.checkpoint import load_model
     from meddiff.domain import read_card
-    from meddiff.inference import restore, sampler_options
+    from meddiff.samplers.run import restore, sampler_options
     from meddiff.models import resolve_checkpoint
 
     path = resolve_checkpoint(path)

@@ -1,11 +1,11 @@
 """End to end: seconds per 256x256 slice (x4 from 64x64) and peak memory, shipped model.
 
 Modes, each in a fresh subprocess (its peak resident set is the mode's own):
-  meddiff_fp32    meddiff.inference.restore, the checkpoint's sampler (DPM-Solver++ 2M, 10 steps,
+  meddiff_fp32    meddiff.samplers.run.restore, the checkpoint's sampler (DPM-Solver++ 2M, 10 steps,
                   log-SNR grid), fp32
   meddiff_bf16    the same in bf16 (sampling runs a bf16 copy of the network, cast once)
   meddiff_auto    precision "auto" (bf16 where the device runs it natively, else fp32)
-  meddiff_tiled   bf16 in 128x128 windows (overlap 32) through meddiff.tiling
+  meddiff_tiled   bf16 in 128x128 windows (overlap 32) through meddiff.samplers.tiling
   meddiff_bf16_20 bf16, 20 steps (the peer's step count)
   meddiff_linspace20  meddiff's DPM-Solver++ 2M, fp32, on the peer's 20 timesteps (diffusers'
                   default "linspace" spacing: 1999, 1899, ..., 100, then the x0 estimate at 100)
@@ -119,8 +119,8 @@ def run_mode(mode: str, slices: int, size: int, threads: int, workdir: Path) -> 
     import torch
 
     from meddiff.commands.demo import DEFAULT_CHECKPOINT
-    from meddiff.inference import restore
-    from meddiff.memory import peak_rss_bytes
+    from meddiff.samplers.run import restore
+    from meddiff.samplers.memory import peak_rss_bytes
     from meddiff.metrics.image import gradient_ratio, psnr, ssim
     from meddiff.metrics.lpips import lpips_distance
     from meddiff.diffusion.checkpoint import load_model

@@ -55,7 +55,7 @@ SR: the task's anti-aliased downsampling, the low-resolution image y is the meas
 bicubic upsampling the condition; denoising: the task's degradation (noise levels drawn per slice)
 from a torch generator seeded with --data-seed, so the noisy inputs are fixed; inpainting: masks of
 the task's kinds/coverage from a generator seeded with --data-seed. Sampler noise: per-slice seeds
-from (--seed, slice, 0) as `meddiff sample` (meddiff.inference.restore), the same for every run.
+from (--seed, slice, 0) as `meddiff sample` (meddiff.samplers.run.restore), the same for every run.
 
 Columns (means over the slices; the JSON holds every per-slice value):
     sampler, steps, consistency   the run ("-" for baselines); "(reference)" marks the reference chain
@@ -106,7 +106,7 @@ from meddiff.data.degrade import Denoise, Inpaint, SuperResolution, build_degrad
 from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.samples import samples_dir
 from meddiff.errors import InputError, MeddiffError
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 from meddiff.samplers.registry import SAMPLERS
 from meddiff.io.atomic import atomic_path, atomic_write_text
 from meddiff.metrics.image import accutance, gradient_ratio, psnr, ssim
@@ -320,7 +320,7 @@ class Job:
 
 
 class Runner:
-    """Runs sampler jobs through meddiff.inference.restore, caching each output as .npy."""
+    """Runs sampler jobs through meddiff.samplers.run.restore, caching each output as .npy."""
 
     def __init__(self, denoiser, inp: Inputs, cfg, args, ckpt_hash: str):
         self.denoiser, self.inp, self.cfg, self.args = denoiser, inp, cfg, args

@@ -15,7 +15,7 @@ Cases (each volume [D0, D1, D2], intensities min/max-normalised to [-1, 1] per v
 
     in-plane x4     each D0 slice degraded as meddiff.data.degrade.SuperResolution (anti-aliased
                     bicubic down, bicubic up); methods: bicubic, the 2D model slice by slice with
-                    independent noise and with shared noise (meddiff.volume_noise).
+                    independent noise and with shared noise (meddiff.samplers.noise).
     through-plane x4  thick slices along D1 (mean of 4 neighbouring thin slices, meddiff.data.thick),
                     interpolated back along D1: linear, cubic ("bicubic"); the 2D model applied to the
                     D0 planes (the reformats that contain the thick-slice axis: coronal for colin27,

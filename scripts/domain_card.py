@@ -52,7 +52,7 @@ def calibration_images(train: np.ndarray, n: int, synthetic: float, seed: int = 
 def fit_std_scale(denoiser, cfg, images: np.ndarray, samples: int, sampler: str, steps: int) -> float:
     """RMSE / RMS(std) (eq. (1) factor included) of `samples` samples per image with `sampler`, `steps`."""
     from meddiff.data.degrade import SuperResolution
-    from meddiff.inference import restore, sampler_options, summarise
+    from meddiff.samplers.run import restore, sampler_options, summarise
     from meddiff.metrics.calibration import calibration
 
     sr = SuperResolution(cfg.task.sr_factor)

@@ -106,7 +106,7 @@ def degrade(x: np.ndarray, kernel: str, sigma: float, seed: int) -> tuple[torch.
 def measure(model: str, prepared: Path, n: int, images=None) -> list[dict]:
     from meddiff.diffusion.checkpoint import load_model
     from meddiff.domain import signals
-    from meddiff.inference import restore, sampler_options
+    from meddiff.samplers.run import restore, sampler_options
     from meddiff.metrics.image import psnr
 
     cfg, _, den = load_model(model, expect_task="sr")

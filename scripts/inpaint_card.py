@@ -35,7 +35,7 @@ from domain_card import calibration_images, spacing_range  # noqa: E402
 
 def fit_std_scale(denoiser, cfg, images: np.ndarray, samples: int, sampler: str, steps: int, seed: int = 7) -> float:
     from meddiff.data.masks import random_mask
-    from meddiff.inference import restore, sampler_options, summarise
+    from meddiff.samplers.run import restore, sampler_options, summarise
     from meddiff.metrics.calibration import calibration
 
     g = torch.Generator().manual_seed(seed)

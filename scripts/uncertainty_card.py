@@ -73,7 +73,7 @@ def calibration_truths(train: np.ndarray, n: int, seed: int = 2030, noise: float
 def restore_set(denoiser, cfg, truths: list[np.ndarray], sampler: str, steps: int, samples: int, factor: float,
                 kernels: tuple[str, ...] = KERNELS, seed: int = 11):
     """Per truth (restored or mean [H, W], std or None, condition, lowres, kernel): one kernel each in turn."""
-    from meddiff.inference import restore, sampler_options, summarise
+    from meddiff.samplers.run import restore, sampler_options, summarise
 
     opts = sampler_options(sampler, cfg.diffusion.variance, cfg.sampler.eta, cfg.sampler.grid)
     rows = []

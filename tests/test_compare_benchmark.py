@@ -20,7 +20,7 @@ from meddiff.cli import main as meddiff_main
 from meddiff.data.degrade import SuperResolution
 from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.samples import samples_dir
-from meddiff.inference import restore, sampler_options
+from meddiff.samplers.run import restore, sampler_options
 from meddiff.io import read_volume
 from meddiff.diffusion.checkpoint import load_model
 
@@ -92,7 +92,7 @@ def test_sr_folders_known_answers_table_and_errors(compare, runs, tmp_path, caps
         assert np.array_equal(read_stack(g / m, names), want), m
     near = interpolate_baseline(lowres, (128, 128), "nearest")[:, 0].numpy()
     assert np.array_equal(read_stack(g / "input", names), near)
-    # the DDPM folder is meddiff.inference.restore of the run's x4 condition with seed 0 and the run's sampler
+    # the DDPM folder is meddiff.samplers.run.restore of the run's x4 condition with seed 0 and the run's sampler
     cfg, _, den = load_model(runs["ddpm"])
     cond = SuperResolution(4.0)(x)[0]
     opts = sampler_options(cfg.sampler.name, cfg.diffusion.variance, cfg.sampler.eta, cfg.sampler.grid)

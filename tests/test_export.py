@@ -9,7 +9,7 @@ import torch
 from meddiff.cli import main
 from meddiff.errors import CheckpointError
 from meddiff.export import TOLERANCE, example_inputs, export_denoiser, exported_denoiser, load_exported, read_contract
-from meddiff.inference import restore, sampler_options
+from meddiff.samplers.run import restore, sampler_options
 from meddiff.models import load_pretrained
 
 

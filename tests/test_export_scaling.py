@@ -14,7 +14,7 @@ from meddiff import config as config_mod
 from meddiff.checkpointing import save_checkpoint
 from meddiff.export import TOLERANCE, export_denoiser, exported_denoiser, load_exported
 from meddiff.export_attention import FusedAttention, fused_attention_copy
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 from meddiff.nn.unet import build_unet
 
 pytest.importorskip("onnx")
@@ -100,7 +100,7 @@ def test_512_call_through_onnxruntime_equals_eager(exported):
 
 
 def test_1024_output_sampled_through_onnxruntime_in_windows(exported, caplog):
-    from meddiff.memory import unet_call_bytes
+    from meddiff.nn.memory import unet_call_bytes
 
     res, net = exported
     cfg, den = exported_denoiser(res.path)
@@ -111,5 +111,5 @@ def test_1024_output_sampled_through_onnxruntime_in_windows(exported, caplog):
         out = restore(den, cond, sampler="posterior_mean", steps=1, progress=False, tile_size=256)
     assert out.shape == (1, 1, 1, 1024, 1024) and torch.isfinite(out).all()
     assert "256x256 windows of 1024x1024" in caplog.text
-    # window by window the network is the one checked at 512x512 above; blending is meddiff.tiling's (tests/test_tiling.py)
+    # window by window the network is the one checked at 512x512 above; blending is meddiff.samplers.tiling's (tests/samplers/test_tiling.py)
     assert (out[0, 0] - cond).abs().max() > 1e-3  # the network did something

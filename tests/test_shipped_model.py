@@ -14,7 +14,7 @@ from meddiff.data.degrade import SuperResolution
 from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.dataset import load_prepared
 from meddiff.data.samples import samples_dir
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 from meddiff.metrics.image import psnr, ssim
 from meddiff.diffusion.checkpoint import load_model
 

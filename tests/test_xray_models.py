@@ -8,7 +8,7 @@ import torch
 from meddiff.baselines.classical import median_filter, nl_means
 from meddiff.cli import main
 from meddiff.commands.demo_xray import _degrade, held_out_films
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 from meddiff.metrics.image import psnr
 from meddiff.models import load_pretrained
 

@@ -123,7 +123,7 @@ def _run_verb(args: argparse.Namespace):
         outdir.discard_claims()
         raise
     if result:
-        from .restore.domain import EXIT_WORSE_THAN_BICUBIC
+        from .domain.check import EXIT_WORSE_THAN_BICUBIC
 
         if result != EXIT_WORSE_THAN_BICUBIC:  # a finished run whose check scored a result worse keeps its outputs
             outdir.discard_claims()

@@ -15,10 +15,10 @@ from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.diffusion.checkpoint import load_model
 from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import build_schedule
-from meddiff.distill.objective import load_teacher, student_loss
+from meddiff.objectives.distill import load_teacher, student_loss
 from meddiff.distill.targets import build_targets, teacher_targets
 from meddiff.errors import ConfigError, InputError
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 from meddiff.nn.unet import build_unet
 from meddiff.samplers.ddim import sample_ddim
 from meddiff.samplers.dpm_solver import sample_dpm_solver_pp

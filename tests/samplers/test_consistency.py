@@ -22,7 +22,7 @@ from meddiff.data.degrade import SuperResolution
 from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import build_schedule
 from meddiff.errors import InputError
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 from meddiff.io import read_volume, write_volume
 from meddiff.nn.unet import build_unet
 from meddiff.samplers.ancestral import sample_ancestral

@@ -9,7 +9,7 @@ from meddiff import config as config_mod
 from meddiff.cli import main
 from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import build_schedule
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 from meddiff.samplers.registry import SAMPLERS
 from meddiff.io import read_volume
 from meddiff.nn.unet import build_unet

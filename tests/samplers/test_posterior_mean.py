@@ -3,7 +3,7 @@
 import torch
 
 from meddiff.diffusion.checkpoint import load_model
-from meddiff.inference import restore, sampler_options
+from meddiff.samplers.run import restore, sampler_options
 from meddiff.samplers.noise import generators_for
 from meddiff.samplers.ddim import sample_ddim
 from meddiff.samplers.dpm_solver import sample_dpm_solver_pp

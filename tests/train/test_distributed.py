@@ -47,7 +47,7 @@ def test_two_rank_gloo_run_matches_single_process_with_double_batch(tmp_path):
 
 def test_two_rank_vdm_run_matches_single_process_with_double_batch(tmp_path):
     """The VDM under torchrun: noise keyed by global position with one antithetic offset per step
-    (vdm.objective.position_noise) and gradients averaged by hand (the VLB and the schedule's
+    (vdm.vlb.position_noise) and gradients averaged by hand (the VLB and the schedule's
     variance gradient alike) give the single-process run with the double batch."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),

@@ -66,7 +66,7 @@ def test_vdm_interrupted_and_resumed_run_ends_bitwise_equal_to_straight_run(tmp_
 
 
 def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    from meddiff.diffusion import objective as ddpm_objective
+    from meddiff.objectives import ddpm as ddpm_objective
 
     real = ddpm_objective.diffusion_loss
     calls = {"n": 0}

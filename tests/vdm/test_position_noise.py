@@ -2,7 +2,7 @@
 
 import torch
 
-from meddiff.vdm.objective import position_noise
+from meddiff.vdm.vlb import position_noise
 
 
 def test_split_batches_draw_the_noise_of_the_whole_global_batch():

@@ -8,7 +8,7 @@ from meddiff.nn.unet import UNet
 from meddiff.vdm.loss import level_values
 from meddiff.vdm.networks import (LevelDecoder, LevelEncoder, ResNetDecoder, ResNetEncoder, ScoreNet, UNetScore,
                                   VDMModel, gamma_time, to_levels)
-from meddiff.vdm.objective import model_vlb
+from meddiff.vdm.vlb import model_vlb
 from meddiff.vdm.schedule import build_gamma
 
 

@@ -17,7 +17,7 @@ import torch
 from ..checkpointing import BASELINE, frozen, load_weights, read_model_file
 from ..config import Config
 from ..errors import CheckpointError, ConfigError
-from ..inference import restore_batches
+from ..samplers.run import restore_batches
 from .base import Baseline
 
 # name -> "module:Class" (modules relative to meddiff.baselines)
@@ -77,7 +77,7 @@ def load_baseline(path: str | Path, device: str | torch.device = "cpu") -> tuple
 def restore_baseline(model: Baseline, planes: torch.Tensor, *, samples: int = 1, seed: int = 0, batch_size: int = 8,
                      device: torch.device | str = "cpu") -> torch.Tensor:
     """`samples` predictions of each of the N slices of `planes` [N, C, H, W] -> [S, N, 1, H, W] (CPU, float32),
-    as `meddiff.inference.restore` does for the DDPM: slices padded to model.size_multiple (image plane with -1,
+    as `meddiff.samplers.run.restore` does for the DDPM: slices padded to model.size_multiple (image plane with -1,
     mask plane with 0) and cropped back; sample s of slice j uses the generator seeded image_seed(seed, j, s)."""
     def predict(c: torch.Tensor, gens: list[torch.Generator], i: int) -> torch.Tensor:
         mask = c[:, 1:2] if c.shape[1] > 1 else torch.ones_like(c[:, :1])

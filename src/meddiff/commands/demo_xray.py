@@ -69,7 +69,7 @@ def refuse_sampling_flags(args: argparse.Namespace, keep: tuple[str, ...] = ()) 
 
 def run_denoise(args: argparse.Namespace) -> int:
     from ..baselines.classical import median_filter, nl_means
-    from ..inference import sample_slices, summarise
+    from ..samplers.run import sample_slices, summarise
     from ..samplers.registry import SamplingDefaults, resolve
     from ..io.outdir import check_output_dir, mark
     from ..metrics.compare import evaluate_arrays

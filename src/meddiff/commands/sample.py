@@ -88,7 +88,7 @@ def _sampling_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of the sampler's noise; the same seed and input give the same output (default 0)")
     p.add_argument("--noise", choices=["independent", "shared"], default=None,
                    help="DDPM checkpoints: independent = each slice its own noise; shared = one noise for all slices of a "
-                        "volume, so added detail lines up across slices (default: shared; meddiff.volume_noise, "
+                        "volume, so added detail lines up across slices (default: shared; meddiff.samplers.noise, "
                         "benchmarks/volumes.py)")
     p.add_argument("--batch-size", type=int, default=8, help="slices sampled together; lower it if memory runs out (default 8)")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one) | cpu | cuda | cuda:N (default auto)")
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         return sample_archive.run(args)
     written = restore(Request.from_namespace(args), pick_device(args.device, what="--device"))
     print(f"wrote {len(written)} file(s) under {args.output}: {written.summary}")
-    if written.domain_summary:  # once, after the progress bar (meddiff.restore.domain)
+    if written.domain_summary:  # once, after the progress bar (meddiff.domain.check)
         print(written.domain_summary, file=sys.stderr)
     return written.status
 

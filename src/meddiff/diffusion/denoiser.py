@@ -33,7 +33,7 @@ from .schedule import DiscreteSchedule
 
 
 class Denoiser(Protocol):
-    """What every sampler (meddiff.samplers) and meddiff.inference.restore see of a model."""
+    """What every sampler (meddiff.samplers) and meddiff.samplers.run.restore see of a model."""
 
     def __call__(self, x_t: Tensor, k: Tensor, cond: Tensor) -> Tensor:
         """x0_hat [B, C, *spatial] in the diffused space at times k [B] of time_grid."""
@@ -54,7 +54,7 @@ class Denoiser(Protocol):
 
     def call_bytes(self, batch: int, spatial: tuple[int, ...], device: torch.device) -> int | None:
         """Estimated peak bytes one call on `batch` images of `spatial` size adds (None: no estimate;
-        meddiff.tiling plans batches and windows from it)."""
+        meddiff.samplers.tiling plans batches and windows from it)."""
         ...
 
 
@@ -171,8 +171,8 @@ class DDPMDenoiser:
         return out.float()
 
     def call_bytes(self, batch: int, spatial: tuple[int, ...], device: torch.device) -> int | None:
-        """The memory estimate of one call of its network (meddiff.memory.network_call_bytes)."""
-        from ..memory import network_call_bytes
+        """The memory estimate of one call of its network (meddiff.nn.memory.network_call_bytes)."""
+        from ..nn.memory import network_call_bytes
 
         return network_call_bytes(self.net, batch, spatial, device)
 

@@ -5,7 +5,7 @@ split's crops and augmentations drawn as the training loop draws them, seeded by
 evenly spaced val items), the starting noise x_T ~ N(0, I) from a generator seeded by
 (train.seed, DISTILL, i), and the teacher's deterministic sample from that x_T (its ODE sampler,
 DPM-Solver++ or DDIM with eta 0, `distill.steps` calls): exactly what
-`meddiff.inference.restore` would return for that noise.
+`meddiff.samplers.run.restore` would return for that noise.
 
 The file (safetensors: planes [K, C_cond, H, W], noise [K, 1, H, W], target [K, 1, H, W], image space
 [-1, 1]) is rewritten atomically every minute while it grows, with the settings that define it in its
@@ -48,7 +48,7 @@ KEYS = ("planes", "noise", "target")
 def teacher_grid(sampler: str, grid: str) -> str:
     """The time grid "auto" means for the teacher's sampler, as `meddiff sample` resolves it
     (inference.sampler_options: log-SNR for DPM-Solver++, uniform for DDIM)."""
-    from ..inference import sampler_options
+    from ..samplers.run import sampler_options
 
     return str(sampler_options(sampler, "beta", 0.0, grid).get("grid", grid))
 
@@ -151,7 +151,7 @@ def val_item(val_set: Dataset, count: int) -> Callable[[int], Pair]:
 class DistilledPairs(Dataset):
     """The targets as training pairs: Pair(x0 = teacher sample [1, H, W], cond = the condition planes with
     the starting noise x_T as the LAST plane [C_cond + 1, H, W], mask zeros, case_id "distill_i").
-    The student's step splits cond back (meddiff.distill.objective.split_noise)."""
+    The student's step splits cond back (meddiff.objectives.distill.split_noise)."""
 
     planes: Tensor
     noise: Tensor

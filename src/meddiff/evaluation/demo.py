@@ -150,7 +150,7 @@ def sr_demo(req: DemoRequest) -> DemoResult:
     from ..baselines.interpolation import interpolate_baseline
     from ..data.degrade import SuperResolution
     from ..diffusion.checkpoint import load_model
-    from ..inference import sample_slices, summarise
+    from ..samplers.run import sample_slices, summarise
     from ..io.outdir import check_output_dir, mark
     from ..metrics.compare import evaluate_arrays
     from ..metrics.table import write_table

@@ -3,7 +3,7 @@
 Inputs are per-pixel arrays of one shape (any, e.g. ``[B, 1, H, W]``), numpy or torch:
 
 - ``std``: the predicted standard deviation, in practice the spread of S posterior samples
-  x^(1..S) ~ p(x | y) per pixel (:func:`meddiff.inference.summarise`, unbiased, S - 1). It
+  x^(1..S) ~ p(x | y) per pixel (:func:`meddiff.samplers.run.summarise`, unbiased, S - 1). It
   estimates sigma, the std of the model's posterior, not the error of any one prediction.
 - ``error``: prediction - truth, usually the mean of the S samples minus the ground truth.
 

@@ -12,7 +12,7 @@ models.py   the restorers (`Restorer(task, restore_slices, describe, domain_chec
             an image-conditional VDM, learned and classical baselines) and `restore`, which resolves the
             checkpoint once (checkpointing.ModelSource) and picks one from its format
 
-Batching, padding and per-image seeds of the slices live in `meddiff.inference.sample_slices` (DDPM/VDM
+Batching, padding and per-image seeds of the slices live in `meddiff.samplers.run.sample_slices` (DDPM/VDM
 samplers) and the baselines' `restore_baseline`, which share its batch loop.
 """
 

@@ -23,7 +23,7 @@ from ..data.degrade import SuperResolution, build_degradation
 from ..data.normalise import Normalisation
 from ..data.slices import from_slices, to_slices
 from ..errors import FieldError, InputError
-from ..inference import summarise
+from ..samplers.run import summarise
 from ..io import Volume, find_images, read_volume, write_volume
 from ..io.readers import ImageItem
 from ..io.phi import public_command, public_relpath
@@ -189,8 +189,8 @@ def restore_files(args: Request, restorer) -> Written:
 
     The output folder must not be or hold an input, and must be new, empty or (with overwrite) one
     meddiff wrote (meddiff.io.outdir); it is marked as meddiff's just before the first write."""
-    from ..progress import Progress
-    from .domain import domain_exit_status, domain_summary
+    from ..samplers.progress import Progress
+    from ..domain.check import domain_exit_status, domain_summary
 
     task, restore_slices, describe = restorer.task, restorer.restore_slices, restorer.describe
     if args.mask is not None and task.kind != "inpaint":
@@ -305,7 +305,7 @@ def _thick_planes(args: Request, task: TaskConfig, x: torch.Tensor):
 def check_samples_memory(samples: int, planes: torch.Tensor, source: Path) -> None:
     """--samples S keeps S restored copies of every slice (then mean, std and each sample are written): refuse,
     before sampling, a request that cannot fit in the memory this machine has free."""
-    from ..memory import available_bytes
+    from ..samplers.memory import available_bytes
 
     n, _, h, w = planes.shape
     need = samples * n * h * w * 4 * 3  # the samples, their float64 summaries and one written copy
@@ -351,7 +351,7 @@ def restore_volume(run: Run, vol: Volume, item: ImageItem) -> tuple[torch.Tensor
     """The restoration of one read input: (out [S, N, 1, H, W] in normalised units, its normalisation,
     its domain report or None, --interval's {tag: (map, sentence)} or None); normalise, slice, condition
     planes, domain check, restore_slices."""
-    from .domain import domain_postcheck, domain_precheck
+    from ..domain.check import domain_postcheck, domain_precheck
 
     args, task = run.args, run.task
     norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
@@ -379,7 +379,7 @@ def restore_volume(run: Run, vol: Volume, item: ImageItem) -> tuple[torch.Tensor
 def products_of(run: Run, norm: Normalisation, out: torch.Tensor) -> dict[str, torch.Tensor]:
     """The products of out [S, N, 1, H, W] (normalised units) as slices [N, 1, H, W] in the image's units:
     restored (one sample), or mean, std, sample<k> and, with a calibrated model, uncertainty."""
-    from .domain import calibrated_error_scale
+    from ..domain.check import calibrated_error_scale
 
     args = run.args
     mean, std = summarise(out)

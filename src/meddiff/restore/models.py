@@ -3,7 +3,7 @@ its task, ``restore_slices(planes, lowres, name, bar) -> [S, N, 1, H, W]``, a de
 outputs and, where the model card allows it, the domain check (meddiff.domain):
 
 - a DDPM checkpoint: its sampler (samplers.registry: the checkpoint's stored settings unless the
-  request overrides them) through `meddiff.inference.sample_slices`, optionally with data consistency;
+  request overrides them) through `meddiff.samplers.run.sample_slices`, optionally with data consistency;
 - an image-conditional VDM checkpoint: its score network and gamma under the same samplers;
 - a learned baseline's checkpoint (pix2pix, SRGAN, ...): its prediction per slice;
 - a classical baseline (`Request.method`): median / nlm (denoising), biharmonic (inpainting),
@@ -30,7 +30,7 @@ from ..config import TaskConfig
 from ..diffusion.checkpoint import load_model
 from ..diffusion.denoiser import resolve_precision
 from ..errors import FieldError
-from ..inference import sample_slices
+from ..samplers.run import sample_slices
 from ..samplers.consistency import check_request, sr_consistency_error
 from ..samplers.registry import SamplingDefaults, SamplingSpec, resolve
 from ..checkpointing.weights import use_weights
@@ -46,7 +46,7 @@ CLASSICAL = {"median": "denoise", "nlm": "denoise", "biharmonic": "inpaint", "bi
 
 
 class DomainCheck(NamedTuple):
-    """What the domain check of a restorer needs (meddiff.domain, restore.domain): the denoiser of the
+    """What the domain check of a restorer needs (meddiff.domain.card, meddiff.domain.check): the denoiser of the
     model-based score (None: not for this layout), the model card, the SR factor (1 for inpainting) and
     the sampler run ("dpm_solver_pp 10"), which the card's std calibration must match."""
 
@@ -154,7 +154,7 @@ def ddpm_restorer(args: Request, device) -> Restorer:
 
 def memory_options(args: Request) -> dict:
     """restore()'s max_memory / tile_size / tile_overlap from the request."""
-    from ..memory import parse_size
+    from ..samplers.memory import parse_size
 
     try:
         limit = None if args.max_memory is None else parse_size(args.max_memory)

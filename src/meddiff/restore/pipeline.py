@@ -93,7 +93,7 @@ def restore_arrays(args: Request, arrays: list, device: Any = "cpu") -> list:
     from ..data.degrade import build_degradation
     from ..data.slices import from_slices
     from ..errors import InputError
-    from ..progress import Progress
+    from ..samplers.progress import Progress
     from .files import Run, products_of, read_item, restore_volume
     from .models import located, restorer_for, validate_request
 

@@ -155,7 +155,7 @@ class UnitWorker:
         return taken | {a.output / UNITS_DIR}
 
     def run(self, unit: Unit) -> UnitResult:
-        from ..progress import Progress
+        from ..samplers.progress import Progress
         from .files import Run, restore_file
 
         t0, c0 = time.perf_counter(), time.process_time()

@@ -5,8 +5,8 @@ The restore pipeline (restore.files) hands every restorer the condition planes o
 slices along --axis, ``[N, C, H, W]``; a Layout turns them into the network's images and back:
 
 - 2D in-plane: the N slices as they are (2.5D: each slice with its K neighbours, context_planes);
-- 3D (model.spatial_dims 3): one volume ``[1, C, N, H, W]`` (meddiff.inference.restore samples it
-  whole, or in overlapping 3D windows blended inside every step, meddiff.tiling);
+- 3D (model.spatial_dims 3): one volume ``[1, C, N, H, W]`` (meddiff.samplers.run.restore samples it
+  whole, or in overlapping 3D windows blended inside every step, meddiff.samplers.tiling);
 - 2D thick-slice (task.sr_axis through, model.spatial_dims 2): the reformats that contain the slice
   axis, ``[W, C, N, H]``, whose rows run along it (the model was trained on such planes,
   data.volume_dataset.ThickSliceSR).

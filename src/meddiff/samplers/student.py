@@ -4,7 +4,7 @@ A student is trained so that its x0 estimate at the first time of the chain, fro
 and the condition, equals its teacher's deterministic ODE sample from the same x_T (Luhman &
 Luhman 2021, "Knowledge distillation in iterative generative models"; SinSR, Wang et al. 2024).
 Sampling it is one deterministic DDIM step (eta = 0) from x_T to the clean end, x0 = f_theta(x_T, T, y),
-so data consistency, tiling and shared noise act on it as on any sampler (`meddiff.inference.restore`
+so data consistency, tiling and shared noise act on it as on any sampler (`meddiff.samplers.run.restore`
 always gives it one step, as the posterior mean; a grid of more points is accepted here, but a
 one-call student has learnt only the first). Unlike the posterior mean (the same single call of a network trained only on
 the diffusion loss, which nearly ignores x_T), a student's output depends on x_T: it is a sample.

@@ -6,7 +6,7 @@ plot and atomic checkpoints. Everything random in a step is a function of
 resumed from a checkpoint ends at bitwise the same weights as an uninterrupted one (CPU).
 
 The model family (the conditional DDPM, ``objective: vdm`` a variational diffusion model,
-``objective: baseline`` a learned baseline) is an `meddiff.objective.Objective`; its class (the
+``objective: baseline`` a learned baseline) is an `meddiff.objectives.protocol.Objective`; its class (the
 `family`) is chosen by the caller (`meddiff train`: `meddiff.objectives.objective_class(cfg)`) and
 passed in: it builds the network and optimiser(s), computes each step and the validation loss and
 names its checkpoint format; this loop imports no model family and never asks which one it trains.
@@ -30,7 +30,7 @@ from ..checkpointing import init_weights, latest_checkpoint, load_train_state, r
 from ..config import Config
 from ..data.order import STEP, VAL, SeededItems, StepBatches, collate, mix_seed, seed_global_rngs
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
-from ..objective import ObjectiveFamily, Runtime, StepContext, optimiser_list
+from ..objectives.protocol import ObjectiveFamily, Runtime, StepContext, optimiser_list
 from . import distributed as D
 from ..checkpointing.ema import EMAWarning, ema_decay_at, init_share_warning
 from .ema import ema_copy, ema_update

@@ -13,7 +13,7 @@ def sample_grid(cfg, deg, denoiser, val_set, device) -> Tensor:
     """[N, 1, H, 3W] in [0, 1]: condition, sample and truth side by side for the first GRID_ITEMS
     validation items (seeded by train.seed; no global RNG is touched, so training is unchanged)."""
     from ..data.order import VAL, SeededItems, collate, mix_seed
-    from ..inference import restore, sampler_options
+    from ..samplers.run import restore, sampler_options
 
     n = min(GRID_ITEMS, len(val_set))
     items = SeededItems(val_set, mix_seed(cfg.train.seed, VAL))
@@ -33,7 +33,7 @@ def log_sample_grid(writer, run, val_set, step: int) -> None:
     objectives that sample (an `ema_denoiser` and a degradation `deg`: the DDPM; not a distilled
     student, whose validation pairs carry their starting noise: `sample_grid = False`)."""
     obj = run.objective
-    if not obj.sample_grid:  # an optional hook of the Objective (meddiff.objective.OptionalHooks)
+    if not obj.sample_grid:  # an optional hook of the Objective (meddiff.objectives.protocol.OptionalHooks)
         return
     grid = sample_grid(run.cfg, obj.deg, obj.ema_denoiser(run.ema), val_set, run.env.device)
     writer.add_images("val/samples (condition | sample | truth)", grid, step, dataformats="NCHW")

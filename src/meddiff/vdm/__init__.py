@@ -7,12 +7,12 @@ negative VLB in three terms, ancestral sampling over any number of steps.
                   times, bits/dim, backward_vlb (schedule shape trained on the variance)
     networks.py   ScoreNet (the paper's FiLM ResNet), UNetScore (meddiff's U-Net), level and ResNet
                   encoder/decoder pairs, VDMModel (holds the parts for one state_dict)
-    objective.py  model_vlb: one batch -> VLBTerms; VDMObjective (the VDM under meddiff's training loop)
+    vlb.py        model_vlb: one batch -> VLBTerms (VDMObjective, the VDM under the training loop: meddiff.objectives.vdm)
     sampling.py   sample_z0 (ancestral), decode_levels, VDMDenoiser (meddiff's samplers on a VDM, on a
                   discrete grid of T times or on its own continuous times), continuous_grid
     checkpoint.py load_vdm (format "meddiff-vdm-v1", read through meddiff.checkpointing)
 
-Design note: the VDM under the trainer (as wired in objective.py, VDMObjective)
+Design note: the VDM under the trainer (as wired in meddiff.objectives.vdm, VDMObjective)
 -------------------------------------------------------------------------------
 - Build: a config section (e.g. ``vdm:``) names the gamma ("fixed_linear" | "learned_linear" |
   "learned_nnet", gamma_min/max), the score network ("scorenet" with embedding_dim/n_layers, or
@@ -43,7 +43,7 @@ from .loss import (VLBTerms, antithetic_times, backward_vlb, bits_per_dim, diffu
                    diffusion_loss_discrete, latent_loss, reconstruction_loss, vlb_terms)
 from .networks import (LevelDecoder, LevelEncoder, ResNetDecoder, ResNetEncoder, ScoreNet, UNetScore, VDMModel,
                        to_levels)
-from .objective import draw_noise, model_vlb
+from .vlb import draw_noise, model_vlb
 from .sampling import VDMDenoiser, decode_levels, discrete_schedule, sample_z0
 from .schedule import (FixedLinearGamma, LearnedLinearGamma, NoiseNetGamma, alpha, alpha2, build_gamma,
                        gamma_and_derivative, sigma, sigma2, snr)

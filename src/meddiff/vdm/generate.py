@@ -30,7 +30,7 @@ from ..io import Volume, write_volume
 from .build import latent_shape
 from .checkpoint import LoadedVDM
 from .networks import VDMModel, to_levels
-from .objective import model_vlb
+from .vlb import model_vlb
 from .sampling import decode_levels, sample_z0
 from .schedule import alpha
 

@@ -129,8 +129,8 @@ class VDMDenoiser:
         return x0
 
     def call_bytes(self, batch: int, spatial: tuple[int, ...], device: torch.device) -> int | None:
-        """The memory estimate of one call of a U-Net score network (meddiff.memory.network_call_bytes)."""
-        from ..memory import network_call_bytes
+        """The memory estimate of one call of a U-Net score network (meddiff.nn.memory.network_call_bytes)."""
+        from ..nn.memory import network_call_bytes
 
         return network_call_bytes(getattr(self.score, "unet", None), batch, spatial, device)
 

@@ -9,7 +9,7 @@ restores the units it is sent, at most `depth` queued at a time. The driver keep
 - a unit whose own run failed is retried the same way unless the failure is final (a bad input);
 - a unit out of attempts is reported failed with the reason; the others go on.
 
-Results only depend on (seed, unit, slice) (meddiff.inference.image_seed), so which actor ran a
+Results only depend on (seed, unit, slice) (meddiff.samplers.run.image_seed), so which actor ran a
 unit, and how many actors there were, changes no pixel. Why actors and not Ray Data's
 map_batches: a unit (a DICOM series) is a file group, not a row; per-unit retries, failures and
 done-marks are what an archive needs, and Ray core gives them without a dataset copy of the inputs.

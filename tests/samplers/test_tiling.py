@@ -1,4 +1,4 @@
-"""Tiled sampling (meddiff.tiling): window grid, blending weights, equality with whole-image
+"""Tiled sampling (meddiff.samplers.tiling): window grid, blending weights, equality with whole-image
 sampling, seams, and the memory plan."""
 
 import numpy as np
@@ -11,9 +11,9 @@ from meddiff.data.degrade import SuperResolution
 from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.samples import samples_dir
 from meddiff.errors import InputError
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 from meddiff.metrics.image import psnr
-from meddiff.tiling import TiledDenoiser, plan_sampling, ramp_weights, tile_grid, tile_starts
+from meddiff.samplers.tiling import TiledDenoiser, plan_sampling, ramp_weights, tile_grid, tile_starts
 from meddiff.diffusion.checkpoint import load_model
 
 
@@ -129,7 +129,7 @@ def test_plan_keeps_whole_images_lowers_the_batch_then_tiles_then_refuses():
 
 
 def test_restore_tiles_under_a_small_max_memory_and_refuses_an_impossible_one(shipped):
-    from meddiff.memory import used_bytes
+    from meddiff.samplers.memory import used_bytes
 
     cond = torch.zeros(1, 1, 128, 128)
     kw = dict(sampler="ddim", steps=2, progress=False)
@@ -146,7 +146,7 @@ def test_compiled_network_samples_the_same_and_is_still_planned(shipped, monkeyp
     import dataclasses
 
     from meddiff.diffusion.denoiser import compile_network
-    from meddiff.memory import used_bytes
+    from meddiff.samplers.memory import used_bytes
 
     compiled = dataclasses.replace(shipped, net=compile_network(shipped.net, backend="eager"))
     cond = torch.zeros(1, 1, 64, 64)
@@ -195,9 +195,9 @@ def test_3d_tiled_sampling_matches_whole_volume_sampling(tiny_3d):
 
 
 def test_3d_plan_tiles_a_volume_under_max_memory(tiny_3d):
-    from meddiff.memory import used_bytes
+    from meddiff.samplers.memory import used_bytes
 
-    from meddiff.tiling import plan_for
+    from meddiff.samplers.tiling import plan_for
 
     cond = torch.zeros(1, 1, 32, 48, 48)
     used = used_bytes(torch.device("cpu"))
@@ -208,8 +208,8 @@ def test_3d_plan_tiles_a_volume_under_max_memory(tiny_3d):
     assert out.shape == (1, 1, 1, 32, 48, 48) and torch.isfinite(out).all()
     # a budget too small for the smallest window; given directly, since the process's RSS (what --max-memory
     # is measured against) moves between two readings by more than such a budget (a CI run saw it drop)
-    from meddiff.memory import unet_call_bytes
-    from meddiff.tiling import plan_sampling
+    from meddiff.nn.memory import unet_call_bytes
+    from meddiff.samplers.tiling import plan_sampling
 
     net = tiny_3d.net
     with pytest.raises(InputError, match="raise max_memory"):

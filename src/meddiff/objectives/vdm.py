@@ -1,11 +1,5 @@
-"""The VDM objective of a `VDMModel` on one batch: noise drawn reproducibly, then `loss.vlb_terms`;
-and `VDMObjective`, the VDM under meddiff's training loop (meddiff.objective.Objective).
-
-This is what a training loop calls (see the package docstring):
-
-    terms = model_vlb(model, x_levels, labels=..., image_cond=..., generator=g, timesteps=0)
-    bpd = backward_vlb(terms, model.gamma)        # gradients set; returns bits/dim per term
-    optimiser.step()
+"""`VDMObjective`, the VDM under meddiff's training loop (meddiff.objectives.protocol.Objective); the VLB
+of one batch (`model_vlb`, `position_noise`) is meddiff.vdm.vlb's.
 
 Under `meddiff train` with ``objective: vdm`` (Kingma et al. 2021): the step is ``model_vlb`` (noise
 keyed by each example's global position and one antithetic time offset per step, `position_noise`,
@@ -27,82 +21,16 @@ from torch.utils.data import Dataset
 from ..checkpointing import VDM
 from ..config import Config
 from ..data.degrade import build_degradation
-from ..data.order import NOISE, TIME, VAL, mix_seed
+from ..data.order import VAL, mix_seed
 from ..data.split import SPLITS
 from ..errors import ConfigError, InputError
-from ..objective import OptionalHooks, Runtime, StepContext
-from .build import NoCondition, build_vdm, case_labels, label_indices, latent_shape
-from .build import class_names as sorted_class_names
-from .checkpoint import vdm_metadata
-from .loss import VLBTerms, antithetic_times, backward_vlb, vlb_terms
-from .networks import VDMModel, to_levels
-
-VLB_TERMS = ("reconstruction", "latent", "diffusion")  # logged in bits/dim as <term>_bpd
-
-
-@torch.no_grad()
-def draw_noise(f_shape: tuple[int, ...], generator: torch.Generator | None, antithetic: bool = True
-               ) -> tuple[Tensor, Tensor, Tensor]:
-    """(t [B] float64, eps, eps_0 [B, *latent]) on the CPU from `generator`: t antithetic (one
-    uniform offset, App. I.1) or iid uniform."""
-    b = f_shape[0]
-    u = torch.rand(1 if antithetic else b, generator=generator, dtype=torch.float64)
-    t = antithetic_times(b, u[0]) if antithetic else u
-    eps = torch.randn(f_shape, generator=generator)
-    eps_0 = torch.randn(f_shape, generator=generator)
-    return t, eps, eps_0
-
-
-@torch.no_grad()
-def position_noise(seed: int, step: int, positions: Tensor, global_batch: int, f_shape: tuple[int, ...],
-                   antithetic: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    """(t, eps, eps_0) for the examples at global `positions` of training step `step`, independent
-    of how the global batch of `global_batch` examples is split over ranks.
-
-    eps, eps_0 of position p come from a generator seeded by (seed, NOISE, p). Antithetic times use
-    one offset u_0 per step, seeded by (seed, TIME, step) and so shared by all ranks, and
-    t_p = (u_0 + (p - step G) / G) mod 1 (App. I.1 over the global batch of size G): the ranks'
-    times interleave into one evenly spaced set, so a 2-rank run draws the same noise as one
-    process with the double batch. Without antithetic sampling t_p is uniform from p's generator.
-    """
-    if positions.ndim != 1 or positions.shape[0] != f_shape[0]:
-        raise InputError(f"positions of shape {tuple(positions.shape)}: expected [{f_shape[0]}]")
-    ts, eps, eps_0 = [], [], []
-    for p in positions.tolist():
-        g = torch.Generator().manual_seed(mix_seed(seed, NOISE, p))
-        u = torch.rand(1, generator=g, dtype=torch.float64)
-        eps.append(torch.randn(tuple(f_shape[1:]), generator=g))
-        eps_0.append(torch.randn(tuple(f_shape[1:]), generator=g))
-        ts.append(u)
-    if antithetic:
-        u0 = torch.rand(1, generator=torch.Generator().manual_seed(mix_seed(seed, TIME, step)), dtype=torch.float64)[0]
-        offsets = (positions.to(torch.float64) - step * global_batch) / global_batch
-        t = torch.remainder(u0 + offsets, 1.0)
-    else:
-        t = torch.cat(ts)
-    return t, torch.stack(eps), torch.stack(eps_0)
-
-
-def model_vlb(model: VDMModel, x: Tensor, *, labels: Tensor | None = None, image_cond: Tensor | None = None,
-              generator: torch.Generator | None = None, timesteps: int = 0, antithetic: bool = True,
-              noise: tuple[Tensor, Tensor, Tensor] | None = None) -> VLBTerms:
-    """The three VLB terms of `model` on integer data x [B, *dims] (levels 0..V-1, see networks.to_levels).
-
-    labels: class labels [B] (class-conditional model) and/or image_cond: condition planes for a
-    UNetScore (restoration under the VDM objective). noise: (t, eps, eps_0) to use instead of
-    drawing them from `generator` (e.g. per-example noise from the trainer).
-    """
-    if labels is not None and image_cond is not None:
-        raise InputError("give class labels or an image condition, not both")
-    emb = model.embed(labels)
-    score_cond = emb if emb is not None else image_cond
-    f = model.encoder(x, emb)
-    t, eps, eps_0 = noise if noise is not None else draw_noise(tuple(f.shape), generator, antithetic)
-    return vlb_terms(
-        x, f, lambda v, z0r, g0: model.decoder.log_prob(v, z0r, g0, emb), model.score, model.gamma,
-        t=t.to(f.device), eps=eps.to(f.device, f.dtype), eps_0=eps_0.to(f.device, f.dtype), cond=score_cond,
-        timesteps=timesteps,
-    )
+from ..vdm.build import NoCondition, build_vdm, case_labels, label_indices, latent_shape
+from ..vdm.build import class_names as sorted_class_names
+from ..vdm.checkpoint import vdm_metadata
+from ..vdm.loss import backward_vlb
+from ..vdm.networks import to_levels
+from ..vdm.vlb import VLB_TERMS, model_vlb, position_noise
+from .protocol import OptionalHooks, Runtime, StepContext
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def domain_precheck(args, domain, name: Path, vol: Volume, slices: torch.Tensor,
     """meddiff.domain.check_input on one input before sampling; with --strict-domain a flagged input is
     refused here (InputError), before any sampling."""
     from ..data.slices import in_plane_spacing
-    from ..domain import check_input
+    from .card import check_input
 
     denoiser, card, factor = domain[:3]
     spacing = None
@@ -67,7 +67,7 @@ def _lowres_of(x: torch.Tensor, factor: float) -> torch.Tensor:
 def domain_postcheck(args, domain, report, out: torch.Tensor, lowres: torch.Tensor | None) -> None:
     """The consistency of the restored mean with the measurement (meddiff.domain.check_output); no
     printing here (domain_summary reports it after the progress bar)."""
-    from ..domain import check_output
+    from .card import check_output
 
     if lowres is None:
         return

@@ -7,7 +7,7 @@ are blended with weights that fall smoothly to the window edges inside the image
 ``sliding_window_inference`` blends, but inside each step rather than once on the output). Tiles
 therefore agree at every step; near a window edge a prediction sees less context, so tiled
 output differs slightly from one whole-image call where both fit (measured in
-tests/test_tiling.py).
+tests/samplers/test_tiling.py).
 
 Windows start at multiples of the network's size multiple, so every window's downsampling grid
 is the whole image's grid.
@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .errors import FieldError, InputError
+from ..errors import FieldError, InputError
 
 
 def tile_starts(size: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
@@ -206,7 +206,7 @@ def plan_for(call_bytes: CallBytes, planes: Tensor, multiple: int = 1, *, batch:
              max_memory: int | None = None, tile: int | None = None, overlap: int | None = None) -> Plan:
     """The Plan for padded condition planes [N, C, *spatial] (each axis a multiple of `multiple`) under
     max_memory bytes (None: what the process holds plus 60% of the free RAM / VRAM;
-    memory.default_max_memory). call_bytes(images, window, device): the estimated peak of one network
+    samplers.memory.default_max_memory). call_bytes(images, window, device): the estimated peak of one network
     call (the denoiser's `call_bytes`); None for a network without an estimate, which runs whole unless
     a tile size is given."""
     from .memory import default_max_memory, used_bytes

@@ -1,5 +1,5 @@
 """A learned baseline (pix2pix, SRGAN, UP-GAN, HPUNet) under meddiff's training loop
-(meddiff.objective.Objective), trained with ``objective: baseline`` on the same data and
+(meddiff.objectives.protocol.Objective), trained with ``objective: baseline`` on the same data and
 degradations as the diffusion models.
 
 The step is the baseline's own ``train_step(x0, cond, mask, opts, step)`` (its optimisers, by name,
@@ -20,8 +20,8 @@ from ..config import Config
 from ..data.degrade import build_degradation
 from ..data.order import VAL, mix_seed
 from ..errors import ConfigError
-from ..objective import Runtime, StepContext, TaskConditioned
-from .registry import baseline_size_multiple, build_baseline
+from .protocol import Runtime, StepContext, TaskConditioned
+from ..baselines.registry import baseline_size_multiple, build_baseline
 
 
 class BaselineObjective(TaskConditioned):

@@ -1,5 +1,5 @@
 """The model families meddiff trains, by the config's ``objective``: each implements
-`meddiff.objective.Objective` in its own package. `meddiff train` asks this registry for the
+`meddiff.objectives.protocol.Objective` in its own module of this package. `meddiff train` asks this registry for the
 family of a config (`objective_class`) and passes it to the training loop, which imports no family."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from __future__ import annotations
 import logging
 
 
-from .baselines.objective import BaselineObjective
-from .config import AugmentConfig, Config
-from .data.augment import acquisition_changed, build_acquisition, build_appearance
-from .diffusion.objective import DDPMObjective
-from .distill.objective import DistillObjective
-from .data.dataset import PairDataset, load_prepared
-from .data.synth import MixedPairs
-from .errors import ConfigError, InputError
-from .vdm.objective import VDMObjective
+from .baseline import BaselineObjective
+from ..config import AugmentConfig, Config
+from ..data.augment import acquisition_changed, build_acquisition, build_appearance
+from .ddpm import DDPMObjective
+from .distill import DistillObjective
+from ..data.dataset import PairDataset, load_prepared
+from ..data.synth import MixedPairs
+from ..errors import ConfigError, InputError
+from .vdm import VDMObjective
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def training_data(cfg: Config) -> tuple[PairDataset, PairDataset | None, dict[st
     """(train set, val set or None, class labels case_id -> index or None, class names) from data.prepared,
     with the family's training degradation, sizes checked."""
     if cfg.data.mode == "volume":  # 3D patches / 2.5D stacks from `meddiff prepare --mode volume`
-        from .data.degrade import build_degradation
-        from .data.volume_dataset import build_volume_datasets
+        from ..data.degrade import build_degradation
+        from ..data.volume_dataset import build_volume_datasets
 
         if acquisition_changed(cfg.augment):
             raise ConfigError("augment: acquisition variety (sr_kernels, blur, noise) is not built for data.mode volume; "

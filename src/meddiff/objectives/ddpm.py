@@ -6,7 +6,7 @@
 with AdamW, mixed precision (a grad scaler for fp16), gradient clipping and data-parallel ranks
 (DDP). Timestep and noise of each example come from (train.seed, its global position)
 (`meddiff.data.order.loss_noise`), so they do not depend on the batch or rank it lands in.
-Implements `meddiff.objective.Objective`; checkpoints have format "meddiff-ddpm-v1".
+Implements `meddiff.objectives.protocol.Objective`; checkpoints have format "meddiff-ddpm-v1".
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from ..checkpointing import DDPM
 from ..config import Config
 from ..data.order import VAL, loss_noise
 from ..nn.unet import build_unet
-from ..objective import Runtime, StepContext, TaskConditioned
-from .denoiser import DDPMDenoiser, resolve_precision
-from .loss import diffusion_loss
-from .schedule import build_schedule
+from .protocol import Runtime, StepContext, TaskConditioned
+from ..diffusion.denoiser import DDPMDenoiser, resolve_precision
+from ..diffusion.loss import diffusion_loss
+from ..diffusion.schedule import build_schedule
 
 
 class DDPMObjective(TaskConditioned):

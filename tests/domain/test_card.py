@@ -1,5 +1,8 @@
-"""meddiff.domain: the model-based score, the consistency ratio, the card checks, and `meddiff
-sample` warning about (or, with --strict-domain, refusing) an input unlike the training data."""
+"""meddiff.domain: the model-based score, the consistency ratio, the card checks (domain/card.py), and `meddiff
+sample` warning about (or, with --strict-domain, refusing) an input unlike the training data (domain/check.py)."""
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -14,7 +17,8 @@ from meddiff.domain import (DomainCard, card_from_training, check_input, consist
                             spectral_rolloff, spectrum_edge_ratio, write_card)
 from meddiff.diffusion.checkpoint import load_model
 
-from .test_sample import make_checkpoint
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from commands.test_sample import make_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

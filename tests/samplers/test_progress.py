@@ -2,7 +2,7 @@
 
 import torch
 
-from meddiff.progress import CountingDenoiser, Progress, calls_per_slice
+from meddiff.samplers.progress import CountingDenoiser, Progress, calls_per_slice
 
 
 def test_total_extrapolates_unread_files_and_firms_up():

@@ -8,7 +8,7 @@ from torch import nn
 from meddiff import config as config_mod
 from meddiff.diffusion.denoiser import DDPMDenoiser
 from meddiff.diffusion.schedule import build_schedule
-from meddiff.inference import image_seed, pad_spatial, restore, summarise
+from meddiff.samplers.run import image_seed, pad_spatial, restore, summarise
 from meddiff.nn.unet import build_unet
 from meddiff.samplers.ancestral import sample_ancestral
 from meddiff.samplers.noise import generators_for
@@ -137,7 +137,7 @@ def test_bad_inputs_raise():
 
 
 def test_sampler_options_grid_auto_is_logsnr_for_dpm_solver_and_uniform_for_ddim():
-    from meddiff.inference import sampler_options
+    from meddiff.samplers.run import sampler_options
 
     assert sampler_options("dpm_solver_pp", "beta", 1.0) == {"grid": "logsnr"}
     assert sampler_options("ddim", "beta", 0.0) == {"eta": 0.0, "grid": "uniform"}

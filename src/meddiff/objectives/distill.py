@@ -26,11 +26,11 @@ from .. import config as config_mod
 from ..config import Config
 from ..diffusion.checkpoint import load_model
 from ..diffusion.denoiser import DDPMDenoiser
-from ..diffusion.objective import DDPMObjective
+from .ddpm import DDPMObjective
 from ..errors import ConfigError
 from ..io.provenance import file_sha256
-from ..objective import Runtime, StepContext
-from .targets import DistilledPairs, build_targets, item_seed, settings_key, teacher_targets, train_item, val_item
+from .protocol import Runtime, StepContext
+from ..distill.targets import DistilledPairs, build_targets, item_seed, settings_key, teacher_targets, train_item, val_item
 
 log = logging.getLogger(__name__)
 SAME_AS_TEACHER = ("task", "model", "diffusion")  # config sections a student must share with its teacher

@@ -45,7 +45,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data.degrade import SuperResolution
+from ..data.degrade import SuperResolution
 
 Tensor = torch.Tensor
 QUANTILES = tuple(np.round(np.linspace(0.05, 0.95, 19), 2).tolist())
@@ -115,8 +115,8 @@ def model_score(denoiser, images: Tensor, factor: float, *, t_fraction: float = 
     relative to y' itself (bicubic). Image i's noise comes from its own generator
     (inference.image_seed(seed, i, 0)), so the score does not depend on how images are batched.
     """
-    from .inference import image_seed, pad_planes
-    from .samplers.noise import generators_for, randn_per_image
+    from ..samplers.run import image_seed, pad_planes
+    from ..samplers.noise import generators_for, randn_per_image
 
     sr = SuperResolution(factor)
     y = images.float()
@@ -250,7 +250,7 @@ def check_output(report: DomainReport, restored: Tensor, lowres: Tensor, factor:
 
 def write_card(model_file: str | Path, card: DomainCard) -> None:
     """Store `card` in the metadata of a safetensors model file (rewritten atomically; tensors unchanged)."""
-    from .checkpointing import update_metadata
+    from ..checkpointing import update_metadata
 
     update_metadata(model_file, domain=card.to_json())
 

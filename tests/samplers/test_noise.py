@@ -1,12 +1,12 @@
-"""noise="shared": one noise per volume (meddiff.volume_noise) in restore() and `meddiff sample`."""
+"""noise="shared": one noise per volume (meddiff.samplers.noise) in restore() and `meddiff sample`."""
 
 import pytest
 import torch
 
 from meddiff.errors import InputError
-from meddiff.inference import restore
+from meddiff.samplers.run import restore
 
-from test_inference import conds, tiny_denoiser
+from test_run import conds, tiny_denoiser
 
 
 @pytest.mark.parametrize("sampler, opts", [("dpm_solver_pp", {}), ("ancestral", {}), ("ddim", {"eta": 1.0})])
