@@ -207,7 +207,7 @@ def read_contract(path: str | Path) -> dict:
 class _Net(nn.Module):
     """Gives an exported network the attributes meddiff's sampling path reads: size_multiple, and
     memory_model, the U-Net it was exported from built on the meta device (no weights), whose
-    memory estimate lets meddiff.tiling plan batches and windows as `meddiff sample` does."""
+    memory estimate lets meddiff.samplers.tiling plan batches and windows as `meddiff sample` does."""
 
     def __init__(self, run, size_multiple: int, memory_model: nn.Module | None = None):
         super().__init__()

@@ -224,7 +224,7 @@ def _readme(card, info: dict) -> str:
         "`meddiff sample --checkpoint models/model.safetensors` does. `ckpt_export` traces the network with one "
         "input, so its models/model.ts is the call at the noisiest step (the posterior-mean restorer's one call); "
         "for every timestep use models/denoiser.ts (meddiff's export, net(x, k)):", "",
-        "```python", "from meddiff.export import exported_denoiser", "from meddiff.inference import restore",
+        "```python", "from meddiff.export import exported_denoiser", "from meddiff.samplers.run import restore",
         "cfg, denoiser = exported_denoiser('models/denoiser.ts')",
         "x = restore(denoiser, cond, sampler=cfg.sampler.name, steps=cfg.sampler.steps)  # cond [N, C, H, W] in [-1, 1]",
         "```", "", "Licence: see LICENSE.", ""])

@@ -113,14 +113,14 @@ class ResBlock(nn.Module):
 #: Largest attention-score matrix (bytes, all heads and images of a call) one SDPA call may need
 #: when PyTorch's flash / memory-efficient kernels are switched off (the math kernel holds the
 #: whole matrix): above it the queries are split into chunks, so memory grows linearly with
-#: pixels whichever kernel runs. Estimated in meddiff.memory.
+#: pixels whichever kernel runs. Estimated in meddiff.nn.memory.
 ATTENTION_CHUNK_BYTES = 256 * 2**20
 
 
 def efficient_attention_available(device: torch.device) -> bool:
     """Whether SDPA may use a flash / memory-efficient kernel on `device` (PyTorch's switches;
     the CPU flash kernel obeys the flash switch). Hardware limits on old GPUs are not probed:
-    there the estimate in meddiff.memory under-counts at most one score chunk."""
+    there the estimate in meddiff.nn.memory under-counts at most one score chunk."""
     b = torch.backends.cuda
     return b.flash_sdp_enabled() or (device.type == "cuda" and b.mem_efficient_sdp_enabled())
 

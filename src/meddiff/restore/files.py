@@ -34,7 +34,7 @@ from .resume import DoneLog, run_key
 log = logging.getLogger(__name__)
 
 _EXT = {"nifti": ".nii.gz", "png": ".png", "dicom": ".dcm", "dicom_series": "", "tiff": ".tif", "raster": ".png", "numpy": ".npy"}
-# restore_slices(planes, lowres, name, bar) -> [S, N, 1, H, W]; bar: the run's Progress (meddiff.progress)
+# restore_slices(planes, lowres, name, bar) -> [S, N, 1, H, W]; bar: the run's Progress (meddiff.samplers.progress)
 RestoreSlices = Callable[[torch.Tensor, "torch.Tensor | None", Path, Any], torch.Tensor]
 
 
@@ -72,7 +72,7 @@ class Request:
     progress: bool = True
     overwrite: bool = False  # write into a non-empty output folder meddiff wrote (meddiff.io.outdir)
     strict_domain: bool = False  # refuse, not warn about, inputs unlike the training data (meddiff.domain)
-    max_memory: str | None = None  # e.g. "3GB": lower the batch or tile to stay under it (meddiff.tiling)
+    max_memory: str | None = None  # e.g. "3GB": lower the batch or tile to stay under it (meddiff.samplers.tiling)
     tile_size: int | None = None
     tile_overlap: int | None = None
     compile: bool = False
@@ -94,8 +94,8 @@ class Written(list):
     """The files a run wrote (a list of Path), with `summary`: slices, network calls, seconds, peak memory."""
 
     summary: str = ""
-    domain_summary: str = ""  # the domain check's warnings and verdict, printed once after the bar (restore.domain)
-    status: int = 0  # the exit status the run asks for (restore.domain.domain_exit_status)
+    domain_summary: str = ""  # the domain check's warnings and verdict, printed once after the bar (meddiff.domain.check)
+    status: int = 0  # the exit status the run asks for (meddiff.domain.check.domain_exit_status)
 
 
 def safe_folder_name(name: str) -> str:
