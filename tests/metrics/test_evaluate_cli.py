@@ -43,7 +43,7 @@ def test_evaluate_writes_tables_with_expected_psnr(folders, capsys):
     root, offsets = folders
     out = root / "eval"
     rc = main(["evaluate", "--pred", str(root / "pred"), "--truth", str(root / "truth"), "--input", str(root / "lr"),
-               "--method-name", "model", "--out", str(out), "--no-fid", "--no-progress"])
+               "--method-name", "model", "--out", str(out), "--no-fid", "--no-progress", "--keep-patient-tags"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert printed.startswith((out / "results.md").read_text(encoding="utf-8"))
@@ -141,7 +141,7 @@ def _real_slices(root, per_patient=3, sets=(("mni152", "icbm152_2009a"), ("colin
 
 def _run(root, *extra):
     return main(["evaluate", "--pred", f"cubic={root / 'bicubic'}", "--pred", f"linear={root / 'bilinear'}",
-                 "--truth", str(root / "truth"), "--out", str(root / "o"), "--no-progress", *extra])
+                 "--truth", str(root / "truth"), "--out", str(root / "o"), "--no-progress", "--keep-patient-tags", *extra])
 
 
 def _latex_rows(tex):
@@ -210,7 +210,7 @@ def test_two_methods_cis_paired_test_and_latex(tmp_path, capsys):
 def test_one_patient_says_cis_are_over_slices_and_lpips_none(tmp_path, capsys):
     root = _real_slices(tmp_path, per_patient=3, sets=(("mni152", "icbm152_2009a"),))
     assert main(["evaluate", "--pred", str(root / "bicubic"), "--truth", str(root / "truth"), "--out", str(root / "o"),
-                 "--lpips", "none", "--no-fid", "--no-progress"]) == 0
+                 "--lpips", "none", "--no-fid", "--no-progress", "--keep-patient-tags"]) == 0
     md = (root / "o" / "results.md").read_text(encoding="utf-8")
     assert "one patient (mni152): the CIs resample the 3 slices, not patients" in md
     assert "LPIPS" not in md and not (root / "o" / "paired.md").exists()  # one method: nothing to pair

@@ -94,6 +94,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="patient of each ground-truth image: first-level subfolder of --truth (default) or the file / DICOM PatientID")
     p.add_argument("--patients", type=Path, default=None,
                    help="CSV with columns image (pairing key, e.g. sub/case1) and patient_id; overrides --patient-from")
+    p.add_argument("--keep-patient-tags", action="store_true",
+                   help="write image names and patients into the report, CSV, Markdown and TeX as they are (default: "
+                        "folder names and patient ids as their pseudonyms, MD + 10 hex digits; meddiff.io.phi)")
     p.add_argument("--lpips", choices=("none", *LPIPS_NETS), default="alex-st",
                    help="LPIPS variant: alex-st (shift-tolerant AlexNet, weights in stlpips-pytorch; default), vgg-st, "
                         "alex (standard v0.1; needs --lpips-backbone), or none")

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from ..baselines.interpolation import interpolate_baseline
 from ..errors import InputError
 from ..io import ImageItem, read_volume
+from ..io.phi import pseudonym, public_key
 from ..metrics.compare import check_prediction
 from .pairing import (GroupSpec, MethodFiles, check_geometry, describe_names, find_images, group_factor, load, match_method_files,
                       read_patients_csv, written_task)
@@ -261,7 +262,9 @@ def collect(args: EvaluationRequest, g: GroupSpec) -> Collected:
     c.stds = {n: [] for n, mf in f.methods.items() if mf.std}
     c.samples = {n: (min(mf.samples.values()) if mf.samples and len(mf.samples) == len(f.keys) else None)
                  for n, mf in f.methods.items() if mf.std}
-    skipped = sum(add_slices(c, args.keep_empty, f.patient_of[row[0]], row, clamp) for row in loaded)
+    shown = (lambda k: k) if args.keep_patient_tags else (lambda k: public_key(k, f.truth[k].kind == "dicom_series"))
+    patient = (lambda k: f.patient_of[k]) if args.keep_patient_tags else (lambda k: pseudonym(f.patient_of[k]))
+    skipped = sum(add_slices(c, args.keep_empty, patient(row[0]), row, clamp, shown(row[0])) for row in loaded)
     if not c.truths:
         raise InputError(f"every ground-truth slice in {g.truth} is constant; nothing to score (use --keep-empty)")
     n_pat = len(set(c.patients))
@@ -276,9 +279,12 @@ def collect(args: EvaluationRequest, g: GroupSpec) -> Collected:
     return c
 
 
-def add_slices(c: Collected, keep_empty: bool, patient: str, row: tuple, clamp: tuple[float, float] | None) -> int:
-    """Append the 2D slices of one loaded case (load_case) to `c`; returns the slices skipped (constant truth)."""
-    k, ps, t, x, hole, sds, lab = row
+def add_slices(c: Collected, keep_empty: bool, patient: str, row: tuple, clamp: tuple[float, float] | None,
+               name: str | None = None) -> int:
+    """Append the 2D slices of one loaded case (load_case) to `c`, named `name` (default: its key) in the
+    outputs; returns the slices skipped (constant truth)."""
+    key, ps, t, x, hole, sds, lab = row
+    k = key if name is None else name
     ts = _slices(t)
     pss = {n: _slices(p) for n, p in ps.items()}
     sdss = {n: _slices(sd) for n, sd in sds.items()}

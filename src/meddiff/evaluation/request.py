@@ -25,6 +25,7 @@ class EvaluationRequest:
     reference: str | None = None
     patient_from: str = "subfolder"  # or "file"
     patients: Path | None = None
+    keep_patient_tags: bool = False  # names and patients in the outputs as they are (default: pseudonyms, meddiff.io.phi)
     lpips: str = "alex-st"
     lpips_backbone: Path | None = None
     fid: bool = True

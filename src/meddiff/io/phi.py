@@ -91,6 +91,13 @@ def public_relpath(path: str | os.PathLike, root: str | os.PathLike | None, *, i
     return Path(*(pseudonym(d) for d in dirs), pseudonym(last) if folder else last)
 
 
+def public_key(key: str, is_dir: bool = False) -> str:
+    """A '/'-separated pairing key (a path relative to an input folder, without suffix) as outputs show it:
+    every folder part pseudonymised, the file name kept (a folder item, a DICOM series, pseudonymised too)."""
+    *dirs, last = key.split("/")
+    return "/".join([*(pseudonym(d) for d in dirs), pseudonym(last) if is_dir else last])
+
+
 def public_command(argv: Iterable[str]) -> str:
     """The command line with every argument that names an existing file or folder (``-i DIR``,
     ``NAME=DIR``, ``--x=FILE``) written ``<path>``."""

@@ -334,7 +334,10 @@ def restore_or_skip(run: Run, item: ImageItem | Path, done: DoneLog) -> list[Pat
         return None
     before = len(run.reports)
     files = restore_file(run, item)
-    done.record(name, files, run.reports[-1] if len(run.reports) > before else None)
+    report = run.reports[-1] if len(run.reports) > before else None
+    if report is not None and not args.keep_patient_tags:
+        report.source = name  # domain_check.json names the input as the outputs do (folders pseudonymised)
+    done.record(name, files, report)
     return files
 
 
