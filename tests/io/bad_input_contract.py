@@ -28,3 +28,27 @@ def assert_refused_cleanly(case: str, argv: list[str], named: str, folder: Path,
     assert "Traceback" not in err, err
     assert "error:" in err and named in err, (named, err)
     assert tree(folder) == before  # nothing written, nothing deleted, no temporary left behind
+
+
+def broken_ct(dest: Path, tags: dict, *, values_as_text: bool) -> Path:
+    """pydicom's CT_small with `tags` set (None deletes; a str is stored as LO text, so text in a numeric tag
+    reaches the reader as a broken scanner's would), written implicit VR to `dest`. Other values: with
+    `values_as_text` joined into LO text too ('\\'-separated), else set as their own VR."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import DataElement
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for k, v in tags.items():
+        tag = tag_for_keyword(k)
+        if v is None:
+            del ds[tag]
+        elif isinstance(v, str) or values_as_text:
+            ds[tag] = DataElement(tag, "LO", v if isinstance(v, str) else "\\".join(str(x) for x in v))
+        else:
+            setattr(ds, k, v)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dest, implicit_vr=True, little_endian=True)
+    return dest

@@ -21,7 +21,7 @@ from pydicom.data import get_testdata_file
 
 from meddiff.cli import main
 
-from bad_input_contract import assert_refused_cleanly  # tests/io is on sys.path (pytest prepend mode)
+from bad_input_contract import assert_refused_cleanly, broken_ct  # tests/io is on sys.path (pytest prepend mode)
 from meddiff.data.samples import samples_dir
 from meddiff.io.outdir import MARKER
 
@@ -229,24 +229,7 @@ MR = Path(get_testdata_file("MR_small.dcm"))
 
 
 def _ct(t: Path, name: str = "bad.dcm", **tags) -> Path:
-    """CT_small with `tags` set, written as implicit VR so text in a numeric (DS) tag reaches the reader as it
-    would from a broken scanner (pydicom refuses to encode it as DS)."""
-    from pydicom.dataelem import DataElement
-    from pydicom.datadict import tag_for_keyword
-
-    ds = pydicom.dcmread(CT)
-    for k, v in tags.items():
-        tag = tag_for_keyword(k)
-        if v is None:
-            del ds[tag]
-        elif isinstance(v, str):
-            ds[tag] = DataElement(tag, "LO", v)
-        else:
-            ds[tag] = DataElement(tag, "LO", "\\".join(str(x) for x in v))
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-    (t / name).parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(t / name, implicit_vr=True, little_endian=True)
-    return t / name
+    return broken_ct(t / name, tags, values_as_text=True)
 
 
 def _series(t: Path, n: int = 3, per_slice=None, name: str = "series") -> Path:

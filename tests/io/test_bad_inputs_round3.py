@@ -24,7 +24,7 @@ from pydicom.data import get_testdata_file
 
 from meddiff.cli import main
 
-from bad_input_contract import assert_refused_cleanly  # tests/io is on sys.path (pytest prepend mode)
+from bad_input_contract import assert_refused_cleanly, broken_ct  # tests/io is on sys.path (pytest prepend mode)
 from meddiff.data.samples import samples_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -278,23 +278,7 @@ def _empty(t: Path, name: str) -> Path:
 
 
 def _ct(t: Path, name: str = "bad.dcm", **tags) -> Path:
-    """CT_small with `tags` set (None deletes), implicit VR; a str value is stored as text, so it reaches the
-    reader as a broken scanner's would."""
-    from pydicom.datadict import tag_for_keyword
-    from pydicom.dataelem import DataElement
-
-    ds = pydicom.dcmread(CT)
-    for k, v in tags.items():
-        tag = tag_for_keyword(k)
-        if v is None:
-            del ds[tag]
-        elif isinstance(v, str):
-            ds[tag] = DataElement(tag, "LO", v)
-        else:
-            setattr(ds, k, v)
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-    ds.save_as(t / name, implicit_vr=True, little_endian=True)
-    return t / name
+    return broken_ct(t / name, tags, values_as_text=False)
 
 
 def _ct_explicit(t: Path, **tags: str) -> Path:
