@@ -10,9 +10,13 @@ Levels: Med-cDiff's noise (Gaussian sigma 0.1 in [-1, 1] units + 1% salt-and-pep
 exposures at 25%, 10% and 5% of the full dose (meddiff.data.low_dose: Poisson quanta + electronic
 noise, N0 = 2e4, sigma_e = 10 counts). Methods: the noisy film, 3x3 median, non-local means
 (scikit-image, noise level estimated per film), median then NLM, BM3D (the `bm3d` package, when
-installed) and a meddiff checkpoint with its stored sampler.
+installed), a meddiff checkpoint with its stored sampler (--checkpoint) and learned baselines
+(--baseline NAME=RUN: pix2pix, UP-GAN; dropout/noise seeded, one prediction). --fid adds FID and
+KID per source, level and method: Inception features of the restored films against the same
+source's clean test films (FID is biased upwards at these n: compare only within a table, read KID).
 
     python benchmarks/cxr_denoise.py --checkpoint xray_denoise --per-source 40 --out runs/bench_cxr_denoise
+    python benchmarks/cxr_denoise.py --checkpoint xray_denoise --baseline pix2pix=runs/pix2pix_denoise_cxr --fid
 """
 
 from __future__ import annotations
@@ -99,10 +103,24 @@ def model_restorer(checkpoint: str):
     return run
 
 
+def baseline_restorer(path: str):
+    """A learned baseline run (objective baseline: pix2pix, UP-GAN), one seeded prediction per film."""
+    from meddiff.baselines.registry import load_baseline, restore_baseline
+
+    _, model = load_baseline(path)
+
+    def run(y: np.ndarray) -> np.ndarray:
+        cond = torch.from_numpy(np.ascontiguousarray(y, np.float32))[None, None]
+        return restore_baseline(model, cond, samples=1, seed=0, batch_size=1)[0, 0, 0].numpy()
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/cxr_train")
     ap.add_argument("--checkpoint", action="append", default=[], help="NAME=MODEL or MODEL (repeatable)")
+    ap.add_argument("--baseline", action="append", default=[], help="NAME=RUN of a learned baseline (repeatable)")
+    ap.add_argument("--fid", action="store_true", help="FID and KID of each method's films against the clean test films")
     ap.add_argument("--per-source", type=int, default=40, help="test films per source")
     ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
     ap.add_argument("--no-lpips", action="store_true")
@@ -117,11 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     for spec in a.checkpoint:
         name, _, path = spec.rpartition("=")
         methods[name or path] = model_restorer(path)
+    for spec in a.baseline:
+        name, _, path = spec.rpartition("=")
+        methods[name or path] = baseline_restorer(path)
+    if a.fid:
+        from meddiff.metrics.fid import fid_from_features, inception_features, kid_from_features
     films = test_films(a.data, a.per_source)
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for source, paths in films.items():
+        if a.fid:
+            clean_feats = np.concatenate([inception_features(read_film(p)[None], value_range=(-1.0, 1.0)) for p in paths])
         for level in a.levels:
+            feats: dict[str, list[np.ndarray]] = {m: [] for m in methods}
             scores: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "ssim": [], "lpips": [], "s": []} for m in methods}
             for i, path in enumerate(paths):
                 x0 = read_film(path)
@@ -132,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                     scores[m]["s"].append(time.perf_counter() - t)
                     scores[m]["psnr"].append(float(psnr(pred, x0, 2.0)))
                     scores[m]["ssim"].append(float(ssim(pred, x0, 2.0)))
+                    if a.fid:
+                        feats[m].append(inception_features(pred[None], value_range=(-1.0, 1.0)))
                     if not a.no_lpips:
                         scores[m]["lpips"].append(float(lpips_distance(pred[None, None], x0[None, None])))
             for m, sc in scores.items():
@@ -142,9 +170,15 @@ def main(argv: list[str] | None = None) -> int:
                         ci = bootstrap_ci(sc[k])
                         row[k] = ci.mean
                         row[k + "_ci"] = f"[{ci.lo:.3f}, {ci.hi:.3f}]"
+                if a.fid:
+                    f_gen = np.concatenate(feats[m])
+                    row["fid"] = float(fid_from_features(f_gen, clean_feats))
+                    row["kid"], row["kid_std"] = (float(v) for v in kid_from_features(
+                        f_gen, clean_feats, subsets=100, subset_size=len(paths), seed=0))
                 rows.append(row)
                 print(f"{source:20s} {level:14s} {m:22s} PSNR {row['psnr']:6.2f} SSIM {row['ssim']:.4f}"
-                      + (f" LPIPS {row['lpips']:.4f}" if "lpips" in row else ""), flush=True)
+                      + (f" LPIPS {row['lpips']:.4f}" if "lpips" in row else "")
+                      + (f" FID {row['fid']:.1f} KID {row['kid']:.4f}" if "fid" in row else ""), flush=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
     with open(a.out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
@@ -153,11 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     with open(a.out / "results.md", "w") as f:
         for source in films:
             f.write(f"\n### {source}, n = {len(films[source])} held-out films\n\n")
-            f.write("| level | method | PSNR (dB) | SSIM | LPIPS | s / film |\n|---|---|---:|---:|---:|---:|\n")
+            fid_head, fid_rule = (" FID | KID |", "---:|---:|") if a.fid else ("", "")
+            f.write(f"| level | method | PSNR (dB) | SSIM | LPIPS |{fid_head} s / film |\n|---|---|---:|---:|---:|{fid_rule}---:|\n")
             for r in rows:
                 if r["source"] == source:
                     lp = f"{r['lpips']:.4f}" if "lpips" in r else ""
-                    f.write(f"| {r['level']} | {r['method']} | {r['psnr']:.2f} {r['psnr_ci']} | {r['ssim']:.4f} | {lp} | {r['s_per_film']:.2f} |\n")
+                    fk = f" {r['fid']:.1f} | {r['kid']:.4f} |" if "fid" in r else ""
+                    f.write(f"| {r['level']} | {r['method']} | {r['psnr']:.2f} {r['psnr_ci']} | {r['ssim']:.4f} | {lp} |{fk} {r['s_per_film']:.2f} |\n")
     print(f"wrote {a.out / 'results.md'}")
     return 0
 
