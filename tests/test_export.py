@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from meddiff.cli import main
+from meddiff.diffusion.checkpoint import load_pretrained
 from meddiff.errors import CheckpointError
 from meddiff.export import TOLERANCE, example_inputs, export_denoiser, exported_denoiser, load_exported, read_contract
 from meddiff.samplers.run import restore, sampler_options
-from meddiff.models import load_pretrained
 
 
 

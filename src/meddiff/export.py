@@ -97,10 +97,10 @@ def export_denoiser(checkpoint: str | Path, dest: str | Path, fmt: str, *, onnx_
     """Export the network of a DDPM checkpoint (file, folder, run folder or shipped name) to `dest`,
     written atomically, and check it (module docstring). CheckpointError if the check fails;
     InputError if `dest` exists and not `overwrite`. onnx_attention: see ONNX_ATTENTION."""
-    from .io.atomic import atomic_path
-    from .models import resolve_checkpoint
     from .checkpointing import resolve_model_file
+    from .checkpointing.named import resolve_checkpoint
     from .diffusion.checkpoint import load_model
+    from .io.atomic import atomic_path
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")

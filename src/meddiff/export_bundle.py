@@ -76,7 +76,7 @@ def restore_folder(checkpoint: str | Path, input_dir: str | Path, output_dir: st
 
 def _card(checkpoint) -> object:
     from .checkpointing import resolve_model_file
-    from .models import card_from_metadata, resolve_checkpoint, shipped_models
+    from .checkpointing.named import card_from_metadata, resolve_checkpoint, shipped_models
 
     file = resolve_model_file(resolve_checkpoint(checkpoint))
     for card in shipped_models():
@@ -233,9 +233,9 @@ def _readme(card, info: dict) -> str:
 def export_monai_bundle(checkpoint, dest: str | Path, *, overwrite: bool = False) -> ExportResult:
     """Write the bundle folder `dest` (module docstring); returns the TorchScript export's check."""
     from .checkpointing import resolve_model_file
+    from .checkpointing.named import resolve_checkpoint
     from .diffusion.checkpoint import load_model
     from .io.outdir import check_output_dir, mark
-    from .models import resolve_checkpoint
 
     dest = Path(dest)
     check_output_dir(dest, [], overwrite=overwrite, verb="export")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 REGISTRY = SHIPPED_DIR / "models.yaml"
 MODELS_ENV = "MEDDIFF_MODELS"
 MODEL_FILE = "model.safetensors"  # as meddiff.train.checkpoint writes it
@@ -194,7 +194,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, roots: list[str |
     None stays None. CheckpointError for an unknown name, listing the shipped models."""
     if name_or_path is None:
         return None
-    from .checkpointing import ModelSource
+    from .formats import ModelSource
 
     if isinstance(name_or_path, ModelSource):  # resolved already
         return name_or_path  # type: ignore[return-value]
@@ -218,14 +218,14 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, roots: list[str |
 def locate(name_or_path: str | os.PathLike, roots: list[str | Path] | None = None):
     """The checkpoint of a name or path resolved once (checkpointing.ModelSource: the path, its model file
     and header metadata), to be passed to every loader along one run."""
-    from .checkpointing import locate_model
+    from .formats import locate_model
 
     return locate_model(resolve_checkpoint(name_or_path, roots))
 
 
 def model_config(name_or_path: str | os.PathLike):
     """The resolved config stored in a DDPM/VDM/baseline model file (weights not loaded)."""
-    from .checkpointing import config_from_yaml, resolve_model_file  # (drops legacy keys as the loaders do)
+    from .formats import config_from_yaml, resolve_model_file  # (drops legacy keys as the loaders do)
 
     file = resolve_model_file(resolve_checkpoint(name_or_path))
     meta = _metadata(file)
@@ -233,15 +233,3 @@ def model_config(name_or_path: str | os.PathLike):
         raise CheckpointError(f"{file}: no stored config (format {meta.get('format')!r}); expected a meddiff model file")
     return config_from_yaml(meta["config"], file)
 
-
-def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu", expect_task: str | None = None):
-    """Deprecated: ``meddiff.load_pretrained(name)`` returns a Pipeline whose ``.restore`` does what
-    `meddiff sample` does; its ``.cfg`` and ``.denoiser`` are what this returns.
-
-    (config, denoiser) of a DDPM model by name or path, ready for meddiff.samplers:
-    ``denoiser(x_t [B, 1, H, W], k int64 [B], cond [B, C, H, W]) -> x0_hat``, images in
-    [-1, 1] (meddiff.diffusion.denoiser); its network is ``denoiser.net``, in eval mode."""
-    from .diffusion.checkpoint import load_model
-
-    cfg, _net, denoiser = load_model(locate(name_or_path), expect_task=expect_task, device=device)
-    return cfg, denoiser
