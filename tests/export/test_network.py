@@ -86,4 +86,4 @@ def test_monai_bundle_refuses_an_existing_folder(tmp_path):
     for extra in ([], ["--overwrite"]):  # not meddiff's folder: refused even with --overwrite
         assert main(["export", "--checkpoint", "demo_sr_x4", "--format", "monai-bundle", "-o", str(bundle), *extra]) == 2
     assert [p.name for p in bundle.iterdir()] == ["notes.txt"] and [p.name for p in tmp_path.iterdir()] == ["bundle"]
-    # the bundle itself is checked with MONAI's own tools in tests/test_export_bundle.py
+    # the bundle itself is checked with MONAI's own tools in tests/export/test_bundle.py
