@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -470,7 +470,7 @@ def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Confi
 
 def save(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from .io.atomic import atomic_write_text
+    from ..io.atomic import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
