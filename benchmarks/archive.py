@@ -86,7 +86,7 @@ def make_mixed(root: Path, units: int) -> Path:
 
 
 def request(inp: Path, out: Path):
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
     from meddiff.restore import Request
 
     return Request(output=out, input=inp, checkpoint=str(resolve_checkpoint(MODEL)), progress=False)

@@ -91,7 +91,7 @@ def bm3d_or_none():
 
 def model_restorer(checkpoint: str):
     from meddiff.samplers.run import restore, sampler_options
-    from meddiff.models import load_pretrained
+    from meddiff.diffusion.checkpoint import load_pretrained
     cfg, denoiser = load_pretrained(checkpoint)
     s = cfg.sampler
 

@@ -41,7 +41,7 @@ def child(mode: str, size: int, checkpoint: str, onnx_dir: Path, threads: int, t
 
     torch.set_num_threads(threads)
     from meddiff.samplers.memory import current_rss_bytes, peak_rss_bytes
-    from meddiff.models import load_pretrained
+    from meddiff.diffusion.checkpoint import load_pretrained
 
     cfg, den = load_pretrained(checkpoint)
     g = torch.Generator().manual_seed(0)

@@ -67,7 +67,7 @@ def median_seconds(fn, device: torch.device, repeats: int) -> float:
 
 def shipped(name: str, device: torch.device, precision: str = "fp32"):
     from meddiff.diffusion.checkpoint import load_model
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
 
     return load_model(resolve_checkpoint(name), device=device, precision=precision)
 
@@ -173,7 +173,7 @@ def memory_job(kind: str, a, device: torch.device) -> float:
     import nibabel as nib
 
     from meddiff.samplers.memory import peak_rss_bytes
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
     from meddiff.restore import Request, restore
 
     if kind == "ct":

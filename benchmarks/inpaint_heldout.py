@@ -111,7 +111,7 @@ def model_method(path: str, sampler: str | None, steps: int | None, consistency:
     from meddiff.diffusion.checkpoint import load_model
     from meddiff.domain import read_card
     from meddiff.samplers.run import restore, sampler_options
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
 
     path = resolve_checkpoint(path)
     cfg, _, denoiser = load_model(path, expect_task="inpaint")

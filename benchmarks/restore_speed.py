@@ -125,7 +125,7 @@ def run_mode(mode: str, slices: int, size: int, threads: int, workdir: Path) -> 
     from meddiff.metrics.lpips import lpips_distance
     from meddiff.diffusion.checkpoint import load_model
 
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
 
     torch.set_num_threads(threads)
     name = OTHER_CHECKPOINTS[mode][0] if mode in OTHER_CHECKPOINTS else None

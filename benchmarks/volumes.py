@@ -197,7 +197,7 @@ class Model:
 
 def load_models(entries: list[str]) -> list[Model]:
     """--checkpoint entries NAME=PATH (or PATH, named 2D) with their layouts."""
-    from meddiff.models import model_config, resolve_checkpoint
+    from meddiff.checkpointing.named import model_config, resolve_checkpoint
     from meddiff.restore.volume import layout_of
 
     models = []

@@ -8,7 +8,7 @@ import collections
 import pytest
 import yaml
 
-import meddiff.models as models
+from meddiff.checkpointing import named as models
 from meddiff.cli import main
 
 

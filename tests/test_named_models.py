@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from meddiff.checkpointing.named import local_models, resolve_checkpoint, shipped_models
 from meddiff.cli import main
+from meddiff.diffusion.checkpoint import load_pretrained
 from meddiff.domain import DomainCard, write_card
 from meddiff.errors import CheckpointError
-from meddiff.models import load_pretrained, local_models, resolve_checkpoint, shipped_models
 
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "meddiff" / "checkpoints"
 

@@ -55,7 +55,7 @@ def test_general_model_holds_on_a_real_epi_it_never_saw_and_carries_its_card(col
     from nibabel.testing import data_path
 
     from meddiff.domain import read_card
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
 
     torch.set_num_threads(1)
     path = resolve_checkpoint("sr_x4_general")
@@ -78,7 +78,7 @@ def test_one_call_student_follows_its_teacher_on_held_out_anatomy(colin):
     """sr_x4_general_1step (README "One network call: distilled students"): its stored sampler is the one-call
     student, and on two Colin27 slices (never seen) its output is closer to the teacher's DPM-Solver++ 10-step
     sample from the same noise than the teacher's own one-call posterior mean is."""
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
 
     torch.set_num_threads(1)
     scfg, _, student = load_model(resolve_checkpoint("sr_x4_general_1step"), expect_task="sr")
@@ -103,7 +103,7 @@ def test_2p5d_model_uses_neighbours_beats_the_2d_model_on_a_held_out_stack_and_c
     from meddiff.cli import main
     from meddiff.data.volume_dataset import context_planes
     from meddiff.io import read_volume
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
 
     torch.set_num_threads(1)
     cfg, _, wide = load_model(resolve_checkpoint("sr_x4_2p5d"), expect_task="sr")
@@ -131,7 +131,7 @@ def test_thick_slice_model_beats_cubic_on_held_out_thick_slices():
     restoring 8 of its planes beats cubic interpolation along the slice axis."""
     from meddiff.data.thick import thick_slice_condition
     from meddiff.io import read_volume
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
 
     torch.set_num_threads(1)
     cfg, _, denoiser = load_model(resolve_checkpoint("sr_thick_x4"), expect_task="sr")
@@ -150,7 +150,7 @@ def test_blind_model_beats_both_baselines_on_a_k_space_truncated_colin27_slice(c
     Colin27 slices, never seen in training. Its stored one-call posterior mean beats the better of
     bicubic and zero-filled interpolation, and sr_x4_general, whose gain there is small."""
     from meddiff.data.acquisition import low_res, sinc_upsample
-    from meddiff.models import resolve_checkpoint
+    from meddiff.checkpointing.named import resolve_checkpoint
 
     torch.set_num_threads(1)
     size = tuple(colin.shape[-2:])

@@ -8,9 +8,9 @@ import torch
 from meddiff.baselines.classical import median_filter, nl_means
 from meddiff.cli import main
 from meddiff.commands.demo_xray import _degrade, held_out_films
+from meddiff.diffusion.checkpoint import load_pretrained
 from meddiff.samplers.run import restore
 from meddiff.metrics.image import psnr
-from meddiff.models import load_pretrained
 
 
 def test_the_shipped_denoiser_beats_median_and_nlm_on_held_out_low_dose_films():

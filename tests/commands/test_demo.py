@@ -146,7 +146,7 @@ def test_demo_volume_default_is_the_2p5d_model_once_shipped(monkeypatch):
         def __init__(self, name):
             self.name = name
 
-    monkeypatch.setattr("meddiff.models.shipped_models", lambda: [Card("demo_sr_x4"), Card("sr_x4_general")])
+    monkeypatch.setattr("meddiff.checkpointing.named.shipped_models", lambda: [Card("demo_sr_x4"), Card("sr_x4_general")])
     assert demo_volume.default_volume_checkpoint() == "sr_x4_general"
-    monkeypatch.setattr("meddiff.models.shipped_models", lambda: [Card("sr_x4_general"), Card("sr_x4_2p5d")])
+    monkeypatch.setattr("meddiff.checkpointing.named.shipped_models", lambda: [Card("sr_x4_general"), Card("sr_x4_2p5d")])
     assert demo_volume.default_volume_checkpoint() == "sr_x4_2p5d"

@@ -136,14 +136,3 @@ def test_rendered_stack_planes_share_texture_and_window():
     assert stack.shape == (4, 16, 16) and all(torch.equal(stack[0], s) for s in stack)
     g = torch.Generator().manual_seed(1)
     torch.testing.assert_close(render(probs, torch.tensor([0.2, 0.5, 0.9]), torch.full((3,), 0.05), g), stack[:1])
-
-
-def test_acquisition_augmentation_is_refused_for_volumes_naming_what_is_supported(tmp_path):
-    from meddiff import config as config_mod
-    from meddiff.errors import ConfigError
-    from meddiff.objectives import training_data
-
-    cfg = config_mod.from_dict({"data": {"mode": "volume", "prepared": str(tmp_path)}, "task": {"context_slices": 1},
-                                "augment": {"blur": [0.0, 0.3]}})
-    with pytest.raises(ConfigError, match="not built for data.mode volume"):
-        training_data(cfg)

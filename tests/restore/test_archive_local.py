@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from meddiff.checkpointing.named import resolve_checkpoint
 from meddiff.cli import main
-from meddiff.models import resolve_checkpoint
 from meddiff.restore import Request
 from meddiff.restore.archive import ArchiveOptions, run_archive
 

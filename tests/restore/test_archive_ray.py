@@ -23,7 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from meddiff.models import resolve_checkpoint  # noqa: E402
+from meddiff.checkpointing.named import resolve_checkpoint  # noqa: E402
 from meddiff.restore import Request  # noqa: E402
 from meddiff.restore.archive import ArchiveOptions, run_archive  # noqa: E402
 from meddiff.restore.engines.ray_engine import RayEngine  # noqa: E402

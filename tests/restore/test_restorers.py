@@ -13,8 +13,8 @@ import yaml
 
 from meddiff import config as config_mod
 from meddiff.checkpointing import update_metadata
+from meddiff.checkpointing.named import model_config, resolve_checkpoint
 from meddiff.errors import FieldError
-from meddiff.models import model_config, resolve_checkpoint
 from meddiff.restore import Request, restore
 from meddiff.restore import models as restore_models
 

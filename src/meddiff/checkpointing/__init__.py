@@ -4,6 +4,8 @@
                  `format_of`), the stored config, loading weights into a module
     folders.py   training checkpoint folders: atomic save, `latest`, pruning, exact resume
                  (`load_train_state`), fine-tuning init (`init_weights`), `export_model`
+    named.py     named models: the shipped ones (checkpoints/models.yaml) and local ones with their model
+                 cards, `resolve_checkpoint` (a name or path -> a path), `locate` (-> a ModelSource)
 
 The loaders that build a model live with their family and read through `read_model_file`:
 `meddiff.diffusion.checkpoint.load_model` (DDPM), `meddiff.vdm.checkpoint.load_vdm`,

@@ -276,7 +276,7 @@ def export_model(ckpt: str | Path, dest_file: str | Path, *, half: bool = False)
 
     half=True stores floating-point weights as float16 (half the size, for shipping a model
     in a repository); `load_model` casts them back to float32. Metadata gains
-    "stored_dtype": "float16".
+    "stored_dtype": "float16". (Writing the network as TorchScript, ONNX or a MONAI bundle is meddiff.export.)
     """
     src = resolve_model_file(ckpt)
     tensors, meta = read_safetensors(src)

@@ -49,7 +49,7 @@ def task_from_args(args: argparse.Namespace):
 
     task = TaskConfig()
     if args.checkpoint is not None:
-        from ..models import model_config
+        from ..checkpointing.named import model_config
 
         cfg = model_config(args.checkpoint)
         if cfg.objective == "vdm" and not cfg.vdm.image_condition:

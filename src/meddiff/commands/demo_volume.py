@@ -30,7 +30,7 @@ VOLUME_MODELS = ("sr_x4_2p5d", "sr_x4_general")  # the default: the first one sh
 
 def default_volume_checkpoint() -> str:
     """`sr_x4_2p5d` once src/meddiff/checkpoints/models.yaml lists it, else `sr_x4_general` (shared noise)."""
-    from ..models import shipped_models
+    from ..checkpointing.named import shipped_models
 
     names = {card.name for card in shipped_models()}
     return next((m for m in VOLUME_MODELS if m in names), VOLUME_MODELS[-1])
@@ -175,11 +175,11 @@ def restore_case(args: argparse.Namespace, case: VolumeCase, device) -> tuple[np
 
 def run_volume(args: argparse.Namespace) -> int:
     """`meddiff demo --volume` (module docstring)."""
+    from ..checkpointing.named import resolve_checkpoint
     from ..diffusion.checkpoint import load_model
     from ..io import Volume, write_volume
     from ..io.atomic import atomic_write_text
     from ..io.outdir import check_output_dir, mark
-    from ..models import resolve_checkpoint
     from ..restore.volume import layout_of
     from ..train.distributed import pick_device
 

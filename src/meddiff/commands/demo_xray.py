@@ -69,13 +69,13 @@ def refuse_sampling_flags(args: argparse.Namespace, keep: tuple[str, ...] = ()) 
 
 def run_denoise(args: argparse.Namespace) -> int:
     from ..baselines.classical import median_filter, nl_means
+    from ..diffusion.checkpoint import load_pretrained
     from ..samplers.run import sample_slices, summarise
     from ..samplers.registry import SamplingDefaults, resolve
     from ..io.outdir import check_output_dir, mark
     from ..metrics.compare import evaluate_arrays
     from ..metrics.report import write_html_report
     from ..metrics.table import write_table
-    from ..models import load_pretrained
 
     refuse_sampling_flags(args)
     t0 = time.perf_counter()
@@ -121,9 +121,9 @@ def run_denoise(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from ..checkpointing.named import resolve_checkpoint
     from ..io.outdir import check_output_dir, mark
     from ..metrics.report import write_html_report
-    from ..models import resolve_checkpoint
     from ..vdm.checkpoint import load_vdm
     from ..vdm.generate import generate_images, generation_steps
 

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         if args.prepared is None:
             raise InputError("held-out bits/dim needs --prepared DIR beside --checkpoint")
-        from ..models import locate
+        from ..checkpointing.named import locate
         from ..vdm.likelihood import heldout_total
 
         bits = heldout_total(locate(args.checkpoint), args.prepared, split=args.split, draws=args.draws, seed=args.seed)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..export import TOLERANCE, export_denoiser
 
     if args.format == "monai-bundle":
-        from ..export_bundle import export_monai_bundle
+        from ..export.bundle import export_monai_bundle
 
         res = export_monai_bundle(args.checkpoint, args.output, overwrite=args.overwrite)
     else:

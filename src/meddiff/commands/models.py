@@ -24,8 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpointing.named import local_models, model_roots, models_table, shipped_models
     from ..errors import CheckpointError
-    from ..models import local_models, model_roots, models_table, shipped_models
 
     cards = shipped_models() + local_models(args.local)
     if args.name is not None:

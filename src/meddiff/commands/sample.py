@@ -156,7 +156,7 @@ def _output_and_run_arguments(p: argparse.ArgumentParser) -> None:
 @flag_errors  # the library names a setting by its field; here it is a flag
 def run(args: argparse.Namespace) -> int:
     from ..checkpointing import VDM
-    from ..models import locate
+    from ..checkpointing.named import locate
     from ..restore import Request, restore
     from ..train.distributed import pick_device
     from .vdm_sample import run as generate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -42,3 +43,16 @@ def load_model(path: str | Path, *, expect_task: str | None = None, device: str 
     d = cfg.diffusion
     denoiser = DDPMDenoiser(net, build_schedule(d), d.prediction, d.residual, precision or cfg.sampler.precision)
     return cfg, net, denoiser
+
+
+def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu", expect_task: str | None = None):
+    """Deprecated: ``meddiff.load_pretrained(name)`` returns a Pipeline whose ``.restore`` does what
+    `meddiff sample` does; its ``.cfg`` and ``.denoiser`` are what this returns.
+
+    (config, denoiser) of a DDPM model by name or path (meddiff.checkpointing.named), ready for meddiff.samplers:
+    ``denoiser(x_t [B, 1, H, W], k int64 [B], cond [B, C, H, W]) -> x0_hat``, images in
+    [-1, 1] (meddiff.diffusion.denoiser); its network is ``denoiser.net``, in eval mode."""
+    from ..checkpointing.named import locate
+
+    cfg, _net, denoiser = load_model(locate(name_or_path), expect_task=expect_task, device=device)
+    return cfg, denoiser

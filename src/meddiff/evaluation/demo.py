@@ -148,13 +148,13 @@ def plain_notes(n: int, factor: float, lr_shape, sampler: str, steps: int, sampl
 def sr_demo(req: DemoRequest) -> DemoResult:
     """Run the super-resolution demo of `req` (module docstring) and write its report under req.out."""
     from ..baselines.interpolation import interpolate_baseline
+    from ..checkpointing.named import resolve_checkpoint
     from ..data.degrade import SuperResolution
     from ..diffusion.checkpoint import load_model
     from ..samplers.run import sample_slices, summarise
     from ..io.outdir import check_output_dir, mark
     from ..metrics.compare import evaluate_arrays
     from ..metrics.table import write_table
-    from ..models import resolve_checkpoint
     from ..samplers.consistency import measurement_for
     from ..samplers.registry import SamplingDefaults, resolve
 

@@ -162,7 +162,7 @@ def import_downstream(option: str, names: tuple[str, ...]) -> tuple[object, ...]
 
 
 def model_path(option: str, value: str) -> Path | None:
-    from ..models import resolve_checkpoint
+    from ..checkpointing.named import resolve_checkpoint
 
     if value == DEFAULT_MODEL:
         return None

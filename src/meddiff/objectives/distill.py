@@ -47,7 +47,7 @@ def load_teacher(cfg: Config, device: torch.device | str = "cpu") -> Teacher:
     """The teacher of cfg.distill.teacher (a path or named model) in fp32, eval mode; ConfigError if the
     student's task, model or diffusion section differs from the teacher's (naming the keys)."""
     from ..checkpointing import resolve_model_file
-    from ..models import resolve_checkpoint
+    from ..checkpointing.named import resolve_checkpoint
 
     file = resolve_model_file(resolve_checkpoint(cfg.distill.teacher))
     tcfg, _, denoiser = load_model(file, device=device, precision="fp32")

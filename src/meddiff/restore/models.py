@@ -250,10 +250,10 @@ def validate_request(args: Request) -> None:
 
 def located(args: Request) -> Request:
     """The request with its checkpoint resolved once into a ModelSource (a shipped model's name, a model
-    file, a checkpoint or run folder -> path, model file, header metadata; meddiff.models.locate)."""
+    file, a checkpoint or run folder -> path, model file, header metadata; meddiff.checkpointing.named.locate)."""
     if args.checkpoint is None or isinstance(args.checkpoint, ModelSource):
         return args
-    from ..models import locate
+    from ..checkpointing.named import locate
 
     return dataclasses.replace(args, checkpoint=locate(args.checkpoint))
 

@@ -46,7 +46,7 @@ class Pipeline:
     @property
     def cfg(self):
         """The config stored in the checkpoint (meddiff.config.Config)."""
-        from ..models import model_config
+        from ..checkpointing.named import model_config
 
         return model_config(self.source)
 
@@ -123,7 +123,7 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: Any = "cpu", **d
     """The Pipeline of a shipped model's name (`meddiff models`), a model file, a checkpoint or a run folder
     (a DDPM, distilled student, image-conditional VDM or learned baseline); `defaults`: settings every
     restore of this pipeline uses (e.g. samples=4, progress=True), each call may override them."""
-    from ..models import locate
+    from ..checkpointing.named import locate
 
     source = locate(name_or_path)
     if source.format is None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from meddiff.cli import main
-from meddiff.models import load_pretrained
+from meddiff.diffusion.checkpoint import load_pretrained
 
 bundle_api = pytest.importorskip("monai.bundle")
 pytest.importorskip("jsonschema")

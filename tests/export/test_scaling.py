@@ -13,7 +13,7 @@ import torch
 from meddiff import config as config_mod
 from meddiff.checkpointing import save_checkpoint
 from meddiff.export import TOLERANCE, export_denoiser, exported_denoiser, load_exported
-from meddiff.export_attention import FusedAttention, fused_attention_copy
+from meddiff.export.attention import FusedAttention, fused_attention_copy
 from meddiff.samplers.run import restore
 from meddiff.nn.unet import build_unet
 

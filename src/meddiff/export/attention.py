@@ -21,7 +21,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .nn.unet import Attention, attention
+from ..nn.unet import Attention, attention
 
 #: onnxruntime's contrib operator domain and the version of MultiHeadAttention used
 ORT_DOMAIN = "com.microsoft"

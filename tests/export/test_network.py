@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from meddiff.cli import main
+from meddiff.diffusion.checkpoint import load_pretrained
 from meddiff.errors import CheckpointError
 from meddiff.export import TOLERANCE, example_inputs, export_denoiser, exported_denoiser, load_exported, read_contract
 from meddiff.samplers.run import restore, sampler_options
-from meddiff.models import load_pretrained
 
 
 
@@ -86,4 +86,4 @@ def test_monai_bundle_refuses_an_existing_folder(tmp_path):
     for extra in ([], ["--overwrite"]):  # not meddiff's folder: refused even with --overwrite
         assert main(["export", "--checkpoint", "demo_sr_x4", "--format", "monai-bundle", "-o", str(bundle), *extra]) == 2
     assert [p.name for p in bundle.iterdir()] == ["notes.txt"] and [p.name for p in tmp_path.iterdir()] == ["bundle"]
-    # the bundle itself is checked with MONAI's own tools in tests/test_export_bundle.py
+    # the bundle itself is checked with MONAI's own tools in tests/export/test_bundle.py
