@@ -183,7 +183,7 @@ def resolve_model_file(path: "str | Path | ModelSource") -> Path:
         raise CheckpointError(f"{p} is a folder without {MODEL_FILE} or a checkpoints/latest file")
     if not p.exists():
         hint = "" if p.suffix or len(p.parts) > 1 else (" (a shipped or local model's name? meddiff.load_pretrained(name) "
-                                                        "takes names, or resolve it with meddiff.models.resolve_checkpoint)")
+                                                        "takes names, or resolve it with meddiff.checkpointing.named.resolve_checkpoint)")
         raise CheckpointError(f"checkpoint {p} does not exist{hint}")
     return p
 
