@@ -421,7 +421,7 @@ def _reliability(cal, n_samples: int, samples, mean, std, cond, lr, x0, out: Pat
     interval_figure(lower, upper, norm, out / "interval_maps.png")
     figures[f"The {LEVEL:.0%} interval per slice: lower, upper, width (upper − lower)"] = out / "interval_maps.png"
     return Reliability(figures, tables, md, rep, [p * norm.scale() for p in pred], "predicted error (calibrated)",
-                       "the calibrated predicted RMS error of the interval's model (meddiff.uncertainty)")
+                       "the calibrated predicted RMS error (the interval's error scale, meddiff.uncertainty)")
 
 
 def interval_figure(lower: np.ndarray, upper: np.ndarray, norm, path: Path) -> Path:
