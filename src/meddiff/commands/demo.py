@@ -13,8 +13,8 @@ sampling model (--checkpoint demo_sr_x4) shows one sample, the mean of several a
 examples:
   meddiff demo                                   # sr_x4_general, 8 slices -> runs/demo/report.html
   meddiff demo --slices 2 -o runs/demo_quick     # a quicker look
-  meddiff demo --checkpoint demo_sr_x4           # the sampled demo model: 4 DPM-Solver++ samples, their spread
-  meddiff demo --checkpoint sr_blind             # the model for MR acquired at low resolution
+  meddiff demo --checkpoint demo_sr_x4 -o runs/demo_sampled   # 4 DPM-Solver++ samples and their spread
+  meddiff demo --checkpoint sr_blind -o runs/demo_blind       # the model for MR acquired at low resolution
 """
 
 from __future__ import annotations
