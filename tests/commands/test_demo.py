@@ -70,6 +70,7 @@ def test_demo_with_identity_model_reports_bicubic_for_meddiff_and_zero_std(tmp_p
     assert main(args[:-1] + ["--samples", "1", "--no-progress", "--overwrite"]) == 0
     assert os.stat(out / "prepared_colin27" / "manifest.csv").st_mtime_ns == stamp
     assert set(read_rows(out / "results.csv")) == {"bilinear", "bicubic", "meddiff (1 sample)"}
+    assert not (out / "std_maps.png").exists()  # the first run's, not this one's: removed
 
 
 @pytest.mark.parametrize("bad", [["--slices", "0"], ["--samples", "0"], ["--steps", "0"], ["--steps", "21"]])

@@ -39,6 +39,8 @@ DETERMINISTIC = ("posterior_mean",)  # samplers whose draws are one image (x_T i
 LEVEL = 0.9  # the interval shown, as `meddiff sample --interval 0.9`
 TARGET = (0.88, 0.92)  # issue 30's coverage target at 90% (meddiff.uncertainty.evaluate)
 Z90 = 1.6448536269514722  # the two-sided 90% point of a Gaussian, for the uncalibrated reading of a spread
+OPTIONAL_OUTPUTS = ("std_maps.png", "calibration.md", "calibration.csv", "calibration.png", "reliability.md",
+                    "reliability.csv", "reliability.png", "interval_maps.png")  # written only with an uncertainty to show
 
 
 def default_checkpoint() -> Path:
@@ -212,6 +214,8 @@ def sr_demo(req: DemoRequest) -> DemoResult:
     interval = _stored_interval(checkpoint, spec)
 
     mark(out, "demo")  # checks passed: the first write
+    for name in OPTIONAL_OUTPUTS:  # an earlier demo's (--overwrite) that this run may not write again
+        (out / name).unlink(missing_ok=True)
     prep, idx, rows, x0 = _held_out_slices(req, out, cfg.data.size)
     deg = SuperResolution(cfg.task.sr_factor, cfg.task.sr_upsample)
     lr = deg.downsample(x0)
