@@ -190,29 +190,16 @@ def sr_demo(req: DemoRequest) -> DemoResult:
     """Run the super-resolution demo of `req` (module docstring) and write its report under req.out."""
     from ..baselines.interpolation import interpolate_baseline
     from ..data.degrade import SuperResolution
-    from ..diffusion.checkpoint import load_model
     from ..samplers.run import sample_slices, summarise
-    from ..io.outdir import check_output_dir, mark
+    from ..io.outdir import mark
     from ..metrics.compare import evaluate_arrays
     from ..metrics.table import write_table
-    from ..models import resolve_checkpoint
     from ..samplers.consistency import measurement_for
-    from ..samplers.registry import SamplingDefaults, resolve
 
     device = req.device
     t0 = time.perf_counter()
-    checkpoint = resolve_checkpoint(req.checkpoint or default_checkpoint())  # a model name -> its file
+    req, checkpoint, cfg, denoiser, spec, interval = _checked_model(req)
     out: Path = req.out
-    check_output_dir(out, [checkpoint], overwrite=req.overwrite, verb="demo")
-    cfg, net, denoiser = load_model(checkpoint, expect_task="sr", device=device, precision=req.precision)
-    if req.samples is None:  # one draw of a deterministic sampler is all its draws
-        req = replace(req, samples=1 if (req.sampler or cfg.sampler.name) in DETERMINISTIC else 4)
-    spec = resolve(SamplingDefaults.of_ddpm(cfg), sampler=req.sampler, steps=req.steps, eta=req.eta, grid=req.grid,
-                   precision=req.precision, samples=req.samples, consistency=req.consistency)
-    if req.slices < 1:
-        raise FieldError("slices", req.slices, "expected >= 1")
-    interval = _stored_interval(checkpoint, spec)
-
     mark(out, "demo")  # checks passed: the first write
     for name in OPTIONAL_OUTPUTS:  # an earlier demo's (--overwrite) that this run may not write again
         (out / name).unlink(missing_ok=True)
@@ -251,10 +238,30 @@ def sr_demo(req: DemoRequest) -> DemoResult:
     norm = prep.normalisation_of("test", int(idx[0]))  # Colin27 is one patient: one map back to its own units
     images = _image_rows(req, lr, bicubic, samples, mean, x0, one)
     extra, cal_md = _uncertainty(req, samples, std, x0, out, notes)
-    unc = _reliability(interval, req.samples, samples, mean, std, cond, lr, x0, out, notes, norm)
+    unc = _reliability(interval, req.samples, mean, std, cond, lr, x0, out, notes, norm)
     extra.update(unc.figures)
     report = _write_report(out, norm, rows, images, std, req.samples, table, notes, extra, unc)
     return DemoResult(report, md, cal_md, time.perf_counter() - t0, unc.md, unc.report)
+
+
+def _checked_model(req: DemoRequest):
+    """(req with its sample count settled, the model file, its config and denoiser, the SamplingSpec, its stored
+    interval calibration or None), every setting checked before anything is written."""
+    from ..diffusion.checkpoint import load_model
+    from ..io.outdir import check_output_dir
+    from ..models import resolve_checkpoint
+    from ..samplers.registry import SamplingDefaults, resolve
+
+    checkpoint = resolve_checkpoint(req.checkpoint or default_checkpoint())  # a model name -> its file
+    check_output_dir(req.out, [checkpoint], overwrite=req.overwrite, verb="demo")
+    cfg, _, denoiser = load_model(checkpoint, expect_task="sr", device=req.device, precision=req.precision)
+    if req.samples is None:  # one draw of a deterministic sampler is all its draws
+        req = replace(req, samples=1 if (req.sampler or cfg.sampler.name) in DETERMINISTIC else 4)
+    spec = resolve(SamplingDefaults.of_ddpm(cfg), sampler=req.sampler, steps=req.steps, eta=req.eta, grid=req.grid,
+                   precision=req.precision, samples=req.samples, consistency=req.consistency)
+    if req.slices < 1:
+        raise FieldError("slices", req.slices, "expected >= 1")
+    return req, checkpoint, cfg, denoiser, spec, _stored_interval(checkpoint, spec)
 
 
 def _stored_interval(checkpoint, spec):
@@ -359,50 +366,28 @@ class Reliability:
     caption: str = ""
 
 
-def _reliability(cal, n_samples: int, samples, mean, std, cond, lr, x0, out: Path, notes: list[str], norm) -> Reliability:
+def _reliability(cal, n_samples: int, mean, std, cond, lr, x0, out: Path, notes: list[str], norm) -> Reliability:
     """The interval of the model (its stored calibration `cal`, as `meddiff sample --interval 0.9`) or, without
     one, mean ± Z90 x the predicted error of the sample spread; coverage inside the anatomy, the reliability by
     deciles of predicted error (meddiff.uncertainty.evaluate), reliability.png / .md / .csv, interval_maps.png
     (calibrated only), notes in plain words. Nothing without a calibration and with no spread (one sample, or
     identical samples)."""
-    from ..io.atomic import atomic_write_text
-    from ..metrics.calibration import error_std_factor
     from ..uncertainty.evaluate import anatomy_mask, interval_report, reliability_figure
 
     m = mean.double().numpy()[:, 0]
     t = x0.double().numpy()[:, 0]
-    if cal is not None:
-        s = std.double().numpy()[:, 0] if n_samples > 1 else None
-        got = [cal.interval(LEVEL, m[i], cond[i, 0].double().numpy(), lr[i, 0].double().numpy(),
-                            None if s is None else s[i]) for i in range(len(m))]
-        lower, upper, pred = (np.stack(a) for a in zip(*got))
-        label = f"calibrated {LEVEL:.0%} interval ({cal.kind} error scale)"
-    elif n_samples > 1 and float(std.max()) > 0.0:
-        pred = np.maximum(std.double().numpy()[:, 0] * error_std_factor(n_samples), 1e-6)
-        lower, upper = m - Z90 * pred, m + Z90 * pred
-        label = f"sample spread x{Z90:.3f} (not calibrated)"
-    else:
+    got = _interval_arrays(cal, n_samples, m, std, cond, lr)
+    if got is None:
         notes.append("No uncertainty to check: this model has no stored interval calibration for this sampler "
                      "(`meddiff sample --interval` would refuse it) and one draw has no spread.")
         return Reliability({}, {})
+    lower, upper, pred, label = got
     mask = np.stack([anatomy_mask(x) for x in t])
     rep = interval_report(m - t, pred, (lower <= t) & (t <= upper), mask)
     n = len(m)
     reliability_figure({f"Colin27 (held out), {n} slice(s), x4": {label: rep}}, out / "reliability.png")
-    ratios = [a / p for p, a in zip(rep.decile_predicted, rep.decile_actual)]
+    md, tables, ratios = _reliability_tables(rep, label, out)
     within = sum(1 / 1.5 <= r <= 1.5 for r in ratios)
-    summary = ["| uncertainty | pixels | 90% coverage (target 0.88-0.92) | Spearman | worst decile ratio | slope | ECE | "
-               "RMSE / predicted |", "|---|---:|---:|---:|---:|---:|---:|---:|",
-               f"| {label} | {rep.pixels} | {rep.coverage:.3f} | {rep.spearman:.2f} | {rep.worst_ratio:.2f} | {rep.slope:.2f} | "
-               f"{rep.ece:.4f} | {rep.rmse / rep.predicted:.2f} |"]
-    deciles = ["| decile of predicted error | predicted RMS error | actual RMSE | actual / predicted |", "|---:|---:|---:|---:|"]
-    deciles += [f"| {k + 1} | {p:.4f} | {a:.4f} | {r:.2f} |"
-                for k, (p, a, r) in enumerate(zip(rep.decile_predicted, rep.decile_actual, ratios))]
-    md = ("Coverage and reliability inside the anatomy of the held-out slices ([-1, 1] units):\n\n" + "\n".join(summary)
-          + "\n\n" + "\n".join(deciles) + "\n")
-    atomic_write_text(out / "reliability.md", md)
-    atomic_write_text(out / "reliability.csv", "decile,predicted_rms,actual_rmse,ratio\n" + "".join(
-        f"{k + 1},{p!r},{a!r},{r!r}\n" for k, (p, a, r) in enumerate(zip(rep.decile_predicted, rep.decile_actual, ratios))))
     lo, hi = TARGET
     verdict = ("within the 88-92% target" if lo <= rep.coverage <= hi else
                f"{'below' if rep.coverage < lo else 'above'} the 88-92% target: on these slices the intervals are too "
@@ -415,8 +400,6 @@ def _reliability(cal, n_samples: int, samples, mean, std, cond, lr, x0, out: Pat
                  f"Spearman {rep.spearman:.2f} between predicted and actual |error|) [5].")
     figures = {"Reliability on the held-out slices: actual vs predicted error per decile of predicted error":
                out / "reliability.png"}
-    tables = {"Coverage and reliability (inside the anatomy)": "\n".join(summary),
-              "Per decile of predicted error": "\n".join(deciles)}
     if cal is None:
         notes.append("This model has no stored interval calibration for this sampler, so the interval above is a Gaussian "
                      "reading of the sample spread that nothing calibrated.")
@@ -426,6 +409,46 @@ def _reliability(cal, n_samples: int, samples, mean, std, cond, lr, x0, out: Pat
     figures[f"The {LEVEL:.0%} interval per slice: lower, upper, width (upper − lower)"] = out / "interval_maps.png"
     return Reliability(figures, tables, md, rep, [p * norm.scale() for p in pred], "predicted error (calibrated)",
                        "the calibrated predicted RMS error (the interval's error scale, meddiff.uncertainty)")
+
+
+def _interval_arrays(cal, n_samples: int, m: np.ndarray, std, cond, lr):
+    """(lower, upper, predicted RMS error) [N, H, W] around the restored slices m [N, H, W] and the label of
+    the uncertainty: the stored calibration `cal` if any, else mean ± Z90 x the spread's predicted error
+    (std x sqrt(1 + 1/S)); None with neither (no calibration, one sample or identical samples)."""
+    from ..metrics.calibration import error_std_factor
+
+    if cal is not None:
+        s = std.double().numpy()[:, 0] if n_samples > 1 else None
+        got = [cal.interval(LEVEL, m[i], cond[i, 0].double().numpy(), lr[i, 0].double().numpy(),
+                            None if s is None else s[i]) for i in range(len(m))]
+        lower, upper, pred = (np.stack(a) for a in zip(*got))
+        return lower, upper, pred, f"calibrated {LEVEL:.0%} interval ({cal.kind} error scale)"
+    if n_samples > 1 and float(std.max()) > 0.0:
+        pred = np.maximum(std.double().numpy()[:, 0] * error_std_factor(n_samples), 1e-6)
+        return m - Z90 * pred, m + Z90 * pred, pred, f"sample spread x{Z90:.3f} (not calibrated)"
+    return None
+
+
+def _reliability_tables(rep, label: str, out: Path) -> tuple[str, dict[str, str], list[float]]:
+    """reliability.md (coverage summary and per-decile table) and reliability.csv (the deciles) written;
+    returns (the Markdown, the report's {title: table}, actual / predicted per decile)."""
+    from ..io.atomic import atomic_write_text
+
+    ratios = [a / p for p, a in zip(rep.decile_predicted, rep.decile_actual)]
+    summary = ["| uncertainty | pixels | 90% coverage (target 0.88-0.92) | Spearman | worst decile ratio | slope | ECE | "
+               "RMSE / predicted |", "|---|---:|---:|---:|---:|---:|---:|---:|",
+               f"| {label} | {rep.pixels} | {rep.coverage:.3f} | {rep.spearman:.2f} | {rep.worst_ratio:.2f} | {rep.slope:.2f} | "
+               f"{rep.ece:.4f} | {rep.rmse / rep.predicted:.2f} |"]
+    deciles = ["| decile of predicted error | predicted RMS error | actual RMSE | actual / predicted |", "|---:|---:|---:|---:|"]
+    deciles += [f"| {k + 1} | {p:.4f} | {a:.4f} | {r:.2f} |"
+                for k, (p, a, r) in enumerate(zip(rep.decile_predicted, rep.decile_actual, ratios))]
+    md = ("Coverage and reliability inside the anatomy of the held-out slices ([-1, 1] units):\n\n" + "\n".join(summary)
+          + "\n\n" + "\n".join(deciles) + "\n")
+    atomic_write_text(out / "reliability.md", md)
+    atomic_write_text(out / "reliability.csv", "decile,predicted_rms,actual_rmse,ratio\n" + "".join(
+        f"{k + 1},{p!r},{a!r},{r!r}\n" for k, (p, a, r) in enumerate(zip(rep.decile_predicted, rep.decile_actual, ratios))))
+    return md, {"Coverage and reliability (inside the anatomy)": "\n".join(summary),
+                "Per decile of predicted error": "\n".join(deciles)}, ratios
 
 
 def interval_figure(lower: np.ndarray, upper: np.ndarray, norm, path: Path) -> Path:
