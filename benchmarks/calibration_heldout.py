@@ -51,7 +51,8 @@ from meddiff.samplers.run import restore, sampler_options, summarise  # noqa: E4
 from meddiff.io.atomic import atomic_write_text  # noqa: E402
 from meddiff.metrics.calibration import error_std_factor  # noqa: E402
 from meddiff.uncertainty.calibrate import IntervalCalibration, read_calibrations  # noqa: E402
-from meddiff.uncertainty.evaluate import anatomy_mask, interval_report  # noqa: E402
+from meddiff.uncertainty.evaluate import IntervalReport, anatomy_mask, interval_report  # noqa: E402
+from meddiff.uncertainty.evaluate import reliability_figure as uncertainty_reliability_figure  # noqa: E402
 
 MR = ("colin27_t1", "epi_t2star", "mr_t2_se", "mr_emri", "mr_shoulder_t1", "mr_abdomen_gre")
 LEVEL = 0.9
@@ -117,30 +118,14 @@ def fmt(source, kernel, path, label, n, rep) -> str:
 
 def reliability_figure(dump: list[dict], path: Path) -> None:
     """Reliability diagrams, one panel per kernel: actual vs predicted RMSE per decile, one line per source
-    and uncertainty, with the identity and the 1.5x band of the target."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from meddiff.io.atomic import atomic_write_with
-
-    kernels = list(dict.fromkeys(d["kernel"] for d in dump))
-    if not kernels:
-        return
-    fig = Figure(figsize=(4.2 * len(kernels), 4.2), dpi=100)
-    FigureCanvasAgg(fig)
-    top = max(max(d["decile_predicted"] + d["decile_actual"]) for d in dump) * 1.05
-    for i, kernel in enumerate(kernels):
-        ax = fig.add_subplot(1, len(kernels), i + 1)
-        ax.plot([0, top], [0, top], "k--", lw=1, label="calibrated")
-        ax.fill_between([0, top], [0, top / 1.5], [0, top * 1.5], color="0.85", label="within 1.5x")
-        for d in (d for d in dump if d["kernel"] == kernel):
-            ax.plot(d["decile_predicted"], d["decile_actual"], "o-", ms=3,
-                    label=f"{d['source']}, {d['uncertainty']} (cov {d['coverage']:.2f})")
-        ax.set(xlim=(0, top), ylim=(0, top), xlabel="predicted RMS error (decile)", ylabel="actual RMSE (decile)",
-               title=f"held-out MR, {kernel} x4")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+    and uncertainty, with the identity and the 1.5x band of the target (meddiff.uncertainty.evaluate)."""
+    fields = IntervalReport.__dataclass_fields__
+    panels: dict[str, dict[str, IntervalReport]] = {}
+    for d in dump:
+        rep = IntervalReport(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
+        panels.setdefault(f"held-out MR, {d['kernel']} x4", {})[f"{d['source']}, {d['uncertainty']}"] = rep
+    if panels:
+        uncertainty_reliability_figure(panels, path)
 
 
 def main(argv: list[str] | None = None) -> int:

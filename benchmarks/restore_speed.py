@@ -118,7 +118,7 @@ def run_mode(mode: str, slices: int, size: int, threads: int, workdir: Path) -> 
     import numpy as np
     import torch
 
-    from meddiff.commands.demo import DEFAULT_CHECKPOINT
+    from meddiff.commands.demo import SAMPLED_CHECKPOINT
     from meddiff.samplers.run import restore
     from meddiff.samplers.memory import peak_rss_bytes
     from meddiff.metrics.image import gradient_ratio, psnr, ssim
@@ -129,7 +129,7 @@ def run_mode(mode: str, slices: int, size: int, threads: int, workdir: Path) -> 
 
     torch.set_num_threads(threads)
     name = OTHER_CHECKPOINTS[mode][0] if mode in OTHER_CHECKPOINTS else None
-    cfg, _, den = load_model(resolve_checkpoint(name) if name else DEFAULT_CHECKPOINT)
+    cfg, _, den = load_model(resolve_checkpoint(name) if name else SAMPLED_CHECKPOINT)
     truth, cond = colin_cond(slices, size, workdir)
     start = time.perf_counter()
     sampler, steps = cfg.sampler.name, 20 if mode.endswith("_20") else cfg.sampler.steps

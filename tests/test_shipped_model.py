@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from meddiff.commands.demo import DEFAULT_CHECKPOINT
+from meddiff.commands.demo import SAMPLED_CHECKPOINT
 from meddiff.data.degrade import SuperResolution
 from meddiff.data.prepare import PrepareOptions, prepare
 from meddiff.data.dataset import load_prepared
@@ -33,7 +33,7 @@ PINNED_PSNR = 27.391  # measured 2026-11-23 (torch 2.13 CPU); abs 0.02 leaves ro
 
 def test_shipped_model_beats_bicubic_on_held_out_anatomy(colin):
     torch.set_num_threads(1)
-    cfg, net, denoiser = load_model(DEFAULT_CHECKPOINT, expect_task="sr")
+    cfg, net, denoiser = load_model(SAMPLED_CHECKPOINT, expect_task="sr")
     assert sum(p.numel() for p in net.parameters()) == 2_735_233
     assert all(p.dtype == torch.float32 for p in net.parameters())  # stored as float16, loaded as float32
     deg = SuperResolution(cfg.task.sr_factor, cfg.task.sr_upsample)

@@ -2,7 +2,9 @@
 
 The identity checkpoint (residual x0-prediction, zero output conv) returns the bicubic
 condition exactly, so the demo's meddiff rows must equal its bicubic row, every per-pixel
-std is zero, and the report must hold what the table says.
+std is zero, and the report must hold what the table says. The default model is the one
+models.yaml recommends (sr_x4_general, one call), whose report shows its calibrated interval,
+the coverage and the reliability diagram on the held-out slices.
 """
 
 import csv
@@ -12,7 +14,11 @@ import re
 import numpy as np
 import pytest
 
+from pathlib import Path
+
 from meddiff.cli import main
+from meddiff.errors import CheckpointError
+from meddiff.models import resolve_checkpoint
 from meddiff.data.dataset import load_prepared
 from meddiff.data.degrade import SuperResolution
 from meddiff.metrics.image import psnr
@@ -64,6 +70,7 @@ def test_demo_with_identity_model_reports_bicubic_for_meddiff_and_zero_std(tmp_p
     assert main(args[:-1] + ["--samples", "1", "--no-progress", "--overwrite"]) == 0
     assert os.stat(out / "prepared_colin27" / "manifest.csv").st_mtime_ns == stamp
     assert set(read_rows(out / "results.csv")) == {"bilinear", "bicubic", "meddiff (1 sample)"}
+    assert not (out / "std_maps.png").exists()  # the first run's, not this one's: removed
 
 
 @pytest.mark.parametrize("bad", [["--slices", "0"], ["--samples", "0"], ["--steps", "0"], ["--steps", "21"]])
@@ -91,6 +98,14 @@ def test_demo_measures_uncertainty_calibration_when_samples_differ(tmp_path):
     assert all(float(r["rmv"]) > 0 and -1 <= float(r["spearman"]) <= 1 for r in rows)
     assert (out / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Uncertainty calibration" in (out / "report.html").read_text()
+    # no stored interval calibration: the reliability of mean +- 1.645 x the spread's predicted error, said to be uncalibrated
+    md = (out / "reliability.md").read_text()
+    assert "sample spread x1.645 (not calibrated)" in md
+    deciles = list(csv.DictReader(open(out / "reliability.csv")))
+    assert len(deciles) == 10 and all(np.isfinite(float(d["ratio"])) and float(d["predicted_rms"]) > 0 for d in deciles)
+    html = (out / "report.html").read_text()
+    assert "nothing calibrated" in html and "Reliability on the held-out slices" in html
+    assert not (out / "interval_maps.png").exists()
 
 
 def test_demo_with_identical_samples_says_there_is_no_calibration(tmp_path, identity_ckpt):
@@ -150,3 +165,57 @@ def test_demo_volume_default_is_the_2p5d_model_once_shipped(monkeypatch):
     assert demo_volume.default_volume_checkpoint() == "sr_x4_general"
     monkeypatch.setattr("meddiff.checkpointing.named.shipped_models", lambda: [Card("sr_x4_general"), Card("sr_x4_2p5d")])
     assert demo_volume.default_volume_checkpoint() == "sr_x4_2p5d"
+
+
+
+def test_the_default_demo_model_is_the_recommended_super_resolution_model(monkeypatch):
+    """No --checkpoint: the model models.yaml marks recommended for the demo's task (sr_x4_general today);
+    --samples unset (the posterior mean draws one image); a registry with no such model is refused by name."""
+    from meddiff.cli import build_parser
+    from meddiff.evaluation import demo as ev
+    from meddiff.models import resolve_checkpoint, shipped_models
+
+    args = build_parser().parse_args(["demo"])
+    assert args.checkpoint is None and args.samples is None
+    cards = [c for c in shipped_models() if c.recommended and c.short_task == ev.DEMO_TASK]
+    assert [c.name for c in cards] == ["sr_x4_general"]
+    assert ev.default_checkpoint() == resolve_checkpoint("sr_x4_general") == cards[0].path
+
+    class Card:
+        def __init__(self, name, recommended, short_task=ev.DEMO_TASK):
+            self.name, self.recommended, self.short_task, self.path = name, recommended, short_task, Path(name)
+
+    monkeypatch.setattr("meddiff.models.shipped_models", lambda: [Card("demo_sr_x4", True), Card("sr_x4_general", False)])
+    assert ev.default_checkpoint() == Path("demo_sr_x4")  # follows the flag, not a name
+    monkeypatch.setattr("meddiff.models.shipped_models", lambda: [Card("sr_blind", True, "MR super-resolution x2-x4")])
+    with pytest.raises(CheckpointError, match="models.yaml.*recommended.*super-resolution x4.*found 0"):
+        ev.default_checkpoint()
+
+
+def test_default_demo_shows_the_calibrated_interval_and_its_reliability_on_held_out_slices(tmp_path, capsys):
+    """The default (sr_x4_general, one-call posterior mean) on one Colin27 slice: one meddiff row, no empty
+    spread, the interval maps, the reliability diagram and the coverage with finite numbers, in the report
+    and on the terminal, with the calibration's own sentence."""
+    from meddiff.uncertainty.calibrate import read_calibrations
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--slices", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert set(read_rows(out / "results.csv")) == {"bilinear", "bicubic", "meddiff (posterior mean)"}
+    assert not (out / "std_maps.png").exists() and not (out / "calibration.csv").exists()
+    for png in ("reliability.png", "interval_maps.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    deciles = list(csv.DictReader(open(out / "reliability.csv")))
+    assert len(deciles) == 10
+    assert all(np.isfinite(float(d[k])) and float(d[k]) > 0 for d in deciles for k in ("predicted_rms", "actual_rmse", "ratio"))
+    row = re.search(r"\| calibrated 90% interval \(learned error scale\) \| (\d+) \| ([0-9.]+) \| ([0-9.-]+) \|",
+                    (out / "reliability.md").read_text())
+    assert row and int(row.group(1)) > 1000 and 0 < float(row.group(2)) <= 1, row
+    html = (out / "report.html").read_text()
+    cal = next(c for c in read_calibrations(resolve_checkpoint("sr_x4_general")) if c.sampler == "posterior_mean 1")
+    assert cal.sentence(0.9) in html  # what the maps mean and how they were calibrated, from the model file
+    coverage = float(row.group(2))
+    assert f"held the true value in {coverage:.1%} of the pixels" in html
+    assert ("within the 88-92% target" in html) == (0.88 <= coverage <= 0.92)
+    assert "predicted error (calibrated)" in html and "Per decile of predicted error" in html
+    assert "calibrated 90% interval" in printed and "| 10 |" in printed

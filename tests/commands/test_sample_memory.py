@@ -3,14 +3,14 @@
 import pytest
 
 from meddiff.cli import main
-from meddiff.commands.demo import DEFAULT_CHECKPOINT
+from meddiff.commands.demo import SAMPLED_CHECKPOINT
 from meddiff.io import read_volume, write_volume
 
 from .test_sample import real_lowres
 
 
 def run(*args) -> int:
-    return main(["sample", "--checkpoint", str(DEFAULT_CHECKPOINT), *map(str, args), "--steps", "3", "--no-progress", "--device", "cpu"])
+    return main(["sample", "--checkpoint", str(SAMPLED_CHECKPOINT), *map(str, args), "--steps", "3", "--no-progress", "--device", "cpu"])
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from meddiff.commands.demo import DEFAULT_CHECKPOINT
+from meddiff.commands.demo import SAMPLED_CHECKPOINT
 from meddiff.data.dataset import load_prepared
 from meddiff.data.degrade import SuperResolution
 from meddiff.data.prepare import PrepareOptions, prepare
@@ -65,7 +65,7 @@ def test_tiled_equals_whole_for_a_context_free_denoiser():
 @pytest.fixture(scope="module")
 def shipped():
     torch.set_num_threads(1)
-    return load_model(DEFAULT_CHECKPOINT)[2]
+    return load_model(SAMPLED_CHECKPOINT)[2]
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def _toy(rng, n=8, size=48):
 
 
 def test_fitted_calibration_covers_exchangeable_images_and_round_trips(tmp_path):
-    from meddiff.commands.demo import DEFAULT_CHECKPOINT
+    from meddiff.commands.demo import SAMPLED_CHECKPOINT
 
     rng = np.random.default_rng(2)
     truths, rows = _toy(rng, 16)
@@ -73,7 +73,7 @@ def test_fitted_calibration_covers_exchangeable_images_and_round_trips(tmp_path)
     assert 0.86 <= rep.coverage <= 0.94 and rep.spearman > 0.4 and rep.worst_ratio < 1.5, rep
     assert "toy images" in cal.sentence(0.9) and "90%" in cal.sentence(0.9)
     model = tmp_path / "m.safetensors"
-    shutil.copy(DEFAULT_CHECKPOINT, model)
+    shutil.copy(SAMPLED_CHECKPOINT, model)
     assert read_calibrations(model) == []
     with pytest.raises(InputError, match="uncertainty_card"):
         calibration_for(model, "posterior_mean 1", 1)

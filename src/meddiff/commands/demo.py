@@ -1,11 +1,20 @@
-"""`meddiff demo`: super-resolution x4 of a brain MRI the shipped model never saw, with a report.
+"""`meddiff demo`: super-resolution x4 of a brain MRI no shipped model saw, with a report.
 
-Offline and CPU-friendly: the shipped model (trained on slices of the MNI152 template, see
-src/meddiff/checkpoints/README.md) super-resolves slices of Colin27 (another person, shipped in
-src/meddiff/data/samples/colin27). The low-resolution inputs are made by the Med-cDiff
-degradation (anti-aliased x4 downsampling); the report compares bilinear, bicubic, one
-meddiff sample and the mean of several samples against the ground truth, with error maps,
-the per-pixel standard deviation over the samples, and the metrics table.
+Offline and CPU-friendly: the recommended super-resolution model (`meddiff models`: sr_x4_general,
+trained on the MNI152 template and synthetic contrasts, see src/meddiff/checkpoints/README.md)
+super-resolves slices of Colin27 (another person, shipped in src/meddiff/data/samples/colin27) with
+its one-call posterior mean. The low-resolution inputs are made by the Med-cDiff degradation
+(anti-aliased x4 downsampling); the report compares bilinear, bicubic and meddiff against the
+ground truth, with error maps and the metrics table, and shows the model's calibrated 90% interval
+(lower, upper, width; as `meddiff sample --interval 0.9`) with its coverage and a reliability
+diagram (predicted vs actual error per decile of predicted error) on these held-out slices. A
+sampling model (--checkpoint demo_sr_x4) shows one sample, the mean of several and their spread.
+
+examples:
+  meddiff demo                                   # sr_x4_general, 8 slices -> runs/demo/report.html
+  meddiff demo --slices 2 -o runs/demo_quick     # a quicker look
+  meddiff demo --checkpoint demo_sr_x4 -o runs/demo_sampled   # 4 DPM-Solver++ samples and their spread
+  meddiff demo --checkpoint sr_blind -o runs/demo_blind       # the model for MR acquired at low resolution
 """
 
 from __future__ import annotations
@@ -17,11 +26,11 @@ from ..errors import flag_errors
 
 
 def __getattr__(name: str):
-    """DEFAULT_CHECKPOINT (the shipped demo model, evaluation.demo) without importing it at CLI start-up."""
-    if name == "DEFAULT_CHECKPOINT":
-        from ..evaluation.demo import DEFAULT_CHECKPOINT
+    """SAMPLED_CHECKPOINT (demo_sr_x4's file, evaluation.demo) without importing it at CLI start-up."""
+    if name == "SAMPLED_CHECKPOINT":
+        from ..evaluation.demo import SAMPLED_CHECKPOINT
 
-        return DEFAULT_CHECKPOINT
+        return SAMPLED_CHECKPOINT
     raise AttributeError(name)
 
 
@@ -31,10 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", "--out", dest="out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output folder (only one meddiff wrote)")
     p.add_argument("--checkpoint", default=None,
-                   help="super-resolution model: a name from `meddiff models` or a file/folder (default: the shipped demo_sr_x4, "
-                        "sampled with DPM-Solver++ so the report shows samples, their spread and its calibration, and "
-                        "README's demo figures stay reproducible; --checkpoint sr_x4_general runs the recommended model; "
-                        "with --volume: sr_x4_2p5d if shipped, else sr_x4_general)")
+                   help="super-resolution model: a name from `meddiff models` or a file/folder (default: the one "
+                        "models.yaml recommends for super-resolution x4, sr_x4_general: its posterior mean and "
+                        "calibrated 90%% interval; --checkpoint demo_sr_x4 samples with DPM-Solver++ and shows the "
+                        "samples' spread; with --volume: sr_x4_2p5d if shipped, else sr_x4_general)")
     p.add_argument("--task", choices=["sr", "denoise", "generate"], default="sr",
                    help="sr: MRI super-resolution (default); denoise: the chest X-ray denoiser on held-out films; generate: "
                         "chest films from the Medical VDM (meddiff.commands.demo_xray)")
@@ -46,7 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=None, help="--volume: a centred in-plane crop of this size (default none)")
     p.add_argument("--noise", choices=["shared", "independent"], default=None,
                    help="--volume with a 2D model: one noise for every slice (shared, the default) or per slice")
-    p.add_argument("--samples", type=int, default=4, help="samples per slice (mean and std maps; --volume draws one)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="samples per slice (mean and std maps; default 1 for the posterior mean, whose draws are one "
+                        "image, else 4; --volume draws one)")
     p.add_argument("--sampler", default=None, help="ancestral | ddim | dpm_solver_pp (default: the checkpoint's sampler.name)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's sampler.steps)")
     p.add_argument("--eta", type=float, default=None, help="ddim only: noise scale (default: the checkpoint's sampler.eta)")
@@ -87,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                                  overwrite=args.overwrite))
     if result.calibration_md:
         print(result.calibration_md)
+    if result.reliability_md:
+        print(result.reliability_md)
     print(result.table_md)
     print(f"report: {result.report}  ({result.seconds:.0f} s in all)")
     return 0

@@ -91,7 +91,7 @@ def run_denoise(args: argparse.Namespace) -> int:
         y = _degrade(x0, dose, seed=args.seed + li)
         stored = SamplingDefaults.of_ddpm(cfg)
         mean = sample_slices(denoiser, y, resolve(stored), seed=args.seed, progress=False)[0]
-        draws = sample_slices(denoiser, y, resolve(stored, sampler="dpm_solver_pp", steps=5, samples=max(args.samples, 2)),
+        draws = sample_slices(denoiser, y, resolve(stored, sampler="dpm_solver_pp", steps=5, samples=max(4 if args.samples is None else args.samples, 2)),
                               seed=args.seed, progress=False)
         _, std = summarise(draws)
         for i in range(len(films)):
@@ -108,7 +108,7 @@ def run_denoise(args: argparse.Namespace) -> int:
     notes = [f"Held-out films: {len(films)} real chest radiographs of patients no shipped model trained on (two adult, NIH "
              "ChestX-ray14; two pediatric, Kermany), each degraded at two levels: " + "; ".join(l for l, _ in LEVELS) + ".",
              f"meddiff: {args.checkpoint or DENOISER} with its stored sampler ({cfg.sampler.name}, {cfg.sampler.steps} "
-             f"call); uncertainty: the per-pixel spread of {max(args.samples, 2)} DPM-Solver++ samples (5 steps). "
+             f"call); uncertainty: the per-pixel spread of {max(4 if args.samples is None else args.samples, 2)} DPM-Solver++ samples (5 steps). "
              f"{seconds:.0f} s in all. Scores on the [-1, 1] scale (data range 2), one film each: a demonstration, "
              "not the benchmark (benchmarks/cxr_denoise.py scores 40 films per source)."]
     md = write_table(table, out / "results.md", out / "results.csv", notes=notes)

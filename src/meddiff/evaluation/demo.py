@@ -1,40 +1,70 @@
 """The demo of `meddiff demo` as a library function: super-resolution of held-out real MRI slices
-(Colin27, a person the shipped model never saw: it learned from the MNI152 template only) with a report.
+(Colin27, a person no shipped model saw: they learned from the MNI152 template and synthetic images) with a report.
 
     from meddiff.evaluation.demo import DemoRequest, sr_demo
-    result = sr_demo(DemoRequest(out=Path("runs/demo"), samples=4))   # result.report: report.html
+    result = sr_demo(DemoRequest(out=Path("runs/demo")))   # result.report: report.html
 
-The low-resolution inputs are made by the Med-cDiff degradation (anti-aliased x4 downsampling); the
-report compares bilinear, bicubic, one meddiff sample and the mean of several samples against the
-ground truth, with error maps, the per-pixel standard deviation over the samples, the uncertainty
-calibration and the metrics table. The sampler is the checkpoint's stored one unless the request
-overrides it (meddiff.samplers.registry.resolve).
+The model is the one models.yaml marks `recommended: true` for super-resolution x4 (default_checkpoint:
+sr_x4_general, whose default is the one-call posterior mean) unless the request names another, e.g.
+checkpoint="demo_sr_x4" (sampled with DPM-Solver++). The low-resolution inputs are made by the Med-cDiff
+degradation (anti-aliased x4 downsampling); the report compares bilinear, bicubic and meddiff (the
+posterior mean, or one sample and the mean of several) against the ground truth, with error maps and
+the metrics table, and says how far to trust the uncertainty on these held-out slices:
+
+- a model with a stored interval calibration for the sampler run (`meddiff sample --interval 0.9`;
+  meddiff.uncertainty): the 90% lower / upper maps and their width, the calibrated predicted error
+  beside the real one, coverage inside the anatomy and the reliability diagram by deciles of
+  predicted error (meddiff.uncertainty.evaluate);
+- several samples: the per-pixel std over the samples, its calibration (meddiff.metrics.calibration),
+  and the same reliability diagram and coverage for mean ± 1.645 x the spread's predicted error, a
+  Gaussian reading that nothing calibrated.
+
+The sampler is the checkpoint's stored one unless the request overrides it (meddiff.samplers.registry.resolve).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import FieldError
+from ..errors import CheckpointError, FieldError
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "demo_sr_x4.safetensors"
+SAMPLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "demo_sr_x4.safetensors"  # demo_sr_x4
+DEMO_TASK = "super-resolution x4"  # the demo's short_task in models.yaml: anti-aliased x4 of MR slices
+DETERMINISTIC = ("posterior_mean",)  # samplers whose draws are one image (x_T is nearly ignored: samplers/posterior_mean.py)
+LEVEL = 0.9  # the interval shown, as `meddiff sample --interval 0.9`
+TARGET = (0.88, 0.92)  # issue 30's coverage target at 90% (meddiff.uncertainty.evaluate)
+Z90 = 1.6448536269514722  # the two-sided 90% point of a Gaussian, for the uncalibrated reading of a spread
+OPTIONAL_OUTPUTS = ("std_maps.png", "calibration.md", "calibration.csv", "calibration.png", "reliability.md",
+                    "reliability.csv", "reliability.png", "interval_maps.png")  # written only with an uncertainty to show
+
+
+def default_checkpoint() -> Path:
+    """The shipped model src/meddiff/checkpoints/models.yaml marks `recommended: true` for DEMO_TASK."""
+    from ..models import REGISTRY, shipped_models
+
+    cards = [c for c in shipped_models() if c.recommended and c.short_task == DEMO_TASK]
+    if len(cards) != 1:
+        raise CheckpointError(f"{REGISTRY}: expected one model with `recommended: true` and short_task {DEMO_TASK!r}, "
+                              f"found {len(cards)} ({', '.join(c.name for c in cards) or 'none'})")
+    return cards[0].path
 
 
 @dataclass(frozen=True)
 class DemoRequest:
-    """What `meddiff demo` (super-resolution) runs: the output folder, the model (None: the shipped
-    demo_sr_x4), the number of held-out slices and samples per slice, the sampler settings (None: the
-    checkpoint's), data consistency (none | project), seed, device, progress bar, overwrite."""
+    """What `meddiff demo` (super-resolution) runs: the output folder, the model (None: default_checkpoint(),
+    the recommended one), the number of held-out slices and samples per slice (None: 1 for a deterministic
+    sampler such as the posterior mean, else 4), the sampler settings (None: the checkpoint's), data
+    consistency (none | project), seed, device, progress bar, overwrite."""
 
     out: Path = Path("runs/demo")
     checkpoint: str | Path | None = None
     slices: int = 8
-    samples: int = 4
+    samples: int | None = None
     sampler: str | None = None
     steps: int | None = None
     eta: float | None = None
@@ -49,12 +79,16 @@ class DemoRequest:
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The report written (report.html), the metrics table (Markdown), the calibration table ('' if none), seconds."""
+    """The report written (report.html), the metrics table (Markdown), the calibration table of the sample
+    spread ('' if none), seconds, the reliability and coverage tables (reliability.md; '' if no uncertainty)
+    and the IntervalReport they come from (None if none)."""
 
     report: Path
     table_md: str
     calibration_md: str
     seconds: float
+    reliability_md: str = ""
+    reliability: object = None
 
 
 def std_figure(stds: list[np.ndarray], path: Path) -> Path:
@@ -127,18 +161,25 @@ FOOTNOTES = [
     "low-resolution input y from the truth.",
     "Uncertainty calibration: predicted error of the mean = std of the S samples · sqrt(1 + 1/S); RMSE / predicted error "
     "> 1 means overconfident; AUSE = area between the sparsification curve and its oracle (lower is better).",
+    "Reliability (meddiff.uncertainty.evaluate): the pixels inside the anatomy (the truth smoothed > -0.9, holes filled) "
+    "are sorted by predicted error into 10 deciles of equal count; per decile, predicted RMS error against actual RMSE "
+    "of the restored image (1 = calibrated; target within 1.5x); coverage = share of those pixels with "
+    "lower <= truth <= upper (target 0.88-0.92 for a 90% interval).",
 ]
 
 
 def plain_notes(n: int, factor: float, lr_shape, sampler: str, steps: int, samples: int, seed: int, seconds: float,
-                device, cons: dict[str, float]) -> list[str]:
+                device, cons: dict[str, float], model: str = "the model") -> list[str]:
     """The report's notes in plain words (the formulas are the FOOTNOTES)."""
     better = "closer to" if cons["meddiff sample"] <= cons["bicubic"] else "further from"
+    how = (f"the posterior mean ({sampler}: one network call per slice, no random draw)" if sampler in DETERMINISTIC
+           else f"{sampler} sampler, {steps} steps, {samples} sample(s) per slice, seed {seed}")
     return [
-        f"What was tested: {n} slices of Colin27, a brain MRI of one person the model never saw (it learned from the "
-        f"MNI152 template only). Each slice was shrunk {factor:g} times (to {lr_shape[0]} x {lr_shape[1]} pixels) and the model "
-        "was asked to restore the full size; the original slice is the truth it is compared with.",
-        f"How: {sampler} sampler, {steps} steps, {samples} sample(s) per slice, seed {seed}; {seconds:.0f} s on {device}.",
+        f"What was tested: {n} slices of Colin27, a brain MRI of one person no shipped model saw (they learned from the "
+        f"MNI152 template and synthetic images only). Each slice was shrunk {factor:g} times (to {lr_shape[0]} x "
+        f"{lr_shape[1]} pixels) and {model} was asked to restore the full size; the original slice is the truth it is "
+        "compared with.",
+        f"How: {how}; {seconds:.0f} s on {device}.",
         "Higher PSNR and SSIM mean closer to the truth [1]; a gradient ratio near 1 means as sharp as the truth [2].",
         f"Shrinking the meddiff result again gives an image {better} the measured low-resolution input than "
         f"shrinking the bicubic one ({cons['meddiff sample']:.2e} vs {cons['bicubic']:.2e}) [3].",
@@ -150,26 +191,19 @@ def sr_demo(req: DemoRequest) -> DemoResult:
     from ..baselines.interpolation import interpolate_baseline
     from ..checkpointing.named import resolve_checkpoint
     from ..data.degrade import SuperResolution
-    from ..diffusion.checkpoint import load_model
     from ..samplers.run import sample_slices, summarise
-    from ..io.outdir import check_output_dir, mark
+    from ..io.outdir import mark
     from ..metrics.compare import evaluate_arrays
     from ..metrics.table import write_table
     from ..samplers.consistency import measurement_for
-    from ..samplers.registry import SamplingDefaults, resolve
 
     device = req.device
     t0 = time.perf_counter()
-    checkpoint = resolve_checkpoint(req.checkpoint or DEFAULT_CHECKPOINT)  # a model name -> its file
+    req, checkpoint, cfg, denoiser, spec, interval = _checked_model(req)
     out: Path = req.out
-    check_output_dir(out, [checkpoint], overwrite=req.overwrite, verb="demo")
-    cfg, net, denoiser = load_model(checkpoint, expect_task="sr", device=device, precision=req.precision)
-    spec = resolve(SamplingDefaults.of_ddpm(cfg), sampler=req.sampler, steps=req.steps, eta=req.eta, grid=req.grid,
-                   precision=req.precision, samples=req.samples, consistency=req.consistency)
-    if req.slices < 1:
-        raise FieldError("slices", req.slices, "expected >= 1")
-
     mark(out, "demo")  # checks passed: the first write
+    for name in OPTIONAL_OUTPUTS:  # an earlier demo's (--overwrite) that this run may not write again
+        (out / name).unlink(missing_ok=True)
     prep, idx, rows, x0 = _held_out_slices(req, out, cfg.data.size)
     deg = SuperResolution(cfg.task.sr_factor, cfg.task.sr_upsample)
     lr = deg.downsample(x0)
@@ -188,7 +222,8 @@ def sr_demo(req: DemoRequest) -> DemoResult:
     def arrays(t: torch.Tensor) -> list[np.ndarray]:
         return [a[0] for a in t.numpy()]
 
-    methods = {"bilinear": arrays(bilinear), "bicubic": arrays(bicubic), "meddiff (1 sample)": arrays(samples[0])}
+    one = "posterior mean" if spec.name in DETERMINISTIC and req.samples == 1 else "1 sample"
+    methods = {"bilinear": arrays(bilinear), "bicubic": arrays(bicubic), f"meddiff ({one})": arrays(samples[0])}
     if req.samples > 1:
         methods[f"meddiff (mean of {req.samples})"] = arrays(mean)
     table = evaluate_arrays(methods, arrays(x0), data_range=2.0)
@@ -196,14 +231,54 @@ def sr_demo(req: DemoRequest) -> DemoResult:
 
     cons = {name: float(sr_consistency_error(img, lr).mean()) for name, img in
             (("bicubic", bicubic), ("meddiff sample", samples[0]))}
-    notes = _table_notes(req, spec, cfg.task.sr_factor, len(idx), tuple(lr.shape[-2:]), t_sample, cons)
+    model = Path(checkpoint).stem if Path(checkpoint).suffix == ".safetensors" else str(checkpoint)
+    notes = _table_notes(req, spec, cfg.task.sr_factor, len(idx), tuple(lr.shape[-2:]), t_sample, cons, model)
     md = write_table(table, out / "results.md", out / "results.csv", notes=notes)
     notes = plain_notes(len(idx), cfg.task.sr_factor, lr.shape[-2:], spec.name, spec.steps, req.samples, req.seed,
-                        t_sample, device, cons)  # the HTML report's: plain words, formulas in its footnotes
-    images = _image_rows(req, lr, bicubic, samples, mean, x0)
+                        t_sample, device, cons, model)  # the HTML report's: plain words, formulas in its footnotes
+    norm = prep.normalisation_of("test", int(idx[0]))  # Colin27 is one patient: one map back to its own units
+    images = _image_rows(req, lr, bicubic, samples, mean, x0, one)
     extra, cal_md = _uncertainty(req, samples, std, x0, out, notes)
-    report = _write_report(out, prep, idx, rows, images, std, req.samples, table, notes, extra)
-    return DemoResult(report, md, cal_md, time.perf_counter() - t0)
+    unc = _reliability(interval, req.samples, mean, std, cond, lr, x0, out, notes, norm)
+    extra.update(unc.figures)
+    report = _write_report(out, norm, rows, images, std, req.samples, table, notes, extra, unc)
+    return DemoResult(report, md, cal_md, time.perf_counter() - t0, unc.md, unc.report)
+
+
+def _checked_model(req: DemoRequest):
+    """(req with its sample count settled, the model file, its config and denoiser, the SamplingSpec, its stored
+    interval calibration or None), every setting checked before anything is written."""
+    from ..diffusion.checkpoint import load_model
+    from ..io.outdir import check_output_dir
+    from ..models import resolve_checkpoint
+    from ..samplers.registry import SamplingDefaults, resolve
+
+    checkpoint = resolve_checkpoint(req.checkpoint or default_checkpoint())  # a model name -> its file
+    check_output_dir(req.out, [checkpoint], overwrite=req.overwrite, verb="demo")
+    cfg, _, denoiser = load_model(checkpoint, expect_task="sr", device=req.device, precision=req.precision)
+    if req.samples is None:  # one draw of a deterministic sampler is all its draws
+        req = replace(req, samples=1 if (req.sampler or cfg.sampler.name) in DETERMINISTIC else 4)
+    spec = resolve(SamplingDefaults.of_ddpm(cfg), sampler=req.sampler, steps=req.steps, eta=req.eta, grid=req.grid,
+                   precision=req.precision, samples=req.samples, consistency=req.consistency)
+    if req.slices < 1:
+        raise FieldError("slices", req.slices, "expected >= 1")
+    return req, checkpoint, cfg, denoiser, spec, _stored_interval(checkpoint, spec)
+
+
+def _stored_interval(checkpoint, spec):
+    """The model file's stored interval calibration (meddiff.uncertainty.calibrate) for the sampler and
+    sample count of `spec` at LEVEL, as `meddiff sample --interval 0.9` would use; None if it has none, or
+    with data consistency (the calibration saw unprojected outputs)."""
+    from ..checkpointing import resolve_model_file
+    from ..uncertainty.calibrate import read_calibrations
+
+    if spec.consistency != "none":
+        return None
+    for c in read_calibrations(resolve_model_file(checkpoint)):
+        if c.sampler == f"{spec.name} {spec.steps}" and c.samples == spec.samples and any(
+                abs(a - LEVEL) < 1e-9 for a in c.levels):
+            return c
+    return None
 
 
 def _held_out_slices(req: DemoRequest, out: Path, size: int):
@@ -226,15 +301,15 @@ def _held_out_slices(req: DemoRequest, out: Path, size: int):
 
 
 def _table_notes(req: DemoRequest, spec, factor: float, n: int, lr_size: tuple[int, ...], t_sample: float,
-                 cons: dict[str, float]) -> list[str]:
-    """The notes under results.md: the data, the sampler and its cost, consistency, how accutance is computed."""
+                 cons: dict[str, float], model: str = "meddiff") -> list[str]:
+    """The notes under results.md: the data, the model, the sampler and its cost, consistency, how accutance is computed."""
     sampler, steps, eta = spec.name, spec.steps, spec.eta
     grid_note = f" on the {spec.grid} grid" if "grid" in spec.entry.options else ""
     n_calls = req.samples * n * steps
     return [
-        f"Held-out data: {n} slices of Colin27 (one person; the model was trained on the MNI152 template only), "
-        f"x{factor:g} anti-aliased downsampling to {lr_size}, metrics on the [-1,1] scale (data range 2).",
-        f"meddiff: {sampler} sampler{f' (eta {eta:g})' if sampler == 'ddim' else ''}"
+        f"Held-out data: {n} slices of Colin27 (one person; the shipped models were trained on the MNI152 template and "
+        f"synthetic images only), x{factor:g} anti-aliased downsampling to {lr_size}, metrics on the [-1,1] scale (data range 2).",
+        f"meddiff: {model}, {sampler} sampler{f' (eta {eta:g})' if sampler == 'ddim' else ''}"
         f"{grid_note}, {steps} steps, {req.samples} sample(s) per slice, seed {req.seed}; "
         f"{t_sample:.0f} s for {n_calls} slice-steps on {req.device}.",
         f"Consistency with the measurement (RMS of clamp(A x) - y, A = the x{factor:g} anti-aliased downsampling; "
@@ -244,13 +319,15 @@ def _table_notes(req: DemoRequest, spec, factor: float, n: int, lr_size: tuple[i
     ]
 
 
-def _image_rows(req: DemoRequest, lr, bicubic, samples, mean, x0) -> list[dict[str, np.ndarray]]:
-    """One row of the report's grid per slice ([-1, 1]): low-res (nearest), bicubic, a sample, the mean, the truth."""
+def _image_rows(req: DemoRequest, lr, bicubic, samples, mean, x0, one: str = "1 sample") -> list[dict[str, np.ndarray]]:
+    """One row of the report's grid per slice ([-1, 1]): low-res (nearest), bicubic, a sample (or the posterior
+    mean), the mean of the samples, the truth."""
     from ..baselines.interpolation import interpolate_baseline
 
+    first = "meddiff posterior mean" if one == "posterior mean" else "meddiff sample"
     return [
         {"low-res (x4)": interpolate_baseline(lr[i : i + 1], x0.shape[-2:], "nearest")[0, 0].numpy(),
-         "bicubic": bicubic[i, 0].numpy(), "meddiff sample": samples[0, i, 0].numpy(),
+         "bicubic": bicubic[i, 0].numpy(), first: samples[0, i, 0].numpy(),
          **({f"meddiff mean of {req.samples}": mean[i, 0].numpy()} if req.samples > 1 else {}),
          "truth": x0[i, 0].numpy()}
         for i in range(len(x0))
@@ -275,18 +352,155 @@ def _uncertainty(req: DemoRequest, samples, std, x0, out: Path, notes: list[str]
     return extra, cal_md
 
 
-def _write_report(out: Path, prep, idx, rows, images, std, n_samples: int, table, notes, extra) -> Path:
-    """report.html: the grid in Colin27's own units (one patient: one map back), the std maps beside the error
-    they should predict, the table and notes."""
-    from ..metrics.report import write_html_report
+@dataclass
+class Reliability:
+    """What _reliability made: the report's figures {title: PNG}, extra tables {title: Markdown}, the Markdown
+    printed and written (reliability.md, '' if none), the IntervalReport (None if none) and, per slice, the
+    predicted-error map the grid shows under the meddiff output (None if none) with its row label and caption."""
 
-    norm = prep.normalisation_of("test", int(idx[0]))  # Colin27 is one patient: one map back to its own units
+    figures: dict
+    tables: dict
+    md: str = ""
+    report: object = None
+    maps: list | None = None
+    label: str = ""
+    caption: str = ""
+
+
+def _reliability(cal, n_samples: int, mean, std, cond, lr, x0, out: Path, notes: list[str], norm) -> Reliability:
+    """The interval of the model (its stored calibration `cal`, as `meddiff sample --interval 0.9`) or, without
+    one, mean ± Z90 x the predicted error of the sample spread; coverage inside the anatomy, the reliability by
+    deciles of predicted error (meddiff.uncertainty.evaluate), reliability.png / .md / .csv, interval_maps.png
+    (calibrated only), notes in plain words. Nothing without a calibration and with no spread (one sample, or
+    identical samples)."""
+    from ..uncertainty.evaluate import anatomy_mask, interval_report, reliability_figure
+
+    m = mean.double().numpy()[:, 0]
+    t = x0.double().numpy()[:, 0]
+    got = _interval_arrays(cal, n_samples, m, std, cond, lr)
+    if got is None:
+        notes.append("No uncertainty to check: this model has no stored interval calibration for this sampler "
+                     "(`meddiff sample --interval` would refuse it) and one draw has no spread.")
+        return Reliability({}, {})
+    lower, upper, pred, label = got
+    mask = np.stack([anatomy_mask(x) for x in t])
+    rep = interval_report(m - t, pred, (lower <= t) & (t <= upper), mask)
+    n = len(m)
+    reliability_figure({f"Colin27 (held out), {n} slice(s), x4": {label: rep}}, out / "reliability.png")
+    md, tables, ratios = _reliability_tables(rep, label, out)
+    within = sum(1 / 1.5 <= r <= 1.5 for r in ratios)
+    lo, hi = TARGET
+    verdict = ("within the 88-92% target" if lo <= rep.coverage <= hi else
+               f"{'below' if rep.coverage < lo else 'above'} the 88-92% target: on these slices the intervals are too "
+               f"{'narrow' if rep.coverage < lo else 'wide'}")
+    what = "the 90% interval" if cal is not None else f"mean ± {Z90:.3f} x the spread's predicted error"
+    notes.append(f"Coverage: inside the anatomy of these {n} held-out slices ({rep.pixels} pixels), {what} held the "
+                 f"true value in {rep.coverage:.1%} of the pixels, {verdict} [5].")
+    notes.append(f"Reliability (the diagram below): per decile of predicted error, the actual error was "
+                 f"{min(ratios):.2f} to {max(ratios):.2f} times the predicted one ({within} of 10 deciles within 1.5x; "
+                 f"Spearman {rep.spearman:.2f} between predicted and actual |error|) [5].")
+    figures = {"Reliability on the held-out slices: actual vs predicted error per decile of predicted error":
+               out / "reliability.png"}
+    if cal is None:
+        notes.append("This model has no stored interval calibration for this sampler, so the interval above is a Gaussian "
+                     "reading of the sample spread that nothing calibrated.")
+        return Reliability(figures, tables, md, rep)
+    notes.append(f"The interval maps (lower, upper and their width, below) are {cal.sentence(LEVEL)}.")
+    interval_figure(lower, upper, norm, out / "interval_maps.png")
+    figures[f"The {LEVEL:.0%} interval per slice: lower, upper, width (upper − lower)"] = out / "interval_maps.png"
+    return Reliability(figures, tables, md, rep, [p * norm.scale() for p in pred], "predicted error (calibrated)",
+                       "the calibrated predicted RMS error (the interval's error scale, meddiff.uncertainty)")
+
+
+def _interval_arrays(cal, n_samples: int, m: np.ndarray, std, cond, lr):
+    """(lower, upper, predicted RMS error) [N, H, W] around the restored slices m [N, H, W] and the label of
+    the uncertainty: the stored calibration `cal` if any, else mean ± Z90 x the spread's predicted error
+    (std x sqrt(1 + 1/S)); None with neither (no calibration, one sample or identical samples)."""
+    from ..metrics.calibration import error_std_factor
+
+    if cal is not None:
+        s = std.double().numpy()[:, 0] if n_samples > 1 else None
+        got = [cal.interval(LEVEL, m[i], cond[i, 0].double().numpy(), lr[i, 0].double().numpy(),
+                            None if s is None else s[i]) for i in range(len(m))]
+        lower, upper, pred = (np.stack(a) for a in zip(*got))
+        return lower, upper, pred, f"calibrated {LEVEL:.0%} interval ({cal.kind} error scale)"
+    if n_samples > 1 and float(std.max()) > 0.0:
+        pred = np.maximum(std.double().numpy()[:, 0] * error_std_factor(n_samples), 1e-6)
+        return m - Z90 * pred, m + Z90 * pred, pred, f"sample spread x{Z90:.3f} (not calibrated)"
+    return None
+
+
+def _reliability_tables(rep, label: str, out: Path) -> tuple[str, dict[str, str], list[float]]:
+    """reliability.md (coverage summary and per-decile table) and reliability.csv (the deciles) written;
+    returns (the Markdown, the report's {title: table}, actual / predicted per decile)."""
+    from ..io.atomic import atomic_write_text
+
+    ratios = [a / p for p, a in zip(rep.decile_predicted, rep.decile_actual)]
+    summary = ["| uncertainty | pixels | 90% coverage (target 0.88-0.92) | Spearman | worst decile ratio | slope | ECE | "
+               "RMSE / predicted |", "|---|---:|---:|---:|---:|---:|---:|---:|",
+               f"| {label} | {rep.pixels} | {rep.coverage:.3f} | {rep.spearman:.2f} | {rep.worst_ratio:.2f} | {rep.slope:.2f} | "
+               f"{rep.ece:.4f} | {rep.rmse / rep.predicted:.2f} |"]
+    deciles = ["| decile of predicted error | predicted RMS error | actual RMSE | actual / predicted |", "|---:|---:|---:|---:|"]
+    deciles += [f"| {k + 1} | {p:.4f} | {a:.4f} | {r:.2f} |"
+                for k, (p, a, r) in enumerate(zip(rep.decile_predicted, rep.decile_actual, ratios))]
+    md = ("Coverage and reliability inside the anatomy of the held-out slices ([-1, 1] units):\n\n" + "\n".join(summary)
+          + "\n\n" + "\n".join(deciles) + "\n")
+    atomic_write_text(out / "reliability.md", md)
+    atomic_write_text(out / "reliability.csv", "decile,predicted_rms,actual_rmse,ratio\n" + "".join(
+        f"{k + 1},{p!r},{a!r},{r!r}\n" for k, (p, a, r) in enumerate(zip(rep.decile_predicted, rep.decile_actual, ratios))))
+    return md, {"Coverage and reliability (inside the anatomy)": "\n".join(summary),
+                "Per decile of predicted error": "\n".join(deciles)}, ratios
+
+
+def interval_figure(lower: np.ndarray, upper: np.ndarray, norm, path: Path) -> Path:
+    """PNG, written atomically: per slice (columns) the lower and upper ends of the interval in the image's own
+    units (norm: the slices' Normalisation; one gray window) and its width upper - lower (one colour bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io.atomic import atomic_path
+
+    n = len(lower)
+    width = (upper - lower) * norm.scale()
+    vmax = float(np.percentile(width, 99.5)) or 1e-6
+    fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 1.0, 4.8), squeeze=False)
+    for i in range(n):
+        for r, (img, kw) in enumerate(((norm.inverse(lower[i]), dict(cmap="gray", vmin=norm.lo, vmax=norm.hi)),
+                                       (norm.inverse(upper[i]), dict(cmap="gray", vmin=norm.lo, vmax=norm.hi)),
+                                       (width[i], dict(cmap="magma", vmin=0, vmax=vmax)))):
+            im = axes[r, i].imshow(img, **kw)
+            axes[r, i].set_xticks([])
+            axes[r, i].set_yticks([])
+            if i == 0:
+                axes[r, i].set_ylabel(("lower", "upper", "width")[r])
+    fig.colorbar(im, ax=axes[2].tolist(), shrink=0.8, label=f"width ({norm.units} units)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _write_report(out: Path, norm, rows, images, std, n_samples: int, table, notes, extra, unc: Reliability) -> Path:
+    """report.html: the grid in Colin27's own units (one patient: one map back), the std maps (or the calibrated
+    predicted error) beside the error they should predict, the table, notes and the reliability tables."""
+    from ..metrics.report import STD_CAPTION, STD_LABEL, write_html_report
+
     images = [{k: norm.inverse(v) for k, v in row.items()} for row in images]
-    stds = ([{f"meddiff mean of {n_samples}": std[i, 0].numpy() * norm.scale()} for i in range(len(idx))]
-            if n_samples > 1 else None)  # per-pixel std of the samples, beside the error it should predict
+    if n_samples > 1:  # per-pixel std of the samples, beside the error it should predict
+        stds = [{f"meddiff mean of {n_samples}": std[i, 0].numpy() * norm.scale()} for i in range(len(rows))]
+        label, caption = STD_LABEL, STD_CAPTION
+    elif unc.maps is not None:  # the calibrated predicted error of the interval, beside the real error
+        first = next(k for k in images[0] if k.startswith("meddiff"))
+        stds = [{first: p} for p in unc.maps]
+        label, caption = unc.label, unc.caption
+    else:
+        stds, label, caption = None, STD_LABEL, STD_CAPTION
     return write_html_report(
         out / "report.html", title="meddiff demo: MRI super-resolution x4 on a held-out brain", rows_of_images=images,
         row_labels=[f"{r['source'].split('/')[-1]} slice {r['slice_index']}" for r in rows],
         table_rows=table, notes=notes, extra_images=extra, footnotes=FOOTNOTES, std_maps=stds,
-        window=(norm.lo, norm.hi), units=f"{norm.units} MR signal units of the Colin27 file",
+        extra_tables=unc.tables, window=(norm.lo, norm.hi), units=f"{norm.units} MR signal units of the Colin27 file",
+        std_label=label, std_caption=caption,
     )

@@ -11,6 +11,8 @@ restored image, the truth, the predicted RMS error and the interval [lower, uppe
 - ``spearman``: rank correlation of |error| and predicted error over the pixels (target >= 0.4);
 - ``coverage``: share of pixels with lower <= truth <= upper (target 0.88-0.92 at 90%).
 
+:func:`reliability_figure` draws the decile curves (benchmarks/calibration_heldout.py, `meddiff demo`).
+
 Only pixels inside the anatomy count: :func:`anatomy_mask`, a mask of the truth that does not
 depend on the error.
 """
@@ -18,6 +20,7 @@ depend on the error.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 from scipy import ndimage
@@ -63,3 +66,35 @@ def interval_report(error: np.ndarray, predicted: np.ndarray, covered: np.ndarra
     worst = float(np.max(np.maximum(act / pred, pred / np.maximum(act, 1e-12))))
     return IntervalReport(int(e.size), float(c.mean()), res.spearman, slope, res.ece, worst, res.rmse, res.rmv,
                           tuple(pred.tolist()), tuple(act.tolist()))
+
+
+def reliability_figure(panels: Mapping[str, Mapping[str, IntervalReport]], path, *, ratio: float = 1.5):
+    """Reliability diagrams as a PNG written atomically, one panel per title of `panels`: per report
+    ({label: IntervalReport}) the actual RMSE against the predicted RMS error of each decile of
+    predicted error, with the identity (calibrated) and the band within `ratio` x of it (the target)."""
+    from pathlib import Path
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..errors import InputError
+    from ..io.atomic import atomic_write_with
+
+    reps = [r for p in panels.values() for r in p.values()]
+    if not reps:
+        raise InputError("reliability_figure needs at least one panel with one IntervalReport")
+    fig = Figure(figsize=(4.2 * len(panels), 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    top = max(max(r.decile_predicted + r.decile_actual) for r in reps) * 1.05 or 1.0
+    for i, (title, reports) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.plot([0, top], [0, top], "k--", lw=1, label="calibrated")
+        ax.fill_between([0, top], [0, top / ratio], [0, top * ratio], color="0.85", label=f"within {ratio:g}x")
+        for label, r in reports.items():
+            ax.plot(r.decile_predicted, r.decile_actual, "o-", ms=3, label=f"{label} (cov {r.coverage:.2f})")
+        ax.set(xlim=(0, top), ylim=(0, top), xlabel="predicted RMS error (decile)", ylabel="actual RMSE (decile)",
+               title=title)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return Path(path)
