@@ -18,7 +18,7 @@ from pathlib import Path
 
 from meddiff.cli import main
 from meddiff.errors import CheckpointError
-from meddiff.models import resolve_checkpoint
+from meddiff.checkpointing.named import resolve_checkpoint
 from meddiff.data.dataset import load_prepared
 from meddiff.data.degrade import SuperResolution
 from meddiff.metrics.image import psnr
@@ -173,7 +173,7 @@ def test_the_default_demo_model_is_the_recommended_super_resolution_model(monkey
     --samples unset (the posterior mean draws one image); a registry with no such model is refused by name."""
     from meddiff.cli import build_parser
     from meddiff.evaluation import demo as ev
-    from meddiff.models import resolve_checkpoint, shipped_models
+    from meddiff.checkpointing.named import resolve_checkpoint, shipped_models
 
     args = build_parser().parse_args(["demo"])
     assert args.checkpoint is None and args.samples is None
@@ -185,9 +185,9 @@ def test_the_default_demo_model_is_the_recommended_super_resolution_model(monkey
         def __init__(self, name, recommended, short_task=ev.DEMO_TASK):
             self.name, self.recommended, self.short_task, self.path = name, recommended, short_task, Path(name)
 
-    monkeypatch.setattr("meddiff.models.shipped_models", lambda: [Card("demo_sr_x4", True), Card("sr_x4_general", False)])
+    monkeypatch.setattr("meddiff.checkpointing.named.shipped_models", lambda: [Card("demo_sr_x4", True), Card("sr_x4_general", False)])
     assert ev.default_checkpoint() == Path("demo_sr_x4")  # follows the flag, not a name
-    monkeypatch.setattr("meddiff.models.shipped_models", lambda: [Card("sr_blind", True, "MR super-resolution x2-x4")])
+    monkeypatch.setattr("meddiff.checkpointing.named.shipped_models", lambda: [Card("sr_blind", True, "MR super-resolution x2-x4")])
     with pytest.raises(CheckpointError, match="models.yaml.*recommended.*super-resolution x4.*found 0"):
         ev.default_checkpoint()
 

@@ -45,7 +45,7 @@ OPTIONAL_OUTPUTS = ("std_maps.png", "calibration.md", "calibration.csv", "calibr
 
 def default_checkpoint() -> Path:
     """The shipped model src/meddiff/checkpoints/models.yaml marks `recommended: true` for DEMO_TASK."""
-    from ..models import REGISTRY, shipped_models
+    from ..checkpointing.named import REGISTRY, shipped_models
 
     cards = [c for c in shipped_models() if c.recommended and c.short_task == DEMO_TASK]
     if len(cards) != 1:
@@ -250,7 +250,7 @@ def _checked_model(req: DemoRequest):
     interval calibration or None), every setting checked before anything is written."""
     from ..diffusion.checkpoint import load_model
     from ..io.outdir import check_output_dir
-    from ..models import resolve_checkpoint
+    from ..checkpointing.named import resolve_checkpoint
     from ..samplers.registry import SamplingDefaults, resolve
 
     checkpoint = resolve_checkpoint(req.checkpoint or default_checkpoint())  # a model name -> its file
