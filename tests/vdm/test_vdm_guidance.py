@@ -71,6 +71,8 @@ def test_label_dropout_defaults_to_zero_and_round_trips():
     assert cfg.vdm.label_dropout == 0.1 and config_mod.from_dict(config_mod.to_dict(cfg)) == cfg
     assert config_mod.load("configs/vdm_cxr64_cls.yaml", ["vdm.label_dropout=0.1"]).vdm.label_dropout == 0.1
     assert config_mod.load("configs/vdm_cxr64_cls.yaml").vdm.label_dropout == 0.0  # the documented run's values
+    shipped = load_vdm("src/meddiff/checkpoints/xray_vdm64.safetensors")  # stored before the key existed
+    assert shipped.cfg.vdm.label_dropout == 0.0
 
 
 # ----------------------------------------------------------------------------- no class, label dropout
