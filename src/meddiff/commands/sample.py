@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--label applies to class-conditional VDM checkpoints only")
     if args.guidance != 0:  # a VDM generating returned above
         what = f"{args.checkpoint.file} is not a VDM checkpoint" if fmt != VDM.name and args.checkpoint is not None \
-            else "it generates without --input" if fmt == VDM.name else "no --checkpoint is sampled"
+            else f"{args.checkpoint.file} is given --input (guidance steers generation, without --input)" \
+            if fmt == VDM.name else "no --checkpoint is sampled"
         raise InputError(f"--guidance {args.guidance:g} applies to generation from a class-conditional VDM checkpoint "
                          f"only: {what}")
     if sample_archive.requested(args):  # an archive that resumes (meddiff.restore.archive)
