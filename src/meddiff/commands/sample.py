@@ -25,7 +25,7 @@ downsampling equals the low-resolution input (with --input-kind upsampled: the d
 for inpainting the known pixels are kept; "repaint" (inpainting, ancestral sampler) is RePaint with
 --resample U network calls per step.
 
-VDM checkpoints (objective vdm) generate instead: --num N [--label L] [--steps S] writes
+VDM checkpoints (objective vdm) generate instead: --num N [--label L] [--guidance W] [--steps S] writes
 OUTPUT/grid.png and one file per sample (see meddiff.commands.vdm_sample). A VDM trained with
 vdm.image_condition restores --input like a DDPM (same reading and writing; --sampler, --steps,
 --samples, --seed; no --consistency).
@@ -132,6 +132,9 @@ def _output_and_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num", type=int, default=16, help="VDM checkpoints: number of images to generate (default 16)")
     p.add_argument("--label", default=None,
                    help="VDM class-conditional checkpoints: class name or index of every sample (default: cycle the classes)")
+    p.add_argument("--guidance", type=float, default=0.0, metavar="W",
+                   help="VDM class-conditional checkpoints: classifier-free guidance weight w >= 0, eps = (1 + w) eps(z, class) "
+                        "- w eps(z, no class); meant for models trained with vdm.label_dropout > 0 (default 0: no guidance)")
     p.add_argument("--weights", choices=["ema", "raw"], default="ema",
                    help="checkpoint weights to sample: ema (the moving average, default) or raw (the training weights "
                         "in train_state.safetensors, e.g. after a short run whose EMA is still mostly initialisation)")
@@ -169,6 +172,12 @@ def run(args: argparse.Namespace) -> int:
         return generate(args)  # a VDM without an input generates
     if args.label is not None and fmt != VDM.name:
         raise InputError("--label applies to class-conditional VDM checkpoints only")
+    if args.guidance != 0:  # a VDM generating returned above
+        what = f"{args.checkpoint.file} is not a VDM checkpoint" if fmt != VDM.name and args.checkpoint is not None \
+            else f"{args.checkpoint.file} is given --input (guidance steers generation, without --input)" \
+            if fmt == VDM.name else "no --checkpoint is sampled"
+        raise InputError(f"--guidance {args.guidance:g} applies to generation from a class-conditional VDM checkpoint "
+                         f"only: {what}")
     if sample_archive.requested(args):  # an archive that resumes (meddiff.restore.archive)
         return sample_archive.run(args)
     written = restore(Request.from_namespace(args), pick_device(args.device, what="--device"))

@@ -35,6 +35,7 @@ class VDMConfig:
     n_classes: int = 0  # 0 = unconditional; else class-conditional (labels from label_from)
     label_from: str = "none"  # none | folder | file | column:NAME (see meddiff.vdm.build.slice_labels)
     labels_csv: str = ""  # column:NAME: CSV with NAME and case_id or patient_id (default: manifest.csv)
+    label_dropout: float = 0.0  # classifier-free guidance: share p of training examples whose score net sees "no class"
     image_condition: bool = False  # unet only: condition on the task's degraded image (restoration)
     timesteps: int = 0  # 0 = continuous-time loss (eq. 17); T > 0 = finite-T loss (eq. 13)
     antithetic: bool = True  # antithetic (low-discrepancy) times across the batch (App. I.1)
@@ -52,6 +53,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"vdm.{key}: expected an integer >= {low}, got {getattr(v, key)}")
     if not (v.label_from in ("none", "folder", "file") or (v.label_from.startswith("column:") and len(v.label_from) > 7)):
         raise ConfigError(f"vdm.label_from: expected none, folder, file or column:NAME, got {v.label_from!r}")
+    if not (math.isfinite(v.label_dropout) and 0.0 <= v.label_dropout < 1.0):
+        raise ConfigError(f"vdm.label_dropout: expected a probability 0 <= p < 1, got {v.label_dropout}")
     if v.labels_csv and not v.label_from.startswith("column:"):
         raise ConfigError(f"vdm.labels_csv is set ({v.labels_csv!r}) but vdm.label_from is {v.label_from!r}, not column:NAME")
     if cfg.objective != "vdm":
@@ -59,6 +62,9 @@ def validate(cfg: Config) -> None:
     if (v.n_classes > 0) != (v.label_from != "none"):
         raise ConfigError(f"vdm.n_classes is {v.n_classes} but vdm.label_from is {v.label_from!r}: a class-conditional "
                           "model (n_classes > 0) needs labels (folder, file or column:NAME), an unconditional one none")
+    if v.label_dropout > 0 and v.n_classes == 0:
+        raise ConfigError(f"vdm.label_dropout is {v.label_dropout} but vdm.n_classes is 0: dropping the label "
+                          "(classifier-free guidance) needs a class-conditional model (n_classes >= 2)")
     if v.n_classes == 1:
         raise ConfigError("vdm.n_classes: 1 class is an unconditional model; expected 0 or >= 2")
     if v.image_condition and v.n_classes > 0:

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 # stream tags so that the seeds of different uses never coincide
 DATA, NOISE, STEP, VAL, TIME = 1, 2, 3, 4, 5  # TIME: the VDM's antithetic time offset of a step
 DISTILL = 6  # the starting noise x_T of a distillation target (meddiff.distill.targets)
+LABEL = 7  # the VDM's label dropout of classifier-free guidance (meddiff.vdm.vlb.label_drop)
 
 
 def mix_seed(*parts: int) -> int:

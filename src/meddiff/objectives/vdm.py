@@ -5,7 +5,9 @@ Under `meddiff train` with ``objective: vdm`` (Kingma et al. 2021): the step is 
 keyed by each example's global position and one antithetic time offset per step, `position_noise`,
 so 2 ranks draw what one process with the double batch draws) then ``backward_vlb`` in place of
 ``loss.backward()``; the loss is the negative VLB in bits/dim, logged with its three terms;
-checkpoints have format "meddiff-vdm-v1". Under torchrun the VDM is not wrapped in DDP (the VLB
+checkpoints have format "meddiff-vdm-v1". With vdm.label_dropout p > 0 (classifier-free guidance) the
+score network of each example sees "no class" with probability p, decided by its global position
+(`label_drop`); validation never drops. Under torchrun the VDM is not wrapped in DDP (the VLB
 calls its parts, not its forward); its gradients are averaged over the ranks explicitly instead.
 """
 
@@ -29,7 +31,7 @@ from ..vdm.build import class_names as sorted_class_names
 from ..vdm.checkpoint import vdm_metadata
 from ..vdm.loss import backward_vlb
 from ..vdm.networks import to_levels
-from ..vdm.vlb import VLB_TERMS, model_vlb, position_noise
+from ..vdm.vlb import VLB_TERMS, label_drop, model_vlb, position_noise
 from .protocol import OptionalHooks, Runtime, StepContext
 
 
@@ -128,8 +130,11 @@ class VDMObjective(OptionalHooks):
         # noise keyed by global position, one antithetic offset per step: independent of the rank split
         f_shape = (x.shape[0], *latent_shape(self.cfg, self.data.data_shape))  # shape of the encoder output f
         noise = position_noise(ctx.seed, ctx.step, batch.position, ctx.batch_size * rt.world_size, f_shape, v.antithetic)
+        # classifier-free guidance: the score net sees "no class" for a share label_dropout of the
+        # examples, chosen by global position (independent of the rank split, like the noise)
+        drop = label_drop(ctx.seed, batch.position, v.label_dropout) if labels is not None and v.label_dropout > 0 else None
         opt.zero_grad(set_to_none=True)
-        terms = model_vlb(self.net, x, labels=labels, image_cond=cond, noise=noise, timesteps=v.timesteps)
+        terms = model_vlb(self.net, x, labels=labels, image_cond=cond, noise=noise, timesteps=v.timesteps, drop=drop)
         bpd = backward_vlb(terms, self.net.gamma)
         means = {k: float(rt.mean_over_ranks(bpd[k])) for k in (*VLB_TERMS, "total")}
         value = means.pop("total")
@@ -145,7 +150,8 @@ class VDMObjective(OptionalHooks):
         return value, {f"{k}_bpd": means[k] for k in VLB_TERMS}
 
     def val_batch(self, ema: nn.Module, batch, start: int, seed: int) -> dict[str, float]:
-        """Negative VLB (bits/dim, total and terms) of the EMA model, noise from (seed, VAL, start)."""
+        """Negative VLB (bits/dim, total and terms) of the EMA model, noise from (seed, VAL, start); the
+        labels are never dropped (the conditional model is what is validated)."""
         x, labels, cond = self.inputs(batch)
         g = torch.Generator().manual_seed(mix_seed(seed, VAL, start))
         v = self.cfg.vdm

@@ -7,9 +7,11 @@ negative VLB in three terms, ancestral sampling over any number of steps.
                   times, bits/dim, backward_vlb (schedule shape trained on the variance)
     networks.py   ScoreNet (the paper's FiLM ResNet), UNetScore (meddiff's U-Net), level and ResNet
                   encoder/decoder pairs, VDMModel (holds the parts for one state_dict)
-    vlb.py        model_vlb: one batch -> VLBTerms (VDMObjective, the VDM under the training loop: meddiff.objectives.vdm)
-    sampling.py   sample_z0 (ancestral), decode_levels, VDMDenoiser (meddiff's samplers on a VDM, on a
-                  discrete grid of T times or on its own continuous times), continuous_grid
+    vlb.py        model_vlb: one batch -> VLBTerms (VDMObjective, the VDM under the training loop: meddiff.objectives.vdm);
+                  label_drop (classifier-free guidance's label dropout, per global position)
+    sampling.py   sample_z0 (ancestral), decode_levels, guided_score (classifier-free guidance), VDMDenoiser
+                  (meddiff's samplers on a VDM, on a discrete grid of T times or on its own continuous times),
+                  continuous_grid
     checkpoint.py load_vdm (format "meddiff-vdm-v1", read through meddiff.checkpointing)
 
 Design note: the VDM under the trainer (as wired in meddiff.objectives.vdm, VDMObjective)
@@ -41,10 +43,10 @@ Design note: the VDM under the trainer (as wired in meddiff.objectives.vdm, VDMO
 
 from .loss import (VLBTerms, antithetic_times, backward_vlb, bits_per_dim, diffusion_loss_continuous,
                    diffusion_loss_discrete, latent_loss, reconstruction_loss, vlb_terms)
-from .networks import (LevelDecoder, LevelEncoder, ResNetDecoder, ResNetEncoder, ScoreNet, UNetScore, VDMModel,
-                       to_levels)
-from .vlb import draw_noise, model_vlb
-from .sampling import VDMDenoiser, decode_levels, discrete_schedule, sample_z0
+from .networks import (NO_CLASS, LevelDecoder, LevelEncoder, ResNetDecoder, ResNetEncoder, ScoreNet, UNetScore,
+                       VDMModel, to_levels)
+from .vlb import draw_noise, label_drop, model_vlb
+from .sampling import VDMDenoiser, decode_levels, discrete_schedule, guided_eps, guided_score, sample_z0
 from .schedule import (FixedLinearGamma, LearnedLinearGamma, NoiseNetGamma, alpha, alpha2, build_gamma,
                        gamma_and_derivative, sigma, sigma2, snr)
 
@@ -52,7 +54,8 @@ __all__ = [
     "VLBTerms", "antithetic_times", "backward_vlb", "bits_per_dim", "diffusion_loss_continuous",
     "diffusion_loss_discrete", "latent_loss", "reconstruction_loss", "vlb_terms",
     "LevelDecoder", "LevelEncoder", "ResNetDecoder", "ResNetEncoder", "ScoreNet", "UNetScore", "VDMModel", "to_levels",
-    "draw_noise", "model_vlb", "VDMDenoiser", "decode_levels", "discrete_schedule", "sample_z0",
+    "NO_CLASS", "draw_noise", "label_drop", "model_vlb", "VDMDenoiser", "decode_levels", "discrete_schedule",
+    "guided_eps", "guided_score", "sample_z0",
     "FixedLinearGamma", "LearnedLinearGamma", "NoiseNetGamma", "alpha", "alpha2", "build_gamma",
     "gamma_and_derivative", "sigma", "sigma2", "snr",
 ]

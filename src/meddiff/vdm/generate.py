@@ -29,9 +29,9 @@ from ..metrics.grids import VIEW_WIDTH, grid_for_viewing, image_grid, upscale_ne
 from ..io import Volume, write_volume
 from .build import latent_shape
 from .checkpoint import LoadedVDM
-from .networks import VDMModel, to_levels
+from .networks import NO_CLASS, VDMModel, to_levels
 from .vlb import model_vlb
-from .sampling import decode_levels, sample_z0
+from .sampling import decode_levels, guided_score, sample_z0
 from .schedule import alpha
 
 TERMS = ("reconstruction", "latent", "diffusion", "total")
@@ -41,14 +41,26 @@ EXTENSIONS = {"same": ".png", "png": ".png", "nifti": ".nii.gz", "dicom": ".dcm"
 
 @torch.no_grad()
 def generate_levels(model: VDMModel, latent_shape: Sequence[int], n: int, *, steps: int, seed: int = 0,
-                    labels: Tensor | None = None, device: torch.device | str = "cpu") -> Tensor:
+                    labels: Tensor | None = None, device: torch.device | str = "cpu", guidance: float = 0.0) -> Tensor:
     """n samples x in 0..V-1, int64 [n, *data_shape]: ancestral sampling of z_0 over `steps` steps,
-    then a draw from p(x | z_0). labels: int64 [n] class indices (class-conditional models)."""
+    then a draw from p(x | z_0). labels: int64 [n] class indices (class-conditional models).
+
+    guidance: the weight w of classifier-free guidance (sampling.guided_score: each step's eps_hat is
+    (1 + w) eps_hat(z, c) - w eps_hat(z, no class)); 0 is the unguided sampler, bit for bit. Needs
+    a class-conditional model (trained with vdm.label_dropout > 0 for the unconditional branch to mean
+    anything); the decoder p(x | z_0) keeps the class."""
     if n < 1:
         raise InputError(f"number of samples {n!r}: expected >= 1")
+    if not math.isfinite(guidance):
+        raise FieldError("guidance", guidance, "expected a finite weight w (0 = no guidance)")
+    if guidance != 0 and (model.class_embedding is None or labels is None):
+        raise FieldError("guidance", guidance, "classifier-free guidance needs a class-conditional VDM and class labels")
     gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
     emb = model.embed(None if labels is None else labels.to(device))
-    z0 = sample_z0(model.score, model.gamma, (n, *latent_shape), steps=steps, generators=gens, cond=emb,
+    score = model.score
+    if guidance != 0:
+        score = guided_score(model.score, float(guidance), model.embed(torch.full_like(labels, NO_CLASS).to(device)))
+    z0 = sample_z0(score, model.gamma, (n, *latent_shape), steps=steps, generators=gens, cond=emb,
                    device=device)
     g0 = model.gamma(torch.zeros((), dtype=z0.dtype, device=z0.device))
     logits = model.decoder.logits(z0 / alpha(g0), g0, emb)
@@ -143,15 +155,17 @@ def generation_steps(vdm: LoadedVDM, steps: int | None = None) -> int:
 
 
 def generate_images(vdm: LoadedVDM, n: int, *, steps: int, seed: int = 0, labels: Tensor | None = None,
-                    batch_size: int = 16, device: torch.device | str = "cpu") -> np.ndarray:
+                    batch_size: int = 16, device: torch.device | str = "cpu", guidance: float = 0.0) -> np.ndarray:
     """n samples of `vdm` as levels 0..V-1, float32 [n, H, W] (one channel), in batches of batch_size
-    (sample i uses seed + i, so it does not depend on n or the batch size)."""
+    (sample i uses seed + i, so it does not depend on n or the batch size); guidance: the weight w of
+    classifier-free guidance (generate_levels)."""
     lat = latent_shape(vdm.cfg, vdm.data_shape)
     chunks = []
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
         chunks.append(generate_levels(vdm.model, lat, e - s, steps=steps, seed=seed + s,
-                                      labels=None if labels is None else labels[s:e], device=device).cpu())
+                                      labels=None if labels is None else labels[s:e], device=device,
+                                      guidance=guidance).cpu())
         log.info("generated %d/%d", e, n)
     return torch.cat(chunks)[:, 0].numpy().astype(np.float32)  # [n, H, W] levels (one channel)
 

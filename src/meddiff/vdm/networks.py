@@ -39,6 +39,8 @@ from ..errors import InputError
 from ..nn.unet import UNet, timestep_embedding, zero_init
 from .loss import categorical_log_prob, level_logits, level_values
 
+NO_CLASS = -1  # the class label of "no class" (classifier-free guidance's unconditional branch): a zero class vector
+
 
 def gamma_time(gamma_t: Tensor, gamma_min: float, gamma_max: float) -> Tensor:
     """gamma_t mapped to [0, 1000] for a sinusoidal embedding (as VDM's ScoreUNet: t = (g - g_min)/(g_max - g_min), x1000).
@@ -220,7 +222,10 @@ class VDMModel(nn.Module):
         self.class_embedding = nn.Embedding(n_classes, class_dim) if n_classes > 0 else None
 
     def embed(self, labels: Tensor | None) -> Tensor | None:
-        """Class labels int64 [B] -> conditioning vectors [B, class_dim] (None if unconditional)."""
+        """Class labels int64 [B] -> conditioning vectors [B, class_dim] (None if unconditional).
+
+        Label NO_CLASS (-1) is "no class", the unconditional branch of classifier-free guidance: the
+        zero vector (no parameter of its own, so checkpoints without it load unchanged)."""
         if self.class_embedding is None:
             if labels is not None:
                 raise InputError("class labels given to an unconditional VDM (n_classes = 0)")
@@ -228,10 +233,16 @@ class VDMModel(nn.Module):
         if labels is None:
             raise InputError("this VDM is class-conditional: class labels are required")
         n = self.class_embedding.num_embeddings
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n):
-            raise InputError(f"class labels in [{int(labels.min())}, {int(labels.max())}]: expected 0..{n - 1}")
-        return self.class_embedding(labels.long())
+        if labels.numel() and (int(labels.min()) < NO_CLASS or int(labels.max()) >= n):
+            raise InputError(f"class labels in [{int(labels.min())}, {int(labels.max())}]: expected 0..{n - 1} "
+                             f"(or {NO_CLASS}, no class)")
+        labels = labels.long()
+        none = labels == NO_CLASS
+        if not bool(none.any()):
+            return self.class_embedding(labels)
+        emb = self.class_embedding(labels.clamp_min(0))
+        return torch.where(none[:, None], torch.zeros((), dtype=emb.dtype, device=emb.device), emb)
 
 
 __all__ = ["ScoreNet", "UNetScore", "LevelEncoder", "LevelDecoder", "ResNetEncoder", "ResNetDecoder", "VDMModel",
-           "FiLMResBlock", "ResNet", "gamma_time", "to_levels", "level_values"]
+           "FiLMResBlock", "ResNet", "gamma_time", "to_levels", "level_values", "NO_CLASS"]

@@ -7,7 +7,8 @@ i = T..1 with t = i/T, s = (i-1)/T
     mu  = (alpha_s / alpha_t) (z_t - sigma_t c eps_hat(z_t; t))                         (eq. 32-33)
 
 (noise is added at every step, the last included: z_0 is itself a slightly noisy latent), and
-x ~ p(x | z_0) by the decoder. One torch.Generator per image, so a sample depends only on its
+x ~ p(x | z_0) by the decoder. Classifier-free guidance (`guided_score`) replaces eps_hat by
+(1 + w) eps_hat(z_t; c) - w eps_hat(z_t; no class). One torch.Generator per image, so a sample depends only on its
 own seed (as samplers.ancestral).
 
 `VDMDenoiser` presents a VDM score network under meddiff's denoiser contract
@@ -48,6 +49,26 @@ def posterior_mean(z_t: Tensor, eps_hat: Tensor, gamma_s: Tensor, gamma_t: Tenso
 def posterior_variance(gamma_s: Tensor, gamma_t: Tensor) -> Tensor:
     """Variance of q(z_s | z_t, x): sigma_s^2 c  (eq. 33)."""
     return sigma2(gamma_s) * posterior_c(gamma_s, gamma_t)
+
+
+def guided_eps(eps_c: Tensor, eps_u: Tensor, w: float) -> Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6): eps~ = (1 + w) eps(z, c) - w eps(z)."""
+    return (1.0 + w) * eps_c - w * eps_u
+
+
+def guided_score(score: ScoreFn, w: float, uncond: Tensor) -> ScoreFn:
+    """The score function of classifier-free guidance with weight w: score(z, gamma, c) evaluates the
+    conditional branch (class vectors c [B, D]) and the unconditional one (`uncond`, the "no class"
+    vectors [B, D]) in one batched call of `score` and combines them by `guided_eps`."""
+    def guided(z: Tensor, gamma_t: Tensor, cond: Tensor | None) -> Tensor:
+        if cond is None or cond.shape != uncond.shape:
+            raise InputError(f"guided score: expected class vectors of shape {tuple(uncond.shape)}, got "
+                             f"{None if cond is None else tuple(cond.shape)}")
+        gamma_t = gamma_t.expand(z.shape[0]) if gamma_t.ndim == 0 else gamma_t
+        eps = score(torch.cat([z, z]), torch.cat([gamma_t, gamma_t]), torch.cat([cond, uncond.to(cond)]))
+        eps_c, eps_u = eps.chunk(2)
+        return guided_eps(eps_c, eps_u, w)
+    return guided
 
 
 @torch.no_grad()

@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..data.order import NOISE, TIME, mix_seed
+from ..data.order import LABEL, NOISE, TIME, mix_seed
 from ..errors import InputError
 from .loss import VLBTerms, antithetic_times, vlb_terms
-from .networks import VDMModel
+from .networks import NO_CLASS, VDMModel
 
 VLB_TERMS = ("reconstruction", "latent", "diffusion")  # logged in bits/dim as <term>_bpd
 
@@ -65,19 +65,46 @@ def position_noise(seed: int, step: int, positions: Tensor, global_batch: int, f
     return t, torch.stack(eps), torch.stack(eps_0)
 
 
+@torch.no_grad()
+def label_drop(seed: int, positions: Tensor, p: float) -> Tensor:
+    """Label dropout of classifier-free guidance (Ho & Salimans 2022, Alg. 1: c <- none with probability
+    p_uncond): bool [B], True where the example at global position n trains the "no class" branch,
+    u_n < p with u_n ~ U[0, 1) from a generator seeded by (seed, LABEL, n). A function of (seed, n)
+    only, so independent of the step, the batch and the split over ranks, like `position_noise`."""
+    if positions.ndim != 1:
+        raise InputError(f"positions of shape {tuple(positions.shape)}: expected one dimension [B]")
+    if not 0.0 <= p < 1.0:
+        raise InputError(f"label dropout p {p!r}: expected 0 <= p < 1")
+    u = [torch.rand(1, generator=torch.Generator().manual_seed(mix_seed(seed, LABEL, n)), dtype=torch.float64)
+         for n in positions.tolist()]
+    return (torch.cat(u) < p) if u else torch.zeros(0, dtype=torch.bool)
+
+
+def drop_labels(labels: Tensor, drop: Tensor) -> Tensor:
+    """labels with NO_CLASS (-1) where drop is True."""
+    return torch.where(drop.to(labels.device), torch.full_like(labels, NO_CLASS), labels)
+
+
 def model_vlb(model: VDMModel, x: Tensor, *, labels: Tensor | None = None, image_cond: Tensor | None = None,
               generator: torch.Generator | None = None, timesteps: int = 0, antithetic: bool = True,
-              noise: tuple[Tensor, Tensor, Tensor] | None = None) -> VLBTerms:
+              noise: tuple[Tensor, Tensor, Tensor] | None = None, drop: Tensor | None = None) -> VLBTerms:
     """The three VLB terms of `model` on integer data x [B, *dims] (levels 0..V-1, see networks.to_levels).
 
     labels: class labels [B] (class-conditional model) and/or image_cond: condition planes for a
     UNetScore (restoration under the VDM objective). noise: (t, eps, eps_0) to use instead of
-    drawing them from `generator` (e.g. per-example noise from the trainer).
+    drawing them from `generator` (e.g. per-example noise from the trainer). drop: bool [B] (`label_drop`),
+    the score network sees "no class" for those examples (classifier-free guidance's unconditional
+    branch); the encoder and decoder keep the label, so both branches model the same latent f.
     """
     if labels is not None and image_cond is not None:
         raise InputError("give class labels or an image condition, not both")
+    if drop is not None and labels is None:
+        raise InputError("label dropout needs class labels (a class-conditional VDM)")
     emb = model.embed(labels)
-    score_cond = emb if emb is not None else image_cond
+    if drop is not None and bool(drop.any()):
+        score_cond = model.embed(drop_labels(labels, drop))
+    else:
+        score_cond = emb if emb is not None else image_cond
     f = model.encoder(x, emb)
     t, eps, eps_0 = noise if noise is not None else draw_noise(tuple(f.shape), generator, antithetic)
     return vlb_terms(
