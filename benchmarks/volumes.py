@@ -22,7 +22,7 @@ Cases (each volume [D0, D1, D2], intensities min/max-normalised to [-1, 1] per v
                     coronal and sagittal for epi), with independent and shared noise.
 
 Models (--checkpoint NAME=PATH, repeatable; a bare PATH is named "2D"), each through the restore
-pipeline's models (meddiff.restore.models.ddpm_restorer, so as `meddiff sample` runs them):
+pipeline's models (meddiff.restore.restorers.ddpm_restorer, so as `meddiff sample` runs them):
     2D in-plane     slice by slice along D0, with independent and with shared noise ("NAME independent",
                     "NAME shared"); on through-plane cases it restores the D0 planes as above
     2.5D in-plane   (task.context_slices) slice by slice along D0 with its neighbours, shared noise
@@ -211,7 +211,7 @@ def load_models(entries: list[str]) -> list[Model]:
 def run_model(case: Case, model: Model, noise: str, args) -> None:
     """Restore `case` with `model` as `meddiff sample` would, timing it and its peak memory."""
     from meddiff.restore.files import Request
-    from meddiff.restore.models import ddpm_restorer
+    from meddiff.restore.restorers import ddpm_restorer
 
     default = args.sampler == "default"  # each checkpoint's stored sampler, steps and grid (as `meddiff sample`)
     req = Request(output=args.out, checkpoint=model.path, sampler=None if default else args.sampler,

@@ -21,7 +21,7 @@ _EXPORTS = {
     "load_pretrained": ("meddiff.restore.pipeline", "load_pretrained"),
     "Pipeline": ("meddiff.restore.pipeline", "Pipeline"),
     "Request": ("meddiff.restore.files", "Request"),
-    "restore_files": ("meddiff.restore.models", "restore"),
+    "restore_files": ("meddiff.restore.restorers", "restore"),
     "EvaluationRequest": ("meddiff.evaluation.request", "EvaluationRequest"),
     "evaluate": ("meddiff.evaluation.report", "evaluate"),
     "DemoRequest": ("meddiff.evaluation.demo", "DemoRequest"),

@@ -75,7 +75,7 @@ def test_2p5d_samples_and_consistency_project(prepared, tmp_path, caplog):
                  "diffusion.prediction=eps", "diffusion.residual=false", *TINY, f"train.out_dir={run}", "--no-progress"]) == 0
     low = np.load(next((prepared / "volumes").glob("*axial.npy")))[6:10, 10:18, 8:20]
     np.save(tmp_path / "low.npy", np.ascontiguousarray(low))
-    with caplog.at_level(logging.INFO, logger="meddiff.restore.models"):
+    with caplog.at_level(logging.INFO, logger="meddiff.restore.restorers"):
         assert main(["sample", "--checkpoint", str(run), "--input", str(tmp_path / "low.npy"), "--output", str(tmp_path / "o"),
                      "--steps", "2", "--samples", "2", "--consistency", "project", "--no-progress"]) == 0
     for tag in ("mean", "std", "sample0", "sample1"):
@@ -163,7 +163,7 @@ def test_3d_inplane_sr_checkpoint_restores_a_volume_with_consistency(tmp_path, c
     net.conv_out.weight.data.normal_(0, 0.3)
     ckpt = save_checkpoint(tmp_path / "ck", 1, cfg, net, net, torch.optim.Adam(net.parameters()), in_channels=2)
     np.save(tmp_path / "low.npy", np.random.default_rng(0).uniform(0, 100, (4, 8, 12)).astype(np.float32))
-    with caplog.at_level(logging.INFO, logger="meddiff.restore.models"):
+    with caplog.at_level(logging.INFO, logger="meddiff.restore.restorers"):
         assert main(["sample", "--checkpoint", str(ckpt), "--input", str(tmp_path / "low.npy"), "--output", str(tmp_path / "o"),
                      "--samples", "2", "--consistency", "project", "--no-progress"]) == 0
     s0, s1 = (np.load(tmp_path / "o" / f"low_sample{k}.npy") for k in (0, 1))

@@ -1,4 +1,4 @@
-"""The restorers of restore.models take their sampler settings from samplers.registry.resolve: the
+"""The restorers of restore.restorers take their sampler settings from samplers.registry.resolve: the
 checkpoint's stored defaults (precision included) unless the request overrides them; a VDM refuses
 the settings it cannot honour instead of dropping them."""
 
@@ -16,7 +16,7 @@ from meddiff.checkpointing import update_metadata
 from meddiff.checkpointing.named import model_config, resolve_checkpoint
 from meddiff.errors import FieldError
 from meddiff.restore import Request, restore
-from meddiff.restore import models as restore_models
+from meddiff.restore import restorers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train.conftest import TinyPairs, tiny_config, train  # noqa: E402
@@ -31,7 +31,7 @@ def captured(monkeypatch):
         calls.append((denoiser, spec, options))
         return cond[None, :, :1].clamp(-1, 1).expand(spec.samples, *cond[:, :1].shape).clone()
 
-    monkeypatch.setattr(restore_models, "sample_slices", fake)
+    monkeypatch.setattr(restorers, "sample_slices", fake)
     return calls
 
 

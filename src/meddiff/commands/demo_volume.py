@@ -160,9 +160,9 @@ def figure(case: VolumeCase, methods: dict[str, np.ndarray], path: Path) -> Path
 
 
 def restore_case(args: argparse.Namespace, case: VolumeCase, device) -> tuple[np.ndarray, str]:
-    """The restored volume [D, H, W] in [-1, 1] and the run's description, through restore.models."""
+    """The restored volume [D, H, W] in [-1, 1] and the run's description, through restore.restorers."""
     from ..restore.files import Request
-    from ..restore.models import ddpm_restorer
+    from ..restore.restorers import ddpm_restorer
 
     req = Request(output=args.out, checkpoint=str(args.checkpoint), sampler=args.sampler, steps=args.steps, eta=args.eta,
                   grid=args.grid, precision=args.precision, seed=args.seed, consistency=args.consistency,

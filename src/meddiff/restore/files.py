@@ -1,7 +1,7 @@
 """The restore pipeline on files: read each input (meddiff.io), normalise per image to [-1, 1], cut
 2D slices along an axis, build the condition planes of the task, restore the slices (any
 `restore_slices(planes, lowres, name) -> [S, N, 1, H, W]` of a Restorer: a DDPM's sampler, a VDM's, a
-learned or classical baseline, see restore.models), undo the normalisation and write in the input's format
+learned or classical baseline, see restore.restorers), undo the normalisation and write in the input's format
 with the input's geometry (super-resolution: spacing and affine scaled to the finer grid).
 
 Products per input: ``restored`` (one sample), or ``mean``, ``std`` and ``sample<k>`` (several).
@@ -43,7 +43,7 @@ class Request:
     """What to restore and how (the fields of `meddiff sample`; None = the checkpoint's setting).
 
     checkpoint: a shipped model's name, a model file / checkpoint folder / run folder (or the
-    checkpointing.ModelSource it resolves to, restore.models.located), or method: a classical baseline;
+    checkpointing.ModelSource it resolves to, restore.restorers.located), or method: a classical baseline;
     input: an image file, a DICOM series folder or a folder of them; output: the output folder."""
 
     output: Path
@@ -246,7 +246,7 @@ class Run:
     bar: Any
     used: set = field(default_factory=set)
     reports: list = field(default_factory=list)
-    domain_check: Any = None  # restore.models.DomainCheck, or None: not checked
+    domain_check: Any = None  # restore.restorers.DomainCheck, or None: not checked
     interval: Any = None  # the restorer's --interval calibration (meddiff.uncertainty.maps), or None
     key: str = ""  # restore.resume.run_key of a `meddiff sample` run that can be resumed ("" for archive units)
 

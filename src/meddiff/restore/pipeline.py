@@ -73,7 +73,7 @@ class Pipeline:
         """Restore arrays (one, or a list) -> arrays (module docstring), or a file / folder (a str or Path,
         with `output`) -> the files written (restore.files.Written), with the settings of `meddiff sample`
         (sampler, steps, samples, seed, sr_factor, axis, mask, ...) as keyword arguments."""
-        from .models import restore
+        from .restorers import restore
 
         if isinstance(images_or_files, (str, os.PathLike)):
             if output is None:
@@ -95,7 +95,7 @@ def restore_arrays(args: Request, arrays: list, device: Any = "cpu") -> list:
     from ..errors import InputError
     from ..samplers.progress import Progress
     from .files import Run, products_of, read_item, restore_volume
-    from .models import located, restorer_for, validate_request
+    from .restorers import located, restorer_for, validate_request
 
     validate_request(dataclasses.replace(args, input=Path("arrays")))
     args = located(args)

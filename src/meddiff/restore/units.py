@@ -113,9 +113,9 @@ class UnitResult:
 
 
 def restorer_for(args: Request, device):
-    """The Restorer of the request: the choice restore.models.restore makes (the same function), without
-    running the file loop. args.checkpoint must be located (restore.models.located)."""
-    from .models import restorer_for as choose, validate_request
+    """The Restorer of the request: the choice restore.restorers.restore makes (the same function), without
+    running the file loop. args.checkpoint must be located (restore.restorers.located)."""
+    from .restorers import restorer_for as choose, validate_request
 
     validate_request(args)
     return choose(args, device)
@@ -130,7 +130,7 @@ class UnitWorker:
         from ..data.degrade import build_degradation
         from .files import run_provenance
 
-        from .models import located
+        from .restorers import located
 
         args = located(args)
         self.args, self.key, self.device = args, key, device

@@ -2,6 +2,8 @@
 
 import errno
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +19,8 @@ from meddiff.checkpointing import folders
 from meddiff.diffusion.checkpoint import load_model
 from meddiff.train.ema import ema_copy, ema_update
 
-from .conftest import tiny_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train.conftest import tiny_config  # noqa: E402
 
 
 def _trained_parts(cfg, steps=2, seed=0):

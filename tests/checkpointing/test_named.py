@@ -17,7 +17,7 @@ from meddiff.diffusion.checkpoint import load_pretrained
 from meddiff.domain import DomainCard, write_card
 from meddiff.errors import CheckpointError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "src" / "meddiff" / "checkpoints"
+SHIPPED = Path(__file__).resolve().parents[2] / "src" / "meddiff" / "checkpoints"
 
 
 def test_every_shipped_model_has_a_full_card():
