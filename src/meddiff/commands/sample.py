@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError, flag_errors
-from ..restore.models import CLASSICAL
+from ..restore.restorers import CLASSICAL
 from . import sample_archive
 
 log = logging.getLogger(__name__)
