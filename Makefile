@@ -7,6 +7,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+# test workers (pytest-xdist, whole files per worker) and torch threads per worker: 2 x 1 fills the
+# 2-core CI machine; `make test TEST_WORKERS=0` runs the suite in one process
+TEST_WORKERS ?= 2
+TEST_THREADS ?= 1
 BIN    := $(VENV)/bin
 
 .PHONY: demo test docs install clean
@@ -26,7 +30,7 @@ demo: $(VENV)/.installed-dev
 	$(BIN)/meddiff demo --out runs/demo --overwrite
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 docs: $(VENV)/.installed-dev
 	$(BIN)/mkdocs build --strict --quiet
