@@ -139,17 +139,26 @@ def from_kspace(K: Tensor, axes: Sequence[int], out: Sequence[int], n_hr: Sequen
         n = K.shape[a]
         if M < n:
             raise InputError(f"zero-filling: {M} output samples along axis {a} is fewer than the {n} acquired")
-        k = centred_freqs(n).to(K.device)
-        ramp = torch.exp(2j * math.pi * k * grid_offset(N, M) / N)
-        K = K * _bcast(ramp, K.ndim, a)
-        pad = [0, 0] * K.ndim
-        lo = M // 2 - n // 2
-        pad[2 * (K.ndim - 1 - a)] = lo
-        pad[2 * (K.ndim - 1 - a) + 1] = M - n - lo
-        K = F.pad(K, pad)
-    img = torch.fft.ifftn(torch.fft.ifftshift(K, dim=axes), dim=axes)
-    scale = math.prod(M / N for M, N in zip(out, n_hr))
-    return img * scale
+        K = _shift_and_pad(K, a, grid_offset(N, M) / N, M)
+    return _inverse(K, axes) * math.prod(M / N for M, N in zip(out, n_hr))
+
+
+def _shift_and_pad(K: Tensor, a: int, shift: float, M: int) -> Tensor:
+    """Shift the image of the centred spectrum K along axis a by `shift` of its field of view (a phase
+    ramp e^{2 pi i k shift}), then zero-pad the spectrum symmetrically to M samples."""
+    n = K.shape[a]
+    k = centred_freqs(n).to(K.device)
+    K = K * _bcast(torch.exp(2j * math.pi * k * shift), K.ndim, a)
+    pad = [0, 0] * K.ndim
+    lo = M // 2 - n // 2
+    pad[2 * (K.ndim - 1 - a)] = lo
+    pad[2 * (K.ndim - 1 - a) + 1] = M - n - lo
+    return F.pad(K, pad)
+
+
+def _inverse(K: Tensor, axes: list[int]) -> Tensor:
+    """The complex image of the centred spectrum K over `axes` (unscaled inverse DFT)."""
+    return torch.fft.ifftn(torch.fft.ifftshift(K, dim=axes), dim=axes)
 
 
 def _noise(K: Tensor, axes: list[int], sigma: float, n_hr: Sequence[int], generator: torch.Generator | None) -> Tensor:
@@ -224,17 +233,9 @@ def sinc_upsample(lr: Tensor, axes: Sequence[int], size: Sequence[int]) -> Tenso
         if m % 2 == 0 and M > m:
             ny = K.narrow(a, 0, 1) / 2
             K = torch.cat([ny, K.narrow(a, 1, m - 1), ny], dim=a)
-        m_eff = K.shape[a]
-        k = centred_freqs(m_eff).to(K.device)
         s = -grid_offset(M, m) / (M / m)  # in input pixels: -(r - 1) / (2 r) with r = M / m
-        K = K * _bcast(torch.exp(2j * math.pi * k * s / m), K.ndim, a)
-        pad = [0, 0] * K.ndim
-        lo = M // 2 - m_eff // 2
-        pad[2 * (K.ndim - 1 - a)] = lo
-        pad[2 * (K.ndim - 1 - a) + 1] = M - m_eff - lo
-        K = F.pad(K, pad)
-    img = torch.fft.ifftn(torch.fft.ifftshift(K, dim=axes), dim=axes)
-    img = img * math.prod(M / m for M, m in zip(size, n))
+        K = _shift_and_pad(K, a, s / m, M)
+    img = _inverse(K, axes) * math.prod(M / m for M, m in zip(size, n))
     return img.real.to(lr.real.dtype) if not lr.is_complex() else img
 
 

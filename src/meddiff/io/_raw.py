@@ -1,15 +1,32 @@
 """What every format reader hands back to :func:`meddiff.io.readers.read_volume`, plus
-helpers shared by the format readers (colour handling)."""
+helpers shared by the format readers (colour handling, library errors as InputError)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from meddiff.errors import InputError
+
+
+@contextmanager
+def reading(path: Path | str, kind: str) -> Iterator[None]:
+    """Turn what a format library raises while reading `path` into an InputError naming the file and
+    the `kind` expected ("a NIfTI" -> "expected a NIfTI file"); an InputError passes unchanged."""
+    try:
+        yield
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; expected {kind} file") from None
+    except Exception as e:  # the libraries raise many types on corrupt input
+        name = kind.split(" ", 1)[1]
+        raise InputError(f"{path}: cannot read as {name} ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
+
 
 # ITU-R BT.601 luma weights, used only when the caller allows colour -> gray.
 _LUMA = np.array([0.299, 0.587, 0.114])

@@ -26,7 +26,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from meddiff.errors import InputError
 from meddiff.io import mosaic
-from meddiff.io._raw import RawImage, colour_to_gray
+from meddiff.io._raw import RawImage, colour_to_gray, reading
 from meddiff.io.dicom_pixels import (CUT_IN_SEQUENCE, check_pixel_length, check_pixel_module, note_truncation,
                                      truncated_before_pixels, truncated_in_sequence)
 from meddiff.io.geometry import affine_2d, affine_3d, default_affine
@@ -66,7 +66,7 @@ def is_dicom_candidate(path: Path) -> bool:
 
 def read_dataset(path: Path, *, pixels: bool = True) -> Dataset:
     """dcmread with errors turned into InputError naming the file."""
-    try:
+    with reading(path, "a DICOM"):
         with warnings.catch_warnings(record=True) as caught, _quiet_pydicom():
             warnings.simplefilter("always")
             try:
@@ -79,12 +79,6 @@ def read_dataset(path: Path, *, pixels: bool = True) -> Dataset:
             raise InputError(truncated_in_sequence(Path(path)))
         note_truncation(ds, Path(path), pixels=pixels)
         return ds
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found; expected a DICOM file") from None
-    except Exception as e:  # pydicom raises many types on corrupt input
-        raise InputError(f"{path}: cannot read as DICOM ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
 
 
 def _where(ds: Dataset) -> str:

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from meddiff.errors import InputError
-from meddiff.io._raw import RawImage
+from meddiff.io._raw import RawImage, reading
 
 
 def is_nifti(path: Path) -> bool:
@@ -66,19 +66,13 @@ def _check_pixdim(path: Path) -> None:
 def read_nifti(path: Path) -> RawImage:
     """NIfTI-1/2 file -> RawImage with array ``[.., Z, Y, X]`` (scl_slope/inter applied)."""
     _check_pixdim(path)
-    try:
+    with reading(path, "a NIfTI"):
         img = nib.load(str(path))
         kind = np.dtype(img.get_data_dtype()).kind
         if kind == "c" or kind not in "biuf":
             raise InputError(f"{path}: NIfTI data type {img.get_data_dtype()} is not real-valued (complex, e.g. raw k-space "
                              "or phase data); expected real intensities: save the magnitude (abs) first")
         data = np.asarray(img.get_fdata(dtype=np.float32))
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found; expected a NIfTI file") from None
-    except Exception as e:
-        raise InputError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
     if data.ndim < 2:
         raise InputError(f"{path}: NIfTI data have shape {data.shape}; expected a 2D image or 3D volume")
     zooms = [float(z) for z in img.header.get_zooms()]

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from meddiff.errors import InputError
-from meddiff.io._raw import RawImage, colour_to_gray
+from meddiff.io._raw import RawImage, colour_to_gray, reading
 from meddiff.io.geometry import default_affine
 
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -93,7 +93,7 @@ def read_tiff(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     """TIFF (8/16/32-bit, float, multi-page) -> ``[Y, X]`` or ``[Z, Y, X]`` (pages = Z)."""
     import tifffile
 
-    try:
+    with reading(path, "a TIFF"):
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.axes
@@ -106,12 +106,6 @@ def read_tiff(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
                                      "or pages of one size and type (a volume)")
                 arr = np.stack([s.asarray() for s in tif.series])
                 axes = "Q" + axes
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found; expected a TIFF file") from None
-    except Exception as e:
-        raise InputError(f"{path}: cannot read as TIFF ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
     if arr.dtype.kind not in "biuf":
         raise InputError(f"{path}: TIFF data type {arr.dtype} is not real-valued; expected real intensities (save the magnitude first)")
     meta = {"format": "tiff", "units": "counts", "modality": "", "bits": 8 * arr.dtype.itemsize, "tiff_axes": axes,
