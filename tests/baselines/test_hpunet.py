@@ -16,20 +16,8 @@ from meddiff.config import ModelConfig
 from meddiff.data.degrade import Inpaint, SuperResolution
 from meddiff.errors import ConfigError, InputError
 
+from .conftest import mni_crop, psnr
 
-def real_crop(size: int = 32) -> torch.Tensor:
-    """A size x size crop of an axial MNI152 slice (shipped sample) in [-1, 1], [1, 1, size, size]."""
-    from meddiff.data.samples import samples_dir
-    from meddiff.io import read_volume
-
-    v = read_volume(samples_dir("mni152") / "icbm152_2009a" / "axial.nii.gz").array.astype(np.float64)
-    sl = v[33] / v.max() * 2 - 1
-    r0, c0 = sl.shape[0] // 2 - size // 2, sl.shape[1] // 2 - size // 2
-    return torch.from_numpy(sl[r0:r0 + size, c0:c0 + size].copy()).float()[None, None]
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(4.0 / (a - b).pow(2).mean()))
 
 SMALL = ModelConfig(channels=(16, 32, 64), norm_groups=8)
 
@@ -41,7 +29,7 @@ def make(in_channels: int = 2, seed: int = 0, **kw) -> HPUNet:
 
 def inpaint_pair(size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x0, model condition, mask) for a real crop with seeded holes covering 20-30% of it."""
-    x0 = real_crop(size)
+    x0 = mni_crop(size)
     deg = Inpaint(coverage=(0.2, 0.3))
     cond, mask = deg(x0, generator=torch.Generator().manual_seed(0))
     return x0, deg.model_condition(cond, mask), mask
@@ -95,7 +83,7 @@ def test_samples_differ_inside_the_hole_and_agree_exactly_outside():
 
 
 def test_sr_condition_trains_and_samples_without_copy_back():
-    x0 = real_crop(16)
+    x0 = mni_crop(16)
     cond, mask = SuperResolution(2.0)(x0)
     model = make(1, 0, channels=(8, 16), latent_scales=2)
     opts = model.optimisers(2e-3, (0.9, 0.99), 0.0)

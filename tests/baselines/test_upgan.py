@@ -16,23 +16,10 @@ from meddiff.config import ModelConfig
 from meddiff.data.degrade import SuperResolution
 from meddiff.errors import InputError
 
+from .conftest import mni_crop, psnr
+
 STEPS_TOY = 300
 SMALL = ModelConfig(channels=(16, 32, 64), norm_groups=8)
-
-
-def real_crop(size: int = 32) -> torch.Tensor:
-    """A size x size crop of an axial MNI152 slice (shipped sample) in [-1, 1], [1, 1, size, size]."""
-    from meddiff.data.samples import samples_dir
-    from meddiff.io import read_volume
-
-    v = read_volume(samples_dir("mni152") / "icbm152_2009a" / "axial.nii.gz").array.astype(np.float64)
-    sl = v[33] / v.max() * 2 - 1
-    r0, c0 = sl.shape[0] // 2 - size // 2, sl.shape[1] // 2 - size // 2
-    return torch.from_numpy(sl[r0:r0 + size, c0:c0 + size].copy()).float()[None, None]
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(4.0 / (a - b).pow(2).mean()))
 
 
 # -- generalised Gaussian --------------------------------------------------------------------
@@ -76,7 +63,7 @@ def make(seed: int = 0, **kw) -> UPGAN:
 
 
 def test_overfits_one_real_sr_pair():
-    x0 = real_crop(32)
+    x0 = mni_crop(32)
     cond, mask = SuperResolution(4.0)(x0)
     model = make(0, stages=2)
     opts = model.optimisers(2e-3, (0.9, 0.99), 0.0)
@@ -121,7 +108,7 @@ def test_uncertainty_is_higher_where_the_error_is_higher():
 
 
 def test_progressive_schedule_trains_one_stage_at_a_time():
-    x0 = real_crop(16)
+    x0 = mni_crop(16)
     cond, mask = SuperResolution(2.0)(x0)
     model = make(0, stages=3, channels=(8, 16), stage_steps=2, disc_layers=1)
     opts = model.optimisers(1e-3, (0.9, 0.99), 0.0)
@@ -139,7 +126,7 @@ def test_progressive_schedule_trains_one_stage_at_a_time():
 
 
 def test_state_dict_round_trip_gives_identical_predictions():
-    x0 = real_crop(16)
+    x0 = mni_crop(16)
     cond, mask = SuperResolution(2.0)(x0)
     a = make(0, channels=(8, 16), disc_layers=1)
     opts = a.optimisers(1e-3, (0.9, 0.99), 0.0)
@@ -154,7 +141,7 @@ def test_state_dict_round_trip_gives_identical_predictions():
 
 
 def test_inpainting_copies_known_pixels_with_zero_uncertainty():
-    x0 = real_crop(16)
+    x0 = mni_crop(16)
     mask = torch.zeros_like(x0)
     mask[..., 4:10, 5:12] = 1
     cond = torch.cat([x0 * (1 - mask), mask], 1)
