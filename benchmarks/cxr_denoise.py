@@ -17,6 +17,7 @@ source's clean test films (FID is biased upwards at these n: compare only within
 
     python benchmarks/cxr_denoise.py --checkpoint xray_denoise --per-source 40 --out runs/bench_cxr_denoise
     python benchmarks/cxr_denoise.py --checkpoint xray_denoise --baseline pix2pix=runs/pix2pix_denoise_cxr --fid
+    python benchmarks/cxr_denoise.py --no-classical --baseline pix2pix=runs/pix2pix_denoise_cxr --fid   # one new baseline
 """
 
 from __future__ import annotations
@@ -124,14 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-source", type=int, default=40, help="test films per source")
     ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
     ap.add_argument("--no-lpips", action="store_true")
+    ap.add_argument("--no-classical", action="store_true",
+                    help="only the noisy film and the --checkpoint/--baseline methods (e.g. to score a new baseline run)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/bench_cxr_denoise"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    methods = {"noisy": lambda y: y, "median 3x3": median_filter, "NLM": nl_means,
-               "median + NLM": lambda y: nl_means(median_filter(y))}
-    if (b := bm3d_or_none()) is not None:
-        methods["BM3D"] = b
+    methods = {"noisy": lambda y: y}
+    if not a.no_classical:
+        methods.update({"median 3x3": median_filter, "NLM": nl_means, "median + NLM": lambda y: nl_means(median_filter(y))})
+        if (b := bm3d_or_none()) is not None:
+            methods["BM3D"] = b
     for spec in a.checkpoint:
         name, _, path = spec.rpartition("=")
         methods[name or path] = model_restorer(path)
