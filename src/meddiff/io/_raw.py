@@ -16,16 +16,15 @@ from meddiff.errors import InputError
 @contextmanager
 def reading(path: Path | str, kind: str) -> Iterator[None]:
     """Turn what a format library raises while reading `path` into an InputError naming the file and
-    the `kind` expected ("a NIfTI" -> "expected a NIfTI file"); an InputError passes unchanged."""
+    the `kind` of file expected (e.g. "NIfTI"); an InputError passes unchanged."""
     try:
         yield
     except InputError:
         raise
     except FileNotFoundError:
-        raise InputError(f"{path}: file not found; expected {kind} file") from None
+        raise InputError(f"{path}: file not found; expected a {kind} file") from None
     except Exception as e:  # the libraries raise many types on corrupt input
-        name = kind.split(" ", 1)[1]
-        raise InputError(f"{path}: cannot read as {name} ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
+        raise InputError(f"{path}: cannot read as {kind} ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
 
 
 # ITU-R BT.601 luma weights, used only when the caller allows colour -> gray.

@@ -66,7 +66,7 @@ def is_dicom_candidate(path: Path) -> bool:
 
 def read_dataset(path: Path, *, pixels: bool = True) -> Dataset:
     """dcmread with errors turned into InputError naming the file."""
-    with reading(path, "a DICOM"):
+    with reading(path, "DICOM"):
         with warnings.catch_warnings(record=True) as caught, _quiet_pydicom():
             warnings.simplefilter("always")
             try:

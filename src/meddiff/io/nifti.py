@@ -66,7 +66,7 @@ def _check_pixdim(path: Path) -> None:
 def read_nifti(path: Path) -> RawImage:
     """NIfTI-1/2 file -> RawImage with array ``[.., Z, Y, X]`` (scl_slope/inter applied)."""
     _check_pixdim(path)
-    with reading(path, "a NIfTI"):
+    with reading(path, "NIfTI"):
         img = nib.load(str(path))
         kind = np.dtype(img.get_data_dtype()).kind
         if kind == "c" or kind not in "biuf":

@@ -93,7 +93,7 @@ def read_tiff(path: Path, *, allow_rgb_to_gray: bool = False) -> RawImage:
     """TIFF (8/16/32-bit, float, multi-page) -> ``[Y, X]`` or ``[Z, Y, X]`` (pages = Z)."""
     import tifffile
 
-    with reading(path, "a TIFF"):
+    with reading(path, "TIFF"):
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.axes
