@@ -115,7 +115,7 @@ def throughput(mode: str, inp: Path, work: Path, device: str) -> dict:
     from meddiff.restore.engines.local import LocalEngine
     from meddiff.restore.engines.ray_engine import RayEngine
     from meddiff.restore.resume import settings_key
-    from meddiff.train.distributed import pick_device
+    from meddiff.config.device import pick_device
 
     out = Path(tempfile.mkdtemp(dir=work)) / "out"
     args = request(inp, out)

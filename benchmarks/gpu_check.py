@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
         a.in_process = True
     a.volume = tuple(int(v) for v in a.volume.split(","))
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    from meddiff.train.distributed import pick_device
+    from meddiff.config.device import pick_device
 
     device = pick_device(a.device)
     if a.memory_job:

@@ -121,6 +121,12 @@ def test_restoring_and_scoring_reach_nothing_of_the_trainer_through_any_chain_of
         assert import_chain(package, {"train"}) is None, (package, import_chain(package, {"train"}))
 
 
+def test_restoring_and_scoring_import_nothing_of_the_trainer_even_at_run_time():
+    """Imports inside functions count too: the device rule they share with training is meddiff.config.device."""
+    for package in ("restore", "metrics", "evaluation", "uncertainty", "domain"):
+        assert "train" not in _package_imports(package), (package, _package_imports(package))
+
+
 def test_the_chain_finder_sees_indirect_imports(tmp_path):
     (tmp_path / "meddiff" / "a").mkdir(parents=True)
     (tmp_path / "meddiff" / "b").mkdir()

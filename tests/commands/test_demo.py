@@ -161,9 +161,9 @@ def test_demo_volume_default_is_the_2p5d_model_once_shipped(monkeypatch):
         def __init__(self, name):
             self.name = name
 
-    monkeypatch.setattr("meddiff.checkpointing.named.shipped_models", lambda: [Card("demo_sr_x4"), Card("sr_x4_general")])
+    monkeypatch.setattr("meddiff.commands.demo_volume.shipped_models", lambda: [Card("demo_sr_x4"), Card("sr_x4_general")])
     assert demo_volume.default_volume_checkpoint() == "sr_x4_general"
-    monkeypatch.setattr("meddiff.checkpointing.named.shipped_models", lambda: [Card("sr_x4_general"), Card("sr_x4_2p5d")])
+    monkeypatch.setattr("meddiff.commands.demo_volume.shipped_models", lambda: [Card("sr_x4_general"), Card("sr_x4_2p5d")])
     assert demo_volume.default_volume_checkpoint() == "sr_x4_2p5d"
 
 
@@ -185,9 +185,9 @@ def test_the_default_demo_model_is_the_recommended_super_resolution_model(monkey
         def __init__(self, name, recommended, short_task=ev.DEMO_TASK):
             self.name, self.recommended, self.short_task, self.path = name, recommended, short_task, Path(name)
 
-    monkeypatch.setattr("meddiff.checkpointing.named.shipped_models", lambda: [Card("demo_sr_x4", True), Card("sr_x4_general", False)])
+    monkeypatch.setattr("meddiff.evaluation.demo.shipped_models", lambda: [Card("demo_sr_x4", True), Card("sr_x4_general", False)])
     assert ev.default_checkpoint() == Path("demo_sr_x4")  # follows the flag, not a name
-    monkeypatch.setattr("meddiff.checkpointing.named.shipped_models", lambda: [Card("sr_blind", True, "MR super-resolution x2-x4")])
+    monkeypatch.setattr("meddiff.evaluation.demo.shipped_models", lambda: [Card("sr_blind", True, "MR super-resolution x2-x4")])
     with pytest.raises(CheckpointError, match="models.yaml.*recommended.*super-resolution x4.*found 0"):
         ev.default_checkpoint()
 

@@ -77,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..evaluation.demo import DemoRequest, sr_demo
-    from ..train.distributed import pick_device
+    from ..config.device import pick_device
 
     if args.task != "sr":
         from .demo_xray import run_denoise, run_generate

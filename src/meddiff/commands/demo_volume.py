@@ -25,13 +25,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpointing.named import resolve_checkpoint, shipped_models
+from ..data.degrade import SuperResolution
+from ..data.normalise import Normalisation
+from ..data.samples import samples_dir
+from ..data.thick import thick_slices, upsample_axis
+from ..diffusion.checkpoint import load_model
+from ..errors import InputError
+from ..io import Volume, read_volume, write_volume
+from ..io.atomic import atomic_path, atomic_write_text
+from ..io.outdir import check_output_dir, mark
+from ..metrics.volume import plane_metrics, through_plane_error
+from ..restore.files import Request
+from ..restore.restorers import ddpm_restorer
+from ..restore.volume import layout_of
+from ..config.device import pick_device
+
 VOLUME_MODELS = ("sr_x4_2p5d", "sr_x4_general")  # the default: the first one shipped (models.yaml)
 
 
 def default_volume_checkpoint() -> str:
     """`sr_x4_2p5d` once src/meddiff/checkpoints/models.yaml lists it, else `sr_x4_general` (shared noise)."""
-    from ..checkpointing.named import shipped_models
-
     names = {card.name for card in shipped_models()}
     return next((m for m in VOLUME_MODELS if m in names), VOLUME_MODELS[-1])
 
@@ -69,12 +83,6 @@ def _crop(array: np.ndarray, affine: np.ndarray, slices: int | None, crop: int |
 
 def colin27_case(thick: int, factor: float, slices: int | None, crop: int | None) -> VolumeCase:
     """The Colin27 stack for an in-plane (thick = 0) or thick-slice (thick = f) model, degraded."""
-    from ..data.degrade import SuperResolution
-    from ..data.normalise import Normalisation
-    from ..data.samples import samples_dir
-    from ..data.thick import thick_slices, upsample_axis
-    from ..io import read_volume
-
     colin = samples_dir("colin27") / "colin27"
     if thick:  # coronal stack [slices, S-I rows, R-L columns] -> [S-I, slices, R-L]: thick slices along S-I
         vol = read_volume(colin / "coronal.nii.gz")
@@ -102,8 +110,6 @@ def colin27_case(thick: int, factor: float, slices: int | None, crop: int | None
 def scores(case: VolumeCase, methods: dict[str, np.ndarray]) -> list[dict]:
     """Per method: PSNR / SSIM averaged over the planes along each axis, and the through-plane error
     along the slice axis relative to bicubic's (meddiff.metrics.volume; data range 2)."""
-    from ..metrics.volume import plane_metrics, through_plane_error
-
     ref = through_plane_error(methods["bicubic"], case.truth, 0)
     rows = []
     for name, vol in methods.items():
@@ -132,8 +138,6 @@ def figure(case: VolumeCase, methods: dict[str, np.ndarray], path: Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io.atomic import atomic_path
-
     restored = [k for k in methods if k != "bicubic"][0]
     rows = {"truth": case.truth, "bicubic": methods["bicubic"], restored: methods[restored],
             "|bicubic - truth|": np.abs(methods["bicubic"] - case.truth), f"|{restored} - truth|": np.abs(methods[restored] - case.truth)}
@@ -161,9 +165,6 @@ def figure(case: VolumeCase, methods: dict[str, np.ndarray], path: Path) -> Path
 
 def restore_case(args: argparse.Namespace, case: VolumeCase, device) -> tuple[np.ndarray, str]:
     """The restored volume [D, H, W] in [-1, 1] and the run's description, through restore.restorers."""
-    from ..restore.files import Request
-    from ..restore.restorers import ddpm_restorer
-
     req = Request(output=args.out, checkpoint=str(args.checkpoint), sampler=args.sampler, steps=args.steps, eta=args.eta,
                   grid=args.grid, precision=args.precision, seed=args.seed, consistency=args.consistency,
                   noise=args.noise, progress=not args.no_progress)
@@ -175,16 +176,6 @@ def restore_case(args: argparse.Namespace, case: VolumeCase, device) -> tuple[np
 
 def run_volume(args: argparse.Namespace) -> int:
     """`meddiff demo --volume` (module docstring)."""
-    from ..checkpointing.named import resolve_checkpoint
-    from ..diffusion.checkpoint import load_model
-    from ..io import Volume, write_volume
-    from ..io.atomic import atomic_write_text
-    from ..io.outdir import check_output_dir, mark
-    from ..restore.volume import layout_of
-    from ..train.distributed import pick_device
-
-    from ..errors import InputError
-
     t0 = time.perf_counter()
     if (args.slices is not None and args.slices < 1) or (args.crop is not None and args.crop < 8):
         raise InputError(f"meddiff demo --volume: expected --slices >= 1 and --crop >= 8, got {args.slices} and {args.crop}")

@@ -18,6 +18,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..baselines.classical import median_filter, nl_means
+from ..checkpointing.named import resolve_checkpoint
+from ..data.degrade import Denoise
+from ..data.low_dose import LowDose, low_dose
+from ..data.samples import samples_dir
+from ..diffusion.checkpoint import load_pretrained
+from ..errors import InputError
+from ..io.outdir import check_output_dir, mark
+from ..metrics.compare import evaluate_arrays
+from ..metrics.report import write_html_report
+from ..metrics.table import write_table
+from ..samplers.registry import SamplingDefaults, resolve
+from ..samplers.run import sample_slices, summarise
+from ..vdm.checkpoint import load_vdm
+from ..vdm.generate import generate_images, generation_steps
+
 DENOISER = "xray_denoise"
 GENERATOR = "xray_vdm64"
 LEVELS = (("Gaussian 0.1 + 1% salt-and-pepper", None), ("10% dose", 0.10))
@@ -28,8 +44,6 @@ def held_out_films() -> tuple[list[np.ndarray], list[str]]:
     import csv
 
     from PIL import Image
-
-    from ..data.samples import samples_dir
 
     folder = samples_dir("cxr_films")
     films, labels = [], []
@@ -44,9 +58,6 @@ def held_out_films() -> tuple[list[np.ndarray], list[str]]:
 
 
 def _degrade(x0: torch.Tensor, dose: float | None, seed: int) -> torch.Tensor:
-    from ..data.degrade import Denoise
-    from ..data.low_dose import LowDose, low_dose
-
     g = torch.Generator().manual_seed(seed)
     if dose is None:
         return Denoise(noise_std=(0.1, 0.1), salt_pepper=(0.01, 0.01))(x0, g)[0]
@@ -59,8 +70,6 @@ SAMPLING_FLAGS = ("sampler", "steps", "eta", "grid", "precision")
 def refuse_sampling_flags(args: argparse.Namespace, keep: tuple[str, ...] = ()) -> None:
     """These demos run fixed samplers (denoise: the checkpoint's stored one and 5-step DPM-Solver++ draws; generate:
     the VDM's ancestral chain, whose steps `--steps` sets): a sampling flag they would ignore is refused, by its name."""
-    from ..errors import InputError
-
     for key in SAMPLING_FLAGS:
         if key not in keep and getattr(args, key, None) is not None:
             raise InputError(f"--{key} applies to `meddiff demo --task sr`, not --task {args.task}"
@@ -68,15 +77,6 @@ def refuse_sampling_flags(args: argparse.Namespace, keep: tuple[str, ...] = ()) 
 
 
 def run_denoise(args: argparse.Namespace) -> int:
-    from ..baselines.classical import median_filter, nl_means
-    from ..diffusion.checkpoint import load_pretrained
-    from ..samplers.run import sample_slices, summarise
-    from ..samplers.registry import SamplingDefaults, resolve
-    from ..io.outdir import check_output_dir, mark
-    from ..metrics.compare import evaluate_arrays
-    from ..metrics.report import write_html_report
-    from ..metrics.table import write_table
-
     refuse_sampling_flags(args)
     t0 = time.perf_counter()
     out: Path = args.out
@@ -121,12 +121,6 @@ def run_denoise(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from ..checkpointing.named import resolve_checkpoint
-    from ..io.outdir import check_output_dir, mark
-    from ..metrics.report import write_html_report
-    from ..vdm.checkpoint import load_vdm
-    from ..vdm.generate import generate_images, generation_steps
-
     refuse_sampling_flags(args, keep=("steps",))
     t0 = time.perf_counter()
     out: Path = args.out

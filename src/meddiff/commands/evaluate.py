@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..evaluation import EvaluationRequest, evaluate
-    from ..train.distributed import pick_device
+    from ..config.device import pick_device
 
     request = EvaluationRequest.from_namespace(args)
     request = dataclasses.replace(request, device=pick_device(request.device or "cpu", what="--device"))

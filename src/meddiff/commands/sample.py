@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpointing import VDM
     from ..checkpointing.named import locate
     from ..restore import Request, restore
-    from ..train.distributed import pick_device
+    from ..config.device import pick_device
     from .vdm_sample import run as generate
 
     if args.checkpoint is not None:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @flag_errors  # the library names a setting by its field; here it is a flag
 def run(args: argparse.Namespace) -> int:
     from ..checkpointing.named import locate
-    from ..train.distributed import pick_device
+    from ..config.device import pick_device
     from ..vdm.generate import TERMS
     from ..vdm.likelihood import heldout_likelihood
 

@@ -41,7 +41,7 @@ def check_guidance(vdm, w: float) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.distributed import pick_device
+    from ..config.device import pick_device
     from ..vdm.checkpoint import load_vdm
     from ..vdm.generate import generate_images, generation_steps, resolve_labels, write_generated
 

@@ -32,6 +32,25 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, FieldError
+from ..baselines.interpolation import interpolate_baseline
+from ..checkpointing import resolve_model_file
+from ..checkpointing.named import REGISTRY, resolve_checkpoint, shipped_models
+from ..data.dataset import load_prepared
+from ..data.degrade import SuperResolution
+from ..data.prepare import PrepareOptions, prepare
+from ..data.samples import samples_dir
+from ..diffusion.checkpoint import load_model
+from ..io.atomic import atomic_path, atomic_write_text
+from ..io.outdir import check_output_dir, mark
+from ..metrics.calibration import calibration, calibration_figure, error_std_factor
+from ..metrics.compare import evaluate_arrays
+from ..metrics.report import STD_CAPTION, STD_LABEL, write_html_report
+from ..metrics.table import write_table
+from ..samplers.consistency import measurement_for, sr_consistency_error
+from ..samplers.registry import SamplingDefaults, resolve
+from ..samplers.run import sample_slices, summarise
+from ..uncertainty.calibrate import read_calibrations
+from ..uncertainty.evaluate import anatomy_mask, interval_report, reliability_figure
 
 SAMPLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "demo_sr_x4.safetensors"  # demo_sr_x4
 DEMO_TASK = "super-resolution x4"  # the demo's short_task in models.yaml: anti-aliased x4 of MR slices
@@ -45,8 +64,6 @@ OPTIONAL_OUTPUTS = ("std_maps.png", "calibration.md", "calibration.csv", "calibr
 
 def default_checkpoint() -> Path:
     """The shipped model src/meddiff/checkpoints/models.yaml marks `recommended: true` for DEMO_TASK."""
-    from ..checkpointing.named import REGISTRY, shipped_models
-
     cards = [c for c in shipped_models() if c.recommended and c.short_task == DEMO_TASK]
     if len(cards) != 1:
         raise CheckpointError(f"{REGISTRY}: expected one model with `recommended: true` and short_task {DEMO_TASK!r}, "
@@ -98,8 +115,6 @@ def std_figure(stds: list[np.ndarray], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io.atomic import atomic_path
-
     vmax = float(np.percentile(np.stack(stds), 99.5)) or 1e-6
     fig, axes = plt.subplots(1, len(stds), figsize=(1.6 * len(stds) + 0.8, 1.9), squeeze=False)
     for ax, s in zip(axes[0], stds):
@@ -126,9 +141,6 @@ def uncertainty_calibration(samples: torch.Tensor, x0: torch.Tensor, out: Path) 
     the binned curve also uses a std from an independent half of the samples, since binning by the
     same noisy std that is evaluated bends the curve (meddiff.metrics.calibration).
     """
-    from ..io.atomic import atomic_write_text
-    from ..metrics.calibration import calibration, calibration_figure
-
     s = samples.shape[0]
     mean = samples.mean(0)
     fg = x0 > -0.99  # the prepared background is exactly -1: a mask that does not depend on the error
@@ -188,15 +200,6 @@ def plain_notes(n: int, factor: float, lr_shape, sampler: str, steps: int, sampl
 
 def sr_demo(req: DemoRequest) -> DemoResult:
     """Run the super-resolution demo of `req` (module docstring) and write its report under req.out."""
-    from ..baselines.interpolation import interpolate_baseline
-    from ..checkpointing.named import resolve_checkpoint
-    from ..data.degrade import SuperResolution
-    from ..samplers.run import sample_slices, summarise
-    from ..io.outdir import mark
-    from ..metrics.compare import evaluate_arrays
-    from ..metrics.table import write_table
-    from ..samplers.consistency import measurement_for
-
     device = req.device
     t0 = time.perf_counter()
     req, checkpoint, cfg, denoiser, spec, interval = _checked_model(req)
@@ -227,7 +230,6 @@ def sr_demo(req: DemoRequest) -> DemoResult:
     if req.samples > 1:
         methods[f"meddiff (mean of {req.samples})"] = arrays(mean)
     table = evaluate_arrays(methods, arrays(x0), data_range=2.0)
-    from ..samplers.consistency import sr_consistency_error
 
     cons = {name: float(sr_consistency_error(img, lr).mean()) for name, img in
             (("bicubic", bicubic), ("meddiff sample", samples[0]))}
@@ -248,11 +250,6 @@ def sr_demo(req: DemoRequest) -> DemoResult:
 def _checked_model(req: DemoRequest):
     """(req with its sample count settled, the model file, its config and denoiser, the SamplingSpec, its stored
     interval calibration or None), every setting checked before anything is written."""
-    from ..diffusion.checkpoint import load_model
-    from ..io.outdir import check_output_dir
-    from ..checkpointing.named import resolve_checkpoint
-    from ..samplers.registry import SamplingDefaults, resolve
-
     checkpoint = resolve_checkpoint(req.checkpoint or default_checkpoint())  # a model name -> its file
     check_output_dir(req.out, [checkpoint], overwrite=req.overwrite, verb="demo")
     cfg, _, denoiser = load_model(checkpoint, expect_task="sr", device=req.device, precision=req.precision)
@@ -269,9 +266,6 @@ def _stored_interval(checkpoint, spec):
     """The model file's stored interval calibration (meddiff.uncertainty.calibrate) for the sampler and
     sample count of `spec` at LEVEL, as `meddiff sample --interval 0.9` would use; None if it has none, or
     with data consistency (the calibration saw unprojected outputs)."""
-    from ..checkpointing import resolve_model_file
-    from ..uncertainty.calibrate import read_calibrations
-
     if spec.consistency != "none":
         return None
     for c in read_calibrations(resolve_model_file(checkpoint)):
@@ -284,10 +278,6 @@ def _stored_interval(checkpoint, spec):
 def _held_out_slices(req: DemoRequest, out: Path, size: int):
     """(the prepared Colin27 folder, the indices of req.slices evenly spaced test slices, their manifest rows,
     x0 [N, 1, size, size] in [-1, 1]); Colin27 is prepared under `out` once (prepared_colin27/)."""
-    from ..data.dataset import load_prepared
-    from ..data.prepare import PrepareOptions, prepare
-    from ..data.samples import samples_dir
-
     prepared_dir = out / "prepared_colin27"
     if not (prepared_dir / "manifest.csv").is_file():
         prepare(samples_dir("colin27"), prepared_dir, PrepareOptions(split=(0.0, 0.0, 1.0), size=size, overwrite=True),
@@ -322,8 +312,6 @@ def _table_notes(req: DemoRequest, spec, factor: float, n: int, lr_size: tuple[i
 def _image_rows(req: DemoRequest, lr, bicubic, samples, mean, x0, one: str = "1 sample") -> list[dict[str, np.ndarray]]:
     """One row of the report's grid per slice ([-1, 1]): low-res (nearest), bicubic, a sample (or the posterior
     mean), the mean of the samples, the truth."""
-    from ..baselines.interpolation import interpolate_baseline
-
     first = "meddiff posterior mean" if one == "posterior mean" else "meddiff sample"
     return [
         {"low-res (x4)": interpolate_baseline(lr[i : i + 1], x0.shape[-2:], "nearest")[0, 0].numpy(),
@@ -373,8 +361,6 @@ def _reliability(cal, n_samples: int, mean, std, cond, lr, x0, out: Path, notes:
     deciles of predicted error (meddiff.uncertainty.evaluate), reliability.png / .md / .csv, interval_maps.png
     (calibrated only), notes in plain words. Nothing without a calibration and with no spread (one sample, or
     identical samples)."""
-    from ..uncertainty.evaluate import anatomy_mask, interval_report, reliability_figure
-
     m = mean.double().numpy()[:, 0]
     t = x0.double().numpy()[:, 0]
     got = _interval_arrays(cal, n_samples, m, std, cond, lr)
@@ -416,8 +402,6 @@ def _interval_arrays(cal, n_samples: int, m: np.ndarray, std, cond, lr):
     """(lower, upper, predicted RMS error) [N, H, W] around the restored slices m [N, H, W] and the label of
     the uncertainty: the stored calibration `cal` if any, else mean ± Z90 x the spread's predicted error
     (std x sqrt(1 + 1/S)); None with neither (no calibration, one sample or identical samples)."""
-    from ..metrics.calibration import error_std_factor
-
     if cal is not None:
         s = std.double().numpy()[:, 0] if n_samples > 1 else None
         got = [cal.interval(LEVEL, m[i], cond[i, 0].double().numpy(), lr[i, 0].double().numpy(),
@@ -433,8 +417,6 @@ def _interval_arrays(cal, n_samples: int, m: np.ndarray, std, cond, lr):
 def _reliability_tables(rep, label: str, out: Path) -> tuple[str, dict[str, str], list[float]]:
     """reliability.md (coverage summary and per-decile table) and reliability.csv (the deciles) written;
     returns (the Markdown, the report's {title: table}, actual / predicted per decile)."""
-    from ..io.atomic import atomic_write_text
-
     ratios = [a / p for p, a in zip(rep.decile_predicted, rep.decile_actual)]
     summary = ["| uncertainty | pixels | 90% coverage (target 0.88-0.92) | Spearman | worst decile ratio | slope | ECE | "
                "RMSE / predicted |", "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -460,8 +442,6 @@ def interval_figure(lower: np.ndarray, upper: np.ndarray, norm, path: Path) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io.atomic import atomic_path
-
     n = len(lower)
     width = (upper - lower) * norm.scale()
     vmax = float(np.percentile(width, 99.5)) or 1e-6
@@ -485,8 +465,6 @@ def interval_figure(lower: np.ndarray, upper: np.ndarray, norm, path: Path) -> P
 def _write_report(out: Path, norm, rows, images, std, n_samples: int, table, notes, extra, unc: Reliability) -> Path:
     """report.html: the grid in Colin27's own units (one patient: one map back), the std maps (or the calibrated
     predicted error) beside the error they should predict, the table, notes and the reliability tables."""
-    from ..metrics.report import STD_CAPTION, STD_LABEL, write_html_report
-
     images = [{k: norm.inverse(v) for k, v in row.items()} for row in images]
     if n_samples > 1:  # per-pixel std of the samples, beside the error it should predict
         stds = [{f"meddiff mean of {n_samples}": std[i, 0].numpy() * norm.scale()} for i in range(len(rows))]

@@ -31,6 +31,11 @@ from torch import Tensor
 from .. import __version__
 from ..nn.unet import UNet
 from .network import TOLERANCE, ExportResult, export_denoiser, read_contract
+from ..checkpointing import resolve_model_file
+from ..checkpointing.named import card_from_metadata, resolve_checkpoint, shipped_models
+from ..cli import main
+from ..diffusion.checkpoint import load_model
+from ..io.outdir import check_output_dir, mark
 
 SCHEMA_FILE = "metadata_schema.json"
 
@@ -63,8 +68,6 @@ def restore_folder(checkpoint: str | Path, input_dir: str | Path, output_dir: st
                    seed: int = 0, samples: int = 1, device: str = "auto", overwrite: bool = False) -> int:
     """Restore every image of `input_dir` into `output_dir` as `meddiff sample` does (same reading,
     normalisation, domain check, writers and provenance); RuntimeError if it fails."""
-    from ..cli import main
-
     argv = ["sample", "--checkpoint", str(checkpoint), "--input", str(input_dir), "-o", str(output_dir),
             "--sampler", str(sampler), "--steps", str(steps), "--seed", str(seed), "--samples", str(samples),
             "--device", str(device), "--no-progress"] + (["--overwrite"] if overwrite else [])
@@ -75,9 +78,6 @@ def restore_folder(checkpoint: str | Path, input_dir: str | Path, output_dir: st
 
 
 def _card(checkpoint) -> object:
-    from ..checkpointing import resolve_model_file
-    from ..checkpointing.named import card_from_metadata, resolve_checkpoint, shipped_models
-
     file = resolve_model_file(resolve_checkpoint(checkpoint))
     for card in shipped_models():
         if card.path == file:
@@ -233,11 +233,6 @@ def _readme(card, info: dict) -> str:
 
 def export_monai_bundle(checkpoint, dest: str | Path, *, overwrite: bool = False) -> ExportResult:
     """Write the bundle folder `dest` (module docstring); returns the TorchScript export's check."""
-    from ..checkpointing import resolve_model_file
-    from ..checkpointing.named import resolve_checkpoint
-    from ..diffusion.checkpoint import load_model
-    from ..io.outdir import check_output_dir, mark
-
     dest = Path(dest)
     check_output_dir(dest, [], overwrite=overwrite, verb="export")
     card = _card(checkpoint)

@@ -28,6 +28,16 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, InputError
+from .. import __version__, config as config_mod
+from ..checkpointing import resolve_model_file
+from ..checkpointing.named import resolve_checkpoint
+from ..diffusion.checkpoint import load_model
+from ..diffusion.denoiser import DDPMDenoiser
+from ..diffusion.schedule import build_schedule
+from ..io.atomic import atomic_path, check_writable_dir
+from ..io.provenance import file_sha256
+from ..nn.unet import build_unet
+from .attention import ORT_DOMAIN, ORT_DOMAIN_VERSION, fused_attention_copy
 
 FORMATS = ("torchscript", "onnx")
 #: how attention is written into an ONNX graph: "fused" = one onnxruntime MultiHeadAttention node
@@ -66,9 +76,6 @@ def example_inputs(net: nn.Module, batch: int, size_multiples: int, seed: int) -
 
 def contract(cfg, net: nn.Module, checkpoint: Path) -> dict:
     """What a deployer needs besides the graph: shapes, parameterisation, schedule, the config."""
-    from .. import __version__, config as config_mod
-    from ..io.provenance import file_sha256
-
     d = cfg.diffusion
     return {"meddiff_version": __version__, "checkpoint": checkpoint.name, "checkpoint_sha256": file_sha256(checkpoint),
             "inputs": {"x": f"float32 [B, {net.in_channels}, H, W]: cat(x_t, condition planes)",
@@ -82,8 +89,6 @@ def contract(cfg, net: nn.Module, checkpoint: Path) -> dict:
 def check_destination(dest: Path) -> None:
     """InputError naming `dest` (the path the user gave, not a temporary file) unless a file can be written there:
     checked before the model is loaded and traced."""
-    from ..io.atomic import check_writable_dir
-
     if dest.is_dir():
         raise InputError(f"-o {dest} is a folder; expected the path of the file to write (e.g. {dest / 'model.ts'})")
     try:
@@ -97,11 +102,6 @@ def export_denoiser(checkpoint: str | Path, dest: str | Path, fmt: str, *, onnx_
     """Export the network of a DDPM checkpoint (file, folder, run folder or shipped name) to `dest`,
     written atomically, and check it (module docstring). CheckpointError if the check fails;
     InputError if `dest` exists and not `overwrite`. onnx_attention: see ONNX_ATTENTION."""
-    from ..checkpointing import resolve_model_file
-    from ..checkpointing.named import resolve_checkpoint
-    from ..diffusion.checkpoint import load_model
-    from ..io.atomic import atomic_path
-
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     if onnx_attention not in ONNX_ATTENTION:
@@ -134,8 +134,6 @@ def export_denoiser(checkpoint: str | Path, dest: str | Path, fmt: str, *, onnx_
 
 
 def _export_onnx(net: nn.Module, example: tuple[Tensor, Tensor], path: Path, info: dict, attention: str = "fused") -> None:
-    from .attention import ORT_DOMAIN, ORT_DOMAIN_VERSION, fused_attention_copy
-
     try:
         import onnx
     except ImportError:
@@ -220,14 +218,9 @@ class _Net(nn.Module):
 
 def exported_denoiser(path: str | Path):
     """(config, DDPMDenoiser over the exported network): meddiff's samplers run through it unchanged."""
-    from .. import config as config_mod
-    from ..diffusion.denoiser import DDPMDenoiser
-    from ..diffusion.schedule import build_schedule
-
     info = read_contract(path)
     cfg = config_mod.from_dict(info["config"])
     d = cfg.diffusion
-    from ..nn.unet import build_unet
 
     with torch.device("meta"):
         shape = build_unet(cfg.model, info["in_channels"], info["out_channels"])

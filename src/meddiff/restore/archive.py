@@ -130,7 +130,7 @@ def plan(args: Request, key: dict, shard) -> tuple[list[mf.Unit], list[mf.Unit],
 
 def make_engine(options: ArchiveOptions, args: Request, key: dict, device: str):
     if options.engine == "local":
-        from ..train.distributed import pick_device
+        from ..config.device import pick_device
         from .engines.local import LocalEngine
 
         return LocalEngine(args, key, pick_device(device), retries=options.retries)

@@ -30,6 +30,16 @@ from ..io.phi import public_command, public_relpath
 from ..io.outdir import check_output_dir, mark
 from ..io.suffixes import strip_image_suffix
 from .resume import DoneLog, run_key
+from ..checkpointing import resolve_model_file
+from ..data.mask_files import MaskSpec, mask_for
+from ..data.thick import thick_slices, upsample_axis
+from ..domain import DomainReport
+from ..domain.check import calibrated_error_scale, domain_exit_status, domain_postcheck, domain_precheck, domain_summary
+from ..io.atomic import atomic_write_text
+from ..io.provenance import file_sha256
+from ..samplers.memory import available_bytes
+from ..samplers.progress import Progress
+from ..uncertainty.maps import interval_maps
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +156,6 @@ def run_provenance(args: Request, restorer=None) -> dict:
     restorer without a sampler (a baseline) records the request's, None."""
     import shlex
 
-    from ..checkpointing import resolve_model_file
-    from ..io.provenance import file_sha256
-
     sha = None
     if args.checkpoint is not None:
         try:
@@ -189,9 +196,6 @@ def restore_files(args: Request, restorer) -> Written:
 
     The output folder must not be or hold an input, and must be new, empty or (with overwrite) one
     meddiff wrote (meddiff.io.outdir); it is marked as meddiff's just before the first write."""
-    from ..samplers.progress import Progress
-    from ..domain.check import domain_exit_status, domain_summary
-
     task, restore_slices, describe = restorer.task, restorer.restore_slices, restorer.describe
     if args.mask is not None and task.kind != "inpaint":
         raise FieldError("mask", args.mask, f"this model does {task.kind}, not inpainting; a mask applies to inpainting models only")
@@ -275,8 +279,6 @@ def condition_planes(args: Request, task: TaskConfig, deg: Any, vol: Volume, ite
         cond = deg.upsample(x, size)
         mask = torch.ones_like(cond)
     elif task.kind == "inpaint":
-        from ..data.mask_files import MaskSpec, mask_for
-
         holes = mask_for(MaskSpec(args.mask, args.mask_label, args.mask_dilate), item, vol,
                          args.input if args.input is not None and args.input.is_dir() else None)
         mask = torch.from_numpy(to_slices(holes.astype(np.float32), args.axis).copy())[:, None]
@@ -290,8 +292,6 @@ def condition_planes(args: Request, task: TaskConfig, deg: Any, vol: Volume, ite
 def _thick_planes(args: Request, task: TaskConfig, x: torch.Tensor):
     """Thick-slice SR: the N slices x [N, 1, h, w] (lowres input) are thick slices, interpolated
     (cubic) to N * factor thin slices; an "upsampled" input is already on the thin grid."""
-    from ..data.thick import thick_slices, upsample_axis
-
     f = int(task.sr_factor)
     if args.input_kind == "lowres":
         cond = upsample_axis(x, x.shape[0] * f, 0, "cubic").clamp(-1.0, 1.0)
@@ -305,8 +305,6 @@ def _thick_planes(args: Request, task: TaskConfig, x: torch.Tensor):
 def check_samples_memory(samples: int, planes: torch.Tensor, source: Path) -> None:
     """--samples S keeps S restored copies of every slice (then mean, std and each sample are written): refuse,
     before sampling, a request that cannot fit in the memory this machine has free."""
-    from ..samplers.memory import available_bytes
-
     n, _, h, w = planes.shape
     need = samples * n * h * w * 4 * 3  # the samples, their float64 summaries and one written copy
     free = available_bytes(torch.device("cpu"))  # the samples are gathered on the CPU
@@ -319,8 +317,6 @@ def check_samples_memory(samples: int, planes: torch.Tensor, source: Path) -> No
 def restore_or_skip(run: Run, item: ImageItem | Path, done: DoneLog) -> list[Path] | None:
     """restore_file, recorded in the run's DoneLog; None for an input an unfinished run of the same key already
     finished (its output names are taken again, in order, and its domain report kept)."""
-    from ..domain import DomainReport
-
     args = run.args
     path = item.path if isinstance(item, ImageItem) else Path(item)
     name = public_relpath(path, args.input if args.input.is_dir() else None,
@@ -354,8 +350,6 @@ def restore_volume(run: Run, vol: Volume, item: ImageItem) -> tuple[torch.Tensor
     """The restoration of one read input: (out [S, N, 1, H, W] in normalised units, its normalisation,
     its domain report or None, --interval's {tag: (map, sentence)} or None); normalise, slice, condition
     planes, domain check, restore_slices."""
-    from ..domain.check import domain_postcheck, domain_precheck
-
     args, task = run.args, run.task
     norm = Normalisation.from_volume(vol, percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
     x = torch.from_numpy(to_slices(norm.forward(vol.array), args.axis).copy()).float()[:, None]
@@ -373,7 +367,6 @@ def restore_volume(run: Run, vol: Volume, item: ImageItem) -> tuple[torch.Tensor
         out = out * mask + cond * (1 - mask)
     extra = None
     if args.interval is not None:  # --interval P: lower / upper maps (meddiff.uncertainty)
-        from ..uncertainty.maps import interval_maps
 
         extra = interval_maps(run.interval, args.interval, out, cond, lowres)
     return out, norm, report, extra
@@ -382,8 +375,6 @@ def restore_volume(run: Run, vol: Volume, item: ImageItem) -> tuple[torch.Tensor
 def products_of(run: Run, norm: Normalisation, out: torch.Tensor) -> dict[str, torch.Tensor]:
     """The products of out [S, N, 1, H, W] (normalised units) as slices [N, 1, H, W] in the image's units:
     restored (one sample), or mean, std, sample<k> and, with a calibrated model, uncertainty."""
-    from ..domain.check import calibrated_error_scale
-
     args = run.args
     mean, std = summarise(out)
     products = {"restored": norm.inverse(mean)} if args.samples == 1 else {"mean": norm.inverse(mean), "std": std * norm.scale()}
@@ -445,7 +436,5 @@ def write_domain_reports(out: Path, reports: list) -> None:
     """OUT/domain_check.json: each input's domain findings (empty reasons = in domain)."""
     import json
     from dataclasses import asdict
-
-    from ..io.atomic import atomic_write_text
 
     atomic_write_text(out / "domain_check.json", json.dumps([asdict(r) for r in reports], indent=1) + "\n")

@@ -25,6 +25,15 @@ import numpy as np
 
 from ..checkpointing import DDPM, VDM, ModelSource
 from .files import Request, Written
+from ..checkpointing.named import locate, model_config
+from ..data.degrade import build_degradation
+from ..data.slices import from_slices
+from ..diffusion.checkpoint import load_model
+from ..errors import InputError
+from ..samplers.progress import Progress
+from ..vdm.checkpoint import load_vdm
+from .files import Run, products_of, read_item, restore_volume
+from .restorers import located, restore, restorer_for, validate_request
 
 #: the Request fields a caller may set (the rest describe the run: input, output, checkpoint, method, argv)
 SETTINGS = tuple(f.name for f in dataclasses.fields(Request) if f.name not in ("input", "output", "checkpoint", "method", "argv"))
@@ -46,18 +55,13 @@ class Pipeline:
     @property
     def cfg(self):
         """The config stored in the checkpoint (meddiff.config.Config)."""
-        from ..checkpointing.named import model_config
-
         return model_config(self.source)
 
     @property
     def denoiser(self):
         """The checkpoint's Denoiser (DDPM or image-conditional VDM) for meddiff.samplers, on `device`."""
         if self.source.format == VDM.name:
-            from ..vdm.checkpoint import load_vdm
-
             return load_vdm(self.source, device=self.device).denoiser()
-        from ..diffusion.checkpoint import load_model
 
         return load_model(self.source, device=self.device)[2]
 
@@ -73,8 +77,6 @@ class Pipeline:
         """Restore arrays (one, or a list) -> arrays (module docstring), or a file / folder (a str or Path,
         with `output`) -> the files written (restore.files.Written), with the settings of `meddiff sample`
         (sampler, steps, samples, seed, sr_factor, axis, mask, ...) as keyword arguments."""
-        from .restorers import restore
-
         if isinstance(images_or_files, (str, os.PathLike)):
             if output is None:
                 raise TypeError("restoring files needs output=FOLDER (where `meddiff sample --output` would write)")
@@ -90,13 +92,6 @@ class Pipeline:
 def restore_arrays(args: Request, arrays: list, device: Any = "cpu") -> list:
     """Each array through the restore pipeline of `meddiff sample` (restore.files.restore_volume), read as
     an .npy input; returns per array the restored volume (float32), or a dict of the products (samples > 1)."""
-    from ..data.degrade import build_degradation
-    from ..data.slices import from_slices
-    from ..errors import InputError
-    from ..samplers.progress import Progress
-    from .files import Run, products_of, read_item, restore_volume
-    from .restorers import located, restorer_for, validate_request
-
     validate_request(dataclasses.replace(args, input=Path("arrays")))
     args = located(args)
     restorer = restorer_for(args, device)
@@ -123,12 +118,8 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: Any = "cpu", **d
     """The Pipeline of a shipped model's name (`meddiff models`), a model file, a checkpoint or a run folder
     (a DDPM, distilled student, image-conditional VDM or learned baseline); `defaults`: settings every
     restore of this pipeline uses (e.g. samples=4, progress=True), each call may override them."""
-    from ..checkpointing.named import locate
-
     source = locate(name_or_path)
     if source.format is None:
-        from ..diffusion.checkpoint import load_model
-
         load_model(source)  # says what is wrong with the file
     return Pipeline(source, device, **defaults)
 

@@ -38,6 +38,12 @@ from ..vdm.checkpoint import LoadedVDM, load_vdm
 from ..vdm.sampling import VDMDenoiser
 from .files import Request, RestoreSlices, Written, restore_files
 from .volume import layout_of, noise_for
+from ..checkpointing import resolve_model_file
+from ..checkpointing.named import locate
+from ..diffusion.denoiser import compile_network
+from ..domain import read_card
+from ..samplers.memory import parse_size
+from ..uncertainty.maps import calibration_for_request
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +113,6 @@ def ddpm_restorer(args: Request, device) -> Restorer:
     denoiser = dataclasses.replace(denoiser, precision=spec.precision)
     use_weights(net, args.checkpoint, cfg, args.weights)
     if args.compile:
-        from ..diffusion.denoiser import compile_network
-
         denoiser = dataclasses.replace(denoiser, net=compile_network(denoiser.net))
     layout = layout_of(cfg)  # 2D, 2.5D (neighbours added per slice), 3D or thick-slice (restore.volume)
     task = sr_task(dataclasses.replace(cfg.task, context_slices=0), args.sr_factor)
@@ -134,8 +138,6 @@ def ddpm_restorer(args: Request, device) -> Restorer:
     describe = f"{sampler} {steps} steps, seed {args.seed}, {noise} noise" + ("" if args.consistency == "none" else f", consistency {args.consistency}")
     domain = None
     if task.kind in ("sr", "inpaint") and layout.slicewise:  # the domain check of meddiff.domain (restore.files runs it)
-        from ..checkpointing import resolve_model_file
-        from ..domain import read_card
 
         # 2.5D: modality, spacing and intensities are checked; the model-based score takes one plane, so not for it
         # (nor for inpainting: it scores super-resolution); inpainting cards give factor 1 and the std calibration
@@ -144,8 +146,6 @@ def ddpm_restorer(args: Request, device) -> Restorer:
                              task.sr_factor if sr else 1.0, f"{sampler} {steps}")
     interval = None
     if args.interval is not None:  # --interval P: the model's calibration for this sampler (meddiff.uncertainty)
-        from ..checkpointing import resolve_model_file
-        from ..uncertainty.maps import calibration_for_request
 
         interval = calibration_for_request(resolve_model_file(args.checkpoint), f"{sampler} {steps}", args.samples,
                                            args.interval)
@@ -154,8 +154,6 @@ def ddpm_restorer(args: Request, device) -> Restorer:
 
 def memory_options(args: Request) -> dict:
     """restore()'s max_memory / tile_size / tile_overlap from the request."""
-    from ..samplers.memory import parse_size
-
     try:
         limit = None if args.max_memory is None else parse_size(args.max_memory)
     except ValueError as e:
@@ -253,7 +251,6 @@ def located(args: Request) -> Request:
     file, a checkpoint or run folder -> path, model file, header metadata; meddiff.checkpointing.named.locate)."""
     if args.checkpoint is None or isinstance(args.checkpoint, ModelSource):
         return args
-    from ..checkpointing.named import locate
 
     return dataclasses.replace(args, checkpoint=locate(args.checkpoint))
 

@@ -28,6 +28,11 @@ from ..errors import MeddiffError
 from ..io.atomic import atomic_write_text
 from .files import Request, output_path
 from .manifest import Unit
+from ..data.degrade import build_degradation
+from ..errors import CheckpointError
+from ..samplers.progress import Progress
+from .files import Run, restore_file, run_provenance
+from .restorers import located, restorer_for as choose, validate_request
 
 UNITS_DIR = ".units"
 _PRODUCT = r"(?:restored|mean|std|uncertainty|lower|upper|sample\d+)"
@@ -115,8 +120,6 @@ class UnitResult:
 def restorer_for(args: Request, device):
     """The Restorer of the request: the choice restore.restorers.restore makes (the same function), without
     running the file loop. args.checkpoint must be located (restore.restorers.located)."""
-    from .restorers import restorer_for as choose, validate_request
-
     validate_request(args)
     return choose(args, device)
 
@@ -127,11 +130,6 @@ class UnitWorker:
     key: settings_key of the run (the driver computes it once and every worker writes the same)."""
 
     def __init__(self, args: Request, key: dict, device):
-        from ..data.degrade import build_degradation
-        from .files import run_provenance
-
-        from .restorers import located
-
         args = located(args)
         self.args, self.key, self.device = args, key, device
         self.restorer = restorer_for(args, device)
@@ -140,7 +138,6 @@ class UnitWorker:
         self.provenance = run_provenance(args, self.restorer)
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         if self.provenance["checkpoint_sha256"] != key["checkpoint_sha256"]:  # another file on this node
-            from ..errors import CheckpointError
 
             raise CheckpointError(f"{args.checkpoint} on {self.name} has SHA-256 {self.provenance['checkpoint_sha256']}, "
                                   f"the run's is {key['checkpoint_sha256']}; expected the same model file on every node")
@@ -155,9 +152,6 @@ class UnitWorker:
         return taken | {a.output / UNITS_DIR}
 
     def run(self, unit: Unit) -> UnitResult:
-        from ..samplers.progress import Progress
-        from .files import Run, restore_file
-
         t0, c0 = time.perf_counter(), time.process_time()
         out = self.args.output
         try:

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import ConfigError
+from ..config.device import pick_device
 
 
 @dataclass(frozen=True)
@@ -36,27 +36,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(name: str, local_rank: int = 0, what: str | None = None) -> torch.device:
-    """'auto' -> cuda:LOCAL_RANK if CUDA is available else cpu; otherwise torch.device(name).
-    what: how the user gave it, for messages (default "train.device"; the commands pass "--device")."""
-    if what is not None:
-        try:
-            return pick_device(name, local_rank)
-        except ConfigError as e:
-            raise ConfigError(str(e).replace(f"train.device: {name!r}", f"{what} {name}", 1)) from None
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device: {name!r} is not a device (expected auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 def setup(device_name: str = "auto") -> DistEnv:

@@ -36,7 +36,7 @@ class MeddiffUnitActor:
     def __init__(self, args: Request, key: dict, device: str, threads: int):
         import torch
 
-        from ...train.distributed import pick_device
+        from ...config.device import pick_device
         from ..units import UnitWorker
 
         torch.set_num_threads(max(1, threads))
