@@ -26,6 +26,12 @@ def nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (torch.cdist(x, y).min(1).values / x.shape[1] ** 0.5).numpy()
 
 
+def at_size(images, size: int) -> np.ndarray:
+    """Films [N, H, W] (an array or a list of arrays) area-averaged to [N, size, size]."""
+    x = torch.from_numpy(np.stack(images).astype(np.float32))[:, None]
+    return F.interpolate(x, size=(size, size), mode="area")[:, 0].numpy()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generated", type=Path, required=True)
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = np.stack(read_image_set(a.generated))
     size = gen.shape[-1]
     train = np.stack(read_image_set(a.train, "train"))
-    train = F.interpolate(torch.from_numpy(train)[:, None], size=(size, size), mode="area")[:, 0].numpy()
+    train = at_size(train, size)
     d_gen = nearest(gen, train)
     print(f"{len(gen)} generated, {len(train)} training films at {size}x{size}")
     print("| set | n | nearest-training RMS distance: 5th pct | median | generated below the set's 5th pct |")
@@ -43,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| generated | {len(gen)} | {np.percentile(d_gen, 5):.4f} | {np.median(d_gen):.4f} | |")
     for t in a.test:
         test = np.stack(read_image_set(t))
-        test = F.interpolate(torch.from_numpy(test)[:, None], size=(size, size), mode="area")[:, 0].numpy()
+        test = at_size(test, size)
         d_test = nearest(test, train)
         p5 = np.percentile(d_test, 5)
         print(f"| test {t.name} | {len(test)} | {p5:.4f} | {np.median(d_test):.4f} | {int((d_gen < p5).sum())} of {len(gen)} |")

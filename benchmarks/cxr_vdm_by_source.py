@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cxr_memorisation import nearest  # noqa: E402
+from cxr_memorisation import at_size, nearest  # noqa: E402
 
 from meddiff.downstream.cxr import ADULT, PEDIATRIC, SOURCE_CLASSES, ChestFilmClassifier, classifier_input  # noqa: E402
 from meddiff.io import find_images  # noqa: E402
@@ -50,16 +49,14 @@ def assign_sources(films: np.ndarray) -> np.ndarray:
 
 
 def link(files: list[Path], dest: Path) -> None:
+    """Symbolic links to `files` in `dest`; a `dest` left by another draw (other names in it) is refused, not mixed in."""
+    if dest.is_dir() and {p.name for p in dest.iterdir()} - {f.name for f in files}:
+        raise SystemExit(f"{dest}: holds films of another draw; use a new --out")
     dest.mkdir(parents=True, exist_ok=True)
     for f in files:
         target = dest / f.name
         if not target.exists():
             os.symlink(f.resolve(), target)
-
-
-def at_size(images: list[np.ndarray], size: int) -> np.ndarray:
-    x = torch.from_numpy(np.stack(images).astype(np.float32))[:, None]
-    return F.interpolate(x, size=(size, size), mode="area")[:, 0].numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
