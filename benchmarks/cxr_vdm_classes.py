@@ -46,42 +46,45 @@ def class_counts(metadata_root: Path, source: str, n: int) -> dict[int, int]:
     return {k: int(c) for k, c in zip(classes, counts) if c > 0}
 
 
-def class_fidelity(films: dict[int, list[np.ndarray]], source: str) -> tuple[float, float]:
-    """(five-way accuracy, within-source accuracy) of the classifier on films drawn for known classes."""
+def class_fidelity(films: dict[int, list[np.ndarray]], source: str) -> tuple[float, float, float]:
+    """(five-way accuracy, within-source accuracy, share whose 5-way class is of the drawn source) of the
+    classifier on films drawn for known classes."""
     import torch
 
     from meddiff.downstream.cxr import ChestFilmClassifier, classifier_input, source_probabilities
 
     clf = ChestFilmClassifier.load()
-    hits5 = hits_s = total = 0
+    hits5 = hits_s = right_source = total = 0
     classes = list(SOURCE_CLASSES[SOURCES[source]])
     for k, imgs in films.items():
         with torch.no_grad():
             logits = clf(classifier_input(np.stack(imgs)))
         hits5 += int((logits.argmax(1) == k).sum())
+        right_source += sum(int(c) in classes for c in logits.argmax(1))
         hits_s += int((source_probabilities(logits, SOURCES[source]).argmax(1) == classes.index(k)).sum())
         total += len(imgs)
-    return hits5 / total, hits_s / total
+    return hits5 / total, hits_s / total, right_source / total
 
 
 def run_source(a: argparse.Namespace, source: str, test: Path) -> dict:
     counts = class_counts(a.metadata, source, a.num)
-    gen_root = a.out / f"gen_{source}"
+    gen_root = a.out / (f"gen_{source}" if a.guidance == 0 else f"gen_{source}_w{a.guidance:g}")
     films = {}
     for k, n in counts.items():
         dest = gen_root / slug(k)
         if not dest.is_dir():
             rc = cli(["sample", "--checkpoint", str(a.checkpoint), "-o", str(dest), "--num", str(n), "--label", slug(k),
-                      "--steps", str(a.steps), "--seed", str(a.seed + k), "--no-progress"])
+                      "--steps", str(a.steps), "--seed", str(a.seed + k), "--no-progress"]
+                     + (["--guidance", f"{a.guidance:g}"] if a.guidance else []))
             if rc:
                 raise SystemExit(rc)
         films[k] = read_image_set(dest)
-    scores = evaluate_generation(gen_root, test, a.out / f"eval_{source}")
-    acc5, acc_s = class_fidelity(films, source)
+    scores = evaluate_generation(gen_root, test, a.out / f"eval_{gen_root.name[4:]}")
+    acc5, acc_s, right = class_fidelity(films, source)
     v = scores.values
     return {"source": source, "n_gen": scores.n_generated, "n_real": scores.n_real, "counts": counts, "fid": v["fid"],
             "kid": v["kid"], "kid_std": v["kid_std"], "precision": v.get("precision"), "recall": v.get("recall"),
-            "acc5": acc5, "acc_source": acc_s}
+            "acc5": acc5, "acc_source": acc_s, "right_source": right}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num", type=int, default=100)
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--guidance", type=float, default=0.0, metavar="W",
+                    help="classifier-free guidance weight of `meddiff sample --guidance` (0: none); films go to "
+                         "OUT/gen_<source>_wW")
     a = ap.parse_args(argv)
     rows = []
     for spec in a.test:
@@ -102,13 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         if source not in SOURCES or not folder:
             ap.error(f"--test {spec!r}: expected adult=DIR or pediatric=DIR")
         rows.append(run_source(a, source, Path(folder)))
-    print(f"\n{a.checkpoint}, {a.steps} sampling steps; classes drawn in the test films' proportions\n")
-    print("| source | generated (per class) | real | FID | KID | precision | recall | class fidelity, 5-way | within source |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\n{a.checkpoint}, {a.steps} sampling steps, guidance {a.guidance:g}; classes drawn in the test films' "
+          "proportions\n")
+    print("| source | generated (per class) | real | FID | KID | precision | recall | class fidelity, 5-way | within source "
+          "| read as the drawn source |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         per = ", ".join(f"{slug(k)} {n}" for k, n in r["counts"].items())
         print(f"| {r['source']} | {r['n_gen']} ({per}) | {r['n_real']} | {r['fid']:.1f} | {r['kid']:.4f} +- {r['kid_std']:.4f} | "
-              f"{r['precision']:.2f} | {r['recall']:.2f} | {r['acc5']:.2f} | {r['acc_source']:.2f} |")
+              f"{r['precision']:.2f} | {r['recall']:.2f} | {r['acc5']:.2f} | {r['acc_source']:.2f} | {r['right_source']:.2f} |")
     return 0
 
 

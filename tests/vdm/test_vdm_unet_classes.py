@@ -14,7 +14,7 @@ import torch
 from meddiff import config as config_mod
 from meddiff.checkpointing.folders import init_weights
 from meddiff.checkpointing.formats import VDM
-from meddiff.errors import CheckpointError
+from meddiff.errors import CheckpointError, ConfigError
 from meddiff.nn.unet import UNet
 from meddiff.vdm.checkpoint import load_vdm
 
@@ -73,3 +73,34 @@ def test_only_the_conditioning_tensors_may_be_missing_from_an_init_file(tmp_path
 
     with pytest.raises(CheckpointError, match="has shape"):
         init_weights(build_vdm(wider, (1, 8, 8)), parent, VDM.name)
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_class_lr_scale_steps_the_class_path_at_that_multiple_of_the_schedule(tmp_path, scale):
+    """Adam's first step moves every parameter with a gradient by exactly its lr (m / sqrt(v) = sign(g)):
+    the class path (class embedding, U-Net conditioning projection) by lr x vdm.class_lr_scale, the rest by lr."""
+    parent = train(unet_vdm(tmp_path / "u", 0), TinyPairs(), progress=False).checkpoint
+    lr = 1e-3
+    cfg = unet_vdm(tmp_path / "c", 3, init_from=str(parent), steps=1, lr=lr, warmup_steps=0, ema_decay=0.0,
+                   weight_decay=0.0, lr_schedule="constant")
+    cfg = config_mod.from_dict({**config_mod.to_dict(cfg), "vdm": {**config_mod.to_dict(cfg)["vdm"], "class_lr_scale": scale}})
+    from meddiff.vdm.build import build_vdm
+
+    start = build_vdm(cfg, (1, 8, 8))
+    init_weights(start, parent, VDM.name)
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    after = load_vdm(train(cfg, TinyPairs(), labels=LABELS, class_names=["a", "b", "c"], progress=False).checkpoint).model
+    moved = {k: float((v.float() - before[k].float()).abs().max()) for k, v in after.state_dict().items()}
+    assert moved["score.unet.cond_proj.weight"] == pytest.approx(lr * scale, rel=1e-2)
+    assert moved["score.unet.conv_in.weight"] == pytest.approx(lr, rel=1e-2)
+
+
+@pytest.mark.parametrize("vdm, message", [
+    ({"class_lr_scale": 0.0}, "vdm.class_lr_scale: expected a number > 0, got 0.0"),
+    ({"class_lr_scale": float("inf")}, "vdm.class_lr_scale: expected a number > 0, got inf"),
+    ({"class_lr_scale": 5.0}, "vdm.class_lr_scale is 5.0 but vdm.n_classes is 0"),
+])
+def test_bad_class_lr_scale_is_a_config_error_naming_the_key(vdm, message):
+    with pytest.raises(ConfigError) as e:
+        config_mod.from_dict({"objective": "vdm", "vdm": vdm})
+    assert message in str(e.value)

@@ -36,6 +36,7 @@ class VDMConfig:
     label_from: str = "none"  # none | folder | file | column:NAME (see meddiff.vdm.build.slice_labels)
     labels_csv: str = ""  # column:NAME: CSV with NAME and case_id or patient_id (default: manifest.csv)
     label_dropout: float = 0.0  # classifier-free guidance: share p of training examples whose score net sees "no class"
+    class_lr_scale: float = 1.0  # the class path's learning rate (class embedding, conditioning projection) / train.lr
     image_condition: bool = False  # unet only: condition on the task's degraded image (restoration)
     timesteps: int = 0  # 0 = continuous-time loss (eq. 17); T > 0 = finite-T loss (eq. 13)
     antithetic: bool = True  # antithetic (low-discrepancy) times across the batch (App. I.1)
@@ -55,6 +56,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"vdm.label_from: expected none, folder, file or column:NAME, got {v.label_from!r}")
     if not (math.isfinite(v.label_dropout) and 0.0 <= v.label_dropout < 1.0):
         raise ConfigError(f"vdm.label_dropout: expected a probability 0 <= p < 1, got {v.label_dropout}")
+    if not (math.isfinite(v.class_lr_scale) and v.class_lr_scale > 0):
+        raise ConfigError(f"vdm.class_lr_scale: expected a number > 0, got {v.class_lr_scale}")
     if v.labels_csv and not v.label_from.startswith("column:"):
         raise ConfigError(f"vdm.labels_csv is set ({v.labels_csv!r}) but vdm.label_from is {v.label_from!r}, not column:NAME")
     if cfg.objective != "vdm":
@@ -65,6 +68,9 @@ def validate(cfg: Config) -> None:
     if v.label_dropout > 0 and v.n_classes == 0:
         raise ConfigError(f"vdm.label_dropout is {v.label_dropout} but vdm.n_classes is 0: dropping the label "
                           "(classifier-free guidance) needs a class-conditional model (n_classes >= 2)")
+    if v.class_lr_scale != 1.0 and v.n_classes == 0:
+        raise ConfigError(f"vdm.class_lr_scale is {v.class_lr_scale} but vdm.n_classes is 0: an unconditional model "
+                          "has no class path to scale")
     if v.n_classes == 1:
         raise ConfigError("vdm.n_classes: 1 class is an unconditional model; expected 0 or >= 2")
     if v.image_condition and v.n_classes > 0:

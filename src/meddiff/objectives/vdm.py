@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..checkpointing import VDM
+from ..checkpointing.folders import CONDITIONING
 from ..config import Config
 from ..data.degrade import build_degradation
 from ..data.order import VAL, mix_seed
@@ -103,7 +104,16 @@ class VDMObjective(OptionalHooks):
         self.net = build_vdm(cfg, data.data_shape, self.deg.cond_channels).to(runtime.device)
 
     def optimisers(self, lr: float, betas: tuple[float, float], weight_decay: float, grad_clip: float):
-        return torch.optim.AdamW(self.net.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+        """AdamW; with vdm.class_lr_scale != 1 the class path (CONDITIONING: the class embedding and the
+        U-Net's conditioning projection) is its own group, stepped at that multiple of the schedule."""
+        scale = self.cfg.vdm.class_lr_scale
+        named = list(self.net.named_parameters())
+        cls = [p for n, p in named if n.startswith(CONDITIONING)]
+        if scale == 1.0 or not cls:
+            return torch.optim.AdamW(self.net.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+        rest = [p for n, p in named if not n.startswith(CONDITIONING)]
+        return torch.optim.AdamW([{"params": rest}, {"params": cls, "lr": lr * scale, "lr_scale": scale}],
+                                 lr=lr, betas=betas, weight_decay=weight_decay)
 
     def attach(self, ema: nn.Module) -> None:
         pass

@@ -156,8 +156,8 @@ class _Run:
         t, env = self.cfg.train, self.env
         seed_global_rngs(mix_seed(t.seed, STEP, step, env.rank))
         for opt in optimiser_list(self.opt):
-            for g in opt.param_groups:
-                g["lr"] = train_lr(self.cfg, step)
+            for g in opt.param_groups:  # a group may run at a multiple of the schedule (its "lr_scale")
+                g["lr"] = train_lr(self.cfg, step) * g.get("lr_scale", 1.0)
         self.net.train()
         ctx = StepContext(step, t.seed, t.batch_size, t.grad_clip if t.grad_clip > 0 else math.inf, self.runtime,
                           self._last_good())
