@@ -68,7 +68,8 @@ def class_fidelity(films: dict[int, list[np.ndarray]], source: str) -> tuple[flo
 
 def run_source(a: argparse.Namespace, source: str, test: Path) -> dict:
     counts = class_counts(a.metadata, source, a.num)
-    gen_root = a.out / (f"gen_{source}" if a.guidance == 0 else f"gen_{source}_w{a.guidance:g}")
+    tag = source if a.guidance == 0 else f"{source}_w{a.guidance:g}"  # one draw's folders: gen_TAG, eval_TAG
+    gen_root = a.out / f"gen_{tag}"
     films = {}
     for k, n in counts.items():
         dest = gen_root / slug(k)
@@ -79,7 +80,7 @@ def run_source(a: argparse.Namespace, source: str, test: Path) -> dict:
             if rc:
                 raise SystemExit(rc)
         films[k] = read_image_set(dest)
-    scores = evaluate_generation(gen_root, test, a.out / f"eval_{gen_root.name[4:]}")
+    scores = evaluate_generation(gen_root, test, a.out / f"eval_{tag}")
     acc5, acc_s, right = class_fidelity(films, source)
     v = scores.values
     return {"source": source, "n_gen": scores.n_generated, "n_real": scores.n_real, "counts": counts, "fid": v["fid"],
